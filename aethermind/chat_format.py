@@ -1,0 +1,178 @@
+"""The Forge-1 chat template: the only module that knows it (guide section 3).
+
+    <|bos|>
+    <|system|>...<|/system|>
+    <|user|>...<|/user|>
+    <|think|>
+    ...
+    <|/think|>
+    <|assistant|>...<|/assistant|>
+    <|eos|>
+
+A turn without thinking uses `<|no_think|>` in place of the think block. `render`/`parse` map a
+Conversation to this text and back; `encode` goes straight to ids plus a loss mask, encoding
+message text as plain text so user content can never turn into a special token.
+Usage: `ids, mask = encode(Conversation(turns=[Turn("Hi", "Hello!")]), tokenizer)`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from aethermind.tokenizer import Forge1Tokenizer
+
+DEFAULT_SYSTEM_PROMPT = "You are Forge-1, a helpful thinking AI assistant."
+
+BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
+SYSTEM, END_SYSTEM = "<|system|>", "<|/system|>"
+USER, END_USER = "<|user|>", "<|/user|>"
+ASSISTANT, END_ASSISTANT = "<|assistant|>", "<|/assistant|>"
+THINK, END_THINK, NO_THINK = "<|think|>", "<|/think|>", "<|no_think|>"
+SPECIAL_TOKENS = (BOS, EOS, PAD, SYSTEM, END_SYSTEM, USER, END_USER, ASSISTANT, END_ASSISTANT,
+                  THINK, END_THINK, NO_THINK)
+_SPECIAL_RE = re.compile("|".join(re.escape(s) for s in SPECIAL_TOKENS))
+WORD_JOINER = "\u2060"  # invisible; breaks a special-token string without changing how it reads
+
+
+@dataclass
+class Turn:
+    """One exchange. `thinking=None` renders `<|no_think|>`; a string renders a think block."""
+
+    user: str
+    assistant: str
+    thinking: str | None = None
+
+
+@dataclass
+class Conversation:
+    turns: list[Turn] = field(default_factory=list)
+    system: str = DEFAULT_SYSTEM_PROMPT
+
+
+def contains_special(text: str) -> bool:
+    return _SPECIAL_RE.search(text) is not None
+
+
+def sanitize(text: str) -> str:
+    """Neutralise special-token strings inside message text (`<|user|>` -> `<\u2060|user|>`)."""
+    return _SPECIAL_RE.sub(lambda m: m.group(0)[0] + WORD_JOINER + m.group(0)[1:], text)
+
+
+def _check_text(text: str, where: str) -> None:
+    if contains_special(text):
+        raise ValueError(f"{where} contains a special-token string such as '<|user|>': "
+                         "pass it through chat_format.sanitize() first")
+
+
+def _assistant_pieces(turn: Turn) -> list[str]:
+    head = [THINK, "\n" + turn.thinking + "\n", END_THINK, "\n"] if turn.thinking is not None \
+        else [NO_THINK, "\n"]
+    return [*head, ASSISTANT, turn.assistant, END_ASSISTANT]
+
+
+def _pieces(conv: Conversation) -> list[tuple[str, bool]]:
+    """The template as (piece, is_loss) pairs; special tokens are pieces of their own."""
+    out: list[tuple[str, bool]] = [(BOS, False), ("\n", False), (SYSTEM, False),
+                                   (conv.system, False), (END_SYSTEM, False), ("\n", False)]
+    for turn in conv.turns:
+        out += [(USER, False), (turn.user, False), (END_USER, False), ("\n", False)]
+        out += [(p, True) for p in _assistant_pieces(turn)]
+        out.append(("\n", False))
+    out.append((EOS, False))
+    return out
+
+
+def render(conv: Conversation) -> str:
+    """The guide's text form. Raises ValueError if message text holds a special-token string."""
+    _check_conversation(conv)
+    return "".join(piece for piece, _ in _pieces(conv))
+
+
+def render_prompt(conv: Conversation, user_message: str, *, think: bool | None = None) -> str:
+    """Text up to where the model speaks: `...<|user|>msg<|/user|>\\n` (+ forced think choice)."""
+    text = render(conv)[: -len(EOS)] + USER + user_message + END_USER + "\n"
+    if think is True:
+        text += THINK + "\n"
+    elif think is False:
+        text += NO_THINK + "\n"
+    return text
+
+
+def _check_conversation(conv: Conversation) -> None:
+    _check_text(conv.system, "system prompt")
+    for i, turn in enumerate(conv.turns):
+        _check_text(turn.user, f"turn {i} user message")
+        _check_text(turn.assistant, f"turn {i} assistant answer")
+        if turn.thinking is not None:
+            _check_text(turn.thinking, f"turn {i} thinking")
+
+
+def _encode_pieces(pieces: list[tuple[str, bool]], tokenizer: Forge1Tokenizer
+                   ) -> tuple[list[int], list[int]]:
+    special = tokenizer.special_ids
+    texts = [p for p, _ in pieces if p not in special and p]
+    encoded = iter(tokenizer.encode_batch(texts))
+    ids: list[int] = []
+    mask: list[int] = []
+    for piece, is_loss in pieces:
+        if piece in special:
+            piece_ids = [special[piece]]
+        elif piece:
+            piece_ids = next(encoded)
+        else:
+            continue
+        ids += piece_ids
+        mask += [int(is_loss)] * len(piece_ids)
+    return ids, mask
+
+
+def encode(conv: Conversation, tokenizer: Forge1Tokenizer) -> tuple[list[int], list[int]]:
+    """Token ids and loss mask (1 on think block + answer incl. closing tokens, 0 elsewhere).
+
+    Message text is encoded as plain text, so any content is safe here, sanitised or not.
+    """
+    return _encode_pieces(_pieces(conv), tokenizer)
+
+
+def encode_prompt(conv: Conversation, user_message: str, tokenizer: Forge1Tokenizer, *,
+                  think: bool | None = None) -> list[int]:
+    """Ids of `render_prompt(...)`, safe for any user text."""
+    pieces = _pieces(conv)[:-1] + [(USER, False), (user_message, False), (END_USER, False),
+                                   ("\n", False)]
+    if think is not None:
+        pieces += [(THINK if think else NO_THINK, False), ("\n", False)]
+    return _encode_pieces(pieces, tokenizer)[0]
+
+
+_TURN_RE = re.compile(
+    re.escape(USER) + r"(?P<user>.*?)" + re.escape(END_USER) + r"\n"
+    + r"(?:" + re.escape(THINK) + r"\n(?P<thinking>.*?)\n" + re.escape(END_THINK) + r"\n|"
+    + re.escape(NO_THINK) + r"\n)"
+    + re.escape(ASSISTANT) + r"(?P<assistant>.*?)" + re.escape(END_ASSISTANT) + r"\n",
+    re.DOTALL)
+_HEAD_RE = re.compile(re.escape(BOS) + r"\n" + re.escape(SYSTEM) + r"(?P<system>.*?)"
+                      + re.escape(END_SYSTEM) + r"\n", re.DOTALL)
+
+
+def parse(text: str) -> Conversation:
+    """Inverse of `render`. Raises ValueError naming where the text leaves the template."""
+    head = _HEAD_RE.match(text)
+    if head is None:
+        raise ValueError("not a Forge-1 conversation: it must start with "
+                         "'<|bos|>\\n<|system|>...<|/system|>\\n'")
+    conv = Conversation(system=head.group("system"))
+    pos = head.end()
+    while not text.startswith(EOS, pos):
+        m = _TURN_RE.match(text, pos)
+        if m is None:
+            raise ValueError(f"malformed Forge-1 turn at character {pos}: expected "
+                             "'<|user|>...<|/user|>\\n', a think block or '<|no_think|>\\n', "
+                             "then '<|assistant|>...<|/assistant|>\\n'")
+        conv.turns.append(Turn(m.group("user"), m.group("assistant"), m.group("thinking")))
+        pos = m.end()
+    if text[pos + len(EOS):].strip():
+        raise ValueError(f"text continues after <|eos|> at character {pos}")
+    return conv

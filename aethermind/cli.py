@@ -1,0 +1,44 @@
+"""`aethermind <command>`: dispatch to each module's `main(argv)`, imported only when used.
+
+Each command lives in its own module with `def main(argv=None) -> int`; this file holds only the
+map, so `aethermind --help` stays fast and importing it does nothing.
+Usage: `aethermind train --config configs/cpu_config.yaml --variant tiny`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "tokenizer": ("aethermind.tokenizer", "train a byte-level BPE tokenizer"),
+    "data": ("aethermind.data.cli", "download | preprocess | synth | pack training data"),
+    "train": ("aethermind.train", "train Forge-1 from a YAML config (resumable)"),
+    "plan": ("aethermind.plan", "estimate GPU memory for a config before training"),
+    "evaluate": ("aethermind.evaluate", "test prompts, validation loss and reasoning accuracy"),
+    "chat": ("aethermind.chat", "interactive chat with a trained model"),
+    "demo": ("aethermind.demo", "the offline quickstart: data, train, evaluate, chat"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "usage: aethermind <command> [options]\n\ncommands:\n" + "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"aethermind: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,179 @@
+"""Forge1Tokenizer: byte-level BPE (Hugging Face `tokenizers`) with the 12 Forge-1 special tokens.
+
+Special tokens take ids 0-11 and are atomic. `encode()` treats its input as plain text, so a
+literal "<|user|>" typed by a user stays ordinary bytes; only `encode(..., allow_special=True)`
+(used on already-trusted template text) maps those strings to special ids. The saved
+`tokenizer.json` also loads in `transformers.PreTrainedTokenizerFast`.
+Usage: `tok = Forge1Tokenizer(); ids = tok.encode("hi"); tok.decode(ids) == "hi"`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from aethermind.chat_format import SPECIAL_TOKENS
+
+DEFAULT_TOKENIZER = Path(__file__).parent / "assets" / "tokenizer"
+MIN_VOCAB = len(SPECIAL_TOKENS) + 256 + 32  # specials + byte alphabet + a few merges
+
+
+class Forge1Tokenizer:
+    def __init__(self, path: str | Path | None = None) -> None:
+        """Load `path` (a directory holding tokenizer.json, or the file); None = bundled default."""
+        path = Path(path) if path is not None else DEFAULT_TOKENIZER
+        file = path / "tokenizer.json" if path.is_dir() else path
+        if not file.is_file():
+            raise FileNotFoundError(f"no tokenizer at {path}: expected a directory with "
+                                    "tokenizer.json (make one with `aethermind tokenizer train`)")
+        self._init_from_json(file.read_text(encoding="utf-8"))
+
+    def _init_from_json(self, blob: str) -> None:
+        self._json = blob
+        self._tok = Tokenizer.from_str(blob)  # parses special-token strings
+        self._plain = Tokenizer.from_str(blob)
+        self._plain.encode_special_tokens = True  # never produce special ids from text
+        self.special_ids = {s: self._tok.token_to_id(s) for s in SPECIAL_TOKENS}
+        missing = [s for s, i in self.special_ids.items() if i is None]
+        if missing:
+            raise ValueError(f"tokenizer lacks special tokens {missing}: retrain it with "
+                             "`aethermind tokenizer train`")
+        self.bos_id, self.eos_id, self.pad_id = (self.special_ids[s] for s in SPECIAL_TOKENS[:3])
+
+    @classmethod
+    def from_json(cls, blob: str) -> Forge1Tokenizer:
+        self = cls.__new__(cls)
+        self._init_from_json(blob)
+        return self
+
+    # --- training -------------------------------------------------------------------------------
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int, min_frequency: int = 2
+              ) -> Forge1Tokenizer:
+        """Train byte-level BPE on `texts`; the vocab includes the 12 specials and 256 bytes."""
+        if vocab_size < MIN_VOCAB:
+            raise ValueError(f"vocab_size={vocab_size}: must be at least {MIN_VOCAB} "
+                             "(12 special tokens + 256 bytes + merges)")
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size, min_frequency=min_frequency, show_progress=False,
+            special_tokens=list(SPECIAL_TOKENS),
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        tok.train_from_iterator(_strip_specials(texts), trainer=trainer)
+        return cls.from_json(tok.to_str())
+
+    def save(self, directory: str | Path) -> Path:
+        """Write tokenizer.json (+ transformers' small config files) atomically into `directory`."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        files = {
+            "tokenizer.json": self._json,
+            "tokenizer_config.json": json.dumps({
+                "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": SPECIAL_TOKENS[0],
+                "eos_token": SPECIAL_TOKENS[1], "pad_token": SPECIAL_TOKENS[2],
+                "model_max_length": 1_000_000, "clean_up_tokenization_spaces": False,
+            }, indent=2),
+        }
+        for name, content in files.items():
+            tmp = directory / f".{name}.tmp"
+            tmp.write_text(content, encoding="utf-8")
+            tmp.replace(directory / name)
+        return directory
+
+    # --- encode / decode ------------------------------------------------------------------------
+    def encode(self, text: str, allow_special: bool = False) -> list[int]:
+        tok = self._tok if allow_special else self._plain
+        return tok.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: list[str], allow_special: bool = False) -> list[list[int]]:
+        tok = self._tok if allow_special else self._plain
+        return [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
+
+    def decode(self, ids: Iterable[int], skip_special: bool = False) -> str:
+        return self._tok.decode(list(ids), skip_special_tokens=skip_special)
+
+    def token_to_id(self, token: str) -> int | None:
+        return self._tok.token_to_id(token)
+
+    def id_to_token(self, idx: int) -> str | None:
+        return self._tok.id_to_token(idx)
+
+    def get_vocab_size(self) -> int:
+        return self._tok.get_vocab_size(with_added_tokens=True)
+
+    def get_vocab_size_padded(self, multiple: int = 64) -> int:
+        """Vocab rounded up to `multiple`: aligned embedding shapes run faster on GPUs."""
+        return -(-self.get_vocab_size() // multiple) * multiple
+
+    @property
+    def vocab_size(self) -> int:
+        return self.get_vocab_size()
+
+    def fingerprint(self) -> str:
+        """Short hash of the tokenizer's full definition, to detect stale shards and checkpoints."""
+        return hashlib.sha256(self._json.encode("utf-8")).hexdigest()[:16]
+
+    def __len__(self) -> int:
+        return self.get_vocab_size()
+
+
+def _strip_specials(texts: Iterable[str]) -> Iterator[str]:
+    """Template markup is not language: keep it out of the merges."""
+    for text in texts:
+        for special in SPECIAL_TOKENS:
+            text = text.replace(special, "\n")
+        yield text
+
+
+def _read_jsonl_texts(path: Path, key: str) -> Iterator[str]:
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)[key]
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                raise ValueError(f"{path}:{lineno}: expected a JSON object with a {key!r} "
+                                 f"string ({err})") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="aethermind tokenizer",
+                                     description="Train a Forge-1 byte-level BPE tokenizer.")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    tr = sub.add_parser("train", help="train on a JSONL file (or the built-in offline corpus)")
+    src = tr.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input", type=Path, help="JSONL file with a text field per line")
+    src.add_argument("--builtin-corpus", action="store_true",
+                     help="the offline corpus the bundled default tokenizer was trained on")
+    tr.add_argument("--key", default="text", help="JSON field holding the text (default: text)")
+    tr.add_argument("--vocab-size", type=int, required=True)
+    tr.add_argument("--min-frequency", type=int, default=2)
+    tr.add_argument("--output", type=Path, required=True, help="directory to write")
+    args = parser.parse_args(argv)
+    if args.builtin_corpus:
+        from aethermind.tokenizer_corpus import builtin_corpus
+        texts: Iterable[str] = builtin_corpus()
+    else:
+        if not args.input.is_file():
+            parser.error(f"--input {args.input}: file not found")
+        texts = _read_jsonl_texts(args.input, args.key)
+    try:
+        tok = Forge1Tokenizer.train(texts, args.vocab_size, args.min_frequency)
+    except ValueError as err:
+        parser.error(str(err))
+    out = tok.save(args.output)
+    print(f"tokenizer: {tok.get_vocab_size()} tokens (padded {tok.get_vocab_size_padded()}), "
+          f"fingerprint {tok.fingerprint()} -> {out}/tokenizer.json")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
