@@ -147,14 +147,20 @@ def encode_prompt(conv: Conversation, user_message: str, tokenizer: Forge1Tokeni
     return _encode_pieces(pieces, tokenizer)[0]
 
 
+def _field(name: str) -> str:
+    """A named group of message text: it never holds a special-token string, so a field can
+    not run across the template (this is what makes `parse` strict)."""
+    return rf"(?P<{name}>(?:(?!{_SPECIAL_RE.pattern}).)*)"
+
+
+_E = re.escape
 _TURN_RE = re.compile(
-    re.escape(USER) + r"(?P<user>.*?)" + re.escape(END_USER) + r"\n"
-    + r"(?:" + re.escape(THINK) + r"\n(?P<thinking>.*?)\n" + re.escape(END_THINK) + r"\n|"
-    + re.escape(NO_THINK) + r"\n)"
-    + re.escape(ASSISTANT) + r"(?P<assistant>.*?)" + re.escape(END_ASSISTANT) + r"\n",
-    re.DOTALL)
-_HEAD_RE = re.compile(re.escape(BOS) + r"\n" + re.escape(SYSTEM) + r"(?P<system>.*?)"
-                      + re.escape(END_SYSTEM) + r"\n", re.DOTALL)
+    _E(USER) + _field("user") + _E(END_USER) + r"\n"
+    + r"(?:" + _E(THINK) + r"\n" + _field("thinking") + r"\n" + _E(END_THINK) + r"\n|"
+    + _E(NO_THINK) + r"\n)"
+    + _E(ASSISTANT) + _field("assistant") + _E(END_ASSISTANT) + r"\n", re.DOTALL)
+_HEAD_RE = re.compile(_E(BOS) + r"\n" + _E(SYSTEM) + _field("system") + _E(END_SYSTEM) + r"\n",
+                      re.DOTALL)
 
 
 def parse(text: str) -> Conversation:

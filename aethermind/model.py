@@ -35,7 +35,7 @@ class RMSNorm(nn.Module):
 
 
 def rope_tables(head_dim: int, max_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin tables (T, D) in HF Llama's half-split layout: freqs are repeated, not interleaved."""
+    """cos/sin tables (T, D) in HF Llama's half-split layout (freqs repeated, not interleaved)."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
     t = torch.arange(max_len, dtype=torch.float32)
     freqs = torch.outer(t, inv_freq)  # (T, D/2)
@@ -139,9 +139,9 @@ class Forge1Model(nn.Module):
     def init_weights(self) -> None:
         """Every tensor's init, GPT-2/LLaMA style:
 
-        tok_emb, attn.wqkv, mlp.w_gate_up, lm_head (untied)  normal(0, init_std)
-        attn.wo, mlp.w_down (write into the residual stream)   normal(0, init_std / sqrt(2 * n_layers))
-        attn_norm, mlp_norm, norm                             ones
+        tok_emb, attn.wqkv, mlp.w_gate_up, lm_head (untied)   normal(0, init_std)
+        attn.wo, mlp.w_down (write the residual stream)        normal(0, init_std / sqrt(2 L))
+        attn_norm, mlp_norm, norm                              ones
         """
         std = self.config.init_std
         resid_std = std / math.sqrt(2 * self.config.n_layers)

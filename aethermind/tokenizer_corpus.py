@@ -2,7 +2,8 @@
 
 Everything here ships with Python itself or with this package, so the default tokenizer can be
 rebuilt anywhere without a network:
-    aethermind tokenizer train --builtin-corpus --vocab-size 16384 --output aethermind/assets/tokenizer
+    aethermind tokenizer train --builtin-corpus --vocab-size 16384 \
+        --output aethermind/assets/tokenizer
 It mixes English prose (Python's help topics and the stdlib's docstrings: explanations,
 definitions, examples) with the built-in reasoning conversations, so both prose and the numbers
 and step-by-step traces of the synthetic set compress well. Text from a different Python

@@ -1,0 +1,154 @@
+"""Crash-safe training checkpoints and the final-model export.
+
+A checkpoint is one file `<dir>/step_0000500.pt` written atomically: temp file, fsync, rename,
+fsync of the directory, so a crash (or kill -9) at any moment leaves either the old set or the
+new one, never a half file under the real name. Loading uses `torch.load(weights_only=True)`:
+a checkpoint can hold tensors and plain containers but can never execute code. It does not
+know what a training state means; `train.py` builds and reads the dict.
+Usage: `save_checkpoint(state, ckpt_dir, step, keep=3)`; `found = latest_valid(ckpt_dir)`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+CKPT_RE = re.compile(r"^step_(\d+)\.pt$")
+REQUIRED_KEYS = ("step", "model", "optimizer", "config", "tokenizer_fingerprint")
+
+
+# --- atomic files ---------------------------------------------------------------------------
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # Windows cannot open directories; the rename is still atomic there
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write: Callable[[Any], None]) -> Path:
+    """Call `write(file_object)` on a temp file beside `path`, fsync it, rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_torch_save(obj: Any, path: Path) -> Path:
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_text(text: str, path: Path) -> Path:
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+# --- checkpoints ----------------------------------------------------------------------------
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:07d}.pt"
+
+
+def list_checkpoints(directory: str | Path) -> list[Path]:
+    """Checkpoint files in `directory`, oldest first (by step, not by mtime)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := CKPT_RE.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def save_checkpoint(state: dict[str, Any], directory: str | Path, step: int,
+                    keep: int = 3) -> Path:
+    """Write `state` as the checkpoint of `step` atomically, then delete all but the newest `keep`."""
+    missing = [k for k in REQUIRED_KEYS if k not in state]
+    assert not missing, f"checkpoint state lacks {missing}"
+    path = atomic_torch_save(state, Path(directory) / checkpoint_name(step))
+    for old in list_checkpoints(directory)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
+                    ) -> dict[str, Any]:
+    """Load one checkpoint safely; raises ValueError if it is unreadable or incomplete."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated zip, bad pickle, disallowed global: all mean corrupt
+        raise ValueError(f"{path}: unreadable checkpoint ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else ''})") from None
+    if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
+        raise ValueError(f"{path}: not a complete AetherMind checkpoint")
+    return state
+
+
+def latest_valid(directory: str | Path, map_location: str | torch.device = "cpu"
+                 ) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint that loads, skipping corrupt ones with a warning; None if none."""
+    for path in reversed(list_checkpoints(directory)):
+        try:
+            return path, load_checkpoint(path, map_location)
+        except ValueError as err:
+            warnings.warn(f"skipping {err}; trying an older checkpoint", stacklevel=2)
+    return None
+
+
+# --- RNG state ------------------------------------------------------------------------------
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch and CUDA generator states in weights_only-loadable types."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
+                  "has_gauss": has_gauss, "gauss": gauss},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+# --- final model ----------------------------------------------------------------------------
+def export_final(model: torch.nn.Module, tokenizer: Any, output_dir: str | Path,
+                 variant: str) -> Path:
+    """`<output_dir>/final_model/forge1_{variant}_final.pt` + config.json + tokenizer/.
+
+    The .pt is a plain `state_dict()` (the guide's snippet loads it with `load_state_dict`);
+    config.json and tokenizer/ beside it make the folder self-describing.
+    """
+    final = Path(output_dir) / "final_model"
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    path = atomic_torch_save(state, final / f"forge1_{variant}_final.pt")
+    atomic_text(json.dumps(model.config.to_dict(), indent=2) + "\n", final / "config.json")
+    tokenizer.save(final / "tokenizer")
+    return path

@@ -1,0 +1,154 @@
+"""Devices, precision fallbacks, seeding, and DDP/FSDP2 setup from torchrun's environment.
+
+One process per device; torchrun sets RANK, LOCAL_RANK and WORLD_SIZE, and without them
+everything runs as rank 0 of 1. Only rank 0 logs (`log0`) and writes files (`is_main`).
+Nothing here runs at import time.
+Usage: `ctx = setup("auto")`; `model = wrap_model(model, ctx)`; `log0("hello")`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as tdist
+from torch import nn
+
+log = logging.getLogger("aethermind")
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def env_rank() -> tuple[int, int, int]:
+    """(rank, local_rank, world_size) from torchrun's environment variables."""
+    return (int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)),
+            int(os.environ.get("WORLD_SIZE", 1)))
+
+
+def is_main() -> bool:
+    if tdist.is_available() and tdist.is_initialized():
+        return tdist.get_rank() == 0
+    return env_rank()[0] == 0
+
+
+def log0(msg: str, *args: object, level: int = logging.INFO) -> None:
+    """Log on rank 0 only, so K processes do not print every line K times."""
+    if is_main():
+        log.log(level, msg, *args)
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Plain `message` lines on stderr for the `aethermind` logger; idempotent."""
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+    log.setLevel(level)
+    log.propagate = False
+
+
+def select_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
+    """The requested device, or CPU with a one-line warning when it is not there."""
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank)
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            warnings.warn(f"device {requested!r} asked but no CUDA GPU is available: training on "
+                          "the CPU (slow); set device: cpu to silence this", stacklevel=2)
+            return torch.device("cpu")
+        index = int(requested.split(":")[1]) if ":" in requested else local_rank
+        return torch.device("cuda", index)
+    if requested == "mps" and not torch.backends.mps.is_available():
+        warnings.warn("device 'mps' asked but not available: training on the CPU", stacklevel=2)
+        return torch.device("cpu")
+    return torch.device(requested)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """fp16/bf16 need an accelerator here; on CPU fall back to fp32 with a one-line warning."""
+    if precision != "fp32" and device.type == "cpu":
+        warnings.warn(f"precision {precision} needs a GPU: using fp32 on the CPU", stacklevel=2)
+        return "fp32"
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        warnings.warn("this GPU has no bf16: using fp16 with loss scaling", stacklevel=2)
+        return "fp16"
+    return precision
+
+
+def setup(device: str = "auto") -> DistContext:
+    """Pick the device and, under torchrun, join the process group (nccl on CUDA, else gloo)."""
+    rank, local_rank, world_size = env_rank()
+    dev = select_device(device, local_rank)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if world_size > 1 and not tdist.is_initialized():
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        tdist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+    return DistContext(rank=rank, local_rank=local_rank, world_size=world_size, device=dev)
+
+
+def teardown() -> None:
+    if tdist.is_available() and tdist.is_initialized():
+        tdist.destroy_process_group()
+
+
+def seed_everything(seed: int, rank: int = 0) -> None:
+    """Seed python, numpy and torch (all devices); ranks get distinct but fixed streams."""
+    seed = seed + rank
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over ranks in place (a no-op in a single process)."""
+    if tdist.is_available() and tdist.is_initialized():
+        tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
+    return t
+
+
+def barrier() -> None:
+    if tdist.is_available() and tdist.is_initialized():
+        tdist.barrier()
+
+
+def wrap_model(model: nn.Module, ctx: DistContext, fsdp: bool = False) -> nn.Module:
+    """DDP (replicate) or FSDP2 (shard each block, then the root) across the process group."""
+    if not ctx.distributed:
+        return model
+    if fsdp:
+        from torch.distributed.fsdp import fully_shard  # FSDP2, torch >= 2.6
+
+        for layer in model.layers:
+            fully_shard(layer)
+        return fully_shard(model)
+    ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare Forge1Model under DDP and torch.compile wrappers."""
+    while True:
+        inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner

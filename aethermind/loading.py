@@ -1,0 +1,164 @@
+"""Load a trained Forge-1 checkpoint and its tokenizer, with one clear line for every mistake.
+
+Reads the training layout: `final_model/forge1_{variant}_final.pt` (a plain state dict),
+`config.json` beside it (`Forge1Config.to_dict()`) and `tokenizer/` beside it. Without a
+config.json the shapes come from `--variant` (vocab size from the weights). Tokenizer: the one
+given explicitly wins, else `tokenizer/` beside the checkpoint, else the bundled default.
+It knows nothing about generation. Errors are `LoadError` (a ValueError) whose message names the
+problem and the fix, so CLIs print it as one line.
+Usage: `model, tok = load_model("outputs/final_model/forge1_nano_final.pt", "nano")`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from aethermind.config import VARIANTS, Forge1Config
+from aethermind.model import Forge1Model
+from aethermind.thinking import resolve_device
+from aethermind.tokenizer import Forge1Tokenizer
+
+
+class LoadError(ValueError):
+    """A checkpoint, variant, tokenizer or device that cannot be used; the message says why."""
+
+
+def find_checkpoint(model_path: str | Path) -> Path:
+    """The .pt file: the path itself, or the single `forge1_*_final.pt` in a (final_model) dir."""
+    path = Path(model_path)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        for folder in (path, path / "final_model"):
+            found = sorted(folder.glob("forge1_*_final.pt"))
+            if len(found) == 1:
+                return found[0]
+            if len(found) > 1:
+                raise LoadError(f"{folder} holds several checkpoints "
+                                f"({', '.join(f.name for f in found)}): pass one .pt file")
+    raise LoadError(f"checkpoint not found: {path} (train one with `aethermind train`, or pass "
+                    "--model outputs/final_model/forge1_<variant>_final.pt)")
+
+
+def _read_state_dict(ckpt: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a corrupt or foreign file
+        raise LoadError(f"cannot read checkpoint {ckpt}: {type(err).__name__}: "
+                        f"{str(err).splitlines()[0] if str(err) else ''}") from None
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]  # a training checkpoint that wraps the weights
+    if not isinstance(obj, dict) or "tok_emb.weight" not in obj:
+        raise LoadError(f"{ckpt} is not a Forge-1 state dict (no tok_emb.weight); pass the "
+                        "forge1_<variant>_final.pt written by `aethermind train`")
+    return {k.removeprefix("_orig_mod."): v for k, v in obj.items()}
+
+
+def _variant_for(sd: dict[str, torch.Tensor], vocab: int) -> str | None:
+    """Which preset these weights have, to suggest the right --variant."""
+    for name in VARIANTS:
+        cfg = Forge1Config.from_variant(name, vocab_size=vocab)
+        try:
+            _check_shapes(sd, cfg)
+            return name
+        except LoadError:
+            continue
+    return None
+
+
+def _check_shapes(sd: dict[str, torch.Tensor], cfg: Forge1Config) -> None:
+    with torch.device("meta"):  # shapes only: no memory, no init cost
+        model = Forge1Model(cfg)
+    ref = model.state_dict()
+    missing = sorted(set(ref) - set(sd))
+    unexpected = sorted(set(sd) - set(ref))
+    bad = [k for k in ref if k in sd and tuple(ref[k].shape) != tuple(sd[k].shape)]
+    if missing or unexpected or bad:
+        first = (bad or missing or unexpected)[0]
+        got = tuple(sd[first].shape) if first in sd else "absent"
+        want = tuple(ref[first].shape) if first in ref else "absent"
+        raise LoadError(f"{len(missing) + len(unexpected) + len(bad)} tensor(s) differ, "
+                        f"e.g. {first}: checkpoint {got}, model {want}")
+
+
+def _config_for(ckpt: Path, sd: dict[str, torch.Tensor], variant: str | None) -> Forge1Config:
+    vocab = int(sd["tok_emb.weight"].shape[0])
+    actual = _variant_for(sd, vocab)
+    hint = f"it is a {actual!r} model: use --variant {actual}" if actual else \
+        "its shapes match no preset"
+    config_file = ckpt.parent / "config.json"
+    if config_file.is_file():
+        try:
+            cfg = Forge1Config.from_dict(json.loads(config_file.read_text(encoding="utf-8")))
+        except (ValueError, TypeError) as err:
+            raise LoadError(f"{config_file}: invalid model config ({err})") from None
+        if variant is not None:
+            preset = Forge1Config.from_variant(variant, vocab_size=cfg.vocab_size)
+            diff = preset.matches(cfg)
+            if diff:
+                detail = ", ".join(f"{n}={getattr(cfg, n)} not {getattr(preset, n)}"
+                                   for n in diff)
+                raise LoadError(f"--variant {variant} does not match the checkpoint ({detail}); "
+                                f"{hint if actual else 'drop --variant to use its config.json'}")
+    elif variant is None:
+        if actual is None:
+            raise LoadError(f"no config.json beside {ckpt} and its shapes match no preset: "
+                            "put the training run's config.json next to it")
+        cfg = Forge1Config.from_variant(actual, vocab_size=vocab)
+    else:
+        if variant not in VARIANTS:
+            raise LoadError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+        cfg = Forge1Config.from_variant(variant, vocab_size=vocab)
+    try:
+        _check_shapes(sd, cfg)
+    except LoadError as err:
+        raise LoadError(f"checkpoint {ckpt.name} does not fit the "
+                        f"{variant or 'configured'} model ({err}); {hint}") from None
+    return cfg
+
+
+def _load_tokenizer(ckpt: Path, tokenizer: Any) -> Forge1Tokenizer:
+    if isinstance(tokenizer, Forge1Tokenizer):
+        return tokenizer
+    path = Path(tokenizer) if tokenizer is not None else ckpt.parent / "tokenizer"
+    if tokenizer is None and not (path / "tokenizer.json").is_file():
+        return Forge1Tokenizer()
+    try:
+        return Forge1Tokenizer(path)
+    except (FileNotFoundError, ValueError) as err:
+        raise LoadError(f"--tokenizer {path}: {err}") from None
+
+
+def load_model(model_path: str | Path, variant: str | None = None, tokenizer: Any = None,
+               device: str | torch.device = "cpu", *, dtype: torch.dtype | None = None
+               ) -> tuple[Forge1Model, Forge1Tokenizer]:
+    """(model in eval mode on `device`, tokenizer). Raises LoadError with a one-line reason.
+
+    Args:
+        model_path: the .pt file, or its final_model/ (or output) directory.
+        variant: "tiny" | "nano" | "mini"; checked against the checkpoint's shapes. Optional
+            when config.json sits beside the checkpoint.
+        tokenizer: a Forge1Tokenizer or a directory; default: beside the checkpoint, else bundled.
+        device: "cpu", "cuda", "cuda:1" or "auto"; a missing GPU is an error.
+    """
+    try:
+        dev = resolve_device(device, strict=True)
+    except (ValueError, RuntimeError) as err:
+        raise LoadError(str(err)) from None
+    ckpt = find_checkpoint(model_path)
+    sd = _read_state_dict(ckpt)
+    cfg = _config_for(ckpt, sd, variant)
+    tok = _load_tokenizer(ckpt, tokenizer)
+    if tok.get_vocab_size() > cfg.vocab_size or tok.get_vocab_size_padded() != cfg.vocab_size:
+        raise LoadError(f"tokenizer has {tok.get_vocab_size()} tokens (padded "
+                        f"{tok.get_vocab_size_padded()}) but the checkpoint's vocabulary is "
+                        f"{cfg.vocab_size}: pass the tokenizer it was trained with "
+                        "(--tokenizer outputs/final_model/tokenizer)")
+    model = Forge1Model(cfg)
+    model.load_state_dict(sd)
+    model.to(device=dev, dtype=dtype)
+    return model.eval(), tok

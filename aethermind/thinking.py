@@ -1,0 +1,240 @@
+"""The thinking pipeline (guide section 5): prompt -> the model thinks or not -> parsed result.
+
+It renders the conversation with `chat_format`, lets the model pick `<|think|>` or `<|no_think|>`
+(or forces one), generates with `engine.Engine`, and splits the output into thinking and answer
+by the special-token ids, never by searching text, so user text cannot fake a tag.
+Parsing is forgiving: a missing `<|/think|>` (the model went straight to `<|assistant|>`), a
+missing `<|assistant|>`, an empty answer, or output cut off by `max_new_tokens` all give a result.
+Context policy: the oldest history turns are dropped until the prompt leaves room for
+`min(max_new_tokens, max_seq_len // 4)` new tokens; the system prompt always stays. If even the
+system prompt plus the new message do not leave that room, `PromptTooLongError` is raised.
+Usage: `r = run_thinking_pipeline(model, tok, "What is 15 * 23?"); print(r.thinking, r.answer)`.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from aethermind import chat_format as cf
+from aethermind.engine import Engine, PromptTooLongError, SamplingParams, TextStream
+
+# A model that opens a new user turn or document has finished its answer too.
+STOP_TOKENS = (cf.END_ASSISTANT, cf.EOS, cf.USER, cf.BOS)
+StreamFn = Callable[[str, str], None]  # stream(part, text), part is "thinking" or "answer"
+
+
+@dataclass
+class ThinkingResult:
+    thinking: str  # "" when the model did not think
+    answer: str
+    used_thinking: bool
+    prompt_tokens: int
+    completion_tokens: int  # sampled tokens, the stop token included
+    time_to_first_token_s: float
+    seconds: float
+    finish_reason: str = "stop"  # "stop" or "length" (ran out of tokens or context)
+    dropped_turns: int = 0  # oldest history turns left out to fit the context
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+class _Segment:
+    """One part of the output (thinking or answer): streamed text with outer whitespace trimmed.
+
+    Leading whitespace is dropped and trailing whitespace held back until more text follows,
+    so the streamed pieces concatenate to exactly the final, stripped text.
+    """
+
+    def __init__(self, decode: Callable[[list[int]], str]) -> None:
+        self.stream = TextStream(decode)
+        self.parts: list[str] = []
+        self.pending = ""
+
+    def _emit(self, piece: str) -> str:
+        if not self.parts:
+            piece = piece.lstrip()
+        text = self.pending + piece
+        visible = text.rstrip()
+        self.pending = text[len(visible):]
+        if visible:
+            self.parts.append(visible)
+        return visible
+
+    def push(self, token: int) -> str:
+        return self._emit(self.stream.push(token))
+
+    def close(self) -> str:
+        return self._emit(self.stream.flush())
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+class OutputRouter:
+    """Feeds generated ids, one at a time, into the thinking or the answer segment.
+
+    States: start -> thinking -> between -> answer. `<|think|>` opens thinking, `<|/think|>`
+    closes it, `<|no_think|>` skips it, `<|assistant|>` opens the answer from any state (so
+    a missing `<|/think|>` is tolerated) and non-blank text outside any block counts as
+    answer (so a missing `<|assistant|>` is tolerated too).
+    """
+
+    def __init__(self, tokenizer: Any, think: bool | None = None,
+                 stream: StreamFn | None = None) -> None:
+        decode = tokenizer.decode
+        self.special = {i: s for s, i in tokenizer.special_ids.items()}
+        self.segments = {"thinking": _Segment(decode), "answer": _Segment(decode)}
+        self.stream = stream
+        self.used_thinking = think is True
+        self.state = {True: "thinking", False: "between", None: "start"}[think]
+        self.loose: list[int] = []  # text ids seen outside a block, kept until non-blank
+
+    def _send(self, part: str, text: str) -> None:
+        if text and self.stream is not None:
+            self.stream(part, text)
+
+    def _enter(self, state: str) -> None:
+        if self.state == "thinking" and state != "thinking":
+            self._send("thinking", self.segments["thinking"].close())
+        self.state = state
+
+    def push(self, token: int) -> None:
+        special = self.special.get(token)
+        if special is not None:
+            self._on_special(special)
+        elif self.state in ("thinking", "answer"):
+            self._send(self.state, self.segments[self.state].push(token))
+        else:  # text before the model opened a block
+            self.loose.append(token)
+            stream = TextStream(self.segments["answer"].stream.decode)
+            if "".join(stream.push(t) for t in self.loose).strip():
+                self._enter("answer")
+                for t in self.loose:
+                    self._send("answer", self.segments["answer"].push(t))
+                self.loose = []
+
+    def _on_special(self, special: str) -> None:
+        if special == cf.THINK and self.state == "start":
+            self.used_thinking = True
+            self._enter("thinking")
+        elif (special, self.state) in ((cf.END_THINK, "thinking"), (cf.NO_THINK, "start")):
+            self._enter("between")
+        elif special == cf.ASSISTANT and self.state != "answer":
+            self._enter("answer")
+        # Anything else (a stray tag inside a block) carries no text: ignore it.
+
+    def finish(self) -> tuple[str, str, bool]:
+        """(thinking, answer, used_thinking) once generation has ended, for whatever reason."""
+        self._enter("done")
+        self._send("answer", self.segments["answer"].close())
+        return self.segments["thinking"].text, self.segments["answer"].text, self.used_thinking
+
+
+def parse_completion(ids: Sequence[int], tokenizer: Any, think: bool | None = None
+                     ) -> tuple[str, str, bool]:
+    """Split generated ids into (thinking, answer, used_thinking); see `OutputRouter`."""
+    router = OutputRouter(tokenizer, think)
+    for token in ids:
+        router.push(token)
+    return router.finish()
+
+
+def _as_turns(history: Sequence[Any] | None) -> list[cf.Turn]:
+    turns = []
+    for item in history or ():
+        if isinstance(item, cf.Turn):
+            turns.append(item)
+        else:
+            turns.append(cf.Turn(item["user"], item["assistant"], item.get("thinking")))
+    return turns
+
+
+def build_prompt(tokenizer: Any, user_message: str, *, history: Sequence[Any] | None = None,
+                 system_prompt: str | None = None, think: bool | None = None,
+                 max_seq_len: int, max_new_tokens: int) -> tuple[list[int], int]:
+    """Prompt ids and the number of oldest turns dropped to fit (see the module docstring)."""
+    turns = _as_turns(history)
+    system = cf.DEFAULT_SYSTEM_PROMPT if system_prompt is None else system_prompt
+    reserve = max(1, min(max_new_tokens, max_seq_len // 4))
+    for dropped in range(len(turns) + 1):
+        conv = cf.Conversation(turns=turns[dropped:], system=system)
+        ids = cf.encode_prompt(conv, user_message, tokenizer, think=think)
+        if len(ids) + reserve <= max_seq_len:
+            return ids, dropped
+    raise PromptTooLongError(
+        f"message too long: the system prompt and message take {len(ids)} tokens, leaving no "
+        f"room for {reserve} new tokens in the {max_seq_len}-token context; shorten the "
+        "message or the system prompt")
+
+
+def resolve_device(device: str | torch.device | None, *, strict: bool = True) -> torch.device:
+    """'auto' picks CUDA when present. A missing GPU is an error (strict) or falls back to CPU."""
+    name = str(device or "auto")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        if strict:
+            raise ValueError(f"device {name!r} requested but no CUDA GPU is available: "
+                             "use --device cpu")
+        warnings.warn(f"device {name!r} is not available here; running on the CPU instead",
+                      RuntimeWarning, stacklevel=3)
+        return torch.device("cpu")
+    return dev
+
+
+def _prepare(model: torch.nn.Module, device: str | torch.device | None) -> torch.nn.Module:
+    dev = resolve_device(device, strict=False)
+    param = next(model.parameters())
+    if param.device.type != dev.type or (dev.index is not None and param.device != dev):
+        model = model.to(dev)
+    return model.eval()
+
+
+def run_thinking_pipeline(model: torch.nn.Module, tokenizer: Any, user_message: str,
+                          max_new_tokens: int = 256, temperature: float = 0.7,
+                          device: str | torch.device | None = "cpu", *,
+                          history: Sequence[Any] | None = None, system_prompt: str | None = None,
+                          top_k: int | None = None, top_p: float | None = None,
+                          seed: int | None = None, force_thinking: bool | None = None,
+                          stream: StreamFn | None = None, repetition_penalty: float = 1.0,
+                          ) -> ThinkingResult:
+    """Answer `user_message`, letting the model think first (guide section 5).
+
+    Args:
+        device: where to run; the model is moved there if needed. A CUDA device on a machine
+            without one falls back to the CPU with a warning, so the guide's snippet runs.
+        history: earlier turns (`chat_format.Turn` or dicts with user/assistant/thinking).
+        force_thinking: True forces `<|think|>`, False `<|no_think|>`, None lets the model choose.
+        stream: `stream(part, text)` called with text pieces as they are decoded, part being
+            "thinking" or "answer"; pieces never split a character.
+    """
+    start = time.perf_counter()
+    model = _prepare(model, device)
+    ids, dropped = build_prompt(tokenizer, user_message, history=history,
+                                system_prompt=system_prompt, think=force_thinking,
+                                max_seq_len=model.config.max_seq_len,
+                                max_new_tokens=max_new_tokens)
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                            top_p=top_p, seed=seed, repetition_penalty=repetition_penalty)
+    router = OutputRouter(tokenizer, force_thinking, stream)
+    stop_ids = [tokenizer.special_ids[s] for s in STOP_TOKENS]
+    engine_start = time.perf_counter()
+    gen = Engine(model).generate(ids, params, stop_ids=stop_ids, on_token=router.push)
+    thinking, answer, used = router.finish()
+    return ThinkingResult(
+        thinking=thinking, answer=answer, used_thinking=used, prompt_tokens=len(ids),
+        completion_tokens=len(gen.tokens) + (gen.stop_token is not None),
+        time_to_first_token_s=engine_start - start + gen.time_to_first_token_s,
+        seconds=time.perf_counter() - start, finish_reason=gen.finish_reason,
+        dropped_turns=dropped)
+

@@ -1,0 +1,248 @@
+"""TrainConfig: every knob of a training run, typed, loaded from flat YAML plus `--set` overrides.
+
+Precedence: field defaults < the YAML file < `--set key=value` (and `--variant`). Unknown keys and
+bad values raise `ConfigError` naming the key, the value and what is allowed, before any work
+starts. It knows nothing about models or data beyond names; `train.py` interprets it.
+Usage: `cfg = load_config("configs/cpu_config.yaml", ["max_steps=20"], variant="tiny")`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from aethermind.config import VARIANTS
+
+
+class ConfigError(ValueError):
+    """A bad config key or value; the message is one line meant for the user."""
+
+
+Precision = Literal["fp32", "fp16", "bf16"]
+Scheduler = Literal["cosine", "linear", "constant"]
+Layout = Literal["packed", "padded"]
+Dashboard = Literal["auto", "rich", "plain", "off"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    # --- what to train ----------------------------------------------------------------------
+    variant: str | None = None  # model preset: tiny | nano | mini; --variant overrides
+    train_data: str = "data/train.jsonl"  # JSONL with a "text" field per line
+    val_data: str | None = None  # JSONL for the validation loss; None = no validation
+    tokenizer: str = "default"  # "default" (bundled) | "train" (once, on train_data) | a dir
+    tokenizer_vocab_size: int = 8000  # vocab size when tokenizer: train
+    data_cache_dir: str | None = None  # token shards; None = <output_dir>/cache
+    layout: Layout = "packed"  # packed rows (doc-masked attention) or one padded row per chat
+    loss_on_all_tokens: bool = False  # False = loss on assistant tokens only (the chat mask)
+    # --- hardware and precision -------------------------------------------------------------
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps; falls back to CPU with a warning
+    precision: Precision = "fp32"  # fp16 uses GradScaler; fp16/bf16 fall back to fp32 on CPU
+    gradient_checkpointing: bool = False  # recompute blocks in backward: less memory, ~25% slower
+    compile: bool = False  # torch.compile the model
+    fsdp: bool = False  # under torchrun: shard with FSDP2 instead of replicating with DDP
+    num_workers: int = 2  # processes for tokenizing/packing the data on the first run
+    pin_memory: bool = False  # page-locked host batches for faster CUDA copies
+    # --- batch and optimisation -------------------------------------------------------------
+    batch_size: int = 8  # sequences per micro-batch per process
+    gradient_accumulation_steps: int = 1  # micro-batches per optimizer step (global, see dist)
+    context_length: int = 512  # tokens per row; must be <= the variant's max_seq_len
+    learning_rate: float = 3e-4  # peak LR
+    min_lr_ratio: float = 0.1  # cosine/linear decay floor as a fraction of the peak
+    warmup_ratio: float = 0.02  # fraction of the total steps spent warming up linearly
+    lr_scheduler: Scheduler = "cosine"
+    weight_decay: float = 0.1  # AdamW decay on matrices only (not norms or embeddings)
+    beta1: float = 0.9
+    beta2: float = 0.95
+    max_grad_norm: float = 1.0  # clip threshold; 0 = no clipping
+    epochs: int = 1  # passes over the data when max_steps is 0
+    max_steps: int = 0  # optimizer steps; 0 = epochs x steps per epoch
+    max_bad_steps: int = 3  # consecutive non-finite losses that stop the run
+    # --- bookkeeping ------------------------------------------------------------------------
+    output_dir: str = "outputs"  # metrics, plots, final_model/ go here
+    checkpoint_dir: str | None = None  # None = <output_dir>/checkpoints
+    checkpoint_every: int = 500  # optimizer steps between checkpoints; 0 = only at the end
+    keep_checkpoints: int = 3  # newest checkpoints kept on disk
+    eval_every: int = 500  # optimizer steps between validation losses; 0 = only at the end
+    eval_batches: int = 20  # validation batches per evaluation
+    log_every: int = 10  # optimizer steps between plain log lines
+    dashboard: Dashboard = "auto"  # auto = Rich on a terminal, plain lines otherwise
+    tensorboard: bool = False  # also write TensorBoard events (needs `pip install tensorboard`)
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            _check_type(f.name, getattr(self, f.name), _hints()[f.name])
+        positive = ("batch_size", "gradient_accumulation_steps", "context_length",
+                    "tokenizer_vocab_size", "keep_checkpoints", "epochs", "eval_batches",
+                    "log_every", "max_bad_steps")
+        for name in positive:
+            if getattr(self, name) < 1:
+                _fail(name, getattr(self, name), "an integer >= 1")
+        for name in ("max_steps", "checkpoint_every", "eval_every", "num_workers"):
+            if getattr(self, name) < 0:
+                _fail(name, getattr(self, name), "an integer >= 0")
+        for name in ("weight_decay", "max_grad_norm"):
+            if getattr(self, name) < 0:
+                _fail(name, getattr(self, name), "a number >= 0")
+        if not self.learning_rate > 0:
+            _fail("learning_rate", self.learning_rate, "a number > 0")
+        for name in ("min_lr_ratio", "warmup_ratio", "beta1", "beta2"):
+            if not 0 <= getattr(self, name) <= 1:
+                _fail(name, getattr(self, name), "a number in [0, 1]")
+        if self.variant is not None and self.variant not in VARIANTS:
+            _fail("variant", self.variant, "one of " + ", ".join(VARIANTS))
+        dev = self.device
+        if not (dev in ("auto", "cpu", "cuda", "mps") or
+                (dev.startswith("cuda:") and dev[5:].isdigit())):
+            _fail("device", dev, "auto, cpu, cuda, cuda:N or mps")
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return Path(self.checkpoint_dir or Path(self.output_dir) / "checkpoints")
+
+    @property
+    def cache_path(self) -> Path:
+        return Path(self.data_cache_dir or Path(self.output_dir) / "cache")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+
+# --- loading and overrides ------------------------------------------------------------------
+def keys() -> list[str]:
+    return [f.name for f in fields(TrainConfig)]
+
+
+def from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig:
+    """Build a TrainConfig; unknown keys are errors (a typo must not silently do nothing)."""
+    unknown = sorted(set(data) - set(keys()))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed keys: "
+                          f"{', '.join(keys())}")
+    # PyYAML reads `3e-4` (no dot) as a string: coerce text for fields that are not text.
+    data = {k: coerce(k, v) if isinstance(v, str) and not _matches(v, _hints()[k]) else v
+            for k, v in data.items()}
+    return TrainConfig(**data)
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """`key=value` -> (key, value coerced to the field's type)."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set max_steps=20")
+    if key not in keys():
+        raise ConfigError(f"--set {key}: unknown key {key!r}; allowed keys: {', '.join(keys())}")
+    return key, coerce(key, raw.strip())
+
+
+def coerce(key: str, raw: str) -> Any:
+    """Turn command-line text into the type of `key` (int, float, bool, str or None)."""
+    hint = _hints()[key]
+    options = typing.get_args(hint) if _is_union(hint) else (hint,)
+    if type(None) in options and raw.lower() in ("none", "null", "~", ""):
+        return None
+    for option in options:
+        if option is type(None):
+            continue
+        if typing.get_origin(option) is Literal:
+            if raw in typing.get_args(option):
+                return raw
+            continue
+        if option is bool:
+            low = raw.lower()
+            if low in ("true", "yes", "on", "1"):
+                return True
+            if low in ("false", "no", "off", "0"):
+                return False
+            continue
+        try:
+            return option(raw)
+        except ValueError:
+            continue
+    _fail(key, raw, _describe(hint))
+    raise AssertionError  # unreachable: _fail raises
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                variant: str | None = None) -> TrainConfig:
+    """YAML file (flat mapping) < `--set` overrides < `--variant`; the result is validated."""
+    data: dict[str, Any] = {}
+    where = "config"
+    if path is not None:
+        where = str(path)
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"--config {path}: file not found (see configs/ for examples)")
+        try:
+            loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({err})".replace("\n", " ")) from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a flat mapping of key: value")
+        data.update(loaded)
+    for item in overrides or []:
+        key, value = parse_override(item)
+        data[key] = value
+    if variant is not None:
+        data["variant"] = variant
+    return from_dict(data, where)
+
+
+def dump_yaml(cfg: TrainConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+# --- type checks ----------------------------------------------------------------------------
+def _hints() -> dict[str, Any]:
+    return typing.get_type_hints(TrainConfig)
+
+
+def _is_union(hint: Any) -> bool:
+    return typing.get_origin(hint) in (typing.Union, types.UnionType)
+
+
+def _describe(hint: Any) -> str:
+    if _is_union(hint):
+        return " or ".join(_describe(h) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(hint)))
+    if hint is type(None):
+        return "null"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}[hint]
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    if _is_union(hint):
+        return any(_matches(value, h) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is Literal:
+        return value in typing.get_args(hint)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _check_type(name: str, value: Any, hint: Any) -> None:
+    if not _matches(value, hint):
+        _fail(name, value, _describe(hint))
+
+
+def _fail(name: str, value: Any, allowed: str) -> None:
+    raise ConfigError(f"config key {name!r} has value {value!r}: expected {allowed}")
+

@@ -1,0 +1,1 @@
+"""The guide's `model` package: thin re-exports of `aethermind`, kept for its snippets."""
