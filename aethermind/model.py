@@ -17,6 +17,7 @@ from torch.utils.checkpoint import checkpoint
 
 from aethermind.config import Forge1Config
 from aethermind.kv_cache import KVCache
+from aethermind.losses import linear_cross_entropy
 
 
 class RMSNorm(nn.Module):
@@ -173,7 +174,7 @@ class Forge1Model(nn.Module):
     def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None, *,
                 kv_cache: KVCache | None = None, doc_ids: torch.Tensor | None = None,
                 attn_mask: torch.Tensor | None = None, last_only: bool = False,
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+                return_logits: bool = True) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Logits (B, T, V) and, given targets (B, T), mean cross-entropy ignoring -100.
 
         Args:
@@ -183,6 +184,9 @@ class Forge1Model(nn.Module):
             attn_mask: bool, broadcastable to (B, 1, T, T_total), True = may attend. Replaces
                 the causal mask entirely (the caller owns causality, e.g. left-padded batches).
             last_only: return logits for the last position only (prefill needs nothing else).
+            return_logits: with targets, False skips the (B, T, V) logits and computes the loss
+                with the fused chunked projection + cross-entropy (`losses.py`): the training
+                path, much lighter on memory. Returns (None, loss) then.
         """
         B, T = tokens.shape
         start = kv_cache.pos if kv_cache is not None else 0
@@ -206,6 +210,9 @@ class Forge1Model(nn.Module):
         if kv_cache is not None:
             kv_cache.advance(T)
         x = self.norm(x)
+        if targets is not None and not return_logits:
+            loss = linear_cross_entropy(x.view(B * T, -1), self.lm_head.weight, targets.reshape(-1))
+            return None, loss
         if last_only:
             x = x[:, -1:]
         logits = self.lm_head(x)  # (B, T, V)

@@ -60,7 +60,11 @@ class Forge1Tokenizer:
             raise ValueError(f"vocab_size={vocab_size}: must be at least {MIN_VOCAB} "
                              "(12 special tokens + 256 bytes + merges)")
         tok = Tokenizer(models.BPE())
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        # Digits split one by one (as in LLaMA): arithmetic is then learnable digit by digit
+        # instead of over an arbitrary set of merged number chunks.
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
         tok.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size, min_frequency=min_frequency, show_progress=False,

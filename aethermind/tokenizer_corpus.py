@@ -25,13 +25,16 @@ def _help_topics() -> Iterator[str]:
         yield topics[name]
 
 
-def _stdlib_docstrings(limit_files: int = 400) -> Iterator[str]:
-    """Docstrings of the top-level stdlib modules, sorted for a reproducible order."""
+def _stdlib_docstrings() -> Iterator[str]:
+    """Docstrings of the standard library (tests and site-packages excluded), in sorted order."""
     stdlib = Path(sysconfig.get_paths()["stdlib"])
-    for path in sorted(stdlib.glob("*.py"))[:limit_files]:
+    for path in sorted(stdlib.rglob("*.py")):
+        rel = path.relative_to(stdlib).parts
+        if rel[0] in ("site-packages", "test", "idlelib", "lib2to3") or "tests" in rel:
+            continue
         try:
             tree = ast.parse(path.read_text(encoding="utf-8"))
-        except (SyntaxError, UnicodeDecodeError):
+        except (SyntaxError, UnicodeDecodeError, ValueError):
             continue
         for node in ast.walk(tree):
             if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)):

@@ -193,3 +193,29 @@ def test_bf16_forward_runs_and_stays_close(tiny_config):
     low, _ = model.to(torch.bfloat16)(tokens)
     assert low.dtype == torch.bfloat16
     assert (low.float() - ref).abs().max() < 0.1
+
+
+def test_fused_loss_path_matches_logits_path(tiny_config):
+    model = Forge1Model(tiny_config)
+    tokens = torch.randint(0, tiny_config.vocab_size, (2, 40))
+    targets = tokens.roll(-1, dims=1)
+    targets[0, :10] = -100
+    _, loss = model(tokens, targets)
+    loss.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    logits, fused = model(tokens, targets, return_logits=False)
+    fused.backward()
+    assert logits is None
+    torch.testing.assert_close(fused, loss)
+    for a, p in zip(grads, model.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, a, atol=1e-6, rtol=1e-4)
+
+
+def test_fused_loss_with_no_loss_tokens_is_zero_not_nan(tiny_config):
+    model = Forge1Model(tiny_config)
+    tokens = torch.randint(0, tiny_config.vocab_size, (1, 8))
+    _, loss = model(tokens, torch.full_like(tokens, -100), return_logits=False)
+    loss.backward()
+    assert loss.item() == 0.0
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())

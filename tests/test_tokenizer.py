@@ -136,3 +136,17 @@ def test_cli_missing_input_is_one_line_error(tmp_path):
     assert done.returncode == 2
     assert "missing.jsonl: file not found" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_digits_are_single_tokens(default_tokenizer):
+    ids = default_tokenizer.encode("1610")
+    assert [default_tokenizer.decode([i]) for i in ids] == ["1", "6", "1", "0"]
+
+
+@pytest.mark.slow
+def test_bundled_tokenizer_is_reproducible(tmp_path):
+    """The README's command rebuilds the bundled default byte for byte (same CPython minor)."""
+    cmd = [sys.executable, "-m", "aethermind.cli", "tokenizer", "train", "--builtin-corpus",
+           "--vocab-size", "16384", "--output", str(tmp_path)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    assert Forge1Tokenizer(tmp_path).fingerprint() == Forge1Tokenizer().fingerprint()

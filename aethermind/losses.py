@@ -1,0 +1,71 @@
+"""Fused output projection + cross-entropy, computed in row chunks.
+
+The plain path materialises logits (B*T, V) in fp32, then log-softmax, then its backward: three
+passes over the largest tensor of a small model (2 x 1024 x 16k floats = 134 MB per copy), which
+costs a 4 GB GPU its headroom and, on CPU, a third of the step time. Here each chunk's logits
+live only long enough to produce the loss and both gradients, which are computed in forward
+(the softmax is already at hand) and merely scaled in backward.
+Usage: `loss = linear_cross_entropy(hidden (N, C), lm_head.weight (V, C), targets (N,))`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                chunk: int) -> torch.Tensor:
+        valid = targets != -100
+        n_valid = valid.sum().clamp(min=1).to(torch.float32)
+        w = weight.to(x.dtype)
+        grad_x = torch.empty_like(x)
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+        total = torch.zeros((), dtype=torch.float32, device=x.device)
+        for start in range(0, x.shape[0], chunk):
+            xc, tc = x[start:start + chunk], targets[start:start + chunk]
+            vc = valid[start:start + chunk]
+            logits = (xc @ w.T).float()  # (n, V)
+            lse = torch.logsumexp(logits, dim=-1)  # (n,)
+            safe_t = tc.clamp(min=0)
+            picked = logits.gather(1, safe_t[:, None]).squeeze(1)
+            total += ((lse - picked) * vc).sum()
+            probs = logits.sub_(lse[:, None]).exp_()  # softmax, reusing the logits buffer
+            probs.scatter_add_(1, safe_t[:, None], -vc[:, None].to(probs.dtype))
+            probs.mul_((vc.to(probs.dtype) / n_valid)[:, None])  # (n, V) = dloss/dlogits
+            grad_x[start:start + chunk] = probs.to(x.dtype) @ w
+            grad_w += (probs.to(x.dtype).T @ xc).float()
+        ctx.save_for_backward(grad_x, grad_w.to(weight.dtype))
+        return total / n_valid
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        grad_x, grad_w = ctx.saved_tensors
+        return grad_x * grad_out.to(grad_x.dtype), grad_w * grad_out.to(grad_w.dtype), None, None
+
+
+def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                         chunk: int | None = None) -> torch.Tensor:
+    """Mean cross-entropy of `x @ weight.T` against targets, ignoring -100 (0 if none count).
+
+    Default chunk: 256 rows on CPU (a chunk's logits stay cache-friendly; measured fastest),
+    1024 on GPU (large enough to fill the device, 1024 x 32k fp32 = 131 MB at most).
+    """
+    chunk = chunk or (256 if x.device.type == "cpu" else 1024)
+    if not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
+        return _chunked_loss(x, weight, targets, chunk)
+    return _LinearCrossEntropy.apply(x, weight, targets, chunk)
+
+
+def _chunked_loss(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                  chunk: int) -> torch.Tensor:
+    """Evaluation path: same numbers, no gradients, still never the full logits at once."""
+    w = weight.to(x.dtype)
+    total = torch.zeros((), dtype=torch.float32, device=x.device)
+    for start in range(0, x.shape[0], chunk):
+        tc = targets[start:start + chunk]
+        logits = (x[start:start + chunk] @ w.T).float()
+        total += torch.nn.functional.cross_entropy(logits, tc, ignore_index=-100,
+                                                   reduction="sum")
+    return total / (targets != -100).sum().clamp(min=1)
