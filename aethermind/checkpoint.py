@@ -79,7 +79,7 @@ def list_checkpoints(directory: str | Path) -> list[Path]:
 
 def save_checkpoint(state: dict[str, Any], directory: str | Path, step: int,
                     keep: int = 3) -> Path:
-    """Write `state` as the checkpoint of `step` atomically, then delete all but the newest `keep`."""
+    """Write `state` as the checkpoint of `step` atomically; keep only the newest `keep`."""
     missing = [k for k in REQUIRED_KEYS if k not in state]
     assert not missing, f"checkpoint state lacks {missing}"
     path = atomic_torch_save(state, Path(directory) / checkpoint_name(step))
@@ -139,16 +139,16 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 # --- final model ----------------------------------------------------------------------------
-def export_final(model: torch.nn.Module, tokenizer: Any, output_dir: str | Path,
-                 variant: str) -> Path:
+def export_final(state_dict: dict[str, torch.Tensor], config: Any, tokenizer: Any,
+                 output_dir: str | Path, variant: str) -> Path:
     """`<output_dir>/final_model/forge1_{variant}_final.pt` + config.json + tokenizer/.
 
     The .pt is a plain `state_dict()` (the guide's snippet loads it with `load_state_dict`);
     config.json and tokenizer/ beside it make the folder self-describing.
     """
     final = Path(output_dir) / "final_model"
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu() for k, v in state_dict.items()}
     path = atomic_torch_save(state, final / f"forge1_{variant}_final.pt")
-    atomic_text(json.dumps(model.config.to_dict(), indent=2) + "\n", final / "config.json")
+    atomic_text(json.dumps(config.to_dict(), indent=2) + "\n", final / "config.json")
     tokenizer.save(final / "tokenizer")
     return path

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import sys
 import warnings
 from dataclasses import dataclass
 
@@ -52,10 +53,22 @@ def log0(msg: str, *args: object, level: int = logging.INFO) -> None:
         log.log(level, msg, *args)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at emit time (pytest and notebooks swap it)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
 def setup_logging(level: int = logging.INFO) -> None:
     """Plain `message` lines on stderr for the `aethermind` logger; idempotent."""
     if not log.handlers:
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(handler)
     log.setLevel(level)

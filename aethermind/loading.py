@@ -2,8 +2,9 @@
 
 Reads the training layout: `final_model/forge1_{variant}_final.pt` (a plain state dict),
 `config.json` beside it (`Forge1Config.to_dict()`) and `tokenizer/` beside it. Without a
-config.json the shapes come from `--variant` (vocab size from the weights). Tokenizer: the one
-given explicitly wins, else `tokenizer/` beside the checkpoint, else the bundled default.
+config.json the shapes come from `--variant` (vocab size from the weights). Tokenizer:
+`tokenizer/` beside the checkpoint (the one it was trained with), else the one given, else the
+bundled default; a given tokenizer that differs from the saved one is ignored with a warning.
 It knows nothing about generation. Errors are `LoadError` (a ValueError) whose message names the
 problem and the fix, so CLIs print it as one line.
 Usage: `model, tok = load_model("outputs/final_model/forge1_nano_final.pt", "nano")`.
@@ -12,6 +13,7 @@ Usage: `model, tok = load_model("outputs/final_model/forge1_nano_final.pt", "nan
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -122,15 +124,21 @@ def _config_for(ckpt: Path, sd: dict[str, torch.Tensor], variant: str | None) ->
 
 
 def _load_tokenizer(ckpt: Path, tokenizer: Any) -> Forge1Tokenizer:
-    if isinstance(tokenizer, Forge1Tokenizer):
-        return tokenizer
-    path = Path(tokenizer) if tokenizer is not None else ckpt.parent / "tokenizer"
-    if tokenizer is None and not (path / "tokenizer.json").is_file():
-        return Forge1Tokenizer()
-    try:
-        return Forge1Tokenizer(path)
-    except (FileNotFoundError, ValueError) as err:
-        raise LoadError(f"--tokenizer {path}: {err}") from None
+    """The tokenizer saved beside the checkpoint wins (contract); else the given; else default."""
+    beside = ckpt.parent / "tokenizer"
+    given = tokenizer
+    if given is not None and not isinstance(given, Forge1Tokenizer):
+        try:
+            given = Forge1Tokenizer(Path(given))
+        except (FileNotFoundError, ValueError) as err:
+            raise LoadError(f"--tokenizer {tokenizer}: {err}") from None
+    if not (beside / "tokenizer.json").is_file():
+        return given if given is not None else Forge1Tokenizer()
+    saved = Forge1Tokenizer(beside)
+    if given is not None and given.fingerprint() != saved.fingerprint():
+        warnings.warn(f"ignoring the given tokenizer: the checkpoint was saved with {beside}, "
+                      "which is used instead", UserWarning, stacklevel=3)
+    return saved
 
 
 def load_model(model_path: str | Path, variant: str | None = None, tokenizer: Any = None,
@@ -142,7 +150,8 @@ def load_model(model_path: str | Path, variant: str | None = None, tokenizer: An
         model_path: the .pt file, or its final_model/ (or output) directory.
         variant: "tiny" | "nano" | "mini"; checked against the checkpoint's shapes. Optional
             when config.json sits beside the checkpoint.
-        tokenizer: a Forge1Tokenizer or a directory; default: beside the checkpoint, else bundled.
+        tokenizer: a Forge1Tokenizer or a directory, used when none is saved beside the
+            checkpoint; without either, the bundled default.
         device: "cpu", "cuda", "cuda:1" or "auto"; a missing GPU is an error.
     """
     try:

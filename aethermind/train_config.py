@@ -70,7 +70,7 @@ class TrainConfig:
     checkpoint_every: int = 500  # optimizer steps between checkpoints; 0 = only at the end
     keep_checkpoints: int = 3  # newest checkpoints kept on disk
     eval_every: int = 500  # optimizer steps between validation losses; 0 = only at the end
-    eval_batches: int = 20  # validation batches per evaluation
+    eval_batches: int = 20  # validation batches per evaluation (in total over processes)
     log_every: int = 10  # optimizer steps between plain log lines
     dashboard: Dashboard = "auto"  # auto = Rich on a terminal, plain lines otherwise
     tensorboard: bool = False  # also write TensorBoard events (needs `pip install tensorboard`)

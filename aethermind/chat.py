@@ -1,0 +1,188 @@
+"""`aethermind chat`: interactive multi-turn chat with a trained Forge-1 (guide section 6).
+
+The whole history goes into each prompt (the oldest turns are dropped when the context is
+full, see `thinking.py`); answers stream as they are decoded and the thinking is shown dimmed
+when on. Commands: /think /save [PATH] /clear /help /quit. Ctrl-C while the model answers stops
+that answer; Ctrl-C or Ctrl-D at the prompt ends the chat. All generation is in `thinking.py`.
+Usage: `python scripts/chat.py --model outputs/final_model/forge1_nano_final.pt --variant nano`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from aethermind import chat_format as cf
+from aethermind.engine import PromptTooLongError
+
+COMMANDS = {
+    "/think": "toggle showing the thinking block",
+    "/save [PATH]": "save the conversation to a JSON file (default chat_<time>.json)",
+    "/clear": "clear the conversation history",
+    "/help": "show these commands",
+    "/quit": "leave the chat (also /exit, Ctrl-D or Ctrl-C)",
+}
+
+
+@dataclass
+class ChatState:
+    show_thinking: bool
+    system: str
+    history: list[cf.Turn] = field(default_factory=list)
+
+
+def save_conversation(state: ChatState, path: Path, model_path: str) -> Path:
+    """Write the conversation as JSON (system prompt, turns with thinking) and return the path."""
+    data = {"model": model_path, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "system": state.system, "turns": [asdict(t) for t in state.history]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+    return path.resolve()
+
+
+class _Printer:
+    """Streams one reply: dim thinking (when shown), then `Forge-1: ` and the answer."""
+
+    def __init__(self, console: Console, show_thinking: bool) -> None:
+        self.console, self.show = console, show_thinking
+        self.in_thinking = self.in_answer = False
+
+    def _out(self, text: str, style: str | None = None) -> None:
+        self.console.print(text, style=style, end="", markup=False, highlight=False,
+                           soft_wrap=True)
+        self.console.file.flush()
+
+    def __call__(self, part: str, text: str) -> None:
+        if part == "thinking":
+            if not self.in_thinking:
+                self.in_thinking = True
+                self._out("thinking: " if self.show else "(thinking...)\n", "dim italic")
+            if self.show:
+                self._out(text, "dim")
+            return
+        if not self.in_answer:
+            self.in_answer = True
+            if self.in_thinking and self.show:
+                self._out("\n")
+            self._out("Forge-1: ", "bold cyan")
+        self._out(text)
+
+    def end(self) -> None:
+        if not self.in_answer:
+            if self.in_thinking and self.show:
+                self._out("\n")
+            self._out("Forge-1: ", "bold cyan")
+            self._out("(no answer)", "dim")
+        self._out("\n")
+
+
+def _command(line: str, state: ChatState, console: Console, model_path: str) -> bool:
+    """Run a slash command; False means quit."""
+    cmd, _, arg = line.partition(" ")
+    if cmd in ("/quit", "/exit"):
+        return False
+    if cmd == "/think":
+        state.show_thinking = not state.show_thinking
+        console.print(f"thinking display: {'on' if state.show_thinking else 'off'}")
+    elif cmd == "/clear":
+        state.history.clear()
+        console.print("history cleared")
+    elif cmd == "/save":
+        path = Path(arg.strip() or f"chat_{time.strftime('%Y%m%d_%H%M%S')}.json")
+        saved = save_conversation(state, path, model_path)
+        console.print(f"saved {len(state.history)} turn(s) to {saved}", markup=False,
+                      highlight=False, soft_wrap=True)
+    elif cmd == "/help":
+        for name, text in COMMANDS.items():
+            console.print(f"  {name:<14} {text}", markup=False, highlight=False)
+    else:
+        console.print(f"unknown command {cmd}: /help lists the commands", markup=False)
+    return True
+
+
+def _reply(line: str, state: ChatState, model: Any, tok: Any, args: argparse.Namespace,
+           console: Console) -> None:
+    from aethermind.thinking import run_thinking_pipeline
+
+    printer = _Printer(console, state.show_thinking)
+    try:
+        r = run_thinking_pipeline(
+            model, tok, line, args.max_tokens, args.temperature,
+            device=next(model.parameters()).device, history=state.history,
+            system_prompt=state.system, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+            stream=printer, repetition_penalty=args.repetition_penalty)
+    except KeyboardInterrupt:
+        console.print("\n[interrupted: answer discarded]", style="dim", markup=False)
+        return
+    except PromptTooLongError as err:
+        console.print(f"error: {err}", style="red", markup=False)
+        return
+    printer.end()
+    if r.dropped_turns:
+        console.print(f"(dropped the {r.dropped_turns} oldest turn(s) to fit the context)",
+                      style="dim", markup=False)
+    state.history.append(cf.Turn(line, r.answer, r.thinking if r.used_thinking else None))
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="aethermind chat", description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True, help="forge1_<variant>_final.pt or its directory")
+    p.add_argument("--variant", choices=("tiny", "nano", "mini"),
+                   help="checked against the checkpoint (optional when config.json is beside it)")
+    p.add_argument("--tokenizer", help="tokenizer dir, used if none is saved with the checkpoint")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
+    p.add_argument("--show-thinking", action="store_true", help="show thinking from the start")
+    p.add_argument("--temperature", type=float, default=0.7, help="0 = greedy (default 0.7)")
+    p.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling (default 0.9)")
+    p.add_argument("--top-k", type=int, default=None, help="top-k sampling (default off)")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="1 = off (default)")
+    p.add_argument("--max-tokens", type=int, default=256, help="new tokens per reply")
+    p.add_argument("--system", default=cf.DEFAULT_SYSTEM_PROMPT, help="system prompt")
+    p.add_argument("--seed", type=int, default=None, help="seed sampling for reproducible replies")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    from aethermind.engine import SamplingParams
+    from aethermind.loading import LoadError, load_model
+
+    try:
+        SamplingParams(max_new_tokens=args.max_tokens, temperature=args.temperature,
+                       top_k=args.top_k, top_p=args.top_p,
+                       repetition_penalty=args.repetition_penalty)
+        if cf.contains_special(args.system):
+            raise ValueError("--system must not contain special-token strings such as <|user|>")
+        model, tok = load_model(args.model, args.variant, args.tokenizer, args.device)
+    except (LoadError, ValueError) as err:
+        parser.exit(2, f"error: {err}\n")
+    console = Console(highlight=False)
+    state = ChatState(show_thinking=args.show_thinking, system=args.system)
+    device = next(model.parameters()).device
+    console.print(f"Forge-1 chat ({model.num_parameters() / 1e6:.1f}M parameters on {device}). "
+                  "/help lists the commands, /quit or Ctrl-D leaves.", markup=False)
+    while True:
+        try:
+            line = console.input("[bold green]You:[/bold green] ").strip()
+        except (EOFError, KeyboardInterrupt):
+            console.print("\nbye")
+            return 0
+        if not line:
+            continue
+        if line.startswith("/"):
+            if not _command(line, state, console, str(args.model)):
+                console.print("bye")
+                return 0
+            continue
+        _reply(line, state, model, tok, args, console)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,199 @@
+"""What a training run shows and records: Rich live view, plain log lines, metrics.jsonl, PNG.
+
+On a terminal the Rich view redraws in place (progress bar with ETA, loss and a live loss
+curve, learning rate, tokens/s, steps/s, memory, epoch). Anywhere else (CI, notebook logs,
+a file) it prints one plain line every `log_every` steps, since redraw codes would be noise
+there. Every optimizer step also goes to `metrics.jsonl`; TensorBoard is optional and imported
+only when asked for. It knows nothing about models: the loop hands it numbers.
+Usage: `dash = Dashboard(total_steps, out_dir, mode="auto")`; `dash.update(m)`; `dash.close()`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import psutil
+import torch
+
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def memory_text(device: torch.device) -> str:
+    """GPU memory allocated (peak) on CUDA, the process RSS elsewhere."""
+    if device.type == "cuda":
+        used = torch.cuda.memory_allocated(device) / 2**30
+        peak = torch.cuda.max_memory_allocated(device) / 2**30
+        return f"{used:.2f} GiB GPU (peak {peak:.2f})"
+    return f"{psutil.Process().memory_info().rss / 2**30:.2f} GiB RSS"
+
+
+def sparkline(values: list[float], width: int = 60) -> str:
+    """Loss curve as one line of block characters (the newest `width` points)."""
+    values = values[-width:]
+    if not values:
+        return ""
+    lo, hi = min(values), max(values)
+    span = (hi - lo) or 1.0
+    return "".join(SPARK[int((v - lo) / span * (len(SPARK) - 1))] for v in values)
+
+
+class MetricsWriter:
+    """Append one JSON object per optimizer step to `metrics.jsonl`, flushed each line."""
+
+    def __init__(self, path: str | Path, resume_step: int | None = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None and self.path.exists():
+            self._truncate_after(resume_step)
+        elif resume_step is None:
+            self.path.write_text("", encoding="utf-8")
+        self._file = self.path.open("a", encoding="utf-8")
+
+    def _truncate_after(self, step: int) -> None:
+        """Drop lines past the resumed step: the crashed run logged steps that will rerun."""
+        kept = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    kept.append(line)
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue  # a line cut short by the crash
+        self.path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def plot_losses(metrics_path: str | Path, out_path: str | Path) -> Path | None:
+    """Train (and val) loss against step as a PNG, with matplotlib's headless Agg backend."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    records = read_metrics(metrics_path)
+    if not records:
+        return None
+    fig = Figure(figsize=(8, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    train = [(r["step"], r["loss"]) for r in records if r.get("loss") is not None]
+    val = [(r["step"], r["val_loss"]) for r in records if r.get("val_loss") is not None]
+    if train:
+        ax.plot(*zip(*train, strict=True), label="train loss", linewidth=1)
+    if val:
+        ax.plot(*zip(*val, strict=True), "o-", label="val loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy (nats)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_path)
+    return Path(out_path)
+
+
+class Dashboard:
+    """Rich live view on a TTY, plain periodic lines otherwise; `mode` forces one or 'off'."""
+
+    def __init__(self, total_steps: int, out_dir: str | Path, *, mode: str = "auto",
+                 log_every: int = 10, start_step: int = 0, tensorboard: bool = False,
+                 enabled: bool = True, stream: Any = None) -> None:
+        self.stream = stream or sys.stdout
+        if mode == "auto":
+            mode = "rich" if self.stream.isatty() else "plain"
+        self.mode = mode if enabled else "off"
+        self.total, self.log_every, self.start_step = total_steps, log_every, start_step
+        self.losses: deque[float] = deque(maxlen=400)
+        self.t0 = time.perf_counter()
+        self.tb = _tensorboard_writer(Path(out_dir) / "tensorboard") if (
+            tensorboard and enabled) else None
+        self._live = self._progress = self._task = None
+        if self.mode == "rich":
+            self._start_rich()
+
+    def _start_rich(self) -> None:
+        from rich.console import Console
+        from rich.live import Live
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        self._progress = Progress("[bold]training", BarColumn(), MofNCompleteColumn(),
+                                  TimeRemainingColumn())
+        self._task = self._progress.add_task("train", total=self.total, completed=self.start_step)
+        self._live = Live(self._progress, console=Console(file=self.stream),
+                          refresh_per_second=4, transient=False)
+        self._live.start()
+
+    def _render(self, m: dict[str, Any]) -> Any:
+        from rich.console import Group
+        from rich.table import Table
+
+        table = Table.grid(padding=(0, 2))
+        for _ in range(4):
+            table.add_column()
+        val = m.get("val_loss")
+        table.add_row("loss", _num(m["loss"], ".4f"), "val loss", _num(val, ".4f"))
+        table.add_row("lr", f"{m['lr']:.2e}", "grad norm", _num(m["grad_norm"], ".3f"))
+        table.add_row("tokens/s", f"{m['tokens_per_s']:,.0f}", "steps/s", f"{m['steps_per_s']:.2f}")
+        table.add_row("memory", m["memory"], "epoch", str(m["epoch"]))
+        curve = sparkline(list(self.losses))
+        return Group(self._progress, table, f"loss curve  {curve}")
+
+    def update(self, m: dict[str, Any]) -> None:
+        """Show step metrics `m` (step, loss, lr, grad_norm, tokens_per_s, steps_per_s, ...)."""
+        if m.get("loss") is not None:
+            self.losses.append(m["loss"])
+        if self.tb is not None:
+            for key in ("loss", "lr", "grad_norm", "tokens_per_s", "val_loss"):
+                if m.get(key) is not None:
+                    self.tb.add_scalar(f"train/{key}", m[key], m["step"])
+        if self.mode == "rich":
+            self._progress.update(self._task, completed=m["step"])
+            self._live.update(self._render(m))
+        elif self.mode == "plain" and (m["step"] % self.log_every == 0 or m["step"] == self.total
+                                       or m.get("val_loss") is not None):
+            val = "" if m.get("val_loss") is None else f" | val {m['val_loss']:.4f}"
+            print(f"step {m['step']:>6}/{self.total} | loss {_num(m['loss'], '.4f')}{val} | "
+                  f"lr {m['lr']:.2e} | grad {_num(m['grad_norm'], '.3f')} | "
+                  f"{m['tokens_per_s']:,.0f} tok/s | {m['steps_per_s']:.2f} steps/s | "
+                  f"epoch {m['epoch']} | {m['memory']}", file=self.stream, flush=True)
+
+    def message(self, text: str) -> None:
+        """A one-off line (checkpoint saved, resumed...) that does not break the live view."""
+        if self._live is not None:
+            self._live.console.print(text)
+        elif self.mode != "off":
+            print(text, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        """Stop the live view (later messages print as plain lines); idempotent."""
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None
+
+
+def _num(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _tensorboard_writer(log_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise RuntimeError("tensorboard: true needs the tensorboard package: "
+                           "pip install tensorboard (or set tensorboard: false)") from None
+    return SummaryWriter(log_dir=str(log_dir))

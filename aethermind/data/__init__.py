@@ -1,0 +1,1 @@
+"""Data pipeline: download, preprocess, built-in reasoning data (synth), token shards, loader."""

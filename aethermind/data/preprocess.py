@@ -1,0 +1,223 @@
+"""Raw JSONL records (hub schemas) -> Forge-1 training text: data/train.jsonl + data/val.jsonl.
+
+Reads every `*.jsonl` in the raw directory (the three guide datasets first, then any added with
+`download --add`), converts each record with `schemas.to_conversation`, renders it with
+`chat_format.render` (the only template writer), drops exact duplicates (hash of the rendered
+text) and samples over the token limit (counted, never truncated), and splits off a
+deterministic held-out set by a hash of the text. Prints a per-dataset table of what was read,
+kept and dropped, and where malformed lines are (file:line).
+Usage: `python data/preprocess.py --max-samples 1000` or `aethermind data preprocess`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aethermind.chat_format import encode, render
+from aethermind.data import schemas
+from aethermind.tokenizer import Forge1Tokenizer
+
+GUIDE_FILES = ("openhermes", "platypus", "openthoughts")
+DROP_REASONS = ("malformed", "no_pair", "unbalanced_markers", "duplicate", "too_long")
+
+
+@dataclass
+class Stats:
+    name: str
+    read: int = 0
+    train: int = 0
+    val: int = 0
+    dropped: Counter = field(default_factory=Counter)
+    malformed_at: list[str] = field(default_factory=list)
+
+    @property
+    def kept(self) -> int:
+        return self.train + self.val
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreprocessConfig:
+    raw_dir: Path = Path("data/raw")  # where download writes (or users drop) raw JSONL
+    output: Path = Path("data/train.jsonl")  # train split; val goes beside it
+    val_output: Path | None = None  # default: <output dir>/val.jsonl
+    max_samples: int | None = None  # cap on kept samples per dataset
+    max_tokens: int = 2048  # drop longer samples (0 = no limit)
+    val_fraction: float = 0.02  # share of samples held out, chosen by text hash
+    inputs: tuple[Path, ...] = ()  # explicit raw files instead of everything in raw_dir
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction={self.val_fraction}: must be in [0, 1)")
+        if self.max_samples is not None and self.max_samples < 1:
+            raise ValueError(f"max_samples={self.max_samples}: must be at least 1")
+
+
+def raw_files(cfg: PreprocessConfig) -> list[Path]:
+    """The inputs to read, guide datasets first; a clear FileNotFoundError if there are none."""
+    if cfg.inputs:
+        missing = [str(p) for p in cfg.inputs if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"input file not found: {', '.join(missing)}")
+        return list(cfg.inputs)
+    files = sorted(cfg.raw_dir.glob("*.jsonl"),
+                   key=lambda p: (GUIDE_FILES.index(p.stem) if p.stem in GUIDE_FILES else 9,
+                                  p.name))
+    if not files:
+        raise FileNotFoundError(
+            f"no raw data in {cfg.raw_dir}/ (expected openhermes.jsonl, platypus.jsonl, "
+            "openthoughts.jsonl): run `python data/download_datasets.py 1000`, put JSONL files "
+            "there by hand, or use the built-in data with `aethermind data synth`")
+    return files
+
+
+def is_val(text: str, fraction: float) -> bool:
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % 1_000_000 < fraction * 1_000_000
+
+
+def _records(path: Path, stats: Stats):
+    with path.open(encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            stats.read += 1
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError:
+                _malformed(stats, path, lineno)
+
+
+def _malformed(stats: Stats, path: Path, lineno: int) -> None:
+    stats.dropped["malformed"] += 1
+    stats.malformed_at.append(f"{path}:{lineno}")
+
+
+def _process_file(path: Path, cfg: PreprocessConfig, tok: Forge1Tokenizer, seen: set[bytes],
+                  out_train, out_val) -> Stats:
+    stats = Stats(path.stem)
+    for lineno, record in _records(path, stats):
+        if cfg.max_samples is not None and stats.kept >= cfg.max_samples:
+            stats.read -= 1  # not looked at: the cap was reached
+            break
+        try:
+            conv = schemas.to_conversation(record)
+        except schemas.Malformed:
+            _malformed(stats, path, lineno)
+            continue
+        except schemas.Dropped as drop:
+            stats.dropped[drop.reason] += 1
+            continue
+        text = render(conv)
+        key = hashlib.sha256(text.encode("utf-8")).digest()
+        if key in seen:
+            stats.dropped["duplicate"] += 1
+            continue
+        if cfg.max_tokens and len(text.encode("utf-8")) > cfg.max_tokens \
+                and len(encode(conv, tok)[0]) > cfg.max_tokens:  # a token is >= 1 byte
+            stats.dropped["too_long"] += 1
+            continue
+        seen.add(key)
+        line = json.dumps({"text": text}, ensure_ascii=False) + "\n"
+        if is_val(text, cfg.val_fraction):
+            out_val.write(line)
+            stats.val += 1
+        else:
+            out_train.write(line)
+            stats.train += 1
+    return stats
+
+
+def preprocess(cfg: PreprocessConfig, tokenizer: Forge1Tokenizer | None = None) -> list[Stats]:
+    """Write cfg.output and the val file (atomically); returns per-dataset stats."""
+    files = raw_files(cfg)
+    tok = tokenizer or Forge1Tokenizer()
+    val_path = cfg.val_output or cfg.output.with_name("val.jsonl")
+    if val_path.resolve() == cfg.output.resolve():
+        raise ValueError(f"train and val outputs are the same file {val_path}: pass --val-output")
+    cfg.output.parent.mkdir(parents=True, exist_ok=True)
+    val_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_train = cfg.output.with_name(f".{cfg.output.name}.tmp")
+    tmp_val = val_path.with_name(f".{val_path.name}.tmp")
+    seen: set[bytes] = set()
+    try:
+        with tmp_train.open("w", encoding="utf-8") as f_train, \
+                tmp_val.open("w", encoding="utf-8") as f_val:
+            stats = [_process_file(p, cfg, tok, seen, f_train, f_val) for p in files]
+    except BaseException:
+        tmp_train.unlink(missing_ok=True)
+        tmp_val.unlink(missing_ok=True)
+        raise
+    tmp_train.replace(cfg.output)
+    tmp_val.replace(val_path)
+    return stats
+
+
+def print_summary(stats: list[Stats], cfg: PreprocessConfig) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Preprocess summary (dropped per reason on the right)")
+    for col in ("dataset", "read", "kept", "train", "val", *DROP_REASONS):
+        table.add_column(col.replace("_", " "), justify="left" if col == "dataset" else "right",
+                         no_wrap=True)
+    total = Stats("total")
+    for s in stats:
+        table.add_row(s.name, *map(str, (s.read, s.kept, s.train, s.val)),
+                      *(str(s.dropped[r]) for r in DROP_REASONS))
+        total.read, total.train, total.val = total.read + s.read, total.train + s.train, \
+            total.val + s.val
+        total.dropped.update(s.dropped)
+    table.add_row("total", *map(str, (total.read, total.kept, total.train, total.val)),
+                  *(str(total.dropped[r]) for r in DROP_REASONS), style="bold")
+    console = Console() if sys.stdout.isatty() else Console(width=140)  # logs: never squash
+    console.print(table)
+    for s in stats:
+        if s.malformed_at:
+            more = f" (+{len(s.malformed_at) - 5} more)" if len(s.malformed_at) > 5 else ""
+            console.print(f"malformed lines skipped: {', '.join(s.malformed_at[:5])}{more}",
+                          markup=False)
+    val = cfg.val_output or cfg.output.with_name("val.jsonl")
+    console.print(f"wrote {total.train} samples to {cfg.output} and {total.val} to {val}",
+                  markup=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="aethermind data preprocess",
+        description="Convert raw datasets in data/raw/ to Forge-1 chat text (JSONL).")
+    parser.add_argument("--raw-dir", type=Path, default=Path("data/raw"))
+    parser.add_argument("--input", type=Path, action="append", default=[],
+                        help="a raw JSONL file to read (repeatable; default: all in --raw-dir)")
+    parser.add_argument("--max-samples", type=int, default=None,
+                        help="keep at most N samples per dataset")
+    parser.add_argument("--output", type=Path, default=Path("data/train.jsonl"))
+    parser.add_argument("--val-output", type=Path, default=None,
+                        help="held-out file (default: val.jsonl beside --output)")
+    parser.add_argument("--val-fraction", type=float, default=0.02)
+    parser.add_argument("--max-tokens", type=int, default=2048,
+                        help="drop samples longer than this many tokens (0 = no limit)")
+    parser.add_argument("--tokenizer", type=Path, default=None,
+                        help="tokenizer dir for the length limit (default: bundled)")
+    args = parser.parse_args(argv)
+    try:
+        cfg = PreprocessConfig(raw_dir=args.raw_dir, output=args.output,
+                               val_output=args.val_output, max_samples=args.max_samples,
+                               max_tokens=args.max_tokens, val_fraction=args.val_fraction,
+                               inputs=tuple(args.input))
+        tok = Forge1Tokenizer(args.tokenizer) if args.tokenizer else None
+        stats = preprocess(cfg, tok)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"preprocess: {err}", file=sys.stderr)
+        return 1
+    print_summary(stats, cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,94 @@
+"""Fixed word lists and facts behind the built-in reasoning data (`synth.py`); data only.
+
+Kept apart so the generator reads as logic. Changing any table changes the generated data
+(and so the test split), so treat edits like a dataset version bump.
+Usage: `from aethermind.data import synth_tables as tables; tables.CAPITALS["France"]`.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+# country -> (capital, continent)
+CAPITALS: dict[str, tuple[str, str]] = {
+    "France": ("Paris", "Europe"), "Germany": ("Berlin", "Europe"), "Italy": ("Rome", "Europe"),
+    "Spain": ("Madrid", "Europe"), "Portugal": ("Lisbon", "Europe"),
+    "Greece": ("Athens", "Europe"), "Poland": ("Warsaw", "Europe"),
+    "Austria": ("Vienna", "Europe"), "Sweden": ("Stockholm", "Europe"),
+    "Norway": ("Oslo", "Europe"), "Finland": ("Helsinki", "Europe"),
+    "Denmark": ("Copenhagen", "Europe"), "Ireland": ("Dublin", "Europe"),
+    "Hungary": ("Budapest", "Europe"), "Belgium": ("Brussels", "Europe"),
+    "Netherlands": ("Amsterdam", "Europe"), "Russia": ("Moscow", "Europe"),
+    "Japan": ("Tokyo", "Asia"), "China": ("Beijing", "Asia"), "India": ("New Delhi", "Asia"),
+    "Thailand": ("Bangkok", "Asia"), "Vietnam": ("Hanoi", "Asia"),
+    "South Korea": ("Seoul", "Asia"), "Indonesia": ("Jakarta", "Asia"),
+    "Egypt": ("Cairo", "Africa"), "Kenya": ("Nairobi", "Africa"),
+    "Nigeria": ("Abuja", "Africa"), "Morocco": ("Rabat", "Africa"),
+    "Ghana": ("Accra", "Africa"), "Ethiopia": ("Addis Ababa", "Africa"),
+    "Canada": ("Ottawa", "North America"), "Mexico": ("Mexico City", "North America"),
+    "Turkey": ("Ankara", "Asia"), "Cuba": ("Havana", "North America"),
+    "Brazil": ("Brasilia", "South America"), "Argentina": ("Buenos Aires", "South America"),
+    "Peru": ("Lima", "South America"), "Chile": ("Santiago", "South America"),
+    "Australia": ("Canberra", "Oceania"), "New Zealand": ("Wellington", "Oceania"),
+}
+CAPITAL_PHRASINGS = ("What is the capital of {}?", "Which city is the capital of {}?",
+                     "Name the capital of {}.")
+
+# unit name (as written in questions, plural) -> accepted answer spellings
+UNITS: dict[str, tuple[str, ...]] = {
+    "kilometers": ("kilometers", "kilometer", "km"), "meters": ("meters", "meter", "m"),
+    "centimeters": ("centimeters", "centimeter", "cm"),
+    "kilograms": ("kilograms", "kilogram", "kg"), "grams": ("grams", "gram", "g"),
+    "hours": ("hours", "hour", "h", "hrs", "hr"), "minutes": ("minutes", "minute", "min"),
+    "seconds": ("seconds", "second", "s", "sec"), "days": ("days", "day"),
+    "feet": ("feet", "foot", "ft"), "inches": ("inches", "inch", "in"),
+    "yards": ("yards", "yard", "yd"), "liters": ("liters", "liter", "l"),
+    "milliliters": ("milliliters", "milliliter", "ml"), "dollars": ("dollars", "dollar"),
+    "cents": ("cents", "cent"), "miles": ("miles", "mile", "mi"),
+}
+CONVERSIONS: dict[tuple[str, str], Decimal] = {
+    ("kilometers", "meters"): Decimal(1000), ("meters", "centimeters"): Decimal(100),
+    ("kilograms", "grams"): Decimal(1000), ("hours", "minutes"): Decimal(60),
+    ("minutes", "seconds"): Decimal(60), ("days", "hours"): Decimal(24),
+    ("feet", "inches"): Decimal(12), ("yards", "feet"): Decimal(3),
+    ("liters", "milliliters"): Decimal(1000), ("dollars", "cents"): Decimal(100),
+}
+
+VEHICLES = ("train", "car", "bus", "bike", "truck", "boat")
+ITEMS = (("apple", "apples"), ("book", "books"), ("pen", "pens"), ("ticket", "tickets"),
+         ("cookie", "cookies"), ("notebook", "notebooks"), ("candle", "candles"),
+         ("shirt", "shirts"), ("lemon", "lemons"), ("toy", "toys"))
+
+# Chit-chat with one fixed reply each (no think block): questions as generated.
+_GREETING = "Hello! How can I help you today?"
+_IDENTITY = "I am Forge-1, a helpful thinking AI assistant."
+_THANKS = "You're welcome! Let me know if you need anything else."
+_BYE = "Goodbye! Have a great day!"
+CHAT_REPLIES: dict[str, str] = {
+    "Hello!": _GREETING, "Hi!": _GREETING, "Hi there!": _GREETING, "Hey!": _GREETING,
+    "Good morning!": "Good morning! How can I help you today?",
+    "Good evening!": "Good evening! How can I help you today?",
+    "Hello, how are you?": "I'm doing well, thank you! How can I help you today?",
+    "How are you?": "I'm doing well, thank you! How can I help you today?",
+    "Who are you?": _IDENTITY, "What is your name?": _IDENTITY, "What are you?": _IDENTITY,
+    "Introduce yourself.": _IDENTITY,
+    "Thank you!": _THANKS, "Thanks!": _THANKS, "Thanks a lot!": _THANKS,
+    "Thank you for your help.": _THANKS,
+    "Goodbye!": _BYE, "Bye!": _BYE, "See you later!": _BYE,
+    "Can you think step by step?": "Yes. I think step by step before I answer hard questions.",
+    "What can you do?": "I can do arithmetic, sort numbers, count letters, convert units, "
+                        "solve rate problems and name capitals.",
+}
+NAMES = ("Alice", "Bob", "Carol", "David", "Emma", "Frank", "Grace", "Henry", "Irene", "Jack",
+         "Karen", "Liam", "Maria", "Noah", "Olivia", "Peter", "Quinn", "Rosa", "Sam", "Tina",
+         "Umar", "Vera", "Will", "Xena", "Yusuf", "Zoe", "Aria", "Ben", "Chloe", "Dev")
+WORDS = ("strawberry", "banana", "apple", "letter", "mississippi", "balloon", "coffee",
+         "committee", "bookkeeper", "pepper", "butter", "garden", "rabbit", "summer", "window",
+         "elephant", "giraffe", "umbrella", "bottle", "kitten", "puzzle", "address", "success",
+         "tomato", "potato", "carrot", "orange", "cherry", "lemon", "melon", "river", "forest",
+         "mountain", "valley", "ocean", "island", "planet", "rocket", "engine", "hammer",
+         "pillow", "blanket", "mirror", "ladder", "pencil", "paper", "school", "teacher",
+         "student", "doctor", "market", "bridge", "castle", "dragon", "wizard", "sunny",
+         "happy", "silly", "little", "middle", "bubble", "jelly", "cookie", "muffin", "noodle",
+         "parrot", "turtle", "monkey", "zebra", "tiger", "spoon", "table", "chair", "green",
+         "yellow", "purple", "seven", "eleven", "hello", "banner", "cotton", "tunnel")

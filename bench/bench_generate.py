@@ -1,0 +1,170 @@
+"""Decode speed and time to first token: Forge-1's engine vs Hugging Face `generate`, same weights.
+
+Greedy, batch 1, the same prompt, random weights converted with `aethermind.hf_convert.to_hf`
+(speed does not depend on what the weights say; the first run checks both emit the same tokens).
+Also measures the machine's memory read bandwidth in the same run, because decoding one token
+reads every weight once: bandwidth / weight bytes is the ceiling we report a fraction of.
+Runs are interleaved (Forge, HF, Forge, HF, ...) and the best of `--repeats` is kept, so a
+noisy neighbour hurts both sides alike.
+Usage: `python bench/bench_generate.py --variants tiny nano --dtypes fp32 bf16 --json out.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout
+
+from aethermind.config import Forge1Config  # noqa: E402
+from aethermind.engine import Engine, SamplingParams  # noqa: E402
+from aethermind.hf_convert import to_hf  # noqa: E402
+from aethermind.model import Forge1Model  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def memory_bandwidth(mib: int = 512, repeats: int = 7) -> dict[str, float]:
+    """GB/s for a read-only pass (sum, what decoding does to weights) and a copy (read+write)."""
+    x = torch.ones(mib * 2**20 // 4, dtype=torch.float32)
+    y = torch.empty_like(x)
+    nbytes = x.numel() * 4
+    best_read = best_copy = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        x.sum()
+        best_read = min(best_read, time.perf_counter() - t)
+        t = time.perf_counter()
+        y.copy_(x)
+        best_copy = min(best_copy, time.perf_counter() - t)
+    return {"read_gb_s": nbytes / best_read / 1e9, "copy_gb_s": 2 * nbytes / best_copy / 1e9}
+
+
+def _forge_run(model: Forge1Model, prompt: list[int], n: int) -> tuple[float, float, list[int]]:
+    """(time to first token, decode tokens/s after it, tokens)."""
+    stamps: list[float] = []
+    start = time.perf_counter()
+    gen = Engine(model).generate(prompt, SamplingParams(max_new_tokens=n),
+                                 on_token=lambda _: stamps.append(time.perf_counter()))
+    return stamps[0] - start, (n - 1) / (stamps[-1] - stamps[0]), gen.tokens
+
+
+class _Stamps:
+    """A `transformers` streamer that only timestamps each new token (the prompt comes first)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.calls = 0
+
+    def put(self, value: torch.Tensor) -> None:
+        self.calls += 1
+        if self.calls > 1:
+            self.times.append(time.perf_counter())
+
+    def end(self) -> None:
+        pass
+
+
+def _hf_run(model: Any, prompt: list[int], n: int) -> tuple[float, float, list[int]]:
+    ids = torch.tensor([prompt])
+    streamer = _Stamps()
+    start = time.perf_counter()
+    with torch.inference_mode():
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
+                             min_new_tokens=n, do_sample=False, streamer=streamer,
+                             pad_token_id=2)
+    t = streamer.times
+    return t[0] - start, (n - 1) / (t[-1] - t[0]), out[0, len(prompt):].tolist()
+
+
+def _models(variant: str, dtype: torch.dtype) -> tuple[Forge1Model, Any]:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = Forge1Config.from_variant(variant, vocab_size=32000)
+    forge = Forge1Model(cfg).eval()
+    hf_sd, hf_cfg = to_hf(forge.state_dict(), cfg)
+    hf = LlamaForCausalLM(LlamaConfig.from_dict(hf_cfg)).eval()
+    hf.load_state_dict(hf_sd, strict=False)  # tied lm_head may be absent from hf_sd
+    hf.tie_weights()
+    return forge.to(dtype), hf.to(dtype)
+
+
+def bench_one(variant: str, dtype_name: str, prompt_len: int, new_tokens: int, repeats: int,
+              read_gb_s: float) -> dict[str, Any]:
+    dtype = DTYPES[dtype_name]
+    forge, hf = _models(variant, dtype)
+    prompt = torch.randint(12, 32000, (prompt_len,), generator=torch.Generator().manual_seed(1))
+    prompt = prompt.tolist()
+    _forge_run(forge, prompt, 8)  # warm-up: first-call allocations, oneDNN kernel selection
+    _hf_run(hf, prompt, 8)
+    best: dict[str, list[float]] = {"forge": [float("inf"), 0.0], "hf": [float("inf"), 0.0]}
+    same = None
+    for _ in range(repeats):
+        for name, run, model in (("forge", _forge_run, forge), ("hf", _hf_run, hf)):
+            ttft, tps, tokens = run(model, prompt, new_tokens)
+            best[name] = [min(best[name][0], ttft), max(best[name][1], tps)]
+            if name == "forge":
+                forge_tokens = tokens
+            elif same is None:
+                same = tokens == forge_tokens
+    weight_bytes = forge.num_parameters() * torch.finfo(dtype).bits // 8
+    limit = read_gb_s * 1e9 / weight_bytes
+    return {"variant": variant, "dtype": dtype_name, "params_m": forge.num_parameters() / 1e6,
+            "weight_mb": weight_bytes / 1e6, "forge_tok_s": best["forge"][1],
+            "hf_tok_s": best["hf"][1], "speedup": best["forge"][1] / best["hf"][1],
+            "forge_ttft_ms": best["forge"][0] * 1e3, "hf_ttft_ms": best["hf"][0] * 1e3,
+            "bandwidth_limit_tok_s": limit, "fraction_of_limit": best["forge"][1] / limit,
+            "same_tokens": same}
+
+
+def _table(rows: list[dict[str, Any]], bw: dict[str, float]) -> str:
+    head = ("| model | dtype | Forge-1 tok/s | HF tok/s | speedup | Forge-1 TTFT | HF TTFT "
+            "| bandwidth limit | of limit | same tokens |\n" + "|---" * 10 + "|")
+    lines = [head]
+    for r in rows:
+        lines.append(
+            f"| {r['variant']} ({r['params_m']:.1f}M) | {r['dtype']} | {r['forge_tok_s']:.1f} | "
+            f"{r['hf_tok_s']:.1f} | {r['speedup']:.2f}x | {r['forge_ttft_ms']:.1f} ms | "
+            f"{r['hf_ttft_ms']:.1f} ms | {r['bandwidth_limit_tok_s']:.1f} tok/s | "
+            f"{r['fraction_of_limit']:.0%} | {'yes' if r['same_tokens'] else 'no'} |")
+    lines.append(f"\nmemory bandwidth: read (sum) {bw['read_gb_s']:.1f} GB/s, "
+                 f"copy {bw['copy_gb_s']:.1f} GB/s; limit = read bandwidth / weight bytes")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--variants", nargs="+", default=["tiny", "nano"], choices=("tiny", "nano",
+                                                                                "mini"))
+    p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=tuple(DTYPES))
+    p.add_argument("--prompt-tokens", type=int, default=32)
+    p.add_argument("--new-tokens", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--json", type=Path, help="also write the figures here")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import transformers
+
+    bw = memory_bandwidth()
+    rows = [bench_one(v, d, args.prompt_tokens, args.new_tokens, args.repeats, bw["read_gb_s"])
+            for v in args.variants for d in args.dtypes]
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, "
+          f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    print(_table(rows, bw))
+    if args.json:
+        args.json.write_text(json.dumps({"bandwidth": bw, "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

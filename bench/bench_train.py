@@ -1,0 +1,207 @@
+"""Training speed: Forge-1 vs Hugging Face `LlamaForCausalLM`, same config, weights, batch, dtype.
+
+One training step = forward, loss, backward, fused AdamW step, for both models, on random
+tokens (speed does not depend on the values). Weights are converted with
+`aethermind.hf_convert.to_hf`, and the first step checks both give the same loss. Runs are
+interleaved (Forge, HF, Forge, HF, ...) and the best of `--repeats` is kept, so a noisy
+neighbour hurts both alike. The machine's fp32 (and bf16) matmul peak is measured in the same
+run; "of peak" = model FLOP/s (6 N + attention, per token) / that peak.
+A second part measures useful (loss-bearing) tokens/s through the real pipeline (ensure_shards
++ BatchLoader + the model) on a mix of conversation lengths, packed vs padded.
+Usage: `python bench/bench_train.py --json bench_train.json` (add `--quick` for a smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout
+
+from aethermind.chat_format import Conversation, Turn, render  # noqa: E402
+from aethermind.config import Forge1Config  # noqa: E402
+from aethermind.hf_convert import to_hf  # noqa: E402
+from aethermind.model import Forge1Model  # noqa: E402
+from aethermind.train import compute_loss  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """Best GFLOP/s of an n x n x n matmul: the ceiling a training step is judged against."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def flops_per_token(cfg: Forge1Config, T: int) -> float:
+    """Training FLOPs per token: 6 x matmul parameters (lm_head included, embedding lookup
+    not) + attention scores and values, 12 x layers x dim x T / 2 with causality (PaLM)."""
+    C, F, L = cfg.dim, cfg.ffn_dim, cfg.n_layers
+    kv = cfg.n_kv_heads * cfg.head_dim
+    per_layer = C * (C + 2 * kv) + C * C + 3 * C * F
+    matmul_params = L * per_layer + C * cfg.vocab_size
+    return 6 * matmul_params + 6 * L * C * T
+
+
+def build_pair(cfg: Forge1Config) -> tuple[Forge1Model, Any]:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    forge = Forge1Model(cfg)
+    hf_sd, hf_cfg = to_hf(forge.state_dict(), cfg)
+    hf = LlamaForCausalLM(LlamaConfig.from_dict({**hf_cfg, "use_cache": False}))
+    missing, unexpected = hf.load_state_dict(hf_sd, strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
+    hf.tie_weights()
+    return forge.train(), hf.train()
+
+
+def _step_fn(model: Any, is_hf: bool, tokens: torch.Tensor, targets: torch.Tensor,
+             dtype: torch.dtype):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    amp = dtype != torch.float32
+
+    def step() -> float:
+        with torch.autocast("cpu", dtype=dtype, enabled=amp):
+            if is_hf:
+                logits = model(input_ids=tokens).logits
+            else:
+                logits, _ = model(tokens)
+            loss = compute_loss(logits, targets) / targets.numel()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.item()
+
+    return step
+
+
+def compare(variant: str, dtype_name: str, B: int, T: int, vocab: int, repeats: int,
+            peak: float) -> dict[str, Any]:
+    torch.manual_seed(0)
+    cfg = Forge1Config.from_variant(variant, vocab_size=vocab, max_seq_len=max(T, 512))
+    forge, hf = build_pair(cfg)
+    dtype = DTYPES[dtype_name]
+    tokens = torch.randint(0, vocab, (B, T))
+    targets = torch.randint(0, vocab, (B, T))
+    steps = {"forge": _step_fn(forge, False, tokens, targets, dtype),
+             "hf": _step_fn(hf, True, tokens, targets, dtype)}
+    first = {name: fn() for name, fn in steps.items()}  # warm-up; same weights -> same loss
+    assert abs(first["forge"] - first["hf"]) < 1e-2 * max(1.0, abs(first["hf"])), first
+    best = {name: float("inf") for name in steps}
+    for _ in range(repeats):
+        for name, fn in steps.items():
+            t = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t)
+    tok_s = {name: B * T / s for name, s in best.items()}
+    fpt = flops_per_token(cfg, T)
+    return {"variant": variant, "dtype": dtype_name, "batch": f"{B}x{T}", "vocab": vocab,
+            "forge_tok_s": tok_s["forge"], "hf_tok_s": tok_s["hf"],
+            "ratio": tok_s["forge"] / tok_s["hf"],
+            "forge_of_peak": tok_s["forge"] * fpt / 1e9 / peak,
+            "hf_of_peak": tok_s["hf"] * fpt / 1e9 / peak, "first_loss": first}
+
+
+# --- packed vs padded ------------------------------------------------------------------------
+def chat_mix(n: int, seed: int = 0) -> list[str]:
+    """Conversations with log-normal lengths (median ~120 words, long tail), like chat data."""
+    rng = random.Random(seed)
+    words = ["the", "model", "thinks", "about", "each", "step", "and", "then", "answers",
+             "a", "question", "with", "care", "so", "that", "user", "gets", "clear", "reply"]
+    out = []
+    for _ in range(n):
+        q_len = max(3, int(rng.lognormvariate(3.0, 0.7)))
+        a_len = max(3, int(rng.lognormvariate(4.3, 0.8)))
+        q = " ".join(rng.choice(words) for _ in range(q_len))
+        a = " ".join(rng.choice(words) for _ in range(a_len))
+        think = None
+        if rng.random() < 0.5:
+            think = " ".join(rng.choice(words) for _ in range(a_len // 2))
+        out.append(render(Conversation(turns=[Turn(q, a, think)])))
+    return out
+
+
+def packed_vs_padded(T: int, B: int, steps: int, n_chats: int) -> dict[str, Any]:
+    from aethermind.data.loader import BatchLoader
+    from aethermind.data.pack import ensure_shards
+    from aethermind.tokenizer import Forge1Tokenizer
+
+    tok = Forge1Tokenizer()
+    cfg = Forge1Config.tiny(vocab_size=tok.get_vocab_size_padded(), max_seq_len=T)
+    result: dict[str, Any] = {"context": T, "batch": B, "model": "tiny fp32"}
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "mix.jsonl"
+        src.write_text("".join(json.dumps({"text": t}) + "\n" for t in chat_mix(n_chats)))
+        for layout in ("packed", "padded"):
+            torch.manual_seed(0)
+            model = Forge1Model(cfg).train()
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+            shards = ensure_shards(src, tok, Path(tmp) / "cache", context_length=T,
+                                   layout=layout, workers=1)
+            loader = BatchLoader(shards, B, seed=0)
+            useful, start, it = 0, 0.0, iter(loader)
+            for i in range(steps + 1):
+                if i == 1:
+                    start, useful = time.perf_counter(), 0  # step 0 is warm-up
+                batch = next(it)
+                logits, _ = model(batch["tokens"], doc_ids=batch["doc_ids"])
+                n = (batch["targets"] != -100).sum()
+                (compute_loss(logits, batch["targets"]) / n.clamp(min=1)).backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                useful += int(n)
+            elapsed = time.perf_counter() - start
+            result[f"{layout}_useful_tok_s"] = useful / elapsed
+            result[f"{layout}_useful_frac"] = useful / (steps * B * T)
+    result["ratio"] = result["packed_useful_tok_s"] / result["padded_useful_tok_s"]
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="tiny shapes only, for a smoke run")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    peaks = {name: matmul_peak(dt) for name, dt in DTYPES.items()}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor()}")
+    print(f"matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
+    cases = [("tiny", "fp32", 4, 256), ("tiny", "bf16", 4, 256)]
+    if not args.quick:
+        cases += [("nano", "fp32", 4, 256), ("nano", "bf16", 4, 256)]
+    rows = []
+    for variant, dtype, B, T in cases:
+        r = compare(variant, dtype, B, T, 32000, args.repeats, peaks[dtype])
+        rows.append(r)
+        print(f"{variant:5} {dtype} {r['batch']:>6} vocab {r['vocab']}: Forge-1 "
+              f"{r['forge_tok_s']:8.0f} tok/s ({r['forge_of_peak']:.0%} of peak) | HF "
+              f"{r['hf_tok_s']:8.0f} tok/s ({r['hf_of_peak']:.0%}) | ratio {r['ratio']:.2f}x")
+    pack = packed_vs_padded(T=512, B=4, steps=3 if args.quick else 8,
+                            n_chats=200 if args.quick else 600)
+    print(f"packed vs padded (tiny fp32, {pack['batch']}x{pack['context']}): useful tokens/s "
+          f"{pack['packed_useful_tok_s']:.0f} vs {pack['padded_useful_tok_s']:.0f} "
+          f"(useful fraction {pack['packed_useful_frac']:.0%} vs "
+          f"{pack['padded_useful_frac']:.0%}) = {pack['ratio']:.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps({"peaks_gflops": peaks, "models": rows,
+                                         "packing": pack}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

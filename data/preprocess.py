@@ -1,0 +1,14 @@
+"""The guide's preprocess script, `python data/preprocess.py --max-samples N`: no logic here.
+
+It puts the repo root on sys.path and runs aethermind.data.preprocess.main.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from aethermind.data.preprocess import main  # noqa: E402
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,115 @@
+"""`python scripts/chat.py`: driven through a pseudo-terminal like a user would (pexpect)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import pexpect
+import pytest
+import torch
+from _infer_helpers import make_tokenizer, save_final, train_tiny
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "TERM": "dumb", "NO_COLOR": "1", "COLUMNS": "200"}
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    tok = make_tokenizer()
+    return save_final(train_tiny(tok), tok, tmp_path_factory.mktemp("out"))
+
+
+def _spawn(*args, cwd=ROOT):
+    child = pexpect.spawn(sys.executable, [str(ROOT / "scripts" / "chat.py"), *args], cwd=cwd,
+                          env=ENV, encoding="utf-8", timeout=60, dimensions=(50, 200))
+    return child
+
+
+def _chat(ckpt, cwd=ROOT, *extra):
+    child = _spawn("--model", str(ckpt), "--device", "cpu", "--temperature", "0", *extra,
+                   cwd=cwd)
+    child.expect("/help lists the commands")
+    child.expect("You: ")
+    return child
+
+
+def _say(child, line):
+    child.sendline(line)
+    child.expect("You: ")
+    return child.before
+
+
+def test_chat_session_commands_streaming_and_save(ckpt, tmp_path):
+    child = _chat(ckpt, tmp_path)
+    out = _say(child, "What is 2+2?")
+    assert "(thinking...)" in out and "Forge-1: The answer is 4." in out
+    assert "2 plus 2" not in out  # thinking hidden by default
+    out = _say(child, "/save")
+    saved = Path(re.search(r"saved 1 turn\(s\) to (\S+\.json)", out).group(1))
+    assert saved.parent == tmp_path.resolve()
+    data = json.loads(saved.read_text(encoding="utf-8"))
+    assert data["turns"] == [{"user": "What is 2+2?", "assistant": "The answer is 4.",
+                              "thinking": "2 plus 2 makes 4."}]
+    assert "thinking display: on" in _say(child, "/think")
+    assert "history cleared" in _say(child, "/clear")
+    out = _say(child, "Sort 3, 1, 2")
+    assert "thinking: Order them from small to big." in out and "Forge-1: 1, 2, 3" in out
+    out = _say(child, "Say hello in Japanese")  # second turn: the history is in the prompt
+    assert "Forge-1: " in out
+    out = _say(child, f"/save {tmp_path / 'two.json'}")
+    assert "saved 2 turn(s)" in out
+    turns = json.loads((tmp_path / "two.json").read_text(encoding="utf-8"))["turns"]
+    assert turns[0] == {"user": "Sort 3, 1, 2", "assistant": "1, 2, 3",
+                        "thinking": "Order them from small to big."}
+    assert turns[1]["user"] == "Say hello in Japanese"
+    out = _say(child, "/help")
+    assert all(cmd in out for cmd in ("/think", "/save", "/clear", "/help", "/quit"))
+    assert "unknown command /nope" in _say(child, "/nope")
+    child.sendline("/quit")
+    child.expect("bye")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_streamed_answer_with_emoji_and_cjk_prints_whole(ckpt, tmp_path):
+    child = _chat(ckpt, tmp_path)
+    assert "Forge-1: こんにちは 😀 世界" in _say(child, "Say hello in Japanese")
+    child.sendline("/quit")
+    child.expect(pexpect.EOF)
+
+
+@pytest.mark.parametrize("key", ["ctrl-d", "ctrl-c"])
+def test_ctrl_d_and_ctrl_c_end_cleanly(ckpt, key):
+    child = _chat(ckpt)
+    if key == "ctrl-d":
+        child.sendeof()
+    else:
+        child.sendintr()
+    child.expect("bye")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert "Traceback" not in (child.before or "")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_device_cuda_without_gpu_is_a_clear_error(ckpt):
+    child = _spawn("--model", str(ckpt), "--device", "cuda")
+    child.expect(pexpect.EOF)
+    child.close()
+    text = child.before.strip()
+    assert child.exitstatus == 2
+    assert text == ("error: device 'cuda' requested but no CUDA GPU is available: "
+                    "use --device cpu")
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    child = _spawn("--model", str(tmp_path / "x.pt"), "--variant", "nano", "--device", "cpu")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 2 and child.before.strip().startswith("error: checkpoint not found")

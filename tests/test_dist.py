@@ -1,0 +1,94 @@
+"""Devices, precision fallbacks, seeding, rank-0 logging, and 2-process DDP == 1 process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from aethermind import dist, train
+from aethermind.dashboard import read_metrics
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_train import make_cfg, one_thread, write_chats, write_yaml  # noqa: E402, F401
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory, tiny_tokenizer):
+    root = tmp_path_factory.mktemp("dist_assets")
+    return SimpleNamespace(tok=str(tiny_tokenizer.save(root / "tokenizer")),
+                           train=str(write_chats(root / "train.jsonl", 96, seed=0)),
+                           val=str(write_chats(root / "val.jsonl", 16, seed=1)),
+                           cache=str(root / "cache"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="tests the no-GPU fallback")
+def test_cuda_without_a_gpu_falls_back_to_cpu_with_a_warning():
+    with pytest.warns(UserWarning, match="no CUDA GPU is available: training on the CPU"):
+        assert dist.select_device("cuda").type == "cpu"
+    assert dist.select_device("cpu") == torch.device("cpu")
+
+
+def test_half_precision_on_cpu_falls_back_to_fp32():
+    with pytest.warns(UserWarning, match="precision bf16 needs a GPU: using fp32"):
+        assert dist.resolve_precision("bf16", torch.device("cpu")) == "fp32"
+    assert dist.resolve_precision("fp32", torch.device("cpu")) == "fp32"
+
+
+def test_seed_everything_is_reproducible():
+    dist.seed_everything(7)
+    a = torch.rand(3)
+    dist.seed_everything(7)
+    assert torch.equal(a, torch.rand(3))
+    dist.seed_everything(7, rank=1)
+    assert not torch.equal(a, torch.rand(3))
+
+
+def test_only_rank_0_logs(monkeypatch, caplog):
+    monkeypatch.setenv("RANK", "1")
+    assert not dist.is_main()
+    with caplog.at_level("INFO", logger="aethermind"):
+        dist.log0("hidden")
+        monkeypatch.setenv("RANK", "0")
+        dist.log0("shown")
+    assert [r.getMessage() for r in caplog.records] == ["shown"]
+
+
+def test_single_process_context_is_not_distributed(monkeypatch):
+    for var in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(var, raising=False)
+    ctx = dist.setup("cpu")
+    assert (ctx.rank, ctx.world_size, ctx.distributed) == (0, 1, False)
+    model = torch.nn.Linear(2, 2)
+    assert dist.wrap_model(model, ctx) is model and dist.unwrap(model) is model
+
+
+@pytest.mark.parametrize("fsdp", [False, pytest.param(True, marks=pytest.mark.slow)],
+                         ids=["ddp", "fsdp2"])
+def test_two_processes_match_one_process(assets, tmp_path, fsdp):
+    # Same global batch (2 x 2 accumulation = 4 rows), split over 2 gloo processes.
+    cfg = make_cfg(assets, tmp_path / "one", batch_size=2, gradient_accumulation_steps=2,
+                   max_steps=5, val_data=assets.val, eval_every=5)
+    single = train.train(cfg)
+    ddp_cfg = cfg.replace(output_dir=str(tmp_path / "two"), fsdp=fsdp)
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(REPO / "scripts" / "train.py"), "--config",
+         str(write_yaml(ddp_cfg, tmp_path / "ddp.yaml"))],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = read_metrics(tmp_path / "two" / "metrics.jsonl")
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5]  # rank 0 alone writes
+    for a, r in zip(single["losses"], records, strict=True):
+        assert abs(a - r["loss"]) <= 1e-5
+    assert abs(single["val_loss"] - records[-1]["val_loss"]) <= 1e-5
+    one = torch.load(tmp_path / "one" / "final_model" / "forge1_tiny_final.pt")
+    two = torch.load(tmp_path / "two" / "final_model" / "forge1_tiny_final.pt")
+    assert all(torch.allclose(one[k], two[k], atol=1e-5) for k in one)
+    assert proc.stdout.count("step      5/5") <= 1  # rank-0-only logging

@@ -1,0 +1,103 @@
+"""`aethermind evaluate`: the JSON report, validation loss, reasoning accuracy, clear errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from _infer_helpers import CONVERSATIONS, make_tokenizer, save_final, train_tiny
+
+from aethermind import chat_format as cf
+from aethermind.data import synth
+from aethermind.evaluate import TEST_PROMPTS, main, reasoning_accuracy, validation_loss
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def trained_ckpt(tmp_path_factory):
+    tok = make_tokenizer()
+    model = train_tiny(tok)
+    return model, tok, save_final(model, tok, tmp_path_factory.mktemp("out"))
+
+
+@pytest.fixture
+def val_file(tmp_path):
+    path = tmp_path / "val.jsonl"
+    lines = [json.dumps({"text": cf.render(c)}) for c in CONVERSATIONS]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_json_report_has_every_part(trained_ckpt, val_file, tmp_path):
+    out = tmp_path / "report.json"
+    rc = main(["--model", str(trained_ckpt[2]), "--val", str(val_file), "--n-test", "6",
+               "--max-new-tokens", "12", "--batch-size", "4", "--json", str(out)])
+    assert rc == 0
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert [r["prompt"] for r in report["prompts"]] == list(TEST_PROMPTS)
+    assert len(TEST_PROMPTS) == 8 and TEST_PROMPTS[0] == "What is 15 * 23?"
+    for row in report["prompts"]:
+        assert {"used_thinking", "thinking", "answer", "completion_tokens", "seconds",
+                "tokens_per_second"} <= set(row)
+        assert 0 < row["completion_tokens"] <= 12
+    val = report["validation"]
+    assert val["documents"] == len(CONVERSATIONS) and val["loss"] < 0.5
+    assert math.isclose(val["perplexity"], math.exp(val["loss"]), rel_tol=1e-3)
+    reasoning = report["reasoning"]
+    assert reasoning["n"] == 6 and 0.0 <= reasoning["accuracy"] <= 1.0
+    assert sum(t["n"] for t in reasoning["per_task"].values()) == 6
+    assert set(reasoning["per_task"]) <= set(synth.TASKS)
+
+
+def test_validation_loss_scores_response_tokens_only(trained_ckpt, val_file):
+    model, tok, _ = trained_ckpt
+    val = validation_loss(model, tok, val_file, batch_size=3)
+    expected = sum(sum(cf.encode(c, tok)[1][1:]) for c in CONVERSATIONS)
+    assert val["tokens"] == expected
+    with torch.no_grad():  # one document at a time gives the same mean
+        total = 0.0
+        for c in CONVERSATIONS:
+            ids, mask = cf.encode(c, tok)
+            targets = torch.tensor(ids[1:])
+            targets[torch.tensor(mask[1:]) == 0] = -100
+            _, loss = model(torch.tensor([ids[:-1]]), targets.view(1, -1))
+            total += loss.item() * int((targets != -100).sum())
+    assert math.isclose(val["loss"], total / expected, rel_tol=1e-3, abs_tol=1e-4)
+
+
+def test_reasoning_accuracy_uses_score_on_parsed_answers(trained_ckpt, monkeypatch):
+    model, tok, _ = trained_ckpt
+    # The tiny model always says "The answer is 4."; make "4" the right answer for every task.
+    monkeypatch.setattr(synth, "score", lambda q, a: a == "The answer is 4.")
+    examples = [synth.SynthExample("add", "What is 2+2?", None, "4"),
+                synth.SynthExample("sort", "Sort 3, 1, 2", None, "1, 2, 3")]
+    monkeypatch.setattr(synth, "make_split", lambda split, n, seed=0: examples[:n])
+    acc = reasoning_accuracy(model, tok, 2, max_new_tokens=40, batch_size=2)
+    assert acc["per_task"] == {"add": {"n": 1, "correct": 1, "accuracy": 1.0},
+                               "sort": {"n": 1, "correct": 0, "accuracy": 0.0}}
+    assert acc["samples"][0]["answer"] == "The answer is 4."
+    assert acc["accuracy"] == 0.5
+
+
+def _run_script(*args):
+    return subprocess.run([sys.executable, "scripts/evaluate.py", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_missing_checkpoint_is_one_line_error(tmp_path):
+    proc = _run_script("--model", str(tmp_path / "none.pt"), "--variant", "nano")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: checkpoint not found")
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_wrong_variant_is_one_line_error(trained_ckpt):
+    proc = _run_script("--model", str(trained_ckpt[2]), "--variant", "nano")
+    assert proc.returncode == 2 and "--variant nano does not match" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

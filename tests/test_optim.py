@@ -1,0 +1,69 @@
+"""Optimizer groups and the learning-rate schedule."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from aethermind.model import Forge1Model
+from aethermind.optim import build_optimizer, lr_at, param_groups, warmup_steps_for
+
+
+def test_no_weight_decay_on_norms_and_embeddings(tiny_config):
+    model = Forge1Model(tiny_config)
+    decay, no_decay = param_groups(model, 0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    plain = {names[id(p)] for p in no_decay["params"]}
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert "tok_emb.weight" in plain and "norm.weight" in plain
+    assert all("norm" in n or n == "tok_emb.weight" for n in plain)
+    assert {"layers.0.attn.wqkv.weight", "layers.1.mlp.w_down.weight"} <= decayed
+    # Tied lm_head is the embedding: every parameter appears exactly once.
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_untied_lm_head_decays(tiny_config):
+    tiny_config.tie_embeddings = False
+    model = Forge1Model(tiny_config)
+    decay, _ = param_groups(model, 0.1)
+    assert any(p is model.lm_head.weight for p in decay["params"])
+
+
+def test_fused_adamw_on_cpu_steps(tiny_config):
+    model = Forge1Model(tiny_config)
+    opt = build_optimizer(model, lr=1e-3, weight_decay=0.1)
+    assert opt.defaults.get("fused") is True
+    tokens = torch.randint(0, tiny_config.vocab_size, (2, 8))
+    before = model.layers[0].attn.wqkv.weight.detach().clone()
+    model(tokens, tokens)[1].backward()
+    opt.step()
+    assert not torch.equal(before, model.layers[0].attn.wqkv.weight)
+
+
+def test_warmup_is_linear_then_cosine_reaches_the_floor():
+    kw = dict(max_lr=1.0, warmup_steps=10, total_steps=110, min_lr_ratio=0.1)
+    assert lr_at(0, **kw) == pytest.approx(0.1)
+    assert lr_at(9, **kw) == pytest.approx(1.0)
+    assert lr_at(60, **kw) == pytest.approx(0.55)  # halfway down the cosine
+    assert lr_at(110, **kw) == pytest.approx(0.1)
+    assert lr_at(500, **kw) == pytest.approx(0.1)  # never below the floor
+    lrs = [lr_at(s, **kw) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
+
+
+def test_linear_and_constant_schedules():
+    kw = dict(max_lr=2.0, warmup_steps=0, total_steps=100, min_lr_ratio=0.0)
+    assert lr_at(50, schedule="linear", **kw) == pytest.approx(1.0)
+    assert lr_at(99, schedule="constant", **kw) == 2.0
+    with pytest.raises(ValueError, match="unknown lr schedule"):
+        lr_at(0, schedule="step", **kw)
+
+
+def test_warmup_steps_from_ratio():
+    assert warmup_steps_for(1000, 0.02) == 20
+    assert warmup_steps_for(10, 0.02) == 1
+    assert warmup_steps_for(10, 0.0) == 0
+    assert math.isclose(lr_at(0, max_lr=1.0, warmup_steps=0, total_steps=10), 1.0)

@@ -1,0 +1,299 @@
+"""The training loop: exact resume, crash safety, signals, NaN handling, outputs, golden curve."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import yaml
+
+from aethermind import checkpoint as ckpt
+from aethermind import cli, train
+from aethermind.chat_format import Conversation, Turn, render
+from aethermind.dashboard import Dashboard, read_metrics
+from aethermind.train_config import TrainConfig, dump_yaml
+
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN = REPO / "tests" / "assets" / "losses_tiny_cpu.txt"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a shared CPU the spinning OpenMP
+    workers slow them down 10-30x; the subprocesses get OMP_NUM_THREADS=1 likewise."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_chats(path: Path, n: int, seed: int) -> Path:
+    """Small arithmetic chats, half with a think block (independent of the synth module)."""
+    rng = random.Random(seed)
+    with path.open("w", encoding="utf-8") as f:
+        for i in range(n):
+            a, b = rng.randint(1, 99), rng.randint(1, 99)
+            think = f"Let me think step by step. {a} + {b} = {a + b}." if i % 2 == 0 else None
+            conv = Conversation(turns=[Turn(f"What is {a} + {b}?", f"The answer is {a + b}.",
+                                            think)])
+            f.write(json.dumps({"text": render(conv)}) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory, tiny_tokenizer):
+    root = tmp_path_factory.mktemp("train_assets")
+    return SimpleNamespace(
+        tok=str(tiny_tokenizer.save(root / "tokenizer")),
+        train=str(write_chats(root / "train.jsonl", 96, seed=0)),
+        val=str(write_chats(root / "val.jsonl", 16, seed=1)),
+        cache=str(root / "cache"))
+
+
+def make_cfg(assets, out: Path, **overrides) -> TrainConfig:
+    base = dict(variant="tiny", train_data=assets.train, val_data=None, tokenizer=assets.tok,
+                data_cache_dir=assets.cache, device="cpu", precision="fp32", batch_size=4,
+                context_length=64, learning_rate=3e-3, warmup_ratio=0.1, max_steps=6,
+                checkpoint_every=0, eval_every=0, eval_batches=2, log_every=1, dashboard="off",
+                output_dir=str(out), num_workers=1, seed=0)
+    return TrainConfig(**{**base, **overrides})
+
+
+def write_yaml(cfg: TrainConfig, path: Path) -> Path:
+    path.write_text(dump_yaml(cfg), encoding="utf-8")
+    return path
+
+
+def test_loss_is_summed_over_masked_tokens_only():
+    logits = torch.randn(1, 3, 5)
+    targets = torch.tensor([[2, -100, 4]])
+    expected = (torch.nn.functional.cross_entropy(logits[0, [0, 2]], targets[0, [0, 2]],
+                                                  reduction="sum"))
+    assert torch.allclose(train.compute_loss(logits, targets), expected)
+
+
+def test_resume_gives_the_same_losses_step_for_step(assets, tmp_path):
+    straight = train.train(make_cfg(assets, tmp_path / "a", max_steps=20, val_data=assets.val,
+                                    eval_every=5))
+    cfg = make_cfg(assets, tmp_path / "b", max_steps=20, val_data=assets.val, eval_every=5)
+    first = train.train(cfg, stop_after=10)
+    assert first["status"] == "interrupted" and first["step"] == 10
+    second = train.train(cfg, resume=True)
+    assert second["status"] == "completed" and second["step"] == 20
+    assert len(straight["losses"]) == 20
+    for a, b in zip(straight["losses"], first["losses"] + second["losses"], strict=True):
+        assert abs(a - b) <= 1e-6
+    assert abs(straight["val_loss"] - second["val_loss"]) <= 1e-6
+    steps = [r["step"] for r in read_metrics(tmp_path / "b" / "metrics.jsonl")]
+    assert steps == list(range(1, 21))  # no duplicated or missing lines after the resume
+
+
+def test_gradient_accumulation_equals_one_big_batch(assets, tmp_path):
+    big = train.train(make_cfg(assets, tmp_path / "big", batch_size=4, max_steps=4))
+    acc = train.train(make_cfg(assets, tmp_path / "acc", batch_size=2,
+                               gradient_accumulation_steps=2, max_steps=4))
+    for a, b in zip(big["losses"], acc["losses"], strict=True):
+        assert abs(a - b) <= 1e-5
+
+
+def test_sigint_saves_a_checkpoint_and_stops_cleanly(assets, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = train.compute_loss
+
+    def loss_then_ctrl_c(logits, targets):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(logits, targets)
+
+    monkeypatch.setattr(train, "compute_loss", loss_then_ctrl_c)
+    result = train.train(make_cfg(assets, tmp_path, max_steps=50))
+    assert result["status"] == "interrupted" and result["signal"] == signal.SIGINT
+    assert result["step"] == 3
+    assert ckpt.latest_valid(tmp_path / "checkpoints")[1]["step"] == 3
+    assert result["final_model"] is None
+
+
+def _start(cfg: TrainConfig, tmp_path: Path) -> subprocess.Popen:
+    config = write_yaml(cfg, tmp_path / "run.yaml")
+    return subprocess.Popen([sys.executable, str(REPO / "scripts" / "train.py"), "--config",
+                             str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+
+
+def test_kill_9_during_training_then_resume_works(assets, tmp_path):
+    cfg = make_cfg(assets, tmp_path / "run", max_steps=10_000, checkpoint_every=3)
+    proc = _start(cfg, tmp_path)
+    _wait_for(tmp_path / "run" / "checkpoints" / "step_0000003.pt", proc)
+    proc.kill()  # SIGKILL: no handler runs, whatever was being written stays half-written
+    proc.communicate()
+    result = train.train(cfg.replace(max_steps=8), resume=True)
+    assert result["status"] == "completed" and result["step"] == 8
+    assert len(result["losses"]) < 8  # it continued rather than starting over
+    assert (tmp_path / "run" / "final_model" / "forge1_tiny_final.pt").is_file()
+    leftovers = [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()
+                 if ".tmp" in p.name]
+    assert not leftovers or all(p.startswith(".") for p in leftovers)
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(assets, tmp_path):
+    cfg = make_cfg(assets, tmp_path / "run", max_steps=10_000, checkpoint_every=2)
+    proc = _start(cfg, tmp_path)
+    _wait_for(tmp_path / "run" / "checkpoints" / "step_0000002.pt", proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "interrupted at step" in err and "Traceback" not in err
+    path, state = ckpt.latest_valid(tmp_path / "run" / "checkpoints")
+    assert state["step"] >= 2 and path.name == ckpt.checkpoint_name(state["step"])
+
+
+def test_corrupt_newest_checkpoint_is_skipped_on_resume(assets, tmp_path):
+    cfg = make_cfg(assets, tmp_path, max_steps=4, checkpoint_every=2)
+    train.train(cfg)
+    newest = tmp_path / "checkpoints" / "step_0000004.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])
+    with pytest.warns(UserWarning, match="skipping .*step_0000004.pt"):
+        result = train.train(cfg.replace(max_steps=6), resume=True)
+    assert result["step"] == 6 and len(result["losses"]) == 4  # resumed from step 2
+
+
+def test_resume_with_another_variant_or_tokenizer_is_refused(assets, tmp_path, capsys):
+    cfg = make_cfg(assets, tmp_path, max_steps=2)
+    train.train(cfg)
+    config = write_yaml(cfg, tmp_path / "run.yaml")
+    assert train.main(["--config", str(config), "--variant", "nano", "--resume"]) == 1
+    assert "cannot resume: " in capsys.readouterr().err
+    with pytest.raises(train.TrainingError, match="tiny run but --variant nano"):
+        train.train(cfg.replace(variant="nano"), resume=True)
+    with pytest.raises(train.TrainingError, match="trained with tokenizer"):
+        train.train(cfg.replace(tokenizer="default"), resume=True)
+
+
+def test_nan_losses_skip_steps_then_stop_with_the_last_checkpoint_intact(
+        assets, tmp_path, monkeypatch, capsys):
+    calls = {"n": 0}
+    real = train.compute_loss
+
+    def flaky(logits, targets):  # one micro-batch per step: call n is step n
+        calls["n"] += 1
+        loss = real(logits, targets)
+        return loss * float("nan") if calls["n"] == 3 or calls["n"] >= 6 else loss
+
+    monkeypatch.setattr(train, "compute_loss", flaky)
+    cfg = make_cfg(assets, tmp_path, max_steps=20, checkpoint_every=2, max_bad_steps=3,
+                   dashboard="plain")
+    rc = train.main(["--config", str(write_yaml(cfg, tmp_path / "run.yaml"))])
+    out, err = capsys.readouterr()
+    assert rc == 1
+    assert "step 3: non-finite loss" in out and "step 4: non-finite" not in out
+    assert "stopped at step 8: 3 non-finite losses in a row" in err
+    path, state = ckpt.latest_valid(tmp_path / "checkpoints")
+    assert state["step"] == 6  # nothing was written for the failing step 8
+    assert all(torch.isfinite(t).all() for t in state["model"].values())
+    assert not (tmp_path / "final_model").exists()
+
+
+def test_plain_output_metrics_png_and_final_model(assets, tmp_path, capsys):
+    cfg = make_cfg(assets, tmp_path, max_steps=4, log_every=2, val_data=assets.val,
+                   eval_every=2, dashboard="auto")
+    assert train.main(["--config", str(write_yaml(cfg, tmp_path / "run.yaml"))]) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("step ")]
+    assert len(lines) == 2 and lines[0].startswith("step      2/4 | loss ")
+    assert "tok/s" in lines[0] and "val " in lines[0] and "\x1b[" not in out
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    for r in records:
+        assert {"step", "loss", "lr", "tokens_per_s", "grad_norm"} <= set(r)
+        assert math.isfinite(r["loss"]) and r["tokens_per_s"] > 0
+    assert [r["step"] for r in records if "val_loss" in r] == [2, 4]
+    assert (tmp_path / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    final = tmp_path / "final_model"
+    assert {p.name for p in final.iterdir()} == {"forge1_tiny_final.pt", "config.json",
+                                                 "tokenizer"}
+    saved = yaml.safe_load((tmp_path / "checkpoints" / "train_config.yaml").read_text())
+    assert saved["max_steps"] == 4 and saved["variant"] == "tiny"
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_rich_dashboard_on_a_terminal(tmp_path):
+    stream = _Tty()
+    dash = Dashboard(10, tmp_path, mode="auto", stream=stream)
+    assert dash.mode == "rich"
+    for step in range(1, 4):
+        dash.update({"step": step, "loss": 5.0 - step, "lr": 1e-3, "grad_norm": 1.0,
+                     "tokens_per_s": 1000.0, "steps_per_s": 2.0, "epoch": 0,
+                     "memory": "0.10 GiB RSS"})
+    dash.close()
+    text = stream.getvalue()
+    assert "loss curve" in text and "tokens/s" in text and "3/10" in text
+
+
+def test_tiny_preset_overfits_one_batch(assets, tmp_path):
+    # Four conversations, one per padded row, batch 4: every step sees the same batch.
+    data = write_chats(tmp_path / "four.jsonl", 4, seed=3)
+    cfg = make_cfg(assets, tmp_path / "run", train_data=str(data), layout="padded",
+                   context_length=96, max_steps=40, learning_rate=3e-3, warmup_ratio=0.05,
+                   min_lr_ratio=1.0, weight_decay=0.0)
+    losses = train.train(cfg)["losses"]
+    assert losses[-1] < 0.2 < 2.0 < losses[0]
+
+
+def test_golden_first_losses(assets, tmp_path):
+    losses = train.train(make_cfg(assets, tmp_path, max_steps=8))["losses"]
+    if os.environ.get("AETHERMIND_UPDATE_GOLDEN"):
+        GOLDEN.write_text("".join(f"{x:.6f}\n" for x in losses), encoding="utf-8")
+    golden = [float(x) for x in GOLDEN.read_text().split()]
+    assert len(golden) == 8
+    for got, want in zip(losses, golden, strict=True):
+        assert abs(got - want) <= 1e-4, (losses, golden)
+
+
+def test_guide_config_falls_back_to_cpu_with_one_line_warnings(assets, tmp_path, capsys):
+    overrides = [f"{k}={v}" for k, v in dict(
+        train_data=assets.train, tokenizer=assets.tok, data_cache_dir=assets.cache,
+        output_dir=tmp_path, max_steps=1, context_length=64, gradient_accumulation_steps=1,
+        num_workers=1).items()]
+    args = ["train", "--config", str(REPO / "configs" / "local_config.yaml"), "--variant",
+            "tiny"] + [a for o in overrides for a in ("--set", o)]
+    assert cli.main(args) == 0
+    err = capsys.readouterr().err
+    assert "warning: device 'cuda' asked but no CUDA GPU is available" in err
+    assert "warning: precision fp16 needs a GPU: using fp32 on the CPU" in err
+    assert (tmp_path / "final_model" / "forge1_tiny_final.pt").is_file()
+
+
+@pytest.mark.slow
+def test_guide_nano_command_runs_on_cpu(assets, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "scripts/train.py", "--config", "configs/local_config.yaml",
+         "--variant", "nano", "--set", f"train_data={assets.train}", "--set",
+         f"output_dir={tmp_path}", "--set", "max_steps=1", "--set",
+         "gradient_accumulation_steps=1", "--set", "context_length=256"],
+        cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "final_model" / "forge1_nano_final.pt").is_file()
