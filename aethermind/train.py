@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import math
 import signal
 import sys
@@ -228,9 +229,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
     if cfg.variant is None:
         raise ConfigError("no variant: pass --variant " + "|".join(VARIANTS) +
                           " or set variant: in the config")
+    if cfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise TrainingError("tensorboard: true needs the tensorboard package: "
+                            "pip install tensorboard (or set tensorboard: false)")
     # ------------------------------------------------------------------ setup: device + seed
     ctx = dist.setup(cfg.device)
     precision = dist.resolve_precision(cfg.precision, ctx.device)
+    if ctx.device.type == "cuda":  # the guide's troubleshooting tells users to look for this
+        dist.log0("Using GPU: %s", torch.cuda.get_device_name(ctx.device))
     dist.seed_everything(cfg.seed, 0)  # same init on every rank; data is sharded by the loader
     out_dir, ckpt_dir = Path(cfg.output_dir), cfg.checkpoint_path
     main_proc = dist.is_main()
@@ -280,7 +286,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
         load_model_state(wrapped, optimizer, state, cfg.fsdp)
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
-        loader.load_state_dict(state["loader"])
+        try:
+            loader.load_state_dict(state["loader"])
+        except ValueError as err:  # e.g. another number of processes or another data file
+            raise TrainingError(f"cannot resume from {path}: {err}") from None
         step, rng = state["step"], state["rng"]
         dist.log0("resumed from %s (step %d)", path, step)
         del state
@@ -380,7 +389,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
                 flag = torch.tensor(float(stop.signum is not None), device=ctx.device)
                 if dist.all_reduce_sum(flag).item() and stop.signum is None:
                     stop.signum = signal.SIGTERM
-            if stop.signum is not None or (stop_after and step - start_step >= stop_after):
+            asked = stop.signum is not None or (stop_after and step - start_step >= stop_after)
+            if asked and step < total_steps:  # on the last step, finishing is the clean exit
                 status = "interrupted"
                 break
     # ------------------------------------------------------------------ teardown

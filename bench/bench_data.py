@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import tempfile
@@ -118,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--context-length", type=int, default=1024)
     args = parser.parse_args(argv)
     tok = Forge1Tokenizer()
+    print(f"cpus {os.cpu_count()}, load average {os.getloadavg()[0]:.1f} (shared machines: "
+          "compare ratios, not absolutes)")
     work = Path(tempfile.mkdtemp(prefix="bench_data_"))
     try:
         raw = work / "raw"

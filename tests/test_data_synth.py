@@ -54,6 +54,11 @@ def test_guide_prompts_are_in_train():
     ("Sort 3, 1, 2", "1, 2, 3"),
     ("Sort the numbers 3, 1, 2 in descending order.", "3, 2, 1"),
     ("What is 2+2?", "4"),
+    ("What is 7 + 8?", "15"),
+    ("I have 3 apples and eat one. How many apples are left?", "2"),
+    ("I have 3 apples and eat one. How many apples are left?", "2 apples"),
+    ("Zoe has 4 pens and gets 3 more. How many pens does Zoe have now?", "7"),
+    ("Hello! Who are you?", "I am Forge-1, a helpful thinking AI assistant."),
     ('How many times does the letter "r" appear in "strawberry"?', "3 times"),
     ("Which is larger, 47 or 74?", "74"),
     ("Which is smaller, 47 or 74?", "47"),
@@ -77,6 +82,8 @@ def test_score_accepts_right_answers_in_common_forms(question, answer):
     ('How many times does the letter "r" appear in "strawberry"?', "2"),
     ("Which is larger, 47 or 74?", "47"),
     ("Hello!", "Goodbye!"),
+    ("I have 3 apples and eat one. How many apples are left?", "2 pens"),
+    ("I have 3 apples and eat one. How many apples are left?", "3"),
 ])
 def test_score_rejects_wrong_answers(question, answer):
     assert not synth.score(question, answer)

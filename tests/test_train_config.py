@@ -129,3 +129,15 @@ def test_missing_config_file_is_one_clear_line(capsys):
 def test_missing_variant_is_reported(tmp_path, capsys):
     rc = train.main(["--set", f"output_dir={tmp_path / 'o'}"])
     assert rc == 2 and "no variant" in capsys.readouterr().err
+
+
+def test_tensorboard_without_the_package_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    rc = train.main(["--variant", "tiny", "--set", "tensorboard=true", "--set",
+                     f"output_dir={tmp_path / 'o'}"])
+    assert rc == 1 and "pip install tensorboard" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

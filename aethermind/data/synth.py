@@ -22,12 +22,15 @@ from decimal import Decimal
 from pathlib import Path
 
 from aethermind.chat_format import Conversation, Turn, render
+from aethermind.data import synth_questions as questions
 from aethermind.data import synth_tables as tables
+from aethermind.data.synth_questions import fmt as _fmt
 
-TASKS = ("add", "sub", "mul", "compare", "sort", "count", "convert", "rate", "capital", "chat")
+TASKS = ("add", "sub", "mul", "compare", "sort", "count", "convert", "rate", "word", "capital",
+         "chat")
 # Round-robin order of tasks: arithmetic twice as often, it is the hardest to learn.
-_MIX = ("add", "mul", "chat", "compare", "sort", "sub", "capital", "count", "add", "rate",
-        "mul", "convert", "chat", "capital", "sub", "sort")
+_MIX = ("add", "mul", "chat", "compare", "sort", "sub", "capital", "word", "count", "add",
+        "rate", "mul", "convert", "chat", "capital", "sub", "sort", "word")
 GUIDE_PROMPTS = (
     "What is 15 * 23?",
     "If a train travels at 60 mph for 2.5 hours, how far does it go?",
@@ -36,7 +39,7 @@ GUIDE_PROMPTS = (
 )
 # Never in test: the demo's prompts and the most common greetings.
 _PINNED = frozenset((*GUIDE_PROMPTS, "Hello!", "Hi!", "Who are you?", "What is your name?",
-                     "Thank you!"))
+                     "Hello! Who are you?", "Thank you!"))
 _PIN_EVERY = 100  # every 100th train example is a guide prompt, so the demo prompts are known
 _TEST_BUCKETS = 10  # 1 in 10 question strings belongs to the test split
 
@@ -61,14 +64,6 @@ class _Solution:
 
 
 # --- number helpers ---------------------------------------------------------------------------
-def _fmt(x: Decimal | int) -> str:
-    """150.0 -> '150', 2.50 -> '2.5': one canonical spelling per value."""
-    d = Decimal(x)
-    if d == d.to_integral_value():
-        return str(int(d))
-    return format(d.normalize(), "f")
-
-
 def _num(text: str) -> Decimal:
     return Decimal(text)
 
@@ -225,6 +220,20 @@ def _solve_cost(m: re.Match) -> _Solution:
                      tables.UNITS["dollars"])
 
 
+def _solve_word(m: re.Match) -> _Solution:
+    a, items, verb = int(m.group(2)), m.group(3).lower(), m.group(4).lower()
+    b_text = m.group(5).lower()
+    b = questions.NUMBER_WORDS.index(b_text) if b_text.isalpha() else int(b_text)
+    adding = verb in ("buy", "buys", "get", "gets")
+    result = a + b if adding else a - b
+    step = f"Add {b}: {a} + {b} = {result}." if adding else \
+        f"Take away {b}: {a} - {b} = {result}."
+    end = f"So there are {result} {items} now." if adding else f"So {result} {items} are left."
+    units = (items, _SINGULAR.get(items, items.rstrip("s")))
+    return _Solution("\n".join([f"Start with {a} {items}.", step, end]),
+                     f"The answer is {result}.", "num", Decimal(result), units)
+
+
 def _solve_capital(m: re.Match) -> _Solution:
     country = _COUNTRY_CASE[m.group(1).lower()]
     capital, continent = tables.CAPITALS[country]
@@ -256,6 +265,9 @@ _CHAT_FIXED = {_norm_text(q): r for q, r in tables.CHAT_REPLIES.items()}
 _UNIT_NAMES = "|".join(tables.UNITS)
 _COUNTRIES = "|".join(re.escape(c) for c in tables.CAPITALS)
 _COUNTRY_CASE = {c.lower(): c for c in tables.CAPITALS}
+_SINGULAR = {many: one for one, many in tables.ITEMS}
+_SMALL = "|".join(questions.NUMBER_WORDS)
+_VERBS = "eat|eats|give away|gives away|lose|loses|sell|sells|buy|buys|get|gets"
 # (task, pattern, solver). Patterns are matched against the whole question, case-insensitive.
 _SOLVERS: tuple[tuple[str, str, Callable[[re.Match], _Solution]], ...] = (
     ("add", r"(?:what is|calculate) (\d+) ?\+ ?(\d+) ?[?.]?", _solve_add),
@@ -274,6 +286,8 @@ _SOLVERS: tuple[tuple[str, str, Callable[[re.Match], _Solution]], ...] = (
      + r" ?mph\??", _solve_duration),
     ("rate", rf"(?:one|an?) (\w+) costs {_N} dollars?\. how much do {_N} (\w+) cost\??",
      _solve_cost),
+    ("word", rf"(?:i have|([a-z]+) has) (\d+) ([a-z]+) and ({_VERBS}) (\d+|{_SMALL})(?: more)?\. "
+     r"how many ([a-z]+) (?:are left|do i have now|does [a-z]+ have now)\??", _solve_word),
     ("capital", rf"(?:what is|which city is|name) the capital of ({_COUNTRIES})[?.]?",
      _solve_capital),
     ("chat", rf"(?:{_FIXED})[!?.]*", _solve_chat_fixed),
@@ -333,86 +347,6 @@ def score(question: str, model_answer: str) -> bool:
 
 
 # --- generation ---------------------------------------------------------------------------
-def _q_add(rng: random.Random) -> str:
-    a, b = rng.randint(10, 999), rng.randint(10, 999)
-    return f"Calculate {a} + {b}." if rng.random() < 0.2 else f"What is {a} + {b}?"
-
-
-def _q_sub(rng: random.Random) -> str:
-    a, b = sorted((rng.randint(10, 999), rng.randint(10, 999)), reverse=True)
-    return f"What is {a} - {b}?"
-
-
-def _q_mul(rng: random.Random) -> str:
-    return f"What is {rng.randint(10, 99)} * {rng.randint(2, 99)}?"
-
-
-def _q_compare(rng: random.Random) -> str:
-    digits = rng.randint(1, 3)
-    a = rng.randint(10 ** (digits - 1), 10**digits - 1)
-    b = rng.randint(10 ** (digits - 1), 10**digits - 1) if rng.random() < 0.6 \
-        else rng.randint(1, 999)
-    if a == b:
-        b = a + 1
-    return f"Which is {rng.choice(('larger', 'bigger', 'smaller'))}, {a} or {b}?"
-
-
-def _q_sort(rng: random.Random) -> str:
-    nums = ", ".join(map(str, rng.sample(range(100), rng.randint(3, 6))))
-    order = rng.choice(("", "", " from smallest to largest", " from largest to smallest"))
-    return f"Sort these numbers{order}: {nums}"
-
-
-def _q_count(rng: random.Random) -> str:
-    word = rng.choice(tables.WORDS)
-    letter = rng.choice(word) if rng.random() < 0.75 else rng.choice("abcdefghijklmnopqrstuvwxyz")
-    return f'How many times does the letter "{letter}" appear in "{word}"?'
-
-
-def _q_convert(rng: random.Random) -> str:
-    src, dst = rng.choice(sorted(tables.CONVERSIONS))
-    value = rng.randint(2, 20) + (0.5 if rng.random() < 0.3 else 0)
-    return f"Convert {_fmt(Decimal(str(value)))} {src} to {dst}."
-
-
-def _q_rate(rng: random.Random) -> str:
-    vehicle, speed = rng.choice(tables.VEHICLES), rng.randrange(20, 95, 5)
-    hours = Decimal(rng.choice((2, 3, 4, 5, 6, 7, 8, 10, 12))) / 2
-    trip = f"travels at {speed} mph for {_fmt(hours)} {'hour' if hours == 1 else 'hours'}"
-    kind = rng.random()
-    if kind < 0.25:
-        return f"If a {vehicle} {trip}, how far does it go?"
-    if kind < 0.5:
-        return f"A {vehicle} {trip}. How far does it travel?"
-    if kind < 0.75:
-        return (f"How long does it take a {vehicle} to travel {_fmt(speed * hours)} miles at "
-                f"{speed} mph?")
-    one, many = rng.choice(tables.ITEMS)
-    price, count = rng.randint(1, 12), rng.randint(2, 12)
-    return f"One {one} costs {price} dollars. How much do {count} {many} cost?"
-
-
-def _q_capital(rng: random.Random) -> str:
-    return rng.choice(tables.CAPITAL_PHRASINGS).format(rng.choice(sorted(tables.CAPITALS)))
-
-
-def _q_chat(rng: random.Random) -> str:
-    kind = rng.random()
-    if kind < 0.5:
-        return rng.choice(sorted(tables.CHAT_REPLIES))
-    if kind < 0.75:
-        name = rng.choice(tables.NAMES)
-        return rng.choice(("Hi, my name is {}.", "Hello! I am {}.")).format(name)
-    return "Repeat after me: " + " ".join(rng.sample(tables.WORDS, rng.randint(1, 4)))
-
-
-_MAKERS: dict[str, Callable[[random.Random], str]] = {
-    "add": _q_add, "sub": _q_sub, "mul": _q_mul, "compare": _q_compare, "sort": _q_sort,
-    "count": _q_count, "convert": _q_convert, "rate": _q_rate, "capital": _q_capital,
-    "chat": _q_chat,
-}
-
-
 def _is_test(question: str) -> bool:
     if question in _PINNED:
         return False
@@ -447,7 +381,7 @@ def make_split(split: str, n: int, seed: int = 0) -> list[SynthExample]:
         task = _MIX[slot % len(_MIX)]
         slot += 1
         for tries in range(200):  # rejection sampling into this split's part of the space
-            question = _MAKERS[task](rng)
+            question = questions.MAKERS[task](rng)
             # Test questions are unique while the task has unused ones (clean accuracy); train
             # may repeat (small tasks such as capitals need repetition to be learned).
             fresh = not want_test or question not in seen or tries >= 100

@@ -71,6 +71,8 @@ CHAT_REPLIES: dict[str, str] = {
     "Hello, how are you?": "I'm doing well, thank you! How can I help you today?",
     "How are you?": "I'm doing well, thank you! How can I help you today?",
     "Who are you?": _IDENTITY, "What is your name?": _IDENTITY, "What are you?": _IDENTITY,
+    "Hello! Who are you?": _IDENTITY, "Hi! What is your name?": _IDENTITY,
+    "Hi there! Who are you?": _IDENTITY,
     "Introduce yourself.": _IDENTITY,
     "Thank you!": _THANKS, "Thanks!": _THANKS, "Thanks a lot!": _THANKS,
     "Thank you for your help.": _THANKS,
