@@ -33,9 +33,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
             total += ((lse - picked) * vc).sum()
             probs = logits.sub_(lse[:, None]).exp_()  # softmax, reusing the logits buffer
             probs.scatter_add_(1, safe_t[:, None], -vc[:, None].to(probs.dtype))
-            probs.mul_((vc.to(probs.dtype) / n_valid)[:, None])  # (n, V) = dloss/dlogits
-            grad_x[start:start + chunk] = probs.to(x.dtype) @ w
-            grad_w += (probs.to(x.dtype).T @ xc).float()
+            probs.mul_(vc.to(probs.dtype)[:, None])  # (n, V) = n_valid * dloss/dlogits
+            # Divide by n_valid only after the matmuls: under fp16 autocast, gradients of
+            # 1e-8 would underflow before GradScaler (which scales in backward) could help.
+            grad_x[start:start + chunk] = (probs.to(x.dtype) @ w).float() / n_valid
+            grad_w += (probs.to(x.dtype).T @ xc).float() / n_valid
         ctx.save_for_backward(grad_x, grad_w.to(weight.dtype))
         return total / n_valid
 

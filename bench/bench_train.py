@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout
 
@@ -31,7 +32,6 @@ from aethermind.chat_format import Conversation, Turn, render  # noqa: E402
 from aethermind.config import Forge1Config  # noqa: E402
 from aethermind.hf_convert import to_hf  # noqa: E402
 from aethermind.model import Forge1Model  # noqa: E402
-from aethermind.train import compute_loss  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -79,9 +79,9 @@ def _step_fn(model: Any, is_hf: bool, tokens: torch.Tensor, targets: torch.Tenso
         with torch.autocast("cpu", dtype=dtype, enabled=amp):
             if is_hf:
                 logits = model(input_ids=tokens).logits
-            else:
-                logits, _ = model(tokens)
-            loss = compute_loss(logits, targets) / targets.numel()
+                loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+            else:  # Forge-1's training path: fused chunked projection + cross-entropy
+                loss = model(tokens, targets, return_logits=False)[1]
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -170,9 +170,9 @@ def packed_vs_padded(T: int, B: int, steps: int, n_chats: int) -> dict[str, Any]
                 if i == 1:
                     start, useful = time.perf_counter(), 0  # step 0 is warm-up
                 batch = next(it)
-                logits, _ = model(batch["tokens"], doc_ids=batch["doc_ids"])
                 n = (batch["targets"] != -100).sum()
-                (compute_loss(logits, batch["targets"]) / n.clamp(min=1)).backward()
+                model(batch["tokens"], batch["targets"], doc_ids=batch["doc_ids"],
+                      return_logits=False)[1].backward()
                 opt.step()
                 opt.zero_grad(set_to_none=True)
                 useful += int(n)

@@ -22,6 +22,7 @@ from aethermind import checkpoint as ckpt
 from aethermind import cli, train
 from aethermind.chat_format import Conversation, Turn, render
 from aethermind.dashboard import Dashboard, read_metrics
+from aethermind.model import Forge1Model
 from aethermind.train_config import TrainConfig, dump_yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,12 +76,14 @@ def write_yaml(cfg: TrainConfig, path: Path) -> Path:
     return path
 
 
-def test_loss_is_summed_over_masked_tokens_only():
-    logits = torch.randn(1, 3, 5)
+def test_loss_is_summed_over_masked_tokens_only(tiny_config):
+    model = Forge1Model(tiny_config)
+    tokens = torch.randint(0, tiny_config.vocab_size, (1, 3))
     targets = torch.tensor([[2, -100, 4]])
+    logits, _ = model(tokens)
     expected = (torch.nn.functional.cross_entropy(logits[0, [0, 2]], targets[0, [0, 2]],
                                                   reduction="sum"))
-    assert torch.allclose(train.compute_loss(logits, targets), expected)
+    assert torch.allclose(train.compute_loss(model, tokens, targets), expected)
 
 
 def test_resume_gives_the_same_losses_step_for_step(assets, tmp_path):
@@ -111,11 +114,11 @@ def test_sigint_saves_a_checkpoint_and_stops_cleanly(assets, tmp_path, monkeypat
     calls = {"n": 0}
     real = train.compute_loss
 
-    def loss_then_ctrl_c(logits, targets):
+    def loss_then_ctrl_c(*args):
         calls["n"] += 1
         if calls["n"] == 3:
             os.kill(os.getpid(), signal.SIGINT)
-        return real(logits, targets)
+        return real(*args)
 
     monkeypatch.setattr(train, "compute_loss", loss_then_ctrl_c)
     result = train.train(make_cfg(assets, tmp_path, max_steps=50))
@@ -194,9 +197,9 @@ def test_nan_losses_skip_steps_then_stop_with_the_last_checkpoint_intact(
     calls = {"n": 0}
     real = train.compute_loss
 
-    def flaky(logits, targets):  # one micro-batch per step: call n is step n
+    def flaky(*args):  # one micro-batch per step: call n is step n
         calls["n"] += 1
-        loss = real(logits, targets)
+        loss = real(*args)
         return loss * float("nan") if calls["n"] == 3 or calls["n"] >= 6 else loss
 
     monkeypatch.setattr(train, "compute_loss", flaky)
