@@ -20,6 +20,7 @@ from rich.console import Console
 
 from aethermind import chat_format as cf
 from aethermind.engine import PromptTooLongError
+from aethermind.packed_linear import packed_for_cpu
 
 COMMANDS = {
     "/think": "toggle showing the thinking block",
@@ -168,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     device = next(model.parameters()).device
     console.print(f"Forge-1 chat ({model.num_parameters() / 1e6:.1f}M parameters on {device}). "
                   "/help lists the commands, /quit or Ctrl-D leaves.", markup=False)
+    model = packed_for_cpu(model)  # prepack the CPU linears once, not on every turn
     while True:
         try:
             line = console.input("[bold green]You:[/bold green] ").strip()

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from aethermind.kv_cache import KVCache
+from aethermind.packed_linear import packed_for_cpu
 
 REPLACEMENT_CHAR = "\ufffd"  # what a byte-level decoder yields for an incomplete UTF-8 sequence
 
@@ -149,8 +150,10 @@ class TextStream:
 class Engine:
     """Prefill + decode for one model. `generate` (one prompt), `generate_batch` (evaluation)."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.model = model
+    def __init__(self, model: torch.nn.Module, *, prepack: bool = True) -> None:
+        # On CPU, decode through prepacked oneDNN linears (~1.7x faster matrix-vector
+        # products, see packed_linear.py); the caller's model itself is left untouched.
+        self.model = packed_for_cpu(model) if prepack else model
         self.max_seq_len = int(model.config.max_seq_len)
 
     @property
