@@ -20,6 +20,7 @@ from rich.console import Console
 
 from aethermind import chat_format as cf
 from aethermind.engine import PromptTooLongError
+from aethermind.loading import add_model_args
 from aethermind.packed_linear import packed_for_cpu
 
 COMMANDS = {
@@ -133,11 +134,7 @@ def _reply(line: str, state: ChatState, model: Any, tok: Any, args: argparse.Nam
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aethermind chat", description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="forge1_<variant>_final.pt or its directory")
-    p.add_argument("--variant", choices=("tiny", "nano", "mini"),
-                   help="checked against the checkpoint (optional when config.json is beside it)")
-    p.add_argument("--tokenizer", help="tokenizer dir, used if none is saved with the checkpoint")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
+    add_model_args(p)
     p.add_argument("--show-thinking", action="store_true", help="show thinking from the start")
     p.add_argument("--temperature", type=float, default=0.7, help="0 = greedy (default 0.7)")
     p.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling (default 0.9)")

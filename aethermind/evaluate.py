@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from aethermind import chat_format as cf
 from aethermind.engine import Engine, SamplingParams
+from aethermind.loading import add_model_args
 from aethermind.thinking import STOP_TOKENS, parse_completion, run_thinking_pipeline
 
 TEST_PROMPTS = (
@@ -167,11 +168,7 @@ def _print_report(report: dict[str, Any]) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aethermind evaluate", description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="forge1_<variant>_final.pt or its directory")
-    p.add_argument("--variant", choices=("tiny", "nano", "mini"),
-                   help="checked against the checkpoint (optional when config.json is beside it)")
-    p.add_argument("--tokenizer", help="tokenizer dir, used if none is saved with the checkpoint")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
+    add_model_args(p)
     p.add_argument("--val", type=Path, help=f"validation JSONL (default: {DEFAULT_VAL} if present)")
     p.add_argument("--val-max-docs", type=int, default=500)
     p.add_argument("--n-test", type=int, default=100,

@@ -12,6 +12,7 @@ Usage: `model, tok = load_model("outputs/final_model/forge1_nano_final.pt", "nan
 
 from __future__ import annotations
 
+import argparse
 import json
 import warnings
 from pathlib import Path
@@ -171,3 +172,12 @@ def load_model(model_path: str | Path, variant: str | None = None, tokenizer: An
     model.load_state_dict(sd)
     model.to(device=dev, dtype=dtype)
     return model.eval(), tok
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """The options every command that loads a trained model shares (chat, evaluate)."""
+    p.add_argument("--model", required=True, help="forge1_<variant>_final.pt or its directory")
+    p.add_argument("--variant", choices=("tiny", "nano", "mini"),
+                   help="checked against the checkpoint (optional when config.json is beside it)")
+    p.add_argument("--tokenizer", help="tokenizer dir, used if none is saved with the checkpoint")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
