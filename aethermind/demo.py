@@ -43,7 +43,8 @@ def _train_config(args: argparse.Namespace, train: Path, val: Path):
         dashboard="auto")
 
 
-def _chat_transcript(final: Path, out: Path, console: Console) -> Path:
+def _chat_transcript(final: Path, out: Path, console: Console, max_new_tokens: int
+                     ) -> Path:
     from aethermind.chat_format import Turn
     from aethermind.loading import load_model
     from aethermind.thinking import run_thinking_pipeline
@@ -52,7 +53,7 @@ def _chat_transcript(final: Path, out: Path, console: Console) -> Path:
     history: list[Turn] = []
     lines = ["# Forge-1 tiny: chat transcript (greedy)", ""]
     for message in CHAT_SCRIPT:
-        result = run_thinking_pipeline(model, tokenizer, message, max_new_tokens=160,
+        result = run_thinking_pipeline(model, tokenizer, message, max_new_tokens=max_new_tokens,
                                        temperature=0.0, history=history)
         history.append(Turn(message, result.answer, result.thinking or None))
         console.print(f"[bold cyan]you[/]  {message}")
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=600, help="optimizer steps (default 600)")
     parser.add_argument("--n-train", type=int, default=20000, help="built-in training chats")
     parser.add_argument("--n-test", type=int, default=60, help="reasoning test questions")
+    parser.add_argument("--max-new-tokens", type=int, default=160, help="per generated answer")
     args = parser.parse_args(argv)
     console = Console()
     started = time.perf_counter()
@@ -98,13 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     from aethermind.evaluate import main as evaluate_main
 
     code = evaluate_main(["--model", str(final), "--val", str(val_path), "--n-test",
-                          str(args.n_test), "--max-new-tokens", "160",
+                          str(args.n_test), "--max-new-tokens", str(args.max_new_tokens),
                           "--json", str(args.out / "eval.json")])
     if code:
         return code
 
     console.rule("[bold]4/4  chat: a scripted conversation with history")
-    transcript = _chat_transcript(final, args.out, console)
+    transcript = _chat_transcript(final, args.out, console, args.max_new_tokens)
     minutes = (time.perf_counter() - started) / 60
     console.rule(f"[bold green]done in {minutes:.1f} min")
     console.print(f"model       {final}\nevaluation  {args.out / 'eval.json'}\n"
