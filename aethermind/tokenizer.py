@@ -136,7 +136,8 @@ def _strip_specials(texts: Iterable[str]) -> Iterator[str]:
         yield text
 
 
-def _read_jsonl_texts(path: Path, key: str) -> Iterator[str]:
+def read_jsonl_texts(path: Path, key: str) -> Iterator[str]:
+    """The `key` string of every JSONL line; a bad line is a ValueError naming file:line."""
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if not args.input.is_file():
             parser.error(f"--input {args.input}: file not found")
-        texts = _read_jsonl_texts(args.input, args.key)
+        texts = read_jsonl_texts(args.input, args.key)
     try:
         tok = Forge1Tokenizer.train(texts, args.vocab_size, args.min_frequency)
     except ValueError as err:
