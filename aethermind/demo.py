@@ -3,7 +3,7 @@
 Nothing is downloaded: the data is the built-in reasoning set and the tokenizer the bundled one.
 Each stage runs the same code as its own command (`aethermind data synth`, `aethermind train`,
 `aethermind evaluate`, `aethermind chat`), so the demo doubles as a smoke test of the product.
-Usage: `aethermind demo [--out outputs/demo] [--steps 600]` (what `make demo` runs).
+Usage: `aethermind demo [--out outputs/demo] [--steps 1200]` (what `make demo` runs).
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ def _train_config(args: argparse.Namespace, train: Path, val: Path):
 
     return TrainConfig(
         variant="tiny", device="cpu", precision="fp32", train_data=str(train),
-        val_data=str(val), output_dir=str(args.out), batch_size=16, context_length=256,
-        learning_rate=2e-3, warmup_ratio=0.05, min_lr_ratio=0.1, max_steps=args.steps,
+        val_data=str(val), output_dir=str(args.out), batch_size=8, context_length=256,
+        learning_rate=1.5e-3, warmup_ratio=0.05, min_lr_ratio=0.1, max_steps=args.steps,
         checkpoint_every=max(1, args.steps // 2), eval_every=max(1, args.steps // 3),
         eval_batches=5, log_every=max(1, args.steps // 20), num_workers=1, seed=0,
         dashboard="auto")
@@ -45,17 +45,18 @@ def _train_config(args: argparse.Namespace, train: Path, val: Path):
 
 def _chat_transcript(final: Path, out: Path, console: Console, max_new_tokens: int
                      ) -> Path:
-    from aethermind.chat_format import Turn
+    """Each scripted question in a fresh conversation: the built-in data is single-turn, so a
+    tiny model trained on it has never seen a history (multi-turn chat is `aethermind chat`)."""
     from aethermind.loading import load_model
+    from aethermind.packed_linear import packed_for_cpu
     from aethermind.thinking import run_thinking_pipeline
 
     model, tokenizer = load_model(final)
-    history: list[Turn] = []
-    lines = ["# Forge-1 tiny: chat transcript (greedy)", ""]
+    model = packed_for_cpu(model)
+    lines = ["# Forge-1 tiny: scripted questions (greedy)", ""]
     for message in CHAT_SCRIPT:
         result = run_thinking_pipeline(model, tokenizer, message, max_new_tokens=max_new_tokens,
-                                       temperature=0.0, history=history)
-        history.append(Turn(message, result.answer, result.thinking or None))
+                                       temperature=0.0)
         console.print(f"[bold cyan]you[/]  {message}")
         if result.used_thinking:
             console.print(f"[dim]thinking: {result.thinking}[/]")
@@ -72,7 +73,7 @@ def _chat_transcript(final: Path, out: Path, console: Console, max_new_tokens: i
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="aethermind demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"))
-    parser.add_argument("--steps", type=int, default=600, help="optimizer steps (default 600)")
+    parser.add_argument("--steps", type=int, default=1200, help="optimizer steps (default 1200)")
     parser.add_argument("--n-train", type=int, default=20000, help="built-in training chats")
     parser.add_argument("--n-test", type=int, default=60, help="reasoning test questions")
     parser.add_argument("--max-new-tokens", type=int, default=160, help="per generated answer")
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     if code:
         return code
 
-    console.rule("[bold]4/4  chat: a scripted conversation with history")
+    console.rule("[bold]4/4  chat: the guide's questions, greedy")
     transcript = _chat_transcript(final, args.out, console, args.max_new_tokens)
     minutes = (time.perf_counter() - started) / 60
     console.rule(f"[bold green]done in {minutes:.1f} min")
