@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from aethermind import chat_format as cf
 from aethermind.engine import Engine, SamplingParams
 from aethermind.loading import add_model_args
+from aethermind.losses import summed_loss
+from aethermind.packed_linear import packed_for_cpu
 from aethermind.thinking import STOP_TOKENS, parse_completion, run_thinking_pipeline
 
 TEST_PROMPTS = (
@@ -94,10 +95,8 @@ def validation_loss(model: torch.nn.Module, tok: Any, path: Path, *, batch_size:
             tgt = torch.tensor(ids[1:])
             tgt[torch.tensor(mask[1:]) == 0] = -100
             targets[b, :len(ids) - 1] = tgt
-        logits, _ = model(tokens.to(device))
         targets = targets.to(device)
-        total += F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(),
-                                 ignore_index=-100, reduction="sum").item()
+        total += summed_loss(model, tokens.to(device), targets).item()
         count += int((targets != -100).sum())
     loss = total / max(count, 1)
     return {"path": str(path), "documents": len(rows), "tokens": count, "loss": round(loss, 5),
@@ -201,14 +200,15 @@ def main(argv: list[str] | None = None) -> int:
                               "device": str(next(model.parameters()).device),
                               "config": model.config.to_dict(),
                               "tokenizer_fingerprint": tok.fingerprint()}
-    report["prompts"] = run_prompts(model, tok, TEST_PROMPTS, max_new_tokens=args.max_new_tokens,
+    fast = packed_for_cpu(model)  # prepack the CPU linears once for all the generation below
+    report["prompts"] = run_prompts(fast, tok, TEST_PROMPTS, max_new_tokens=args.max_new_tokens,
                                     temperature=args.temperature, seed=args.seed)
     try:
         report["validation"] = (validation_loss(model, tok, val_path, max_docs=args.val_max_docs)
                                 if val_path else None)
     except (ValueError, KeyError) as err:
         parser.exit(2, f"error: --val {val_path}: {err}\n")
-    report["reasoning"] = (reasoning_accuracy(model, tok, args.n_test,
+    report["reasoning"] = (reasoning_accuracy(fast, tok, args.n_test,
                                               max_new_tokens=args.max_new_tokens,
                                               batch_size=args.batch_size)
                            if args.n_test > 0 else None)

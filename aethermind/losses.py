@@ -75,3 +75,14 @@ def _chunked_loss(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
         total += torch.nn.functional.cross_entropy(logits, tc, ignore_index=-100,
                                                    reduction="sum")
     return total / (targets != -100).sum().clamp(min=1)
+
+
+def summed_loss(model: torch.nn.Module, tokens: torch.Tensor, targets: torch.Tensor,
+                doc_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy summed over tokens whose target is not -100, via the model's fused path.
+
+    Sums (not means) let callers weight micro-batches and validation batches by their token
+    counts exactly; training and evaluation both use this one definition.
+    """
+    _, mean = model(tokens, targets, doc_ids=doc_ids, return_logits=False)
+    return mean * (targets != -100).sum()

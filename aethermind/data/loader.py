@@ -67,10 +67,6 @@ class BatchLoader:
         glob = self.batch_size * self.world_size
         return self.n_samples // glob if self.drop_last else -(-self.n_samples // glob)
 
-    @property
-    def tokens_per_batch(self) -> int:
-        return self.batch_size * (self._len - 1)
-
     def _order(self, epoch: int) -> np.ndarray:
         order = np.arange(self.n_samples) if not self.shuffle \
             else np.random.default_rng([self.seed, epoch]).permutation(self.n_samples)
