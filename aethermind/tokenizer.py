@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -31,11 +32,18 @@ class Forge1Tokenizer:
         if not file.is_file():
             raise FileNotFoundError(f"no tokenizer at {path}: expected a directory with "
                                     "tokenizer.json (make one with `aethermind tokenizer train`)")
-        self._init_from_json(file.read_text(encoding="utf-8"))
+        try:
+            self._init_from_json(file.read_bytes().decode("utf-8"))
+        except ValueError as err:  # also UnicodeDecodeError: a binary file
+            raise ValueError(f"{file}: not a usable tokenizer.json ({_first_line(err)}); "
+                             "retrain it or point to another tokenizer") from None
 
     def _init_from_json(self, blob: str) -> None:
         self._json = blob
-        self._tok = Tokenizer.from_str(blob)  # parses special-token strings
+        try:
+            self._tok = Tokenizer.from_str(blob)  # parses special-token strings
+        except Exception as err:  # the Rust parser raises its own exception type
+            raise ValueError(f"invalid tokenizer JSON: {_first_line(err)}") from None
         self._plain = Tokenizer.from_str(blob)
         self._plain.encode_special_tokens = True  # never produce special ids from text
         self.special_ids = {s: self._tok.token_to_id(s) for s in SPECIAL_TOKENS}
@@ -128,6 +136,11 @@ class Forge1Tokenizer:
         return self.get_vocab_size()
 
 
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
 def _strip_specials(texts: Iterable[str]) -> Iterator[str]:
     """Template markup is not language: keep it out of the merges."""
     for text in texts:
@@ -137,16 +150,23 @@ def _strip_specials(texts: Iterable[str]) -> Iterator[str]:
 
 
 def read_jsonl_texts(path: Path, key: str) -> Iterator[str]:
-    """The `key` string of every JSONL line; a bad line is a ValueError naming file:line."""
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield json.loads(line)[key]
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise ValueError(f"{path}:{lineno}: expected a JSON object with a {key!r} "
-                                 f"string ({err})") from None
+    """The `key` string of every JSONL line. Malformed lines are skipped and reported on stderr
+    (count + first places), as every data reader does; an unreadable file is a DataFileError."""
+    from aethermind.data.jsonl import numbered_lines, skipped_note
+
+    bad: list[int] = []
+    for lineno, line in numbered_lines(path):
+        try:
+            text = json.loads(line)[key]
+        except (json.JSONDecodeError, KeyError, TypeError, IndexError):
+            text = None
+        if isinstance(text, str):
+            yield text
+        else:
+            bad.append(lineno)
+    if bad:
+        print(f"warning: {skipped_note(path, bad, what=f'a JSON object with a {key!r} string')}",
+              file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,9 +192,11 @@ def main(argv: list[str] | None = None) -> int:
         texts = read_jsonl_texts(args.input, args.key)
     try:
         tok = Forge1Tokenizer.train(texts, args.vocab_size, args.min_frequency)
-    except ValueError as err:
-        parser.error(str(err))
-    out = tok.save(args.output)
+        out = tok.save(args.output)
+    except (OSError, ValueError) as err:  # ValueError includes an unreadable --input
+        parser.exit(1, f"aethermind tokenizer: {err}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, "aethermind tokenizer: interrupted; nothing written\n")
     print(f"tokenizer: {tok.get_vocab_size()} tokens (padded {tok.get_vocab_size_padded()}), "
           f"fingerprint {tok.fingerprint()} -> {out}/tokenizer.json")
     return 0
