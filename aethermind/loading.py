@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from aethermind.checkpoint import torch_load
 from aethermind.config import VARIANTS, Forge1Config
 from aethermind.model import Forge1Model
 from aethermind.thinking import resolve_device
@@ -47,18 +48,20 @@ def find_checkpoint(model_path: str | Path) -> Path:
                     "--model outputs/final_model/forge1_<variant>_final.pt)")
 
 
-def _read_state_dict(ckpt: Path) -> dict[str, torch.Tensor]:
+def _read_state_dict(ckpt: Path) -> tuple[dict[str, torch.Tensor], str | None]:
+    """(weights, tokenizer fingerprint saved with them or None)."""
     try:
-        obj = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a corrupt or foreign file
-        raise LoadError(f"cannot read checkpoint {ckpt}: {type(err).__name__}: "
-                        f"{str(err).splitlines()[0] if str(err) else ''}") from None
+        obj = torch_load(ckpt)
+    except ValueError as err:  # corrupt, foreign or blocked: one line naming what was wrong
+        raise LoadError(str(err)) from None
+    fingerprint = None
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        fingerprint = obj.get("tokenizer_fingerprint")
         obj = obj["model"]  # a training checkpoint that wraps the weights
     if not isinstance(obj, dict) or "tok_emb.weight" not in obj:
         raise LoadError(f"{ckpt} is not a Forge-1 state dict (no tok_emb.weight); pass the "
                         "forge1_<variant>_final.pt written by `aethermind train`")
-    return {k.removeprefix("_orig_mod."): v for k, v in obj.items()}
+    return {k.removeprefix("_orig_mod."): v for k, v in obj.items()}, fingerprint
 
 
 def _variant_for(sd: dict[str, torch.Tensor], vocab: int) -> str | None:
@@ -124,8 +127,11 @@ def _config_for(ckpt: Path, sd: dict[str, torch.Tensor], variant: str | None) ->
     return cfg
 
 
-def _load_tokenizer(ckpt: Path, tokenizer: Any) -> Forge1Tokenizer:
-    """The tokenizer saved beside the checkpoint wins (contract); else the given; else default."""
+def _load_tokenizer(ckpt: Path, tokenizer: Any, fingerprint: str | None = None
+                    ) -> Forge1Tokenizer:
+    """The tokenizer saved beside the checkpoint wins (contract); else the given; else default
+    (said in a warning). A tokenizer whose fingerprint differs from the one saved with the
+    weights is refused: its ids would mean other tokens."""
     beside = ckpt.parent / "tokenizer"
     given = tokenizer
     if given is not None and not isinstance(given, Forge1Tokenizer):
@@ -134,8 +140,22 @@ def _load_tokenizer(ckpt: Path, tokenizer: Any) -> Forge1Tokenizer:
         except (FileNotFoundError, ValueError) as err:
             raise LoadError(f"--tokenizer {tokenizer}: {err}") from None
     if not (beside / "tokenizer.json").is_file():
-        return given if given is not None else Forge1Tokenizer()
-    saved = Forge1Tokenizer(beside)
+        tok = given
+        if tok is None:
+            tok = Forge1Tokenizer()
+            if fingerprint is None:
+                warnings.warn(f"no tokenizer/ beside {ckpt}: using the bundled default "
+                              "tokenizer (pass --tokenizer DIR if the model was trained with "
+                              "another)", UserWarning, stacklevel=3)
+        if fingerprint is not None and tok.fingerprint() != fingerprint:
+            raise LoadError(f"{ckpt} was trained with tokenizer {fingerprint}, not "
+                            f"{tok.fingerprint()}: pass the run's tokenizer with --tokenizer "
+                            "(e.g. <output_dir>/final_model/tokenizer)")
+        return tok
+    try:
+        saved = Forge1Tokenizer(beside)
+    except ValueError as err:  # a corrupt tokenizer.json beside the model
+        raise LoadError(str(err)) from None
     if given is not None and given.fingerprint() != saved.fingerprint():
         warnings.warn(f"ignoring the given tokenizer: the checkpoint was saved with {beside}, "
                       "which is used instead", UserWarning, stacklevel=3)
@@ -160,9 +180,9 @@ def load_model(model_path: str | Path, variant: str | None = None, tokenizer: An
     except (ValueError, RuntimeError) as err:
         raise LoadError(str(err)) from None
     ckpt = find_checkpoint(model_path)
-    sd = _read_state_dict(ckpt)
+    sd, fingerprint = _read_state_dict(ckpt)
     cfg = _config_for(ckpt, sd, variant)
-    tok = _load_tokenizer(ckpt, tokenizer)
+    tok = _load_tokenizer(ckpt, tokenizer, fingerprint)
     if tok.get_vocab_size() > cfg.vocab_size or tok.get_vocab_size_padded() != cfg.vocab_size:
         raise LoadError(f"tokenizer has {tok.get_vocab_size()} tokens (padded "
                         f"{tok.get_vocab_size_padded()}) but the checkpoint's vocabulary is "
@@ -172,6 +192,11 @@ def load_model(model_path: str | Path, variant: str | None = None, tokenizer: An
     model.load_state_dict(sd)
     model.to(device=dev, dtype=dtype)
     return model.eval(), tok
+
+
+def plain_warnings() -> None:
+    """Show warnings as one `warning: ...` line (no file:line noise) in a command's output."""
+    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
