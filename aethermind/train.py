@@ -87,7 +87,7 @@ def load_tokenizer(cfg: TrainConfig) -> Forge1Tokenizer:
         if (tok_dir / "tokenizer.json").is_file():
             return Forge1Tokenizer(tok_dir)
         if dist.is_main():
-            from aethermind.tokenizer import read_jsonl_texts
+            from aethermind.data.tokenizer_train import read_jsonl_texts
 
             if not Path(cfg.train_data).is_file():
                 raise TrainingError(f"train_data {cfg.train_data}: file not found (needed to "

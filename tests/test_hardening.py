@@ -181,7 +181,7 @@ def test_4_preprocess_with_nothing_usable_keeps_existing_outputs(tmp_path, capsy
 # --- 5. encodings ---------------------------------------------------------------------------
 def test_5_utf8_bom_is_read_everywhere(tmp_path, tiny_tokenizer):
     from aethermind.data.preprocess import PreprocessConfig, preprocess
-    from aethermind.tokenizer import read_jsonl_texts
+    from aethermind.data.tokenizer_train import read_jsonl_texts
 
     record = {"instruction": "Name a colour.", "output": "Blue."}
     raw = write_lines(tmp_path / "platypus.jsonl", [json.dumps(record) + "\n"], "utf-8-sig")
@@ -200,7 +200,7 @@ def test_5_wide_or_binary_files_are_one_line_errors_in_every_reader(
         tmp_path, assets, capsys, encoding, problem):
     from aethermind.data.cli import pack_main
     from aethermind.data.preprocess import main as preprocess_main
-    from aethermind.tokenizer import main as tokenizer_main
+    from aethermind.data.tokenizer_train import main as tokenizer_main
 
     bad = tmp_path / "bad.jsonl"
     if encoding is None:
