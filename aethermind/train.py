@@ -89,9 +89,6 @@ def load_tokenizer(cfg: TrainConfig) -> Forge1Tokenizer:
         if dist.is_main():
             from aethermind.data.tokenizer_train import read_jsonl_texts
 
-            if not Path(cfg.train_data).is_file():
-                raise TrainingError(f"train_data {cfg.train_data}: file not found (needed to "
-                                    "train the tokenizer)")
             dist.log0("training a %d-token tokenizer on %s", cfg.tokenizer_vocab_size,
                       cfg.train_data)
             tok = Forge1Tokenizer.train(read_jsonl_texts(Path(cfg.train_data), "text"),
@@ -103,15 +100,26 @@ def load_tokenizer(cfg: TrainConfig) -> Forge1Tokenizer:
         raise TrainingError(f"tokenizer: {err}") from None
 
 
+def _check_data_files(cfg: TrainConfig) -> None:
+    """Every data file exists and is UTF-8 text, or one line says which is not and why."""
+    from aethermind.data.jsonl import check_text_file
+
+    for split, path in (("train", cfg.train_data), ("val", cfg.val_data)):
+        if path is None:
+            continue
+        if not Path(path).is_file():
+            raise TrainingError(f"{split}_data {path}: file not found; create it with "
+                                "`python data/preprocess.py` or `aethermind data synth`")
+        try:
+            check_text_file(path)
+        except ValueError as err:
+            raise TrainingError(f"{split}_data {err}") from None
+
+
 def build_shards(cfg: TrainConfig, path: str, split: str, tokenizer: Forge1Tokenizer) -> Path:
     """Tokenize + pack `path` once (rank 0 first, the others then hit the cache)."""
-    from aethermind.data.pack import ensure_shards
-
-    if not Path(path).is_file():
-        raise TrainingError(f"{split}_data {path}: file not found; create it with "
-                            "`python data/preprocess.py` or `aethermind data synth`")
     from aethermind.data.jsonl import skipped_note
-    from aethermind.data.pack import read_index
+    from aethermind.data.pack import ensure_shards, read_index
 
     kwargs = dict(context_length=cfg.context_length, layout=cfg.layout, workers=cfg.num_workers)
     try:
@@ -326,6 +334,7 @@ def _train(cfg: TrainConfig, *, resume: bool, stop_after: int | None, overwrite:
         _claim_checkpoint_dir(ckpt_dir, resume, overwrite)
     dist.barrier()
     # ------------------------------------------------------------------ setup: tokenizer + data
+    _check_data_files(cfg)  # before a tokenizer is trained or anything is packed
     tokenizer = load_tokenizer(cfg)
     model_cfg = Forge1Config.from_variant(cfg.variant,
                                           vocab_size=tokenizer.get_vocab_size_padded())

@@ -239,7 +239,7 @@ def test_5_invalid_utf8_in_the_middle_names_the_file(tmp_path, capsys):
     bad.write_bytes(chat_line(1).encode() + b'{"text": "caf\xe9"}\n')
     assert pack_main(["--input", str(bad), "--out", str(tmp_path / "sh")]) == 1
     err = capsys.readouterr().err
-    assert f"{bad}:" in err and "not valid UTF-8" in err and "Traceback" not in err
+    assert f"{bad}:2: not valid UTF-8" in err and "Traceback" not in err
 
 
 # --- 6. one rule for malformed lines --------------------------------------------------------

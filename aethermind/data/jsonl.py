@@ -42,18 +42,21 @@ def check_text_file(path: str | Path) -> None:
 
 
 def numbered_lines(path: str | Path) -> Iterator[tuple[int, str]]:
-    """(line number, line) of every non-blank line, UTF-8 with an optional BOM."""
+    """(line number, line) of every non-blank line, UTF-8 with an optional BOM. Lines are
+    decoded one by one, so an invalid byte is reported at its own line."""
     path = Path(path)
     check_text_file(path)
-    lineno = 0
-    try:
-        with path.open(encoding="utf-8-sig") as f:
-            for lineno, line in enumerate(f, 1):  # noqa: B007 - read in the except
-                if line.strip():
-                    yield lineno, line
-    except UnicodeDecodeError:
-        raise DataFileError(f"{path}:{lineno + 1}: not valid UTF-8; save the file as UTF-8"
-                            ) from None
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataFileError(f"{path}:{lineno}: not valid UTF-8 (byte "
+                                    f"0x{raw[err.start]:02x}); save the file as UTF-8") from None
+            if line.strip():
+                yield lineno, line
 
 
 def skipped_note(path: str | Path, places: list[int], total: int | None = None,
