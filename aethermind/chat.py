@@ -167,12 +167,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from aethermind.loading import plain_warnings
+
+    with plain_warnings():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     from aethermind.engine import SamplingParams
-    from aethermind.loading import LoadError, load_model, plain_warnings
+    from aethermind.loading import LoadError, load_model
 
-    plain_warnings()
     try:
         SamplingParams(max_new_tokens=args.max_tokens, temperature=args.temperature,
                        top_k=args.top_k, top_p=args.top_p,

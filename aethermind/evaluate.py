@@ -23,7 +23,7 @@ import torch
 
 from aethermind import chat_format as cf
 from aethermind.engine import Engine, SamplingParams
-from aethermind.loading import add_model_args, plain_warnings
+from aethermind.loading import add_model_args
 from aethermind.packed_linear import packed_for_cpu
 from aethermind.prompts import TEST_PROMPTS
 from aethermind.thinking import STOP_TOKENS, parse_completion, run_thinking_pipeline
@@ -183,11 +183,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from aethermind.loading import plain_warnings
+
+    with plain_warnings():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     from aethermind.loading import LoadError, load_model
 
-    plain_warnings()
     val_path = args.val
     if val_path is None and DEFAULT_VAL.is_file():
         val_path = DEFAULT_VAL

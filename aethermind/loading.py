@@ -15,8 +15,11 @@ Usage: `model, tok = load_model("outputs/final_model/forge1_nano_final.pt", "nan
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -216,9 +219,14 @@ def load_model(model_path: str | Path, variant: str | None = None, tokenizer: An
     return model.eval(), tok
 
 
-def plain_warnings() -> None:
-    """Show warnings as one `warning: ...` line (no file:line noise) in a command's output."""
-    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
+@contextlib.contextmanager
+def plain_warnings() -> Iterator[None]:
+    """Within the block, warnings print as one `warning: ...` line (no file:line noise)."""
+    with warnings.catch_warnings():  # restores the hooks afterwards
+        warnings.simplefilter("default")
+        warnings.showwarning = lambda message, *args, **kwargs: print(
+            f"warning: {message}", file=sys.stderr, flush=True)
+        yield
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
