@@ -10,6 +10,7 @@ Usage: `python scripts/chat.py --model outputs/final_model/forge1_nano_final.pt 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 import time
@@ -56,6 +57,11 @@ def save_conversation(state: ChatState, path: Path, model_path: str) -> Path:
 
     if path.is_dir():
         path = path / f"chat_{time.strftime('%Y%m%d_%H%M%S')}.json"
+    for parent in path.parents:  # name a file in the way instead of mkdir's "File exists"
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, f"{parent} is a file, not a folder")
+            break
     data = {"model": model_path, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "system": state.system, "turns": [asdict(t) for t in state.history]}
     return atomic_text(json.dumps(data, indent=2, ensure_ascii=False), path).resolve()

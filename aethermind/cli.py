@@ -36,8 +36,19 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"aethermind: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    return run_module(COMMANDS[name][0], rest, f"aethermind {name}")
+
+
+def run_module(module_name: str, argv: list[str] | None = None, label: str | None = None
+               ) -> int:
+    """Import a command's module and run its `main(argv)`. Ctrl-C while torch loads or the
+    command sets up (before it has its own handling) is one line and exit 130, not a trace."""
+    try:
+        module = importlib.import_module(module_name)
+        return int(module.main(argv) or 0)
+    except KeyboardInterrupt:
+        print(f"\n{label or module_name}: interrupted; nothing was lost", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,10 +32,16 @@ from aethermind.thinking import STOP_TOKENS, parse_completion, run_thinking_pipe
 DEFAULT_VAL = Path("data/val.jsonl")
 
 
+def _progress(text: str) -> None:
+    """Long steps say where they are (on stderr, so --json and the table stay clean)."""
+    print(text, file=sys.stderr, flush=True)
+
+
 def run_prompts(model: torch.nn.Module, tok: Any, prompts: Sequence[str], *,
                 max_new_tokens: int, temperature: float, seed: int) -> list[dict[str, Any]]:
     rows = []
-    for prompt in prompts:
+    for i, prompt in enumerate(prompts, 1):
+        _progress(f"  prompt {i}/{len(prompts)}")
         r = run_thinking_pipeline(model, tok, prompt, max_new_tokens, temperature,
                                   device=next(model.parameters()).device, seed=seed)
         rows.append({"prompt": prompt, "used_thinking": r.used_thinking, "thinking": r.thinking,
@@ -117,6 +124,7 @@ def reasoning_accuracy(model: torch.nn.Module, tok: Any, n: int, *, max_new_toke
     answers: dict[int, str] = {}
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
     for start in range(0, len(order), batch_size):
+        _progress(f"  questions {start + 1}-{min(start + batch_size, len(order))} of {len(order)}")
         idx = order[start:start + batch_size]
         gens = engine.generate_batch([prompts[i] for i in idx], params, stop_ids=stop_ids,
                                      pad_id=tok.pad_id)
@@ -209,7 +217,10 @@ def _main(argv: list[str] | None = None) -> int:
     except LoadError as err:
         parser.exit(2, f"error: {err}\n")
     except ValueError as err:  # unreadable or unusable validation file
-        parser.exit(2, f"error: --val {val_path}: {err}\n")
+        if args.val is not None:
+            parser.exit(2, f"error: --val {err}\n")
+        warnings.warn(f"{err}; validation loss skipped", stacklevel=1)  # the implicit default
+        val_set = None
     try:
         return _run(args, model, tok, val_set)
     except KeyboardInterrupt:
@@ -219,10 +230,6 @@ def _main(argv: list[str] | None = None) -> int:
     finally:
         if val_set is not None:
             val_set.close()
-
-
-def _progress(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 def _run(args: argparse.Namespace, model: torch.nn.Module, tok: Any,

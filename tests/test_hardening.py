@@ -314,7 +314,7 @@ def test_7_chat_save_errors_keep_the_chat_alive(tmp_path):
     assert _command(f"/save {blocker}/sub/chat.json", state, console, "m.pt") is True
     assert _command(f"/save {tmp_path}", state, console, "m.pt") is True  # a folder: inside
     out = console.export_text()
-    assert "cannot save to" in out and "conversation is kept" in out
+    assert "is a file, not a folder" in out and "conversation is kept" in out
     saved = list(tmp_path.glob("chat_*.json"))
     assert len(saved) == 1 and json.loads(saved[0].read_text())["turns"][0]["user"] == "hi"
     assert state.history == [Turn("hi", "hello")]
@@ -364,6 +364,24 @@ def test_7_ctrl_c_during_set_up_is_a_clean_stop(assets, tmp_path, monkeypatch, c
     err = capsys.readouterr().err
     assert "stopped at once" in err and "Traceback" not in err
     assert not (tmp_path / LOCK_NAME).exists()
+
+
+@pytest.mark.parametrize("delay", [0.5, 2.0])
+def test_7_ctrl_c_while_the_script_loads_is_one_line(assets, tmp_path, delay):
+    """A user's Ctrl-C lands while torch imports or data packs: one line, exit 130."""
+    import time
+
+    cfg = make_cfg(assets, tmp_path / "run", max_steps=100_000)
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "scripts" / "train.py"), "--config", str(_yaml(cfg, tmp_path))],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode in (130, 128 + signal.SIGINT), err
+    assert "Traceback" not in err and err.strip(), err
 
 
 def test_7_list_valued_sender_is_a_malformed_record():
@@ -508,6 +526,19 @@ def test_12_evaluate_checks_the_validation_file_before_generating(assets, tmp_pa
     with pytest.raises(SystemExit) as exit_:
         evaluate.main(["--model", str(final), "--val", str(bad)])
     assert exit_.value.code == 2 and "UTF-16" in capsys.readouterr().err
+
+
+def test_12_implicit_empty_val_file_is_a_warning_not_an_error(assets, tmp_path, monkeypatch,
+                                                              capsys):
+    from aethermind import evaluate
+
+    final = _final_model(assets, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "val.jsonl").write_text("")  # e.g. synth --n-val 0
+    assert evaluate.main(["--model", str(final), "--n-test", "0", "--max-new-tokens", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "no usable documents" in err and "validation loss skipped" in err
 
 
 def test_12_second_ctrl_c_stops_at_once(capsys):
