@@ -51,7 +51,11 @@ class OutputLock:
             return {}
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:  # read-only file system, no permission, a file in the way
+            raise LockedError(f"cannot create the output folder {self.path.parent} "
+                              f"({err.strerror or err}): choose a writable output_dir") from None
         me = {"host": socket.gethostname(), "pid": os.getpid()}
         for _ in range(3):  # create; if a stale lock is in the way, remove it and retry
             try:

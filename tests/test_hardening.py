@@ -437,6 +437,18 @@ def test_9_stale_temp_checkpoints_are_removed_at_start(assets, tmp_path):
     assert not stale.exists() and live.exists()
 
 
+def test_9_half_built_shards_of_a_dead_packer_are_removed(tmp_path, tiny_tokenizer):
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True).stdout)
+    data = write_lines(tmp_path / "d.jsonl", [chat_line(1)])
+    cache = tmp_path / "cache"
+    stale = cache / f".d-packed-T64.tmp-{dead}"
+    stale.mkdir(parents=True)
+    (stale / "tokens.bin").write_bytes(b"x" * 1000)
+    ensure_shards(data, tiny_tokenizer, cache, context_length=64)
+    assert not stale.exists()
+
+
 def test_9_pack_cache_follows_content_not_size_and_mtime(tmp_path, tiny_tokenizer):
     data = write_lines(tmp_path / "d.jsonl", [chat_line(1, "What is aaaa?")])
     out = ensure_shards(data, tiny_tokenizer, tmp_path / "cache", context_length=64)
