@@ -73,7 +73,7 @@ def _train(tok: Forge1Tokenizer, steps: int, max_seq_len: int) -> dict[str, torc
         opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
         model.train()
         for _ in range(steps):
-            _, loss = model(tokens, targets)
+            loss = model(tokens, targets=targets)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
