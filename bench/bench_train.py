@@ -81,7 +81,7 @@ def _step_fn(model: Any, is_hf: bool, tokens: torch.Tensor, targets: torch.Tenso
                 logits = model(input_ids=tokens).logits
                 loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
             else:  # Forge-1's training path: fused chunked projection + cross-entropy
-                loss = model(tokens, targets, return_logits=False)[1]
+                loss = model(tokens, targets=targets)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -171,8 +171,8 @@ def packed_vs_padded(T: int, B: int, steps: int, n_chats: int) -> dict[str, Any]
                     start, useful = time.perf_counter(), 0  # step 0 is warm-up
                 batch = next(it)
                 n = (batch["targets"] != -100).sum()
-                model(batch["tokens"], batch["targets"], doc_ids=batch["doc_ids"],
-                      return_logits=False)[1].backward()
+                model(batch["tokens"], doc_ids=batch["doc_ids"],
+                      targets=batch["targets"]).backward()
                 opt.step()
                 opt.zero_grad(set_to_none=True)
                 useful += int(n)
