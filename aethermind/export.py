@@ -6,7 +6,7 @@ writes the guide's defaults, `outputs/exports/forge1_nano.pt`, `forge1_nano.safe
 --dtype f16` adds `forge1_nano-f16.gguf` (llama.cpp, Ollama, LM Studio); `--format all` writes
 everything. Every file and directory is staged under a temporary name and renamed into place,
 so an existing export is replaced whole or not at all. The metadata (variant, config, tokenizer
-fingerprint) travels inside each file: the .pt holds `{"model", "config", "variant",
+fingerprint) travels inside each file: the .pt holds `{"model", "model_config", "variant",
 "tokenizer_fingerprint"}` like a training checkpoint, safetensors and GGUF carry it in their
 headers, the HF directory in config.json. Tied embeddings are stored once and reload tied.
 Usage: `paths = export_model("outputs/final_model", formats=("hf",), output="outputs/exports")`.
@@ -119,8 +119,9 @@ def _weights(model: Forge1Model) -> dict[str, torch.Tensor]:
 
 
 def save_pytorch(model: Forge1Model, meta: ExportMeta, path: Path) -> Path:
-    """A training-checkpoint-shaped dict; torch.save keeps a tied tensor's storage once."""
-    state = {"model": _weights(model), "config": meta.config, "variant": meta.variant,
+    """Shaped like a training checkpoint (`model`, `model_config`, `tokenizer_fingerprint`), so
+    `chat --model` reads it too; torch.save keeps a tied tensor's storage once."""
+    state = {"model": _weights(model), "model_config": meta.config, "variant": meta.variant,
              "tokenizer_fingerprint": meta.tokenizer_fingerprint, "format": META_FORMAT}
     with staged_path(path) as tmp:
         torch.save(state, tmp)
@@ -155,8 +156,10 @@ def read_export(path: str | Path) -> tuple[dict[str, torch.Tensor], ExportMeta]:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(state, dict) or "model" not in state:
             raise ExportError(f"{path} is not a Forge-1 export (no 'model' entry)")
-        meta = ExportMeta.from_strings({k: (json.dumps(v) if k == "config" else v)
-                                        for k, v in state.items() if k != "model"})
+        meta = ExportMeta.from_strings({
+            "format": state.get("format"), "variant": state.get("variant"),
+            "config": json.dumps(state.get("model_config")),
+            "tokenizer_fingerprint": state.get("tokenizer_fingerprint")})
         sd = state["model"]
     if meta.config.get("tie_embeddings", True):
         sd["lm_head.weight"] = sd["tok_emb.weight"]
