@@ -72,11 +72,8 @@ class ExportMeta:
 
 
 def variant_of(cfg: Forge1Config) -> str:
-    """The preset whose shapes `cfg` has, or "custom"."""
-    for name in VARIANTS:
-        if not Forge1Config.from_variant(name, vocab_size=cfg.vocab_size).matches(cfg):
-            return name
-    return "custom"
+    """The preset whose shapes `cfg` has, or "custom" (names the exported files)."""
+    return cfg.preset_name() or "custom"
 
 
 # --- atomic files and directories ---------------------------------------------------------

@@ -257,3 +257,26 @@ def _interleave(x: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     return torch.stack((x[..., :half], x[..., half:]), -1).flatten(-2)
 
+
+
+def test_exports_and_training_checkpoints_load_like_final_models(run_dir, tmp_path):
+    """chat/evaluate read the export files; export reads a training checkpoint."""
+    from aethermind.loading import load_model
+
+    ref, tok = trained_model()
+    export_model(run_dir, output=tmp_path / "exports")
+    ids = torch.randint(0, tok.get_vocab_size(), (1, 16))
+    for name in ("forge1_custom.pt", "forge1_custom.safetensors"):
+        model, loaded_tok = load_model(tmp_path / "exports" / name, device="cpu")
+        assert loaded_tok.fingerprint() == tok.fingerprint()
+        with torch.no_grad():
+            assert torch.equal(logits(model, ids), logits(ref, ids))
+    step = tmp_path / "run" / "checkpoints" / "step_0000010.pt"
+    step.parent.mkdir(parents=True)
+    torch.save({"step": 10, "model": ref.state_dict(), "model_config": ref.config.to_dict(),
+                "tokenizer_fingerprint": tok.fingerprint()}, step)
+    (path,) = export_model(step, formats=("pytorch",), output=tmp_path / "from_step",
+                           tokenizer=run_dir / "final_model" / "tokenizer")[1:]
+    model, meta = load_export(path)
+    assert meta.forge1_config() == ref.config
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in ref.state_dict().items())
