@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from aethermind.config import VARIANTS, Forge1Config
+from aethermind.config import Forge1Config
 from aethermind.model import Forge1Model
 from aethermind.tokenizer import Forge1Tokenizer
 
@@ -184,8 +184,8 @@ def output_paths(output: Path, variant: str, dtype: str) -> dict[str, Path]:
 def export_model(model_path: str | Path, variant: str | None = None,
                  formats: Sequence[str] = FORMAT_SETS["both"],
                  output: str | Path = DEFAULT_OUTPUT, *, dtype: str = "f16",
-                 tokenizer: Any = None) -> list[Path]:
-    """Load what `chat` loads, write each format; returns the paths written."""
+                 tokenizer: Any = None, device: str = "cpu") -> list[Path]:
+    """Load what `chat` loads (on `device`), write each format; returns the paths written."""
     from aethermind.gguf_export import GGUF_DTYPES, write_gguf
     from aethermind.hf_export import write_hf_dir
     from aethermind.loading import load_model
@@ -195,7 +195,7 @@ def export_model(model_path: str | Path, variant: str | None = None,
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise ExportError(f"--output {output} is a file: pass a directory")
-    model, tok = load_model(model_path, variant, tokenizer, "cpu", dtype=torch.float32)
+    model, tok = load_model(model_path, variant, tokenizer, device, dtype=torch.float32)
     meta = ExportMeta.of(model, tok)
     paths = output_paths(output, variant or meta.variant, dtype)
     written: list[Path] = []
@@ -219,19 +219,20 @@ def export_model(model_path: str | Path, variant: str | None = None,
 
 
 def _parser() -> argparse.ArgumentParser:
+    from aethermind.gguf_export import GGUF_DTYPES
+    from aethermind.loading import add_model_args
+
     p = argparse.ArgumentParser(
         prog="aethermind export",
         description="Export a trained Forge-1 to .pt, safetensors, a Hugging Face directory "
                     "or GGUF (llama.cpp / Ollama).")
-    p.add_argument("--model", required=True, help="forge1_<variant>_final.pt or its directory")
-    p.add_argument("--variant", choices=VARIANTS,
-                   help="checked against the checkpoint (optional when config.json is beside it)")
+    add_model_args(p)
     p.add_argument("--format", default="both", choices=FORMAT_CHOICES,
                    help="both = pytorch + safetensors (default); all = every format")
-    p.add_argument("--dtype", default="f16", help="GGUF weight type: f32, f16 (default), q8_0")
+    p.add_argument("--dtype", default="f16", choices=GGUF_DTYPES,
+                   help="GGUF weight type (default: f16)")
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
                    help=f"directory to write into (default: {DEFAULT_OUTPUT})")
-    p.add_argument("--tokenizer", help="tokenizer dir, used if none is saved with the checkpoint")
     return p
 
 
@@ -243,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     formats = FORMAT_SETS.get(args.format, (args.format,))
     try:
         paths = export_model(args.model, args.variant, formats, args.output,
-                             dtype=args.dtype, tokenizer=args.tokenizer)
+                             dtype=args.dtype, tokenizer=args.tokenizer, device=args.device)
     except (LoadError, ExportError) as err:
         parser.exit(2, f"error: {err}\n")
     except OSError as err:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from _export_helpers import logits, trained_folder, trained_model
+from _infer_helpers import CONVERSATIONS
 
 from aethermind import chat_format as cf
 from aethermind.engine import Engine, SamplingParams
@@ -89,3 +90,21 @@ def test_q8_0_stays_close_to_f32(ggufs):
     assert np.abs(q8 - ours).max() <= 0.02 * np.abs(ours).max()
     assert (q8.argmax(-1) == ours.argmax(-1)).mean() >= 0.95
     assert ggufs["q8_0"].stat().st_size < 0.5 * ggufs["f32"].stat().st_size
+
+
+def test_llama_cpp_chat_completion_uses_the_embedded_template_and_stops(ggufs):
+    """create_chat_completion renders the GGUF's chat template and stops at <|/assistant|>."""
+    llm = _llama(ggufs["f32"])
+    model, tok = trained_model()
+    for conv in CONVERSATIONS[:2]:
+        question = conv.turns[0].user
+        prompt = cf.encode_prompt(cf.Conversation(), question, tok)
+        ref = Engine(model).generate(prompt, SamplingParams(max_new_tokens=60),
+                                     stop_ids=[tok.special_ids[cf.END_ASSISTANT], tok.eos_id])
+        assert ref.finish_reason == "stop"
+        out = llm.create_chat_completion([{"role": "user", "content": question}],
+                                         temperature=0.0, top_k=1, max_tokens=60)
+        choice = out["choices"][0]
+        assert choice["message"]["content"] == tok.decode(ref.tokens, skip_special=True)
+        assert choice["finish_reason"] == "stop"
+        assert out["usage"]["prompt_tokens"] == len(prompt)
