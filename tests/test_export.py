@@ -146,7 +146,10 @@ def test_bad_input_is_one_line_and_exit_2(run_dir, tmp_path, capsys, args, messa
         main(args)
     lines = capsys.readouterr().err.strip().splitlines()
     assert exc.value.code == 2 and message in lines[-1], lines
-    assert len(lines) == (2 if "invalid choice" in message else 1)  # argparse adds its usage
+    if "invalid choice" in message:  # argparse's own error: usage lines, then the error
+        assert lines[0].startswith("usage:") and not any("Traceback" in x for x in lines)
+    else:
+        assert len(lines) == 1
 
 
 def test_aethermind_cli_dispatches_export_and_import_hf(run_dir, tmp_path):
