@@ -1,6 +1,7 @@
 """Load a trained Forge-1 checkpoint and its tokenizer, with one clear line for every mistake.
 
 Reads the training layout: `final_model/forge1_{variant}_final.pt` (a plain state dict),
+and the files of `aethermind export` (`exports/forge1_<variant>.{pt,safetensors}`),
 `config.json` beside it (`Forge1Config.to_dict()`) and `tokenizer/` beside it; a training
 checkpoint (`checkpoints/step_*.pt`) carries its own model config. The shape is read from that
 saved config (`--variant` is only checked against it); without one it is the `--variant`
@@ -51,7 +52,16 @@ def find_checkpoint(model_path: str | Path) -> Path:
 
 
 def _read_checkpoint(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
-    """(state dict, the model config a training checkpoint embeds, or None for a plain .pt)."""
+    """(state dict, the model config a training checkpoint or export embeds, or None for a plain
+    .pt). A .safetensors file is read as an `aethermind export` (its header holds the config)."""
+    if ckpt.suffix == ".safetensors":
+        from aethermind.export import read_export
+
+        try:
+            sd, meta = read_export(ckpt)
+        except Exception as err:  # a foreign or corrupt file: many error types
+            raise LoadError(f"cannot read {ckpt} as a Forge-1 export: {err}") from None
+        return sd, meta.config
     try:
         obj = torch.load(ckpt, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a corrupt or foreign file
