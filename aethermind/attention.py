@@ -30,15 +30,23 @@ def document_causal_mask(doc_ids: torch.Tensor) -> torch.Tensor:
     return (same_doc & causal).unsqueeze(1)
 
 
+MIN_FLEX_CAPABILITY = (8, 0)  # Ampere and newer
+
+
 def flex_supported(device: torch.device) -> bool:
-    """FlexAttention trains fused only on CUDA with Triton (absent on e.g. Windows wheels)."""
+    """Whether FlexAttention can train fused here: CUDA, Triton (absent from e.g. Windows
+    wheels), and an Ampere or newer GPU. Older cards (T4, GTX 16xx: sm75, 64 KB of shared
+    memory per block) keep the dense mask: Triton's attention kernels run out of shared memory
+    there (pytorch/pytorch#133254 hits it even on 100 KB consumer cards at head dim 128)."""
     if device.type != "cuda" or importlib.util.find_spec("triton") is None:
         return False
-    return importlib.util.find_spec("torch.nn.attention.flex_attention") is not None
+    if importlib.util.find_spec("torch.nn.attention.flex_attention") is None:
+        return False
+    return torch.cuda.get_device_capability(device) >= MIN_FLEX_CAPABILITY
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
-    """'auto' -> 'flex' where it trains fused (CUDA + Triton), else 'dense'."""
+    """'auto' -> 'flex' where it trains fused (see `flex_supported`), else 'dense'."""
     if backend not in BACKENDS:
         raise ValueError(f"attention backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if backend == "auto":

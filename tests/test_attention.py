@@ -81,13 +81,16 @@ def test_selector_keeps_the_dense_mask_on_cpu():
         resolve_backend("flash", torch.device("cpu"))
 
 
-def test_selector_picks_flex_on_cuda_only_with_triton(monkeypatch):
+def test_selector_picks_flex_on_ampere_or_newer_with_triton(monkeypatch):
     cuda = torch.device("cuda", 0)
     real = attention.importlib.util.find_spec
-
     monkeypatch.setattr(attention.importlib.util, "find_spec",
                         lambda name: object() if name == "triton" else real(name))
-    assert resolve_backend("auto", cuda) == "flex"
+    monkeypatch.setattr(attention.torch.cuda, "get_device_capability", lambda device: (9, 0))
+    assert resolve_backend("auto", cuda) == "flex"  # H100
+    monkeypatch.setattr(attention.torch.cuda, "get_device_capability", lambda device: (7, 5))
+    assert resolve_backend("auto", cuda) == "dense"  # T4: too little shared memory
+    monkeypatch.setattr(attention.torch.cuda, "get_device_capability", lambda device: (8, 6))
     monkeypatch.setattr(attention.importlib.util, "find_spec",
                         lambda name: None if name == "triton" else real(name))
     assert resolve_backend("auto", cuda) == "dense"  # e.g. a Windows wheel without Triton
