@@ -24,8 +24,7 @@ import torch
 
 from aethermind import chat_format as cf
 from aethermind.engine import Engine, SamplingParams
-from aethermind.loading import add_model_args
-from aethermind.packed_linear import packed_for_cpu
+from aethermind.loading import add_model_args, add_sampling_args
 from aethermind.prompts import TEST_PROMPTS
 from aethermind.thinking import STOP_TOKENS, parse_completion, run_thinking_pipeline
 
@@ -37,13 +36,15 @@ def _progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def run_prompts(model: torch.nn.Module, tok: Any, prompts: Sequence[str], *,
-                max_new_tokens: int, temperature: float, seed: int) -> list[dict[str, Any]]:
+def run_prompts(engine: Engine, tok: Any, prompts: Sequence[str], params: SamplingParams
+                ) -> list[dict[str, Any]]:
     rows = []
     for i, prompt in enumerate(prompts, 1):
         _progress(f"  prompt {i}/{len(prompts)}")
-        r = run_thinking_pipeline(model, tok, prompt, max_new_tokens, temperature,
-                                  device=next(model.parameters()).device, seed=seed)
+        r = run_thinking_pipeline(engine.model, tok, prompt, params.max_new_tokens,
+                                  params.temperature, top_k=params.top_k, top_p=params.top_p,
+                                  seed=params.seed, repetition_penalty=params.repetition_penalty,
+                                  engine=engine)
         rows.append({"prompt": prompt, "used_thinking": r.used_thinking, "thinking": r.thinking,
                      "answer": r.answer, "completion_tokens": r.completion_tokens,
                      "seconds": round(r.seconds, 4),
@@ -111,25 +112,20 @@ def validation_loss(model: torch.nn.Module, tok: Any, path: Path | ValidationSet
             "loss": round(loss, 5), "perplexity": round(math.exp(min(loss, 50.0)), 4)}
 
 
-def reasoning_accuracy(model: torch.nn.Module, tok: Any, n: int, *, max_new_tokens: int,
-                       batch_size: int, seed: int = 0) -> dict[str, Any]:
-    """Greedy exact-match accuracy on `synth.make_split("test", n)`, overall and per task."""
+def reasoning_accuracy(engine: Engine, tok: Any, n: int, *, max_new_tokens: int,
+                       seed: int = 0) -> dict[str, Any]:
+    """Greedy exact-match accuracy on `synth.make_split("test", n)`, overall and per task.
+
+    All questions go to the engine at once; it runs `max_batch_size` of them at a time.
+    """
     from aethermind.data import synth
 
     examples = synth.make_split("test", n, seed=seed)
     prompts = [cf.encode_prompt(cf.Conversation(), ex.question, tok) for ex in examples]
     stop_ids = [tok.special_ids[s] for s in STOP_TOKENS]
-    engine = Engine(model)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    answers: dict[int, str] = {}
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
-    for start in range(0, len(order), batch_size):
-        _progress(f"  questions {start + 1}-{min(start + batch_size, len(order))} of {len(order)}")
-        idx = order[start:start + batch_size]
-        gens = engine.generate_batch([prompts[i] for i in idx], params, stop_ids=stop_ids,
-                                     pad_id=tok.pad_id)
-        for i, gen in zip(idx, gens, strict=True):
-            answers[i] = parse_completion(gen.tokens, tok)[1]
+    gens = engine.generate_batch(prompts, params, stop_ids)
+    answers = [parse_completion(gen.tokens, tok)[1] for gen in gens]
     per_task: dict[str, dict[str, Any]] = {}
     samples = []
     for i, ex in enumerate(examples):
@@ -181,26 +177,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--val-max-docs", type=int, default=500)
     p.add_argument("--n-test", type=int, default=100,
                    help="reasoning test examples (0 skips; default: 100)")
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=0.0,
-                   help="for the test prompts (default 0: greedy, comparable across runs)")
-    p.add_argument("--seed", type=int, default=0)
+    add_sampling_args(p, greedy=True)  # for the test prompts; reasoning is always greedy
     p.add_argument("--batch-size", type=int, default=16, help="reasoning generation batch")
     p.add_argument("--json", type=Path, help="write every result to this JSON file")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    from aethermind.loading import plain_warnings
-
-    with plain_warnings():
-        return _main(argv)
-
-
-def _main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    from aethermind.loading import LoadError, load_model
+    from aethermind.dist import plain_warnings
+
+    with plain_warnings():
+        return _main(parser, args)
+
+
+def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from aethermind.loading import LoadError, load_model, sampling_params
 
     val_path = args.val
     if val_path is None and DEFAULT_VAL.is_file():
@@ -210,19 +203,21 @@ def _main(argv: list[str] | None = None) -> int:
     if args.json is not None and args.json.is_dir():
         parser.exit(2, f"error: --json {args.json} is a folder: pass a file path\n")
     try:
+        params = sampling_params(args)
         model, tok = load_model(args.model, args.variant, args.tokenizer, args.device)
-        # Every input is checked before the minutes of generation below.
+        engine = Engine(model, max_batch_size=args.batch_size)  # all generation shares it
+    except (LoadError, ValueError) as err:
+        parser.exit(2, f"error: {err}\n")
+    try:  # every input is checked before the minutes of generation below
         val_set = (ValidationSet(val_path, tok, model.config.max_seq_len,
                                  max_docs=args.val_max_docs) if val_path else None)
-    except LoadError as err:
-        parser.exit(2, f"error: {err}\n")
     except ValueError as err:  # unreadable or unusable validation file
         if args.val is not None:
             parser.exit(2, f"error: --val {err}\n")
         warnings.warn(f"{err}; validation loss skipped", stacklevel=1)  # the implicit default
         val_set = None
     try:
-        return _run(args, model, tok, val_set)
+        return _run(args, engine, tok, params, val_set)
     except KeyboardInterrupt:
         parser.exit(130, "\nevaluate: interrupted; nothing written\n")
     except OSError as err:  # --json into a read-only or full folder
@@ -232,26 +227,25 @@ def _main(argv: list[str] | None = None) -> int:
             val_set.close()
 
 
-def _run(args: argparse.Namespace, model: torch.nn.Module, tok: Any,
+def _run(args: argparse.Namespace, engine: Engine, tok: Any, params: SamplingParams,
          val_set: ValidationSet | None) -> int:
+    model = engine.model
     start = time.perf_counter()
     report: dict[str, Any] = {"model": str(args.model), "variant": args.variant,
                               "device": str(next(model.parameters()).device),
                               "config": model.config.to_dict(),
                               "tokenizer_fingerprint": tok.fingerprint()}
-    fast = packed_for_cpu(model)  # prepack the CPU linears once for all the generation below
-    _progress(f"[1/3] {len(TEST_PROMPTS)} test prompts (up to {args.max_new_tokens} tokens each)")
-    report["prompts"] = run_prompts(fast, tok, TEST_PROMPTS, max_new_tokens=args.max_new_tokens,
-                                    temperature=args.temperature, seed=args.seed)
+    _progress(f"[1/3] {len(TEST_PROMPTS)} test prompts (up to {params.max_new_tokens} tokens "
+              "each)")
+    report["prompts"] = run_prompts(engine, tok, TEST_PROMPTS, params)
     if val_set is not None:
         _progress(f"[2/3] validation loss on {val_set.index['n_samples']} documents of "
                   f"{val_set.path}")
     report["validation"] = validation_loss(model, tok, val_set) if val_set else None
     if args.n_test > 0:
         _progress(f"[3/3] reasoning accuracy on {args.n_test} held-out questions")
-    report["reasoning"] = (reasoning_accuracy(fast, tok, args.n_test,
-                                              max_new_tokens=args.max_new_tokens,
-                                              batch_size=args.batch_size)
+    report["reasoning"] = (reasoning_accuracy(engine, tok, args.n_test,
+                                              max_new_tokens=args.max_new_tokens)
                            if args.n_test > 0 else None)
     report["seconds"] = round(time.perf_counter() - start, 2)
     _print_report(report)
