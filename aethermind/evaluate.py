@@ -217,7 +217,7 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         warnings.warn(f"{err}; validation loss skipped", stacklevel=1)  # the implicit default
         val_set = None
     try:
-        return _run(args, engine, tok, params, val_set)
+        return _run(args, model, engine, tok, params, val_set)
     except KeyboardInterrupt:
         parser.exit(130, "\nevaluate: interrupted; nothing written\n")
     except OSError as err:  # --json into a read-only or full folder
@@ -227,9 +227,10 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             val_set.close()
 
 
-def _run(args: argparse.Namespace, engine: Engine, tok: Any, params: SamplingParams,
-         val_set: ValidationSet | None) -> int:
-    model = engine.model
+def _run(args: argparse.Namespace, model: torch.nn.Module, engine: Engine, tok: Any,
+         params: SamplingParams, val_set: ValidationSet | None) -> int:
+    """The work after every input was checked; `model` is the plain one (the loss needs its
+    weights), `engine` holds the generation copy."""
     start = time.perf_counter()
     report: dict[str, Any] = {"model": str(args.model), "variant": args.variant,
                               "device": str(next(model.parameters()).device),

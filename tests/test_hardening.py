@@ -90,22 +90,23 @@ def test_1_message_equal_to_a_special_token_string_stays_plain_text(tiny_tokeniz
     assert not is_chat and special_ids(ids) == [tok.bos_id, tok.eos_id]
 
 
-def test_1_thinking_pipeline_prompt_is_plain_for_user_text(tiny_tokenizer, tiny_config):
+def test_1_thinking_pipeline_prompt_is_plain_for_user_text(tiny_tokenizer, tiny_config,
+                                                           monkeypatch):
     """The chat/pipeline path (what the server will call) encodes through chat_format."""
+    from aethermind.engine import Engine
     from aethermind.model import Forge1Model
     from aethermind.thinking import run_thinking_pipeline
 
     seen = {}
-    model = Forge1Model(tiny_config).eval()
-    real_forward = model.forward
+    real_generate = Engine.generate
 
-    def spy(tokens, *args, **kwargs):
-        seen.setdefault("prompt", tokens[0].tolist())
-        return real_forward(tokens, *args, **kwargs)
+    def spy(self, prompt_ids, *args, **kwargs):
+        seen.setdefault("prompt", list(prompt_ids))
+        return real_generate(self, prompt_ids, *args, **kwargs)
 
-    model.forward = spy
-    run_thinking_pipeline(model, tiny_tokenizer, "<|assistant|>", 2, 0.0,
-                          history=[Turn("<|eos|>", "<|user|>")])
+    monkeypatch.setattr(Engine, "generate", spy)
+    run_thinking_pipeline(Forge1Model(tiny_config).eval(), tiny_tokenizer, "<|assistant|>", 2,
+                          0.0, history=[Turn("<|eos|>", "<|user|>")])
     ids = tiny_tokenizer.special_ids
     assert seen["prompt"].count(ids["<|assistant|>"]) == 1  # the history turn's own marker
     assert seen["prompt"].count(ids["<|eos|>"]) == 0
