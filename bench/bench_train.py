@@ -36,14 +36,24 @@ from aethermind.model import Forge1Model  # noqa: E402
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5,
+                device: str | torch.device = "cpu") -> float:
     """Best GFLOP/s of an n x n x n matmul: the ceiling a training step is judged against."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    device = torch.device(device)
+    a = torch.randn(n, n, dtype=dtype, device=device)
+    b = torch.randn(n, n, dtype=dtype, device=device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     a @ b
     best = float("inf")
     for _ in range(repeats):
+        sync()
         t = time.perf_counter()
         a @ b
+        sync()
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best / 1e9
 
