@@ -15,10 +15,15 @@ from _export_helpers import logits, trained_folder, trained_model
 from _infer_helpers import CONVERSATIONS
 
 from aethermind import chat_format as cf
+from aethermind.config import Forge1Config
 from aethermind.engine import Engine, SamplingParams
-from aethermind.export import export_model
+from aethermind.export import ExportMeta, export_model
+from aethermind.gguf_export import write_gguf
+from aethermind.model import Forge1Model
+from aethermind.tokenizer import Forge1Tokenizer
 
 pytestmark = pytest.mark.interop
+REPO = Path(__file__).resolve().parents[1]
 
 MIXED = ("Hello world! 12345 + 0.75 = 12345.75; x=3.14e-2, 1,000,000 ½ ² ٣٤ ⅷ\n"
          "café naïve Ñandú ß İstanbul 東京タワー 한국어 Привет мир 😀👍🏽 🗼\n"
@@ -69,6 +74,28 @@ def test_llama_cpp_tokenizes_like_forge1(ggufs, llama):
         assert llm.tokenize(data, add_bos=False, special=False) == tok.encode(text), text
     ids = tok.encode(MIXED, allow_special=True)
     assert llm.detokenize(ids, special=True).decode("utf-8") == tok.decode(ids) == MIXED
+
+
+def test_llama_cpp_tokenizes_the_guide_like_the_bundled_tokenizer(tmp_path):
+    """The bundled 16k tokenizer on real text. Its merges tell pre-tokenizers apart: on this
+    text llama.cpp's "qwen2" and "gpt-2" give different ids, "smollm" the same ones."""
+    import llama_cpp
+
+    tok = Forge1Tokenizer()
+    cfg = Forge1Config(vocab_size=tok.get_vocab_size_padded(), dim=32, n_layers=1, n_heads=2,
+                       n_kv_heads=1, ffn_dim=64, max_seq_len=64)
+    model = Forge1Model(cfg)
+    path = write_gguf(model, tok, ExportMeta.of(model, tok), tmp_path / "vocab.gguf", "f32")
+    llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    try:
+        for name in ("docs/guide.md", "README.md"):
+            text = (REPO / name).read_text(encoding="utf-8")
+            assert llm.tokenize(text.encode("utf-8"), add_bos=False, special=True) \
+                == tok.encode(text, allow_special=True), name
+        assert llm.tokenize(MIXED.encode("utf-8"), add_bos=False, special=True) \
+            == tok.encode(MIXED, allow_special=True)
+    finally:
+        llm.close()
 
 
 def test_llama_cpp_f32_logits_and_greedy_tokens_match_forge1(ggufs, llama):
