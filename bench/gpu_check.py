@@ -396,13 +396,13 @@ def section_decode(s: Shapes) -> dict[str, Any]:
     forge, hf = build_pair(s.model)
     forge = forge.eval().to(s.device, torch.bfloat16)
     hf = hf.eval().to(s.device, torch.bfloat16)
-    engine = Engine(forge, prepack=s.device.type == "cpu")
     g = torch.Generator().manual_seed(1)
     out: dict[str, Any] = {"prompt": s.prompt, "new_tokens": s.new_tokens}
     for B in (1, 8):
         prompts = torch.randint(12, s.model.vocab_size, (B, s.prompt), generator=g)
+        engine = Engine(forge, max_batch_size=B)  # its fixed KV cache holds B rows
 
-        def run_forge(n: int, prompts=prompts) -> list[list[int]]:
+        def run_forge(n: int, prompts=prompts, engine=engine) -> list[list[int]]:
             params = SamplingParams(max_new_tokens=n)
             if len(prompts) == 1:
                 return [engine.generate(prompts[0].tolist(), params).tokens]
@@ -412,7 +412,8 @@ def section_decode(s: Shapes) -> dict[str, Any]:
             ids = prompts.to(s.device)
             with torch.inference_mode():
                 gen = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
-                                  min_new_tokens=n, do_sample=False, pad_token_id=0)
+                                  min_new_tokens=n, do_sample=False, pad_token_id=0,
+                                  use_cache=True)  # build_pair turned it off for training
             return gen[:, s.prompt:].tolist()
 
         best: dict[str, float] = {}
