@@ -299,7 +299,12 @@ def main(argv: list[str] | None = None) -> int:
               "machine can use the model", file=sys.stderr, flush=True)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = uvicorn.Config(create_app(state), log_level="warning", access_log=False)
-    uvicorn.Server(config).run(sockets=[sock])
+    try:
+        # uvicorn shuts down gracefully on Ctrl-C / SIGTERM, then re-raises the signal.
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    print("server stopped", flush=True)
     return 0
 
 

@@ -24,6 +24,7 @@ from _serve_helpers import (
 
 from aethermind import chat_format as cf
 from aethermind.loading import load_model
+from aethermind.serve_api import ReplyDecoder, StopMatcher
 from aethermind.thinking import run_thinking_pipeline
 
 
@@ -311,3 +312,26 @@ def test_16_concurrent_clients_each_get_their_solo_answer(server):
         together = list(pool.map(solo, jobs))
     assert together == alone
     assert len({a for a, *_ in alone}) > 4  # the prompts really lead to different answers
+
+
+def test_stop_matcher_holds_back_a_possible_stop_and_cuts_at_the_first():
+    m = StopMatcher(("END", "xy"))
+    assert [m.push(t) for t in ("ab", "cE", "N", "Dzz")] == ["ab", "c", "", ""]
+    assert m.stopped
+    m = StopMatcher(("END",))
+    assert [m.push(t) for t in ("aE", "Nb")] == ["a", "ENb"] and m.flush() == ""
+    m = StopMatcher(("END",))
+    assert m.push("xEN") == "x" and m.flush() == "EN"  # held text is released at the end
+
+
+def test_reply_decoder_never_splits_a_character_and_routes_thinking():
+    tok = make_tokenizer()
+    special = tok.special_ids
+    ids = [special[cf.THINK], *tok.encode("\nmmm 😀\n"), special[cf.END_THINK],
+           *tok.encode("\n"), special[cf.ASSISTANT], *tok.encode("こんにちは 😀 世界 STOP no")]
+    decoder = ReplyDecoder(tok, None, ("STOP",))
+    pieces = [p for t in ids for p in decoder.push(t)] + decoder.finish()
+    assert all("\ufffd" not in text for _, text in pieces)
+    assert "".join(t for p, t in pieces if p == "thinking") == "mmm 😀"
+    assert "".join(t for p, t in pieces if p == "answer") == "こんにちは 😀 世界 "
+    assert decoder.stopped and decoder.used_thinking
