@@ -153,6 +153,8 @@ async def _generate(state: ServerState, req: Any, decoder: Any, counts: dict
                 break
             if event.finished:
                 counts["finish"] = "length" if event.finish_reason == "length" else "stop"
+                if event.token is None and event.finish_reason == "stop":
+                    counts["tokens"] += 1  # the stop token was sampled too (as vLLM counts)
         for piece in decoder.finish():
             yield piece
     finally:
@@ -299,11 +301,9 @@ def main(argv: list[str] | None = None) -> int:
               "machine can use the model", file=sys.stderr, flush=True)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = uvicorn.Config(create_app(state), log_level="warning", access_log=False)
-    try:
-        # uvicorn shuts down gracefully on Ctrl-C / SIGTERM, then re-raises the signal.
+    # uvicorn shuts down gracefully on Ctrl-C / SIGTERM, then re-raises the signal.
+    with contextlib.suppress(KeyboardInterrupt):
         uvicorn.Server(config).run(sockets=[sock])
-    except KeyboardInterrupt:
-        pass
     print("server stopped", flush=True)
     return 0
 
