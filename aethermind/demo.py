@@ -16,9 +16,10 @@ from pathlib import Path
 
 from rich.console import Console
 
+from aethermind import prompts
+
 MARKER = ".aethermind-demo"  # only a directory holding this marker is ever cleared
-CHAT_SCRIPT = ("What is 15 * 23?", "What is the capital of France?",
-               "Sort these numbers: 5, 2, 8, 1, 9", "Hello! Who are you?")
+CHAT_SCRIPT = (prompts.ARITHMETIC, prompts.FACTUAL, prompts.SORTING, prompts.GREETING)
 
 
 def _prepare_out(out: Path) -> None:

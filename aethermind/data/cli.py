@@ -43,7 +43,7 @@ def synth_main(argv: list[str] | None = None) -> int:
 
 
 def pack_main(argv: list[str] | None = None) -> int:
-    from aethermind.data.pack import build_shards, read_index
+    from aethermind.data.pack import LAYOUTS, build_shards, read_index
     from aethermind.tokenizer import Forge1Tokenizer
 
     parser = argparse.ArgumentParser(prog="aethermind data pack",
@@ -53,7 +53,7 @@ def pack_main(argv: list[str] | None = None) -> int:
                         help="tokenizer dir (default: the bundled one)")
     parser.add_argument("--out", type=Path, default=Path("data/shards/train"))
     parser.add_argument("--context-length", type=int, default=1024)
-    parser.add_argument("--layout", choices=("packed", "padded"), default="packed")
+    parser.add_argument("--layout", choices=LAYOUTS, default=LAYOUTS[0])
     parser.add_argument("--workers", type=int, default=max(1, min(8, os.cpu_count() or 1)))
     args = parser.parse_args(argv)
     start = time.perf_counter()

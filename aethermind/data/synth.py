@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
+from aethermind import prompts
 from aethermind.chat_format import Conversation, Turn, render
 from aethermind.data import synth_questions as questions
 from aethermind.data import synth_tables as tables
@@ -31,15 +32,11 @@ TASKS = ("add", "sub", "mul", "compare", "sort", "count", "convert", "rate", "wo
 # Round-robin order of tasks: arithmetic twice as often, it is the hardest to learn.
 _MIX = ("add", "mul", "chat", "compare", "sort", "sub", "capital", "word", "count", "add",
         "rate", "mul", "convert", "chat", "capital", "sub", "sort", "word")
-GUIDE_PROMPTS = (
-    "What is 15 * 23?",
-    "If a train travels at 60 mph for 2.5 hours, how far does it go?",
-    "What is the capital of France?",
-    "Sort these numbers: 5, 2, 8, 1, 9",
-)
+# The guide's prompts that have a checkable answer (all but the haiku).
+GUIDE_PROMPTS = tuple(p for p in prompts.GUIDE_PROMPTS if p != prompts.CREATIVE)
 # Never in test: the demo's prompts and the most common greetings.
 _PINNED = frozenset((*GUIDE_PROMPTS, "Hello!", "Hi!", "Who are you?", "What is your name?",
-                     "Hello! Who are you?", "Thank you!"))
+                     prompts.GREETING, "Thank you!"))
 _PIN_EVERY = 100  # every 100th train example is a guide prompt, so the demo prompts are known
 _TEST_BUCKETS = 10  # 1 in 10 question strings belongs to the test split
 
