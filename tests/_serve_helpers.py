@@ -41,7 +41,7 @@ def random_checkpoint(out: Path, max_seq_len: int = 128, seed: int = 0) -> Path:
 def trained_checkpoint(out: Path) -> Path:
     """The tiny model overfit on _infer_helpers.CONVERSATIONS: it thinks, then answers."""
     tok = make_tokenizer()
-    return save_final(train_tiny(tok, steps=300), tok, out)
+    return save_final(train_tiny(tok), tok, out)
 
 
 @contextlib.contextmanager
