@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import openai
 import pytest
@@ -335,3 +336,14 @@ def test_reply_decoder_never_splits_a_character_and_routes_thinking():
     assert "".join(t for p, t in pieces if p == "thinking") == "mmm 😀"
     assert "".join(t for p, t in pieces if p == "answer") == "こんにちは 😀 世界 "
     assert decoder.stopped and decoder.used_thinking
+
+
+def test_readme_openai_example_runs(server, capsys):
+    url, _ = server
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Serve:", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "http://127.0.0.1:8000/v1" in code and "max_tokens=256" in code
+    code = code.replace("http://127.0.0.1:8000", url).replace("max_tokens=256", "max_tokens=16")
+    exec(compile(code, "README.md", "exec"), {})
+    assert capsys.readouterr().out
