@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -375,5 +375,3 @@ def chunk_body(cid: str, req: ChatRequest, created: int, delta: Delta | None,
 def now() -> int:
     return int(time.time())
 
-
-FinishReason = Literal["stop", "length"]

@@ -347,3 +347,18 @@ def test_readme_openai_example_runs(server, capsys):
     code = code.replace("http://127.0.0.1:8000", url).replace("max_tokens=256", "max_tokens=16")
     exec(compile(code, "README.md", "exec"), {})
     assert capsys.readouterr().out
+
+
+def test_seeded_sampling_is_reproducible_alone_and_in_a_batch(server):
+    url, _ = server
+
+    def sample(seed):
+        r = _ask(_client(url), "Hello!", temperature=1.0, top_p=0.9, seed=seed, max_tokens=24,
+                 extra_body={"ignore_eos": True})
+        return r.choices[0].message.content
+
+    alone = sample(7)
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(sample, [7, 7, 8, 7]))
+    assert together[0] == together[1] == together[3] == alone
+    assert together[2] != alone  # another seed, another sample
