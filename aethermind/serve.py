@@ -52,6 +52,9 @@ def create_app(state: ServerState):  # -> fastapi.FastAPI (imported lazily: an o
     from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
     from starlette.exceptions import HTTPException
 
+    from aethermind.serve_api import APIError
+    from aethermind.serve_scheduler import EngineFailure
+
     class EventStream(StreamingResponse):
         """Closes the event generator however the response ends, so a client that hangs up
         between two events still cancels its sequence at once (not when garbage collected)."""
@@ -61,8 +64,6 @@ def create_app(state: ServerState):  # -> fastapi.FastAPI (imported lazily: an o
                 await super().stream_response(send)
             finally:
                 await self.body_iterator.aclose()
-
-    from aethermind.serve_api import APIError
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
@@ -82,6 +83,10 @@ def create_app(state: ServerState):  # -> fastapi.FastAPI (imported lazily: an o
     @app.exception_handler(APIError)
     async def _api_error(_request: Request, err: APIError) -> JSONResponse:
         return error(err)
+
+    @app.exception_handler(EngineFailure)
+    async def _engine_error(_request: Request, err: EngineFailure) -> JSONResponse:
+        return error(APIError(500, str(err), type="server_error"))
 
     @app.exception_handler(HTTPException)
     async def _http_error(_request: Request, err: HTTPException) -> JSONResponse:
@@ -300,7 +305,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: listening on {args.host} without --api-key: anyone who can reach this "
               "machine can use the model", file=sys.stderr, flush=True)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    config = uvicorn.Config(create_app(state), log_level="warning", access_log=False)
+    # Ctrl-C waits this long for answers in progress, then closes their connections.
+    config = uvicorn.Config(create_app(state), log_level="warning", access_log=False,
+                            timeout_graceful_shutdown=5)
     # uvicorn shuts down gracefully on Ctrl-C / SIGTERM, then re-raises the signal.
     with contextlib.suppress(KeyboardInterrupt):
         uvicorn.Server(config).run(sockets=[sock])

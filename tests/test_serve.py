@@ -362,3 +362,22 @@ def test_seeded_sampling_is_reproducible_alone_and_in_a_batch(server):
         together = list(pool.map(sample, [7, 7, 8, 7]))
     assert together[0] == together[1] == together[3] == alone
     assert together[2] != alone  # another seed, another sample
+
+
+def test_an_engine_failure_is_a_500_for_those_requests_only(server, monkeypatch):
+    url, state = server
+    engine = state.scheduler.engine
+    real_step = engine.step
+
+    def failing_step():
+        monkeypatch.setattr(engine, "step", real_step)  # fail once, then work again
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(engine, "step", failing_step)
+    status, reply = post_json(url + "/v1/chat/completions",
+                              {"messages": [{"role": "user", "content": "Hi"}]})
+    assert status == 500 and reply["error"]["type"] == "server_error"
+    assert "boom" in reply["error"]["message"]
+    status, reply = post_json(url + "/v1/chat/completions",
+                              {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2})
+    assert status == 200
