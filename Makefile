@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow test-interop lint format clean
+.PHONY: install demo test test-slow test-interop gpu-check lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,12 +27,17 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
 
-# Tests against outside programs: the web chat in Debian's headless chromium (installed here,
-# once, when missing; needs root and the Debian archive).
+# Checks against external tools (llama.cpp through llama-cpp-python, the web chat in Debian's
+# headless chromium): the `interop` extra, and chromium installed with apt when missing (root).
 test-interop: $(STAMP)
 	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \
 		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
+	$(BIN)/python -m pip install --quiet -e ".[dev,interop]"
 	$(BIN)/python -m pytest -m interop
+
+# Every GPU figure in one run (< 6 min on one GPU); needs a CUDA torch (TORCH_SPEC above).
+gpu-check: $(STAMP)
+	$(BIN)/python bench/gpu_check.py --json outputs/gpu_check.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

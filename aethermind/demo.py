@@ -48,16 +48,16 @@ def _chat_transcript(final: Path, out: Path, console: Console, max_new_tokens: i
                      ) -> Path:
     """Each scripted question in a fresh conversation: the built-in data is single-turn, so a
     tiny model trained on it has never seen a history (multi-turn chat is `aethermind chat`)."""
+    from aethermind.engine import Engine
     from aethermind.loading import load_model
-    from aethermind.packed_linear import packed_for_cpu
     from aethermind.thinking import run_thinking_pipeline
 
     model, tokenizer = load_model(final)
-    model = packed_for_cpu(model)
+    engine = Engine(model, max_batch_size=1)
     lines = ["# Forge-1 tiny: scripted questions (greedy)", ""]
     for message in CHAT_SCRIPT:
         result = run_thinking_pipeline(model, tokenizer, message, max_new_tokens=max_new_tokens,
-                                       temperature=0.0)
+                                       temperature=0.0, engine=engine)
         console.print(f"[bold cyan]you[/]  {message}")
         if result.used_thinking:
             console.print(f"[dim]thinking: {result.thinking}[/]")
