@@ -24,8 +24,9 @@ from _serve_helpers import (
 )
 
 from aethermind import chat_format as cf
+from aethermind.chat_template import render_messages
 from aethermind.loading import load_model
-from aethermind.serve_api import ReplyDecoder, StopMatcher
+from aethermind.serve_api import ReplyDecoder, StopMatcher, parse_request
 from aethermind.thinking import run_thinking_pipeline
 
 
@@ -381,3 +382,20 @@ def test_an_engine_failure_is_a_500_for_those_requests_only(server, monkeypatch)
     status, reply = post_json(url + "/v1/chat/completions",
                               {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2})
     assert status == 200
+
+
+@pytest.mark.parametrize("enable_thinking", [None, True, False])
+def test_prompt_equals_the_exported_jinja_template(enable_thinking):
+    """The server builds prompts with chat_format; HF / llama.cpp use chat_template's Jinja."""
+    tok = make_tokenizer()
+    messages = [{"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "What is 2+2?"},
+                {"role": "assistant", "content": "4", "reasoning_content": "2 and 2 is 4"},
+                {"role": "user", "content": "And 3+3?"},
+                {"role": "assistant", "content": "6"},
+                {"role": "user", "content": "Say hello in Japanese"}]
+    text = render_messages(messages, add_generation_prompt=True, enable_thinking=enable_thinking)
+    req = parse_request({"messages": messages,
+                         "chat_template_kwargs": {"enable_thinking": enable_thinking}},
+                        tok, max_seq_len=512, model_id="m")
+    assert req.prompt_ids == tok.encode(text, allow_special=True)
