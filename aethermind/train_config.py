@@ -9,6 +9,7 @@ Usage: `cfg = load_config("configs/cpu_config.yaml", ["max_steps=20"], variant="
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -80,7 +81,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            _check_type(f.name, getattr(self, f.name), _hints()[f.name])
+            value = getattr(self, f.name)
+            _check_type(f.name, value, _hints()[f.name])
+            if isinstance(value, float) and not math.isfinite(value):  # inf lr trains NaNs
+                _fail(f.name, value, "a finite number")
         positive = ("batch_size", "gradient_accumulation_steps", "context_length",
                     "tokenizer_vocab_size", "keep_checkpoints", "epochs", "eval_batches",
                     "log_every", "max_bad_steps")

@@ -43,6 +43,7 @@ def synth_main(argv: list[str] | None = None) -> int:
 
 
 def pack_main(argv: list[str] | None = None) -> int:
+    from aethermind.data.jsonl import skipped_note
     from aethermind.data.pack import LAYOUTS, build_shards, read_index
     from aethermind.tokenizer import Forge1Tokenizer
 
@@ -61,10 +62,16 @@ def pack_main(argv: list[str] | None = None) -> int:
         tok = Forge1Tokenizer(args.tokenizer)
         out = build_shards(args.input, tok, args.out, context_length=args.context_length,
                            layout=args.layout, workers=args.workers)
-    except (FileNotFoundError, ValueError) as err:
+    except (OSError, ValueError) as err:
         print(f"pack: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"pack: interrupted; {args.out} left as it was", file=sys.stderr)
+        return 130
     idx = read_index(out)
+    if idx["malformed_lines"]:
+        note = skipped_note(args.input, idx["malformed_first"], idx["malformed_lines"])
+        print(f"warning: {note}", file=sys.stderr)
     secs = time.perf_counter() - start
     print(f"packed {idx['n_documents']} documents into {idx['n_samples']} {args.layout} samples "
           f"of {args.context_length} tokens ({idx['real_tokens']:,} tokens, "

@@ -26,6 +26,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import signal
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
@@ -33,6 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from aethermind.chat_format import encode, parse
+from aethermind.data.jsonl import numbered_lines
+from aethermind.runlock import pid_alive
 from aethermind.tokenizer import Forge1Tokenizer
 
 FORMAT_VERSION = 1
@@ -70,6 +73,7 @@ _WORKER_TOK: Forge1Tokenizer | None = None
 
 def _init_worker(tokenizer_dir: str) -> None:
     global _WORKER_TOK
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the pool is the parallelism now
     _WORKER_TOK = Forge1Tokenizer(tokenizer_dir)
 
@@ -112,10 +116,9 @@ def _encode_chunk(chunk: list[tuple[int, str]], tok: Forge1Tokenizer | None = No
 
 # --- main side ----------------------------------------------------------------------------
 def _chunks(path: Path) -> Iterator[list[tuple[int, str]]]:
-    with path.open(encoding="utf-8") as f:
-        numbered = ((i, line) for i, line in enumerate(f, 1) if line.strip())
-        while chunk := list(islice(numbered, CHUNK_LINES)):
-            yield chunk
+    numbered = numbered_lines(path)  # UTF-8 (BOM or not); UTF-16/binary is a DataFileError
+    while chunk := list(islice(numbered, CHUNK_LINES)):
+        yield chunk
 
 
 def _encoded_chunks(path: Path, tokenizer: Forge1Tokenizer, workers: int, tmp: Path
@@ -182,6 +185,16 @@ class _Writer:
                 "n_documents": self.n_docs, "dropped_too_long": self.dropped}
 
 
+def _remove_stale_tmp(out: Path) -> None:
+    """Delete half-built shard dirs of dead processes (a kill -9 during packing)."""
+    if not out.parent.is_dir():
+        return
+    for tmp in out.parent.glob(f".{out.name}.tmp-*"):
+        pid = tmp.name.rpartition("-")[2]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def build_shards(input_jsonl: str | Path, tokenizer: Forge1Tokenizer, out_dir: str | Path, *,
                  context_length: int, layout: str = "packed", workers: int = 1) -> Path:
     """Tokenize `input_jsonl` into `out_dir` (replaced atomically). Returns `out_dir`."""
@@ -193,6 +206,7 @@ def build_shards(input_jsonl: str | Path, tokenizer: Forge1Tokenizer, out_dir: s
     if not src.is_file():
         raise FileNotFoundError(f"no input file {src}: run `aethermind data preprocess` or "
                                 "`aethermind data synth` first")
+    _remove_stale_tmp(out)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -243,11 +257,12 @@ def stale_reason(index: dict, input_jsonl: Path, tokenizer: Forge1Tokenizer, *,
         return "tokenizer changed"
     if (index.get("context_length"), index.get("layout")) != (context_length, layout):
         return "context length or layout changed"
-    old, quick = index.get("source", {}), file_signature(input_jsonl, full_hash=False)
-    if old.get("size") != quick["size"]:
+    old = index.get("source", {})
+    if old.get("size") != file_signature(input_jsonl, full_hash=False)["size"]:
         return "input file changed"
-    if old.get("mtime_ns") != quick["mtime_ns"] and \
-            old.get("sha256") != file_signature(input_jsonl)["sha256"]:
+    # Content, not mtime: an edit that keeps the size and the mtime (a copy with -p, a
+    # restored backup) must still rebuild. Hashing reads the file once (~1 GB/s).
+    if old.get("sha256") != file_signature(input_jsonl)["sha256"]:
         return "input file changed"
     return None
 
