@@ -64,7 +64,3 @@ def trained_folder(out: Path, tied: bool = True) -> Path:
     model, tok = trained_model(tied)
     return save_final(model, tok, out, variant="custom")
 
-
-def logits(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
-    out = model(ids)
-    return out[0] if isinstance(out, tuple) else out
