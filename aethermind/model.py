@@ -204,7 +204,9 @@ class Forge1Model(nn.Module):
                                  f"{self.config.max_seq_len}; shorten the input")
             cos, sin = self.rope_cos[:n], self.rope_sin[:n]  # (T, D)
         else:
-            cos, sin = self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1)
+            flat, shape = positions.reshape(-1), (*positions.shape, 1, -1)
+            cos = self.rope_cos.index_select(0, flat).view(shape).transpose(1, 2)  # (B, 1, T, D)
+            sin = self.rope_sin.index_select(0, flat).view(shape).transpose(1, 2)
         dtype = self.tok_emb.weight.dtype
         cos, sin = cos.to(dtype), sin.to(dtype)
         mask = None
