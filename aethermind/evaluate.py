@@ -103,24 +103,27 @@ def validation_loss(model: torch.nn.Module, tok: Any, path: Path, *, batch_size:
             "perplexity": round(math.exp(min(loss, 50.0)), 4)}
 
 
-def reasoning_accuracy(model: torch.nn.Module, tok: Any, n: int, *, max_new_tokens: int,
-                       batch_size: int, seed: int = 0) -> dict[str, Any]:
-    """Greedy exact-match accuracy on `synth.make_split("test", n)`, overall and per task."""
+def reasoning_accuracy(model: torch.nn.Module, tok: Any, n: int = 0, *, max_new_tokens: int,
+                       batch_size: int, seed: int = 0, examples: Sequence[Any] | None = None
+                       ) -> dict[str, Any]:
+    """Greedy exact-match accuracy on `synth.make_split("test", n)` (or on `examples`, e.g.
+    fresh questions), overall and per task; each sample keeps the model's thinking."""
     from aethermind.data import synth
 
-    examples = synth.make_split("test", n, seed=seed)
+    examples = list(examples) if examples is not None else synth.make_split("test", n, seed=seed)
     prompts = [cf.encode_prompt(cf.Conversation(), ex.question, tok) for ex in examples]
     stop_ids = [tok.special_ids[s] for s in STOP_TOKENS]
     engine = Engine(model)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     answers: dict[int, str] = {}
+    thoughts: dict[int, str] = {}
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         gens = engine.generate_batch([prompts[i] for i in idx], params, stop_ids=stop_ids,
                                      pad_id=tok.pad_id)
         for i, gen in zip(idx, gens, strict=True):
-            answers[i] = parse_completion(gen.tokens, tok)[1]
+            thoughts[i], answers[i], _ = parse_completion(gen.tokens, tok)
     per_task: dict[str, dict[str, Any]] = {}
     samples = []
     for i, ex in enumerate(examples):
@@ -129,7 +132,7 @@ def reasoning_accuracy(model: torch.nn.Module, tok: Any, n: int, *, max_new_toke
         task["n"] += 1
         task["correct"] += int(ok)
         samples.append({"task": ex.task, "question": ex.question, "expected": ex.answer,
-                        "answer": answers[i], "correct": ok})
+                        "answer": answers[i], "thinking": thoughts[i], "correct": ok})
     for task in per_task.values():
         task["accuracy"] = round(task["correct"] / task["n"], 4)
     correct = sum(s["correct"] for s in samples)

@@ -26,7 +26,7 @@ class ConfigError(ValueError):
 
 Precision = Literal["fp32", "fp16", "bf16"]
 Scheduler = Literal["cosine", "linear", "constant"]
-Layout = Literal["packed", "padded"]
+Layout = Literal["packed", "padded", "bestfit"]
 Dashboard = Literal["auto", "rich", "plain", "off"]
 
 
@@ -39,7 +39,8 @@ class TrainConfig:
     tokenizer: str = "default"  # "default" (bundled) | "train" (once, on train_data) | a dir
     tokenizer_vocab_size: int = 8000  # vocab size when tokenizer: train
     data_cache_dir: str | None = None  # token shards; None = <output_dir>/cache
-    layout: Layout = "packed"  # packed rows (doc-masked attention) or one padded row per chat
+    layout: Layout = "packed"  # packed rows (doc-masked attention), one padded row per chat, or
+    # bestfit: whole chats packed best-fit into padded rows (doc-masked; the demo's choice)
     loss_on_all_tokens: bool = False  # False = loss on assistant tokens only (the chat mask)
     # --- hardware and precision -------------------------------------------------------------
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps; falls back to CPU with a warning

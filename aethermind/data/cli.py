@@ -53,7 +53,7 @@ def pack_main(argv: list[str] | None = None) -> int:
                         help="tokenizer dir (default: the bundled one)")
     parser.add_argument("--out", type=Path, default=Path("data/shards/train"))
     parser.add_argument("--context-length", type=int, default=1024)
-    parser.add_argument("--layout", choices=("packed", "padded"), default="packed")
+    parser.add_argument("--layout", choices=("packed", "padded", "bestfit"), default="packed")
     parser.add_argument("--workers", type=int, default=max(1, min(8, os.cpu_count() or 1)))
     args = parser.parse_args(argv)
     start = time.perf_counter()

@@ -1,0 +1,79 @@
+"""Demo recipe: held-out accuracy per task family against optimizer steps, and seconds per step.
+
+Trains the demo's recipe (`aethermind.demo.train_config`) with a checkpoint every `--every`
+steps, then scores each checkpoint greedily on the held-out split. Per step, so machine load
+does not change the accuracy figures; s/step is printed with `uptime`'s load to be read with it.
+Usage: `.venv/bin/python bench/demo_curve.py --steps 1200 --every 300 --out outputs/curve`
+(`--set learning_rate=3e-3` overrides any key of the recipe).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from aethermind import demo
+from aethermind.checkpoint import list_checkpoints, load_checkpoint
+from aethermind.config import Forge1Config
+from aethermind.data import synth
+from aethermind.model import Forge1Model
+from aethermind.packed_linear import packed_for_cpu
+from aethermind.tokenizer import Forge1Tokenizer
+from aethermind.train import train
+from aethermind.train_config import parse_override
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=Path("outputs/curve"))
+    p.add_argument("--steps", type=int, default=1200)
+    p.add_argument("--every", type=int, default=300)
+    p.add_argument("--n-train", type=int, default=60000)
+    p.add_argument("--n-test", type=int, default=220)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--eval-only", action="store_true", help="score the checkpoints already there")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    data = args.out / "data"
+    if not (data / "train.jsonl").is_file():
+        demo.build_data(args.out, args.n_train, args.n_test)
+    tok_dir = args.out / "tokenizer"
+    overrides = dict(parse_override(item) for item in args.set)
+    cfg = demo.train_config(args.out / "run", data / "train.jsonl", data / "val.jsonl", tok_dir,
+                            args.steps, checkpoint_every=args.every, keep_checkpoints=1000,
+                            eval_every=0, dashboard="plain", log_every=100,
+                            data_cache_dir=str(args.out / "cache"), **overrides)
+    load = os.getloadavg()[0]
+    start = time.perf_counter()
+    if not args.eval_only:
+        train(cfg)
+    train_s = time.perf_counter() - start
+    tok = Forge1Tokenizer(tok_dir)
+    test = synth.make_split("test", args.n_test)
+    cap = demo.max_new_tokens_for(tok, test)
+    rows = []
+    for path in list_checkpoints(cfg.checkpoint_path):
+        state = load_checkpoint(path)
+        model = Forge1Model(Forge1Config.from_variant(cfg.variant,
+                                                      vocab_size=tok.get_vocab_size_padded()))
+        model.load_state_dict(state["model"])
+        acc = demo.score_examples(packed_for_cpu(model.eval()), tok, test, cap)
+        per = {t: v["accuracy"] for t, v in acc["per_task"].items()}
+        rows.append({"step": state["step"], "accuracy": acc["accuracy"], "per_task": per})
+        print(json.dumps(rows[-1]), flush=True)
+    summary = {"recipe": cfg.to_dict(), "train_seconds": round(train_s, 1),
+               "s_per_step": round(train_s / args.steps, 4), "threads": args.threads,
+               "load_at_start": load, "load_at_end": os.getloadavg()[0], "curve": rows}
+    (args.out / "curve.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    print(f"train {train_s:.0f}s = {train_s / args.steps:.3f} s/step with {args.threads} "
+          f"thread(s); load {load:.1f} -> {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
