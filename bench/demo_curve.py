@@ -44,11 +44,11 @@ def main() -> None:
     if not (data / "train.jsonl").is_file():
         demo.build_data(args.out, args.n_train, args.n_test)
     tok_dir = args.out / "tokenizer"
-    overrides = dict(parse_override(item) for item in args.set)
+    overrides = dict(checkpoint_every=args.every, keep_checkpoints=1000, eval_every=0,
+                     dashboard="plain", log_every=100, data_cache_dir=str(args.out / "cache"))
+    overrides.update(parse_override(item) for item in args.set)
     cfg = demo.train_config(args.out / "run", data / "train.jsonl", data / "val.jsonl", tok_dir,
-                            args.steps, checkpoint_every=args.every, keep_checkpoints=1000,
-                            eval_every=0, dashboard="plain", log_every=100,
-                            data_cache_dir=str(args.out / "cache"), **overrides)
+                            args.steps, **overrides)
     load = os.getloadavg()[0]
     start = time.perf_counter()
     if not args.eval_only:
