@@ -21,18 +21,27 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from aethermind.special_tokens import (  # noqa: F401  (re-exported: the template's names)
+    ASSISTANT,
+    BOS,
+    END_ASSISTANT,
+    END_SYSTEM,
+    END_THINK,
+    END_USER,
+    EOS,
+    NO_THINK,
+    PAD,
+    SPECIAL_TOKENS,
+    SYSTEM,
+    THINK,
+    USER,
+)
+
 if TYPE_CHECKING:
     from aethermind.tokenizer import Forge1Tokenizer
 
 DEFAULT_SYSTEM_PROMPT = "You are Forge-1, a helpful thinking AI assistant."
 
-BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
-SYSTEM, END_SYSTEM = "<|system|>", "<|/system|>"
-USER, END_USER = "<|user|>", "<|/user|>"
-ASSISTANT, END_ASSISTANT = "<|assistant|>", "<|/assistant|>"
-THINK, END_THINK, NO_THINK = "<|think|>", "<|/think|>", "<|no_think|>"
-SPECIAL_TOKENS = (BOS, EOS, PAD, SYSTEM, END_SYSTEM, USER, END_USER, ASSISTANT, END_ASSISTANT,
-                  THINK, END_THINK, NO_THINK)
 _SPECIAL_RE = re.compile("|".join(re.escape(s) for s in SPECIAL_TOKENS))
 WORD_JOINER = "\u2060"  # invisible; breaks a special-token string without changing how it reads
 

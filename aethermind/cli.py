@@ -11,7 +11,7 @@ import importlib
 import sys
 
 COMMANDS = {
-    "tokenizer": ("aethermind.tokenizer", "train a byte-level BPE tokenizer"),
+    "tokenizer": ("aethermind.data.tokenizer_train", "train a byte-level BPE tokenizer"),
     "data": ("aethermind.data.cli", "download | preprocess | synth | pack training data"),
     "train": ("aethermind.train", "train Forge-1 from a YAML config (resumable)"),
     "plan": ("aethermind.plan", "estimate GPU memory for a config before training"),

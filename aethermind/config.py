@@ -13,7 +13,16 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any
 
-VARIANTS = ("tiny", "nano", "mini")
+# The presets: the one list of variants (CLI choices, config validation and loading read it).
+PRESETS: dict[str, dict[str, int]] = {
+    # About 2M parameters with the default vocab: trains in minutes on a CPU.
+    "tiny": dict(dim=128, n_layers=4, n_heads=4, n_kv_heads=2, ffn_dim=352, max_seq_len=512),
+    "nano": dict(dim=768, n_layers=12, n_heads=12, n_kv_heads=4, ffn_dim=2048, max_seq_len=1024),
+    "mini": dict(dim=1024, n_layers=24, n_heads=16, n_kv_heads=4, ffn_dim=2816,
+                 max_seq_len=2048),
+}
+VARIANTS = tuple(PRESETS)
+SHAPE_FIELDS = ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim")
 
 
 @dataclass(kw_only=True)
@@ -64,27 +73,29 @@ class Forge1Config:
     # --- presets ------------------------------------------------------------------------------
     @classmethod
     def tiny(cls, **overrides: Any) -> Forge1Config:
-        """About 2M parameters with the default vocab: trains in minutes on a CPU."""
-        base = dict(dim=128, n_layers=4, n_heads=4, n_kv_heads=2, ffn_dim=352, max_seq_len=512)
-        return cls(**{**base, **overrides})
+        return cls.from_variant("tiny", **overrides)
 
     @classmethod
     def nano(cls, **overrides: Any) -> Forge1Config:
-        base = dict(dim=768, n_layers=12, n_heads=12, n_kv_heads=4, ffn_dim=2048,
-                    max_seq_len=1024)
-        return cls(**{**base, **overrides})
+        return cls.from_variant("nano", **overrides)
 
     @classmethod
     def mini(cls, **overrides: Any) -> Forge1Config:
-        base = dict(dim=1024, n_layers=24, n_heads=16, n_kv_heads=4, ffn_dim=2816,
-                    max_seq_len=2048)
-        return cls(**{**base, **overrides})
+        return cls.from_variant("mini", **overrides)
 
     @classmethod
     def from_variant(cls, variant: str, **overrides: Any) -> Forge1Config:
-        if variant not in VARIANTS:
+        """The preset `variant` (a key of PRESETS) with `overrides` applied."""
+        if variant not in PRESETS:
             raise ValueError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}")
-        return getattr(cls, variant)(**overrides)
+        return cls(**{**PRESETS[variant], **overrides})
+
+    def preset_name(self) -> str | None:
+        """The preset this shape is (vocab aside), or None for a custom shape."""
+        for name, preset in PRESETS.items():
+            if all(getattr(self, k) == v for k, v in preset.items() if k in SHAPE_FIELDS):
+                return name
+        return None
 
     # --- serialisation --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -101,5 +112,4 @@ class Forge1Config:
 
     def matches(self, other: Forge1Config) -> list[str]:
         """Names of shape fields that differ (empty when weights are interchangeable)."""
-        shape = ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim")
-        return [n for n in shape if getattr(self, n) != getattr(other, n)]
+        return [n for n in SHAPE_FIELDS if getattr(self, n) != getattr(other, n)]

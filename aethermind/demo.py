@@ -21,9 +21,11 @@ from typing import Any
 
 from rich.console import Console
 
+from aethermind import prompts
+
 MARKER = ".aethermind-demo"  # only a directory holding this marker is ever cleared
-# A conversation: the second and third turns need the first in context to be read right.
-CHAT_SCRIPT = ("Hello! Who are you?", "What is 15 * 23?", "Which is bigger, 345 or 354?",
+# One conversation: each turn is answered with the earlier turns in context, as in `chat`.
+CHAT_SCRIPT = (prompts.GREETING, prompts.ARITHMETIC, "Which is bigger, 345 or 354?",
                "Thank you!")
 # Training throughput of the demo recipe on two quiet laptop cores (BENCHMARKS.md, "Demo"),
 # and what data, evaluation and chat cost besides: --minutes is turned into steps with these,

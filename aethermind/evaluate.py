@@ -1,6 +1,6 @@
 """`aethermind evaluate`: the guide's test prompts, validation loss and reasoning accuracy.
 
-Three parts, each comparable across runs: (1) eight test prompts (the guide's five plus three)
+Three parts, each comparable across runs: (1) `prompts.TEST_PROMPTS` (the guide's five plus three)
 through the thinking pipeline, shown in a Rich table; (2) loss and perplexity on the response
 tokens of `data/val.jsonl` (or `--val`), the tokens SFT trains on; (3) exact-match accuracy on
 the built-in reasoning test split (`aethermind.data.synth`), overall and per task, generated in
@@ -25,19 +25,9 @@ from aethermind.engine import Engine, SamplingParams
 from aethermind.loading import add_model_args
 from aethermind.losses import summed_loss
 from aethermind.packed_linear import packed_for_cpu
+from aethermind.prompts import TEST_PROMPTS
 from aethermind.thinking import STOP_TOKENS, parse_completion, run_thinking_pipeline
 
-TEST_PROMPTS = (
-    "What is 15 * 23?",
-    "If a train travels at 60 mph for 2.5 hours, how far does it go?",
-    "Write a haiku about programming.",
-    "What is the capital of France?",
-    "Sort these numbers: 5, 2, 8, 1, 9",
-    # three more: small arithmetic, a subtraction word problem, a plain greeting
-    "What is 7 + 8?",
-    "I have 3 apples and eat one. How many apples are left?",
-    "Hello! Who are you?",
-)
 DEFAULT_VAL = Path("data/val.jsonl")
 
 

@@ -1,8 +1,10 @@
 """Load a trained Forge-1 checkpoint and its tokenizer, with one clear line for every mistake.
 
 Reads the training layout: `final_model/forge1_{variant}_final.pt` (a plain state dict),
-`config.json` beside it (`Forge1Config.to_dict()`) and `tokenizer/` beside it. Without a
-config.json the shapes come from `--variant` (vocab size from the weights). Tokenizer:
+`config.json` beside it (`Forge1Config.to_dict()`) and `tokenizer/` beside it; a training
+checkpoint (`checkpoints/step_*.pt`) carries its own model config. The shape is read from that
+saved config (`--variant` is only checked against it); without one it is the `--variant`
+preset, else the preset of the weights' width, with the weights' vocab size. Tokenizer:
 `tokenizer/` beside the checkpoint (the one it was trained with), else the one given, else the
 bundled default; a given tokenizer that differs from the saved one is ignored with a warning.
 It knows nothing about generation. Errors are `LoadError` (a ValueError) whose message names the
@@ -20,7 +22,7 @@ from typing import Any
 
 import torch
 
-from aethermind.config import VARIANTS, Forge1Config
+from aethermind.config import PRESETS, VARIANTS, Forge1Config
 from aethermind.model import Forge1Model
 from aethermind.thinking import resolve_device
 from aethermind.tokenizer import Forge1Tokenizer
@@ -47,30 +49,22 @@ def find_checkpoint(model_path: str | Path) -> Path:
                     "--model outputs/final_model/forge1_<variant>_final.pt)")
 
 
-def _read_state_dict(ckpt: Path) -> dict[str, torch.Tensor]:
+def _read_checkpoint(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """(state dict, the model config a training checkpoint embeds, or None for a plain .pt)."""
     try:
         obj = torch.load(ckpt, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a corrupt or foreign file
         raise LoadError(f"cannot read checkpoint {ckpt}: {type(err).__name__}: "
                         f"{str(err).splitlines()[0] if str(err) else ''}") from None
+    embedded = None
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        obj = obj["model"]  # a training checkpoint that wraps the weights
+        embedded = obj.get("model_config")  # a training checkpoint that wraps the weights
+        obj = obj["model"]
     if not isinstance(obj, dict) or "tok_emb.weight" not in obj:
         raise LoadError(f"{ckpt} is not a Forge-1 state dict (no tok_emb.weight); pass the "
                         "forge1_<variant>_final.pt written by `aethermind train`")
-    return {k.removeprefix("_orig_mod."): v for k, v in obj.items()}
-
-
-def _variant_for(sd: dict[str, torch.Tensor], vocab: int) -> str | None:
-    """Which preset these weights have, to suggest the right --variant."""
-    for name in VARIANTS:
-        cfg = Forge1Config.from_variant(name, vocab_size=vocab)
-        try:
-            _check_shapes(sd, cfg)
-            return name
-        except LoadError:
-            continue
-    return None
+    sd = {k.removeprefix("_orig_mod."): v for k, v in obj.items()}
+    return sd, embedded if isinstance(embedded, dict) else None
 
 
 def _check_shapes(sd: dict[str, torch.Tensor], cfg: Forge1Config) -> None:
@@ -88,34 +82,62 @@ def _check_shapes(sd: dict[str, torch.Tensor], cfg: Forge1Config) -> None:
                         f"e.g. {first}: checkpoint {got}, model {want}")
 
 
-def _config_for(ckpt: Path, sd: dict[str, torch.Tensor], variant: str | None) -> Forge1Config:
-    vocab = int(sd["tok_emb.weight"].shape[0])
-    actual = _variant_for(sd, vocab)
-    hint = f"it is a {actual!r} model: use --variant {actual}" if actual else \
-        "its shapes match no preset"
+def _saved_config(ckpt: Path, embedded: dict[str, Any] | None) -> Forge1Config | None:
+    """The shape the run saved: config.json beside the .pt, else the checkpoint's own copy."""
     config_file = ckpt.parent / "config.json"
+    where, data = config_file, None
     if config_file.is_file():
         try:
-            cfg = Forge1Config.from_dict(json.loads(config_file.read_text(encoding="utf-8")))
-        except (ValueError, TypeError) as err:
+            data = json.loads(config_file.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as err:
             raise LoadError(f"{config_file}: invalid model config ({err})") from None
-        if variant is not None:
-            preset = Forge1Config.from_variant(variant, vocab_size=cfg.vocab_size)
-            diff = preset.matches(cfg)
-            if diff:
-                detail = ", ".join(f"{n}={getattr(cfg, n)} not {getattr(preset, n)}"
-                                   for n in diff)
-                raise LoadError(f"--variant {variant} does not match the checkpoint ({detail}); "
-                                f"{hint if actual else 'drop --variant to use its config.json'}")
-    elif variant is None:
-        if actual is None:
-            raise LoadError(f"no config.json beside {ckpt} and its shapes match no preset: "
-                            "put the training run's config.json next to it")
-        cfg = Forge1Config.from_variant(actual, vocab_size=vocab)
+    elif embedded is not None:
+        where, data = ckpt, embedded
+    if data is None:
+        return None
+    try:
+        return Forge1Config.from_dict(data)
+    except (ValueError, TypeError, AttributeError) as err:
+        raise LoadError(f"{where}: invalid model config ({err})") from None
+
+
+def _width_preset(sd: dict[str, torch.Tensor]) -> str | None:
+    """The preset whose width the embedding has: a hint when no config was saved (verified by
+    `_check_shapes` before use)."""
+    dim = int(sd["tok_emb.weight"].shape[1])
+    return next((name for name, p in PRESETS.items() if p["dim"] == dim), None)
+
+
+def _config_for(ckpt: Path, sd: dict[str, torch.Tensor], variant: str | None,
+                embedded: dict[str, Any] | None) -> Forge1Config:
+    """The model's config, read from what the run saved; `variant` is only checked against it.
+    Without a saved config: the `variant` preset (else the one of the weights' width) with the
+    weights' vocab."""
+    if variant is not None and variant not in VARIANTS:
+        raise LoadError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+    cfg = _saved_config(ckpt, embedded)
+    hint = "the saved config does not describe these weights"
+    if cfg is not None:
+        actual = cfg.preset_name()
+        preset = Forge1Config.from_variant(variant, vocab_size=cfg.vocab_size) if variant \
+            else None
+        diff = preset.matches(cfg) if preset else []
+        if diff:
+            detail = ", ".join(f"{n}={getattr(cfg, n)} not {getattr(preset, n)}" for n in diff)
+            fix = (f"it is a {actual!r} model: use --variant {actual}" if actual else
+                   "drop --variant to use its saved config")
+            raise LoadError(f"--variant {variant} does not match the checkpoint ({detail}); "
+                            f"{fix}")
     else:
-        if variant not in VARIANTS:
-            raise LoadError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}")
-        cfg = Forge1Config.from_variant(variant, vocab_size=vocab)
+        actual = _width_preset(sd)
+        name = variant or actual
+        if name is None:
+            raise LoadError(f"no config.json beside {ckpt} and its width matches no preset: "
+                            "put the training run's config.json next to it")
+        cfg = Forge1Config.from_variant(name, vocab_size=int(sd["tok_emb.weight"].shape[0]))
+        hint = (f"it looks like a {actual!r} model: use --variant {actual}"
+                if actual and actual != variant else
+                "put the training run's config.json next to it")
     try:
         _check_shapes(sd, cfg)
     except LoadError as err:
@@ -149,8 +171,8 @@ def load_model(model_path: str | Path, variant: str | None = None, tokenizer: An
 
     Args:
         model_path: the .pt file, or its final_model/ (or output) directory.
-        variant: "tiny" | "nano" | "mini"; checked against the checkpoint's shapes. Optional
-            when config.json sits beside the checkpoint.
+        variant: a preset name (config.VARIANTS), checked against the saved config; needed
+            only when no config was saved and the weights' width matches no preset.
         tokenizer: a Forge1Tokenizer or a directory, used when none is saved beside the
             checkpoint; without either, the bundled default.
         device: "cpu", "cuda", "cuda:1" or "auto"; a missing GPU is an error.
@@ -160,8 +182,8 @@ def load_model(model_path: str | Path, variant: str | None = None, tokenizer: An
     except (ValueError, RuntimeError) as err:
         raise LoadError(str(err)) from None
     ckpt = find_checkpoint(model_path)
-    sd = _read_state_dict(ckpt)
-    cfg = _config_for(ckpt, sd, variant)
+    sd, embedded = _read_checkpoint(ckpt)
+    cfg = _config_for(ckpt, sd, variant, embedded)
     tok = _load_tokenizer(ckpt, tokenizer)
     if tok.get_vocab_size() > cfg.vocab_size or tok.get_vocab_size_padded() != cfg.vocab_size:
         raise LoadError(f"tokenizer has {tok.get_vocab_size()} tokens (padded "
@@ -177,7 +199,7 @@ def load_model(model_path: str | Path, variant: str | None = None, tokenizer: An
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """The options every command that loads a trained model shares (chat, evaluate)."""
     p.add_argument("--model", required=True, help="forge1_<variant>_final.pt or its directory")
-    p.add_argument("--variant", choices=("tiny", "nano", "mini"),
+    p.add_argument("--variant", choices=VARIANTS,
                    help="checked against the checkpoint (optional when config.json is beside it)")
     p.add_argument("--tokenizer", help="tokenizer dir, used if none is saved with the checkpoint")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")

@@ -4,8 +4,9 @@ Weight decay pulls weights toward zero; on norm gains (which should sit near 1) 
 rows (most of which get no gradient in a given step) it only hurts, so both are excluded, as in
 GPT-3 / LLaMA practice. The schedule is a function of the step alone, so resuming needs no
 scheduler state beyond the step counter.
-Usage: `opt = build_optimizer(model, lr=3e-4, weight_decay=0.1)`;
-`lr = lr_at(step, max_lr=3e-4, warmup_steps=20, total_steps=1000)`.
+Usage: `opt = build_optimizer(model, lr=3e-4, weight_decay=0.1, betas=(0.9, 0.95))`;
+`lr = lr_at(step, max_lr=3e-4, warmup_steps=20, total_steps=1000, min_lr_ratio=0.1,
+schedule="cosine")` (the values come from TrainConfig).
 """
 
 from __future__ import annotations
@@ -40,9 +41,13 @@ def fused_available(device: torch.device) -> bool:
 
 
 def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float,
-                    betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8,
+                    betas: tuple[float, float], eps: float = 1e-8,
                     fused: bool | None = None) -> torch.optim.AdamW:
-    """AdamW over `param_groups`; `fused=None` picks fused when available for the model's device."""
+    """AdamW over `param_groups`; `fused=None` picks fused when available for the model's device.
+
+    The hyperparameters have no defaults here: TrainConfig owns them (learning_rate,
+    weight_decay, beta1, beta2), so a run's YAML is the one place they are set.
+    """
     device = next(model.parameters()).device
     if fused is None:
         fused = fused_available(device)
@@ -52,7 +57,7 @@ def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float,
 
 
 def lr_at(step: int, *, max_lr: float, warmup_steps: int, total_steps: int,
-          min_lr_ratio: float = 0.1, schedule: str = "cosine") -> float:
+          min_lr_ratio: float, schedule: str) -> float:
     """Learning rate for optimizer step `step` (0-based).
 
     Linear warmup from max_lr/warmup_steps to max_lr over `warmup_steps`, then `schedule`:

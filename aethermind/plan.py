@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         parser.error(str(err))
     if train.variant is None:
-        parser.error("no variant: pass --variant tiny|nano|mini or set variant: in the config")
+        parser.error(f"no variant: pass --variant {'|'.join(VARIANTS)} or set variant: in the "
+                     "config")
     cfg = model_config(train, train.variant)
     if train.context_length > cfg.max_seq_len:
         parser.error(f"context_length={train.context_length} exceeds the {train.variant} "

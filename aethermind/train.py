@@ -81,7 +81,7 @@ def load_tokenizer(cfg: TrainConfig) -> Forge1Tokenizer:
     if (tok_dir / "tokenizer.json").is_file():
         return Forge1Tokenizer(tok_dir)
     if dist.is_main():
-        from aethermind.tokenizer import read_jsonl_texts
+        from aethermind.data.tokenizer_train import read_jsonl_texts
 
         dist.log0("training a %d-token tokenizer on %s", cfg.tokenizer_vocab_size, cfg.train_data)
         tok = Forge1Tokenizer.train(read_jsonl_texts(Path(cfg.train_data), "text"),

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from aethermind.config import VARIANTS
+from aethermind.data.pack import LAYOUTS
 
 
 class ConfigError(ValueError):
@@ -26,21 +27,20 @@ class ConfigError(ValueError):
 
 Precision = Literal["fp32", "fp16", "bf16"]
 Scheduler = Literal["cosine", "linear", "constant"]
-Layout = Literal["packed", "padded", "bestfit"]
 Dashboard = Literal["auto", "rich", "plain", "off"]
 
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     # --- what to train ----------------------------------------------------------------------
-    variant: str | None = None  # model preset: tiny | nano | mini; --variant overrides
+    variant: str | None = None  # model preset, a key of config.PRESETS; --variant overrides
     train_data: str = "data/train.jsonl"  # JSONL with a "text" field per line
     val_data: str | None = None  # JSONL for the validation loss; None = no validation
     tokenizer: str = "default"  # "default" (bundled) | "train" (once, on train_data) | a dir
     tokenizer_vocab_size: int = 8000  # vocab size when tokenizer: train
     data_cache_dir: str | None = None  # token shards; None = <output_dir>/cache
-    layout: Layout = "packed"  # packed rows (doc-masked attention), one padded row per chat, or
-    # bestfit: whole chats packed best-fit into padded rows (doc-masked; the demo's choice)
+    layout: str = LAYOUTS[0]  # one of data.pack.LAYOUTS: packed (doc-masked rows), padded (one
+    # chat a row) or bestfit (whole chats best-fit into doc-masked rows: the demo's choice)
     loss_on_all_tokens: bool = False  # False = loss on assistant tokens only (the chat mask)
     # --- hardware and precision -------------------------------------------------------------
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps; falls back to CPU with a warning
@@ -99,6 +99,8 @@ class TrainConfig:
                 _fail(name, getattr(self, name), "a number in [0, 1]")
         if self.variant is not None and self.variant not in VARIANTS:
             _fail("variant", self.variant, "one of " + ", ".join(VARIANTS))
+        if self.layout not in LAYOUTS:
+            _fail("layout", self.layout, "one of " + ", ".join(LAYOUTS))
         dev = self.device
         if not (dev in ("auto", "cpu", "cuda", "mps") or
                 (dev.startswith("cuda:") and dev[5:].isdigit())):

@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout
 
-from aethermind.config import Forge1Config  # noqa: E402
+from aethermind.config import VARIANTS, Forge1Config  # noqa: E402
 from aethermind.engine import Engine, SamplingParams  # noqa: E402
 from aethermind.hf_convert import to_hf  # noqa: E402
 from aethermind.model import Forge1Model  # noqa: E402
@@ -151,8 +151,7 @@ def _table(rows: list[dict[str, Any]], bw: dict[str, float]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--variants", nargs="+", default=["tiny", "nano"], choices=("tiny", "nano",
-                                                                                "mini"))
+    p.add_argument("--variants", nargs="+", default=["tiny", "nano"], choices=VARIANTS)
     p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=tuple(DTYPES))
     p.add_argument("--prompt-tokens", type=int, default=32)
     p.add_argument("--new-tokens", type=int, default=64)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aethermind.config import Forge1Config
+from aethermind.config import PRESETS, VARIANTS, Forge1Config
 
 
 def test_presets_match_the_guide_tables():
@@ -53,3 +53,27 @@ def test_matches_reports_shape_fields_only():
     a, b = Forge1Config.nano(), Forge1Config.nano(dropout=0.1, dim=768)
     assert a.matches(b) == []
     assert a.matches(Forge1Config.mini()) == ["dim", "n_layers", "n_heads", "ffn_dim"]
+
+
+def test_preset_name_reads_the_shape_not_the_vocab():
+    for name in VARIANTS:
+        assert Forge1Config.from_variant(name, vocab_size=448).preset_name() == name
+    assert Forge1Config.nano(n_layers=13).preset_name() is None
+    assert Forge1Config.tiny(max_seq_len=64).preset_name() == "tiny"  # length is not shape
+
+
+def test_every_variant_choice_comes_from_the_presets(capsys):
+    import argparse
+
+    from aethermind import loading, plan, train
+
+    assert tuple(PRESETS) == VARIANTS
+    parser = argparse.ArgumentParser()
+    loading.add_model_args(parser)
+    choices = {a.dest: a.choices for a in parser._actions}
+    assert tuple(choices["variant"]) == VARIANTS
+    for module in (plan, train):
+        with pytest.raises(SystemExit):
+            module.main(["--variant", "huge"])
+        err = capsys.readouterr().err
+        assert "invalid choice: 'huge'" in err and all(repr(v) in err for v in VARIANTS)

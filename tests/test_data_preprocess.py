@@ -164,6 +164,22 @@ def test_missing_input_file_is_a_clear_error(tmp_path, capsys):
     assert rc == 1 and "download_datasets.py" in err and "synth" in err
 
 
+def test_command_line_is_the_config(tmp_path, monkeypatch):
+    """Every PreprocessConfig field is a flag whose default is the field's default."""
+    seen = []
+    monkeypatch.setattr(preprocess, "preprocess", lambda cfg, tok: seen.append(cfg) or [])
+    monkeypatch.setattr(preprocess, "print_summary", lambda stats, cfg: None)
+    assert preprocess.main([]) == 0
+    assert seen.pop() == PreprocessConfig()
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    assert preprocess.main(["--raw-dir", "r", "--output", "o/t.jsonl", "--val-output", "v.jsonl",
+                            "--max-samples", "7", "--max-tokens", "0", "--val-fraction", "0.5",
+                            "--input", str(a), "--input", str(b)]) == 0
+    assert seen.pop() == PreprocessConfig(
+        raw_dir=Path("r"), output=Path("o/t.jsonl"), val_output=Path("v.jsonl"), max_samples=7,
+        max_tokens=0, val_fraction=0.5, inputs=(a, b))
+
+
 def test_guide_script_runs_from_repo_root(tmp_path):
     out = tmp_path / "train.jsonl"
     proc = subprocess.run(

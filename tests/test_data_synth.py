@@ -59,7 +59,7 @@ def _facts(line: str) -> list[tuple[list[int], str, int]]:
 
 def _value(nums: list[int], ops: str) -> int:
     value = nums[0]
-    for op, n in zip(ops, nums[1:]):
+    for op, n in zip(ops, nums[1:], strict=True):
         value = value * n if op == "*" else value + n if op == "+" else value - n
     return value
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,8 @@ from _infer_helpers import CONVERSATIONS, make_tokenizer, save_final, train_tiny
 
 from aethermind import chat_format as cf
 from aethermind.data import synth
-from aethermind.evaluate import TEST_PROMPTS, main, reasoning_accuracy, validation_loss
+from aethermind.evaluate import main, reasoning_accuracy, validation_loss
+from aethermind.prompts import GUIDE_PROMPTS, TEST_PROMPTS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,7 +43,6 @@ def test_json_report_has_every_part(trained_ckpt, val_file, tmp_path):
     assert rc == 0
     report = json.loads(out.read_text(encoding="utf-8"))
     assert [r["prompt"] for r in report["prompts"]] == list(TEST_PROMPTS)
-    assert len(TEST_PROMPTS) == 8 and TEST_PROMPTS[0] == "What is 15 * 23?"
     for row in report["prompts"]:
         assert {"used_thinking", "thinking", "answer", "completion_tokens", "seconds",
                 "tokens_per_second"} <= set(row)
@@ -50,9 +51,29 @@ def test_json_report_has_every_part(trained_ckpt, val_file, tmp_path):
     assert val["documents"] == len(CONVERSATIONS) and val["loss"] < 0.5
     assert math.isclose(val["perplexity"], math.exp(val["loss"]), rel_tol=1e-3)
     reasoning = report["reasoning"]
-    assert reasoning["n"] == 6 and 0.0 <= reasoning["accuracy"] <= 1.0
+    samples = reasoning["samples"]
+    assert reasoning["n"] == len(samples) == 6
+    assert [s["question"] for s in samples] == [e.question for e in synth.make_split("test", 6)]
+    for s in samples:  # each verdict is the checker's on the parsed answer
+        assert s["correct"] == synth.score(s["question"], s["answer"])
+    assert reasoning["correct"] == sum(s["correct"] for s in samples)
+    assert reasoning["accuracy"] == round(reasoning["correct"] / 6, 4)
+    for task, t in reasoning["per_task"].items():
+        mine = [s for s in samples if s["task"] == task]
+        assert (t["n"], t["correct"]) == (len(mine), sum(s["correct"] for s in mine))
     assert sum(t["n"] for t in reasoning["per_task"].values()) == 6
-    assert set(reasoning["per_task"]) <= set(synth.TASKS)
+
+
+def test_test_prompts_are_the_guides():
+    """The guide says how many prompts `evaluate` runs and quotes five of them."""
+    text = (ROOT / "docs" / "guide.md").read_text(encoding="utf-8")
+    section = text[text.index("### Run Evaluation Suite"):text.index("### Manual Testing")]
+    count = re.search(r"This runs (\d+) test prompts", section)
+    assert count and int(count.group(1)) == len(TEST_PROMPTS)
+    quoted = re.findall(r'^- [^(]*\("(.*?)(?:\.\.\.)?"\)', section, re.MULTILINE)
+    assert len(quoted) == len(GUIDE_PROMPTS)
+    for quote, prompt in zip(quoted, GUIDE_PROMPTS, strict=True):  # the guide writes "60mph"
+        assert prompt.replace(" ", "").startswith(quote.replace(" ", "")), (quote, prompt)
 
 
 def test_validation_loss_scores_response_tokens_only(trained_ckpt, val_file):

@@ -56,6 +56,27 @@ def test_variant_without_config_json_uses_the_preset(tmp_path):
         load_model(ckpt, "nano")
 
 
+def test_a_training_checkpoint_carries_its_own_config(tiny_config, tiny_tokenizer, tmp_path):
+    """A custom shape (no preset) loads from a step_*.pt alone: the shape is read, not guessed."""
+    model = Forge1Model(tiny_config).eval()
+    ckpt = tmp_path / "step_0000002.pt"
+    torch.save({"step": 2, "model": model.state_dict(), "model_config": tiny_config.to_dict()},
+               ckpt)
+    loaded, _ = load_model(ckpt, tokenizer=tiny_tokenizer)
+    assert loaded.config == tiny_config and _same_logits(model, loaded)
+    with pytest.raises(LoadError, match="--variant tiny does not match.*drop --variant"):
+        load_model(ckpt, "tiny", tokenizer=tiny_tokenizer)
+
+
+def test_unknown_shape_without_a_saved_config_is_a_clear_error(tiny_config, tmp_path):
+    ckpt = tmp_path / "forge1_tiny_final.pt"
+    torch.save(Forge1Model(tiny_config).state_dict(), ckpt)  # dim 64: no preset has it
+    with pytest.raises(LoadError, match="matches no preset: put the training run's config.json"):
+        load_model(ckpt)
+    with pytest.raises(LoadError, match="does not fit the tiny model"):
+        load_model(ckpt, "tiny")
+
+
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(LoadError, match="checkpoint not found") as err:
         load_model(tmp_path / "nope.pt", "nano")

@@ -34,7 +34,7 @@ def test_untied_lm_head_decays(tiny_config):
 
 def test_fused_adamw_on_cpu_steps(tiny_config):
     model = Forge1Model(tiny_config)
-    opt = build_optimizer(model, lr=1e-3, weight_decay=0.1)
+    opt = build_optimizer(model, lr=1e-3, weight_decay=0.1, betas=(0.9, 0.95))
     assert opt.defaults.get("fused") is True
     tokens = torch.randint(0, tiny_config.vocab_size, (2, 8))
     before = model.layers[0].attn.wqkv.weight.detach().clone()
@@ -44,7 +44,7 @@ def test_fused_adamw_on_cpu_steps(tiny_config):
 
 
 def test_warmup_is_linear_then_cosine_reaches_the_floor():
-    kw = dict(max_lr=1.0, warmup_steps=10, total_steps=110, min_lr_ratio=0.1)
+    kw = dict(max_lr=1.0, warmup_steps=10, total_steps=110, min_lr_ratio=0.1, schedule="cosine")
     assert lr_at(0, **kw) == pytest.approx(0.1)
     assert lr_at(9, **kw) == pytest.approx(1.0)
     assert lr_at(60, **kw) == pytest.approx(0.55)  # halfway down the cosine
@@ -66,4 +66,5 @@ def test_warmup_steps_from_ratio():
     assert warmup_steps_for(1000, 0.02) == 20
     assert warmup_steps_for(10, 0.02) == 1
     assert warmup_steps_for(10, 0.0) == 0
-    assert math.isclose(lr_at(0, max_lr=1.0, warmup_steps=0, total_steps=10), 1.0)
+    assert math.isclose(lr_at(0, max_lr=1.0, warmup_steps=0, total_steps=10, min_lr_ratio=0.1,
+                              schedule="cosine"), 1.0)

@@ -153,9 +153,13 @@ def test_kill_9_during_training_then_resume_works(assets, tmp_path):
     assert result["status"] == "completed" and result["step"] == 8
     assert len(result["losses"]) < 8  # it continued rather than starting over
     assert (tmp_path / "run" / "final_model" / "forge1_tiny_final.pt").is_file()
-    leftovers = [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()
-                 if ".tmp" in p.name]
-    assert not leftovers or all(p.startswith(".") for p in leftovers)
+    ckpt_dir = tmp_path / "run" / "checkpoints"
+    kept = ckpt.list_checkpoints(ckpt_dir)
+    assert [int(p.stem.split("_")[1]) for p in kept][-1] == 8
+    for path in kept:  # a kill at any moment never leaves a half file under a real name
+        assert ckpt.load_checkpoint(path)["step"] == int(path.stem.split("_")[1])
+    stray = {p.name for p in ckpt_dir.iterdir()} - {p.name for p in kept} - {"train_config.yaml"}
+    assert all(name.endswith(f".tmp{proc.pid}") for name in stray), stray  # the killed run's
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(assets, tmp_path):

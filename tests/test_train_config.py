@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from aethermind import train
+from aethermind.data.pack import LAYOUTS
 from aethermind.train_config import (
     ConfigError,
     TrainConfig,
@@ -86,6 +87,7 @@ def test_unknown_set_key_is_an_error():
     ("warmup_ratio=1.5", r"'warmup_ratio' has value 1.5: expected a number in \[0, 1\]"),
     ("device=tpu", r"'device' has value 'tpu': expected auto, cpu, cuda, cuda:N or mps"),
     ("variant=huge", r"'variant' has value 'huge': expected one of tiny, nano, mini"),
+    ("layout=diagonal", r"'layout' has value 'diagonal': expected one of " + ", ".join(LAYOUTS)),
     ("compile=maybe", r"'compile' has value 'maybe': expected true/false"),
     ("max_steps", r"expected key=value"),
 ])

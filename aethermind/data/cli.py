@@ -30,20 +30,22 @@ def synth_main(argv: list[str] | None = None) -> int:
                                      description="Write the built-in reasoning conversations.")
     parser.add_argument("--out", type=Path, default=Path("data"),
                         help="directory for train.jsonl and val.jsonl (default: data)")
-    parser.add_argument("--n-train", type=int, default=20000)
-    parser.add_argument("--n-val", type=int, default=500)
+    parser.add_argument("--n-train", type=int, default=20000, help="training examples (turns)")
+    parser.add_argument("--n-val", type=int, default=500, help="validation examples (turns)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.n_train < 1 or args.n_val < 0:
         print("synth: --n-train must be at least 1 and --n-val at least 0", file=sys.stderr)
         return 2
     train, val = write_synth(args.out, args.n_train, args.n_val, args.seed)
-    print(f"wrote {args.n_train} conversations to {train} and {args.n_val} to {val}")
+    chats = [len(p.read_text(encoding="utf-8").splitlines()) for p in (train, val)]
+    print(f"wrote {args.n_train} examples in {chats[0]} conversations to {train} and "
+          f"{args.n_val} in {chats[1]} to {val}")
     return 0
 
 
 def pack_main(argv: list[str] | None = None) -> int:
-    from aethermind.data.pack import build_shards, read_index
+    from aethermind.data.pack import LAYOUTS, build_shards, read_index
     from aethermind.tokenizer import Forge1Tokenizer
 
     parser = argparse.ArgumentParser(prog="aethermind data pack",
@@ -53,7 +55,7 @@ def pack_main(argv: list[str] | None = None) -> int:
                         help="tokenizer dir (default: the bundled one)")
     parser.add_argument("--out", type=Path, default=Path("data/shards/train"))
     parser.add_argument("--context-length", type=int, default=1024)
-    parser.add_argument("--layout", choices=("packed", "padded", "bestfit"), default="packed")
+    parser.add_argument("--layout", choices=LAYOUTS, default=LAYOUTS[0])
     parser.add_argument("--workers", type=int, default=max(1, min(8, os.cpu_count() or 1)))
     args = parser.parse_args(argv)
     start = time.perf_counter()

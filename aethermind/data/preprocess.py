@@ -15,9 +15,11 @@ import argparse
 import hashlib
 import json
 import sys
+import typing
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from aethermind.chat_format import encode, render
 from aethermind.data import schemas
@@ -41,15 +43,21 @@ class Stats:
         return self.train + self.val
 
 
+def _opt(default: Any, help_: str) -> Any:
+    """A config field whose help text the command line reads (see `add_config_args`)."""
+    return field(default=default, metadata={"help": help_})
+
+
 @dataclass(frozen=True, kw_only=True)
 class PreprocessConfig:
-    raw_dir: Path = Path("data/raw")  # where download writes (or users drop) raw JSONL
-    output: Path = Path("data/train.jsonl")  # train split; val goes beside it
-    val_output: Path | None = None  # default: <output dir>/val.jsonl
-    max_samples: int | None = None  # cap on kept samples per dataset
-    max_tokens: int = 2048  # drop longer samples (0 = no limit)
-    val_fraction: float = 0.02  # share of samples held out, chosen by text hash
-    inputs: tuple[Path, ...] = ()  # explicit raw files instead of everything in raw_dir
+    raw_dir: Path = _opt(Path("data/raw"), "where download writes (or users drop) raw JSONL")
+    output: Path = _opt(Path("data/train.jsonl"), "the train split; val goes beside it")
+    val_output: Path | None = _opt(None, "held-out file (default: val.jsonl beside --output)")
+    max_samples: int | None = _opt(None, "keep at most N samples per dataset")
+    max_tokens: int = _opt(2048, "drop samples longer than this many tokens (0 = no limit)")
+    val_fraction: float = _opt(0.02, "share of samples held out, chosen by text hash")
+    inputs: tuple[Path, ...] = _opt((), "a raw JSONL file to read (repeatable; default: all "
+                                        "in --raw-dir)")
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.val_fraction < 1.0:
@@ -187,29 +195,33 @@ def print_summary(stats: list[Stats], cfg: PreprocessConfig) -> None:
                   markup=False)
 
 
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    """One option per PreprocessConfig field (`inputs` is the repeatable `--input`); the
+    defaults and help come from the dataclass, so the two cannot drift apart."""
+    hints = typing.get_type_hints(PreprocessConfig)
+    for f in fields(PreprocessConfig):
+        if f.name == "inputs":
+            parser.add_argument("--input", dest="inputs", type=Path, action="append",
+                                metavar="FILE", default=[], help=f.metadata["help"])
+            continue
+        kind = next(t for t in typing.get_args(hints[f.name]) or (hints[f.name],)
+                    if t is not type(None))
+        shown = "" if f.default is None else f" (default: {f.default})"
+        parser.add_argument("--" + f.name.replace("_", "-"), type=kind, default=f.default,
+                            help=f.metadata["help"] + shown)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="aethermind data preprocess",
         description="Convert raw datasets in data/raw/ to Forge-1 chat text (JSONL).")
-    parser.add_argument("--raw-dir", type=Path, default=Path("data/raw"))
-    parser.add_argument("--input", type=Path, action="append", default=[],
-                        help="a raw JSONL file to read (repeatable; default: all in --raw-dir)")
-    parser.add_argument("--max-samples", type=int, default=None,
-                        help="keep at most N samples per dataset")
-    parser.add_argument("--output", type=Path, default=Path("data/train.jsonl"))
-    parser.add_argument("--val-output", type=Path, default=None,
-                        help="held-out file (default: val.jsonl beside --output)")
-    parser.add_argument("--val-fraction", type=float, default=0.02)
-    parser.add_argument("--max-tokens", type=int, default=2048,
-                        help="drop samples longer than this many tokens (0 = no limit)")
+    add_config_args(parser)
     parser.add_argument("--tokenizer", type=Path, default=None,
                         help="tokenizer dir for the length limit (default: bundled)")
     args = parser.parse_args(argv)
     try:
-        cfg = PreprocessConfig(raw_dir=args.raw_dir, output=args.output,
-                               val_output=args.val_output, max_samples=args.max_samples,
-                               max_tokens=args.max_tokens, val_fraction=args.val_fraction,
-                               inputs=tuple(args.input))
+        values = {f.name: getattr(args, f.name) for f in fields(PreprocessConfig)}
+        cfg = PreprocessConfig(**values | {"inputs": tuple(args.inputs)})
         tok = Forge1Tokenizer(args.tokenizer) if args.tokenizer else None
         stats = preprocess(cfg, tok)
     except (FileNotFoundError, ValueError) as err:

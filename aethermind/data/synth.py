@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
+from aethermind import prompts
 from aethermind.chat_format import Conversation, Turn, render
 from aethermind.data import synth_questions as questions
 from aethermind.data import synth_tables as tables
@@ -36,15 +37,11 @@ _MIX = ("add", "mul", "rate", "chat", "sort", "count", "drill", "sub", "capital"
         "rate", "sub", "capital", "count", "sort", "compare", "chat", "drill")
 MULTI_TURN = 0.25  # share of written conversations that hold 2-3 turns (chat keeps context)
 _MULTI_TURN_CHARS = 420  # only short exchanges are joined, so a conversation fits one row
-GUIDE_PROMPTS = (
-    "What is 15 * 23?",
-    "If a train travels at 60 mph for 2.5 hours, how far does it go?",
-    "What is the capital of France?",
-    "Sort these numbers: 5, 2, 8, 1, 9",
-)
+# The guide's prompts that have a checkable answer (all but the haiku).
+GUIDE_PROMPTS = tuple(p for p in prompts.GUIDE_PROMPTS if p != prompts.CREATIVE)
 # Never in test: the demo's prompts and every fixed chat question as written in the table
 # (their replies must be learned; test asks them with other punctuation or case).
-_PINNED = frozenset((*GUIDE_PROMPTS, *tables.CHAT_REPLIES))
+_PINNED = frozenset((*GUIDE_PROMPTS, prompts.GREETING, *tables.CHAT_REPLIES))
 _PIN_EVERY = 100  # every 100th train example is a guide prompt, so the demo prompts are known
 _TEST_BUCKETS = 10  # 1 in 10 question strings belongs to the test split
 

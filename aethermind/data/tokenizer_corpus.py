@@ -44,10 +44,8 @@ def _stdlib_docstrings() -> Iterator[str]:
 
 
 def _synthetic_conversations(n: int = 20000) -> Iterator[str]:
-    try:
-        from aethermind.data.synth import corpus_texts
-    except ImportError:  # data package not present: prose only
-        return
+    from aethermind.data.synth import corpus_texts
+
     yield from corpus_texts(n)
 
 

@@ -1,0 +1,64 @@
+"""`aethermind tokenizer train`: fit a Forge-1 byte-level BPE tokenizer on a JSONL file or on the
+built-in offline corpus (`tokenizer_corpus`), and save it.
+
+It lives with the data code because that is what it reads; `aethermind.tokenizer` stays a leaf
+that only loads, trains and applies a tokenizer.
+Usage: `aethermind tokenizer train --input data/train.jsonl --vocab-size 32000 --output tok/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from aethermind.tokenizer import Forge1Tokenizer
+
+
+def read_jsonl_texts(path: Path, key: str) -> Iterator[str]:
+    """The `key` string of every JSONL line; a bad line is a ValueError naming file:line."""
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)[key]
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                raise ValueError(f"{path}:{lineno}: expected a JSON object with a {key!r} "
+                                 f"string ({err})") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="aethermind tokenizer",
+                                     description="Train a Forge-1 byte-level BPE tokenizer.")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    tr = sub.add_parser("train", help="train on a JSONL file (or the built-in offline corpus)")
+    src = tr.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input", type=Path, help="JSONL file with a text field per line")
+    src.add_argument("--builtin-corpus", action="store_true",
+                     help="the offline corpus the bundled default tokenizer was trained on")
+    tr.add_argument("--key", default="text", help="JSON field holding the text (default: text)")
+    tr.add_argument("--vocab-size", type=int, required=True)
+    tr.add_argument("--min-frequency", type=int, default=2)
+    tr.add_argument("--output", type=Path, required=True, help="directory to write")
+    args = parser.parse_args(argv)
+    if args.builtin_corpus:
+        from aethermind.data.tokenizer_corpus import builtin_corpus
+        texts: Iterable[str] = builtin_corpus()
+    else:
+        if not args.input.is_file():
+            parser.error(f"--input {args.input}: file not found")
+        texts = read_jsonl_texts(args.input, args.key)
+    try:
+        tok = Forge1Tokenizer.train(texts, args.vocab_size, args.min_frequency)
+    except ValueError as err:
+        parser.error(str(err))
+    out = tok.save(args.output)
+    print(f"tokenizer: {tok.get_vocab_size()} tokens (padded {tok.get_vocab_size_padded()}), "
+          f"fingerprint {tok.fingerprint()} -> {out}/tokenizer.json")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

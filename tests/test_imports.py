@@ -1,0 +1,92 @@
+"""Import costs and the module graph: the CLI, data workers and the tokenizer stay torch-free."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import aethermind
+
+PACKAGE = Path(aethermind.__file__).parent
+REPO = PACKAGE.parent
+
+
+def _loaded_after(code: str) -> dict[str, list[str]]:
+    """Run `code` in a fresh interpreter; which top-level packages it loaded, by name."""
+    probe = (f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    modules = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"torch": [m for m in modules if m == "torch" or m.startswith("torch.")],
+            "aethermind": [m for m in modules if m.split(".")[0] == "aethermind"]}
+
+
+def _aethermind_imports(module: str) -> set[str]:
+    """The aethermind modules `module`'s source imports (at any depth of its code)."""
+    path = PACKAGE.joinpath(*module.split(".")[1:])
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "aethermind"}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("aethermind"):
+            found.add(node.module)
+    return found
+
+
+def test_help_and_data_workers_do_not_import_torch():
+    loaded = _loaded_after("import contextlib, io\nimport aethermind\n"
+                           "from aethermind import cli\nfrom aethermind.data import cli as dcli\n"
+                           "import aethermind.data.pack, aethermind.data.tokenizer_train\n"
+                           "with contextlib.redirect_stdout(io.StringIO()):\n"
+                           "    assert cli.main(['--help']) == 0 and dcli.main(['--help']) == 0")
+    assert loaded["torch"] == []
+
+
+def test_console_help_lists_every_command():
+    done = subprocess.run([sys.executable, "-m", "aethermind.cli", "--help"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60, check=True)
+    from aethermind.cli import COMMANDS
+
+    assert all(f"  {name}" in done.stdout for name in COMMANDS)
+
+
+def test_core_types_load_lazily_from_the_package():
+    from aethermind import Forge1Config, Forge1Model, Forge1Tokenizer
+    from aethermind.config import Forge1Config as Config
+    from aethermind.model import Forge1Model as Model
+    from aethermind.tokenizer import Forge1Tokenizer as Tokenizer
+
+    assert (Forge1Config, Forge1Model, Forge1Tokenizer) == (Config, Model, Tokenizer)
+    assert set(aethermind.__all__) <= set(dir(aethermind))
+    try:
+        aethermind.NoSuchThing  # noqa: B018
+    except AttributeError as err:
+        assert "NoSuchThing" in str(err)
+    else:
+        raise AssertionError("unknown attribute did not raise")
+
+
+def test_tokenizer_is_a_leaf():
+    """It imports only modules that import nothing of the package (no template, no data)."""
+    direct = _aethermind_imports("aethermind.tokenizer")
+    assert "aethermind.chat_format" not in direct
+    for module in direct:
+        assert _aethermind_imports(module) == set(), f"{module} is not a leaf"
+    loaded = _loaded_after("import aethermind.tokenizer")
+    assert set(loaded["aethermind"]) == {"aethermind", "aethermind.tokenizer"} | direct
+    assert loaded["torch"] == []
+
+
+def test_every_cli_command_module_exists_and_has_main():
+    """The map in cli.py points at real modules (a moved module must move its entry too)."""
+    from aethermind.cli import COMMANDS
+
+    for name, (module, _) in COMMANDS.items():
+        path = PACKAGE.joinpath(*module.split(".")[1:]).with_suffix(".py")
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        assert any(isinstance(n, ast.FunctionDef) and n.name == "main" for n in tree.body), name
