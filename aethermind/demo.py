@@ -27,11 +27,12 @@ MARKER = ".aethermind-demo"  # only a directory holding this marker is ever clea
 # One conversation: each turn is answered with the earlier turns in context, as in `chat`.
 CHAT_SCRIPT = (prompts.GREETING, prompts.ARITHMETIC, "Which is bigger, 345 or 354?",
                "Thank you!")
-# Training throughput of the demo recipe on two quiet laptop cores (BENCHMARKS.md, "Demo"),
-# and what data, evaluation and chat cost besides: --minutes is turned into steps with these,
-# so a run is reproducible (the same steps on any machine) instead of racing the clock.
-STEPS_PER_MINUTE = 480
-OVERHEAD_MINUTES = 2.5
+# Training throughput of the demo recipe on two quiet CPU cores (~0.16 s a step, BENCHMARKS.md
+# "Demo"), and what set-up, data, evaluation and chat cost besides: --minutes is turned into
+# steps with these, so a run is reproducible (the same steps on any machine) instead of racing
+# the clock; a busy or slower machine takes longer for the same result.
+STEPS_PER_MINUTE = 360
+OVERHEAD_MINUTES = 4.0
 N_TEST = 440  # 40 held-out questions per task family
 N_FRESH = 24  # fresh questions in the guide's phrasing (4 per template)
 N_BEFORE = 44  # held-out questions asked of the untrained model (4 per family)
@@ -181,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="aethermind demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"))
     parser.add_argument("--minutes", type=float, default=10.0,
-                        help="budget on two quiet CPU cores, set-up excluded (default 10); "
-                             f"sets the steps at {STEPS_PER_MINUTE} a minute")
+                        help="budget on two quiet CPU cores, set-up included (default 10): "
+                             f"{OVERHEAD_MINUTES:g} for set-up, data and evaluation, the rest "
+                             f"trains at {STEPS_PER_MINUTE} steps a minute")
     parser.add_argument("--steps", type=int, help="optimizer steps (overrides --minutes)")
     parser.add_argument("--n-train", type=int, default=60000, help="built-in training examples")
     parser.add_argument("--n-test", type=int, default=N_TEST,
@@ -191,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="per generated answer (default: the longest reference + 16)")
     args = parser.parse_args(argv)
     if args.minutes <= OVERHEAD_MINUTES and args.steps is None:
-        parser.error(f"--minutes {args.minutes}: must be more than {OVERHEAD_MINUTES} "
-                     "(data, evaluation and chat take about that); or pass --steps")
+        parser.error(f"--minutes {args.minutes:g}: must be more than {OVERHEAD_MINUTES:g} "
+                     "(set-up, data and evaluation take about that); or pass --steps")
     steps = args.steps if args.steps is not None else steps_for(args.minutes)
     if steps < 1 or args.n_train < 1 or args.n_test < 1:
         parser.error("--steps, --n-train and --n-test must be at least 1")

@@ -28,6 +28,39 @@ from aethermind.train import train
 from aethermind.train_config import parse_override
 
 
+def time_steps(threads: int, repeats: int = 8) -> None:
+    """s/step of the recipe's shape with the fitted vocabulary against the bundled one, and at
+    the old 256-token rows, interleaved in one run (median of `repeats`)."""
+    from aethermind.losses import summed_loss
+
+    torch.set_num_threads(threads)
+    fitted = 1664  # the demo vocabulary, padded to 64
+    cases = {"8x384, fitted vocab": (8, 384, fitted), "8x384, bundled vocab": (8, 384, 16384),
+             "8x256, fitted vocab": (8, 256, fitted)}
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    setups = {}
+    for name, (b, t, v) in cases.items():
+        torch.manual_seed(0)
+        model = Forge1Model(Forge1Config.from_variant("tiny", vocab_size=v))
+        x = torch.randint(12, v, (b, t))
+        y = x.clone()
+        y[:, : t // 3] = -100  # prompts carry no loss
+        docs = torch.cumsum((torch.rand(b, t) < 0.007).long(), 1)  # ~140-token chats
+        setups[name] = (model, torch.optim.AdamW(model.parameters(), lr=1e-3), x, y, docs)
+    for _ in range(repeats):
+        for name, (model, opt, x, y, docs) in setups.items():
+            start = time.perf_counter()
+            (summed_loss(model, x, y, docs) / (y != -100).sum()).backward()
+            opt.step()
+            opt.zero_grad()
+            times[name].append(time.perf_counter() - start)
+    base = sorted(times["8x384, fitted vocab"])[repeats // 2]
+    for name, ts in times.items():
+        med = sorted(ts)[repeats // 2]
+        print(f"{name}: {med:.3f} s/step ({med / base:.2f}x the recipe)")
+    print(f"{threads} thread(s), load {os.getloadavg()[0]:.1f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("outputs/curve"))
@@ -38,7 +71,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--eval-only", action="store_true", help="score the checkpoints already there")
+    p.add_argument("--timing", action="store_true", help="only time steps (see time_steps)")
     args = p.parse_args()
+    if args.timing:
+        time_steps(args.threads)
+        return
     torch.set_num_threads(args.threads)
     data = args.out / "data"
     if not (data / "train.jsonl").is_file():
