@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow lint format clean
+.PHONY: install demo test test-slow test-interop gpu-check lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,15 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
+
+# Checks against external tools (llama.cpp through llama-cpp-python, ...): the `interop` extra.
+test-interop: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[dev,interop]"
+	$(BIN)/python -m pytest -m interop
+
+# Every GPU figure in one run (< 6 min on one GPU); needs a CUDA torch (TORCH_SPEC above).
+gpu-check: $(STAMP)
+	$(BIN)/python bench/gpu_check.py --json outputs/gpu_check.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

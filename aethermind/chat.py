@@ -20,8 +20,7 @@ from rich.console import Console
 
 from aethermind import chat_format as cf
 from aethermind.engine import PromptTooLongError
-from aethermind.loading import add_model_args
-from aethermind.packed_linear import packed_for_cpu
+from aethermind.loading import add_model_args, add_sampling_args
 
 COMMANDS = {
     "/think": "toggle showing the thinking block",
@@ -108,17 +107,17 @@ def _command(line: str, state: ChatState, console: Console, model_path: str) -> 
     return True
 
 
-def _reply(line: str, state: ChatState, model: Any, tok: Any, args: argparse.Namespace,
+def _reply(line: str, state: ChatState, engine: Any, tok: Any, args: argparse.Namespace,
            console: Console) -> None:
     from aethermind.thinking import run_thinking_pipeline
 
     printer = _Printer(console, state.show_thinking)
     try:
         r = run_thinking_pipeline(
-            model, tok, line, args.max_tokens, args.temperature,
-            device=next(model.parameters()).device, history=state.history,
-            system_prompt=state.system, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-            stream=printer, repetition_penalty=args.repetition_penalty)
+            engine.model, tok, line, args.max_new_tokens, args.temperature,
+            history=state.history, system_prompt=state.system, top_k=args.top_k,
+            top_p=args.top_p, seed=args.seed, stream=printer,
+            repetition_penalty=args.repetition_penalty, engine=engine)
     except KeyboardInterrupt:
         console.print("\n[interrupted: answer discarded]", style="dim", markup=False)
         return
@@ -135,30 +134,28 @@ def _reply(line: str, state: ChatState, model: Any, tok: Any, args: argparse.Nam
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aethermind chat", description=__doc__.splitlines()[0])
     add_model_args(p)
+    add_sampling_args(p)
+    # The flag's name before evaluate and chat shared one: kept so old commands still run.
+    p.add_argument("--max-tokens", type=int, dest="max_new_tokens", default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS)
     p.add_argument("--show-thinking", action="store_true", help="show thinking from the start")
-    p.add_argument("--temperature", type=float, default=0.7, help="0 = greedy (default 0.7)")
-    p.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling (default 0.9)")
-    p.add_argument("--top-k", type=int, default=None, help="top-k sampling (default off)")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, help="1 = off (default)")
-    p.add_argument("--max-tokens", type=int, default=256, help="new tokens per reply")
     p.add_argument("--system", default=cf.DEFAULT_SYSTEM_PROMPT, help="system prompt")
-    p.add_argument("--seed", type=int, default=None, help="seed sampling for reproducible replies")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    from aethermind.engine import SamplingParams
-    from aethermind.loading import LoadError, load_model
+    from aethermind.dist import plain_warnings
+    from aethermind.engine import Engine
+    from aethermind.loading import LoadError, load_model, sampling_params
 
     try:
-        SamplingParams(max_new_tokens=args.max_tokens, temperature=args.temperature,
-                       top_k=args.top_k, top_p=args.top_p,
-                       repetition_penalty=args.repetition_penalty)
+        sampling_params(args)  # a bad value stops here, before the model loads
         if cf.contains_special(args.system):
             raise ValueError("--system must not contain special-token strings such as <|user|>")
-        model, tok = load_model(args.model, args.variant, args.tokenizer, args.device)
+        with plain_warnings():
+            model, tok = load_model(args.model, args.variant, args.tokenizer, args.device)
     except (LoadError, ValueError) as err:
         parser.exit(2, f"error: {err}\n")
     console = Console(highlight=False)
@@ -166,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     device = next(model.parameters()).device
     console.print(f"Forge-1 chat ({model.num_parameters() / 1e6:.1f}M parameters on {device}). "
                   "/help lists the commands, /quit or Ctrl-D leaves.", markup=False)
-    model = packed_for_cpu(model)  # prepack the CPU linears once, not on every turn
+    engine = Engine(model, max_batch_size=1)  # prepacks and allocates once, not every turn
     while True:
         try:
             line = console.input("[bold green]You:[/bold green] ").strip()
@@ -180,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                 console.print("bye")
                 return 0
             continue
-        _reply(line, state, model, tok, args, console)
+        _reply(line, state, engine, tok, args, console)
 
 
 if __name__ == "__main__":

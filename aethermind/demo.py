@@ -36,6 +36,7 @@ OVERHEAD_MINUTES = 4.0
 N_TEST = 440  # 40 held-out questions per task family
 N_FRESH = 24  # fresh questions in the guide's phrasing (4 per template)
 N_BEFORE = 44  # held-out questions asked of the untrained model (4 per family)
+GEN_BATCH = 32  # questions generated at once (the engine's batch)
 
 
 def steps_for(minutes: float) -> int:
@@ -95,27 +96,27 @@ def max_new_tokens_for(tokenizer: Any, examples: list) -> int:
     return longest + 16
 
 
-def score_examples(model: Any, tokenizer: Any, examples: list, max_new_tokens: int,
-                   batch_size: int = 32) -> dict[str, Any]:
+def score_examples(engine: Any, tokenizer: Any, examples: list, max_new_tokens: int
+                   ) -> dict[str, Any]:
     """Greedy exact-match accuracy of `examples`, overall and per task (evaluate's scorer)."""
     from aethermind.evaluate import reasoning_accuracy
 
-    return reasoning_accuracy(model, tokenizer, examples=examples, max_new_tokens=max_new_tokens,
-                              batch_size=batch_size)
+    return reasoning_accuracy(engine, tokenizer, examples=examples, max_new_tokens=max_new_tokens)
 
 
 def _untrained_accuracy(tok_dir: Path, examples: list, max_new_tokens: int) -> dict[str, Any]:
     import torch
 
     from aethermind.config import Forge1Config
+    from aethermind.engine import Engine
     from aethermind.model import Forge1Model
-    from aethermind.packed_linear import packed_for_cpu
     from aethermind.tokenizer import Forge1Tokenizer
 
     tok = Forge1Tokenizer(tok_dir)
     torch.manual_seed(0)
     model = Forge1Model(Forge1Config.from_variant("tiny", vocab_size=tok.get_vocab_size_padded()))
-    return score_examples(packed_for_cpu(model.eval()), tok, examples, max_new_tokens)
+    return score_examples(Engine(model.eval(), max_batch_size=GEN_BATCH), tok, examples,
+                          max_new_tokens)
 
 
 def _family_table(console: Console, before: dict, after: dict, fresh: dict) -> None:
@@ -135,7 +136,7 @@ def _family_table(console: Console, before: dict, after: dict, fresh: dict) -> N
     console.print(table)
 
 
-def _transcript(model: Any, tokenizer: Any, fresh: dict, examples: list, out: Path,
+def _transcript(engine: Any, tokenizer: Any, fresh: dict, examples: list, out: Path,
                 console: Console, max_new_tokens: int) -> Path:
     """Fresh guide-phrased questions (scored) and a multi-turn chat, with their thinking."""
     from aethermind.thinking import run_thinking_pipeline
@@ -151,8 +152,9 @@ def _transcript(model: Any, tokenizer: Any, fresh: dict, examples: list, out: Pa
     lines += ["## A conversation (each turn sees the earlier ones)", ""]
     history: list[dict[str, Any]] = []
     for message in CHAT_SCRIPT:
-        result = run_thinking_pipeline(model, tokenizer, message, max_new_tokens=max_new_tokens,
-                                       temperature=0.0, history=history)
+        result = run_thinking_pipeline(engine.model, tokenizer, message,
+                                       max_new_tokens=max_new_tokens, temperature=0.0,
+                                       history=history, engine=engine)
         history.append({"user": message, "assistant": result.answer,
                         "thinking": result.thinking if result.used_thinking else None})
         console.print(f"[bold cyan]you[/]  {message}")
@@ -234,21 +236,22 @@ def main(argv: list[str] | None = None) -> int:
 
     eval_json = args.out / "eval.json"
     code = evaluate_main(["--model", str(final), "--val", str(val_path), "--n-test",
-                          str(args.n_test), "--max-new-tokens", str(cap), "--batch-size", "32",
+                          str(args.n_test), "--max-new-tokens", str(cap), "--batch-size",
+                          str(GEN_BATCH),
                           "--json", str(eval_json)])
     if code:
         return code
 
     console.rule("[bold]5/5  chat: fresh questions in the guide's phrasing, then a conversation")
+    from aethermind.engine import Engine
     from aethermind.loading import load_model
-    from aethermind.packed_linear import packed_for_cpu
 
     model, tokenizer = load_model(final)
-    model = packed_for_cpu(model)
-    fresh = score_examples(model, tokenizer, fresh_examples, cap)
+    engine = Engine(model, max_batch_size=GEN_BATCH)
+    fresh = score_examples(engine, tokenizer, fresh_examples, cap)
     after = json.loads(eval_json.read_text(encoding="utf-8"))["reasoning"]
     _family_table(console, before, after, fresh)
-    transcript = _transcript(model, tokenizer, fresh, fresh_examples, args.out, console, cap)
+    transcript = _transcript(engine, tokenizer, fresh, fresh_examples, args.out, console, cap)
     minutes = (time.perf_counter() - started) / 60
     _add_to_report(eval_json, {"before_training": before, "fresh_guide_questions": fresh,
                                "demo": {"steps": steps, "minutes": round(minutes, 2),

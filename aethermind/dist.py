@@ -8,11 +8,13 @@ Usage: `ctx = setup("auto")`; `model = wrap_model(model, ctx)`; `log0("hello")`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
 import sys
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,25 +77,48 @@ def setup_logging(level: int = logging.INFO) -> None:
     log.propagate = False
 
 
-def select_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
-    """The requested device, or CPU with a one-line warning when it is not there."""
-    if requested == "auto":
+def select_device(requested: str | torch.device | None = "auto", local_rank: int = 0
+                  ) -> torch.device:
+    """The one device rule (train, chat, evaluate, the thinking pipeline).
+
+    "auto" (or None) picks CUDA (this process's GPU under torchrun), else Apple's MPS, else
+    the CPU. An accelerator that is asked for but absent falls back to the CPU with a one-line
+    warning, so a command written for a GPU still runs on a laptop. Unknown names: ValueError.
+    """
+    name = str(requested or "auto")
+    if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", local_rank)
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if requested.startswith("cuda"):
-        if not torch.cuda.is_available():
-            warnings.warn(f"device {requested!r} asked but no CUDA GPU is available: training on "
-                          "the CPU (slow); set device: cpu to silence this", stacklevel=2)
-            return torch.device("cpu")
-        index = int(requested.split(":")[1]) if ":" in requested else local_rank
-        return torch.device("cuda", index)
-    if requested == "mps" and not torch.backends.mps.is_available():
-        warnings.warn("device 'mps' asked but not available: training on the CPU", stacklevel=2)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}: use cpu, cuda, cuda:N, mps or auto") from None
+    present = {"cuda": ("CUDA GPU", torch.cuda.is_available),
+               "mps": ("Apple MPS device", torch.backends.mps.is_available)}
+    if dev.type in present and not present[dev.type][1]():
+        warnings.warn(f"device {name!r} asked but no {present[dev.type][0]} is available: "
+                      "running on the CPU (slow); use device cpu to silence this", stacklevel=2)
         return torch.device("cpu")
-    return torch.device(requested)
+    if dev.type == "cuda" and dev.index is None:
+        return torch.device("cuda", local_rank)
+    return dev
+
+
+def _show_warning(message: Warning | str, *args: object, **kwargs: object) -> None:
+    if is_main():
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def plain_warnings() -> Iterator[None]:
+    """Inside: warnings print as one `warning: ...` line on rank 0 (no file:line noise)."""
+    with warnings.catch_warnings():  # restores the warning hooks on exit
+        warnings.simplefilter("default")
+        warnings.showwarning = _show_warning
+        yield
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

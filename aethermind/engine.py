@@ -1,5 +1,11 @@
-"""Generation engine: prefill + incremental decoding with the model's KVCache, sampling, batching.
+"""Generation engine: one decode loop over a batch of sequences that join and leave between steps.
 
+`Engine` owns a fixed-size KV cache of `max_batch_size` slots; each sequence holds a slot, its
+own `SamplingParams`, stop ids and RNG. `add` queues a prompt, `step` admits queued prompts
+(prefill) and advances every running sequence by one token, `cancel` frees a slot at once:
+the continuous batching a server needs. `generate`, `generate_batch` and `stream` are that same
+loop driven to the end. Rows never see each other (per-row positions and masks, no padding), so
+a sequence's tokens do not depend on what else shares the batch.
 The engine works on token ids only; it knows no tokenizer and no chat template (those live in
 `thinking.py`). Streaming text goes through `TextStream`, which is handed a `decode` callable.
 Context policy: a prompt that leaves no room for one new token raises `PromptTooLongError`;
@@ -10,8 +16,10 @@ Usage: `out = Engine(model).generate(ids, SamplingParams(max_new_tokens=64), sto
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections import deque
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -28,10 +36,12 @@ class PromptTooLongError(ValueError):
 
 @dataclass(kw_only=True)
 class SamplingParams:
+    """How one sequence is sampled. The defaults here are the only ones: CLIs read them."""
+
     max_new_tokens: int = 256  # upper bound; also clipped to the room left in the context
-    temperature: float = 0.0  # 0 = greedy (argmax), no randomness consumed
+    temperature: float = 0.7  # 0 = greedy (argmax), no randomness consumed
     top_k: int | None = None  # keep the k most likely tokens (None or 0 = off)
-    top_p: float | None = None  # nucleus: smallest set with probability >= top_p (None/1 = off)
+    top_p: float | None = 0.9  # nucleus: smallest set with probability >= top_p (None/1 = off)
     repetition_penalty: float = 1.0  # HF/CTRL rule on tokens generated so far; 1 = off
     seed: int | None = None  # seeds the explicit torch.Generator; None = fresh entropy
 
@@ -58,7 +68,20 @@ class Generation:
     prompt_tokens: int = 0
     time_to_first_token_s: float = 0.0
     seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class TokenEvent:
+    """What one `Engine.step` did to one sequence.
+
+    `token` is a new output token, or None when there is none: the sequence hit a stop token
+    (not part of the output, see `Generation.stop_token`), had no budget, or was cancelled.
+    """
+
+    seq_id: int
+    token: int | None
+    finished: bool
+    finish_reason: str | None  # None while running; "stop" | "length" | "cancelled"
 
 
 # --- sampling ---------------------------------------------------------------------------------
@@ -147,127 +170,259 @@ class TextStream:
 
 
 # --- the engine -------------------------------------------------------------------------------
-class Engine:
-    """Prefill + decode for one model. `generate` (one prompt), `generate_batch` (evaluation)."""
+@dataclass(eq=False)
+class _Sequence:
+    id: int
+    prompt: list[int]
+    params: SamplingParams
+    stops: frozenset[int]
+    budget: int  # new tokens allowed: max_new_tokens clipped to the context
+    added: float  # perf_counter at add(), for time to first token
+    generator: torch.Generator | None = None
+    seen: torch.Tensor | None = None  # (1, V) bool, for the repetition penalty
+    tokens: list[int] = field(default_factory=list)
+    slot: int = -1
+    finish_reason: str | None = None
+    stop_token: int | None = None
+    first_token_at: float = 0.0
+    finished_at: float = 0.0
 
-    def __init__(self, model: torch.nn.Module, *, prepack: bool = True) -> None:
+    @property
+    def greedy(self) -> bool:
+        return self.params.temperature == 0 and self.params.repetition_penalty == 1.0
+
+    def result(self) -> Generation:
+        return Generation(self.tokens, self.finish_reason or "length", self.stop_token,
+                          len(self.prompt), max(self.first_token_at - self.added, 0.0),
+                          self.finished_at - self.added)
+
+
+class Engine:
+    """Continuous batching over a fixed KV cache; see the module docstring.
+
+    `add`/`step`/`cancel` are for one driver (a server loop); `generate`, `generate_batch` and
+    `stream` drive the engine themselves and so need it idle.
+    """
+
+    def __init__(self, model: torch.nn.Module, *, max_batch_size: int = 8,
+                 max_seq_len: int | None = None) -> None:
+        context = int(model.config.max_seq_len)
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size={max_batch_size}: must be >= 1")
+        if max_seq_len is not None and not 1 < max_seq_len <= context:
+            raise ValueError(f"max_seq_len={max_seq_len}: must be in 2..{context} "
+                             "(the model's context length)")
         # On CPU, decode through prepacked oneDNN linears (~1.7x faster matrix-vector
-        # products, see packed_linear.py); the caller's model itself is left untouched.
-        self.model = packed_for_cpu(model) if prepack else model
-        self.max_seq_len = int(model.config.max_seq_len)
+        # products, see packed_linear.py), once per engine; the caller's model is untouched.
+        self.model = packed_for_cpu(model)
+        self.max_batch_size = max_batch_size
+        self.max_seq_len = max_seq_len or context
+        self.cache = KVCache.for_model(self.model, max_batch_size, self.max_seq_len)
+        self._slots: list[_Sequence | None] = [None] * max_batch_size
+        self._queue: deque[_Sequence] = deque()
+        self._cancelled: list[TokenEvent] = []
+        self._ids = itertools.count()
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def _budget(self, prompt_len: int, max_new_tokens: int) -> int:
-        room = self.max_seq_len - prompt_len
-        if prompt_len == 0:
+    # --- the driver's API -------------------------------------------------------------------
+    def add(self, prompt_ids: Sequence[int], params: SamplingParams | None = None,
+            stop_ids: Collection[int] = ()) -> int:
+        """Queue a prompt; returns its sequence id. Admitted (prefilled) by the next `step`."""
+        seq = self._new_sequence(prompt_ids, params or SamplingParams(), stop_ids)
+        self._queue.append(seq)
+        return seq.id
+
+    def cancel(self, seq_id: int) -> None:
+        """Drop a queued or running sequence now; the next `step` reports it as cancelled."""
+        if self._drop(seq_id):
+            self._cancelled.append(TokenEvent(seq_id, None, True, "cancelled"))
+
+    def has_work(self) -> bool:
+        return bool(self._queue or self._cancelled or any(self._slots))
+
+    @torch.inference_mode()
+    def step(self) -> list[TokenEvent]:
+        """Admit queued sequences (prefill), then one decode step for the running ones.
+
+        Returns one event per sequence that advanced (plus those cancelled since the last
+        step). Sampled ids stay on the device until one host sync for the whole batch.
+        """
+        events, self._cancelled = self._cancelled, []
+        running = [s for s in self._slots if s is not None]
+        admitted = self._admit(events)
+        rows, logits = [], []
+        if running:
+            rows.append(running)
+            logits.append(self._decode(running))
+        for seq in admitted:  # after the decode: its filler rows may touch free slots' position 0
+            rows.append([seq])
+            logits.append(self._prefill(seq))
+        seqs = [s for group in rows for s in group]
+        if not seqs:
+            return events
+        tokens = self._sample(seqs, torch.cat(logits)).tolist()  # the one host sync per step
+        now = time.perf_counter()
+        for seq, token in zip(seqs, tokens, strict=True):
+            events.append(self._advance(seq, token, now))
+        return events
+
+    # --- driven to the end --------------------------------------------------------------------
+    def generate(self, prompt_ids: Sequence[int], params: SamplingParams | None = None,
+                 stop_ids: Collection[int] = (), *,
+                 on_token: Callable[[int], None] | None = None) -> Generation:
+        """One prompt (the batch of one); `on_token(id)` sees every new output token."""
+        seqs = self._start([prompt_ids], [params or SamplingParams()], stop_ids)
+        for event in self._drive(seqs):
+            if on_token is not None and event.token is not None:
+                on_token(event.token)
+        return seqs[0].result()
+
+    def generate_batch(self, prompts: Sequence[Sequence[int]],
+                       params: SamplingParams | Sequence[SamplingParams] | None = None,
+                       stop_ids: Collection[int] = ()) -> list[Generation]:
+        """Several prompts, `max_batch_size` at a time (the rest queue); one result each.
+
+        `params` is one SamplingParams for all or one per prompt. Each result equals what the
+        prompt gives alone.
+        """
+        if isinstance(params, SamplingParams) or params is None:
+            params = [params or SamplingParams()] * len(prompts)
+        if len(params) != len(prompts):
+            raise ValueError(f"{len(params)} SamplingParams for {len(prompts)} prompts")
+        seqs = self._start(prompts, params, stop_ids)
+        for _ in self._drive(seqs):
+            pass
+        return [s.result() for s in seqs]
+
+    def stream(self, prompt_ids: Sequence[int], params: SamplingParams | None = None,
+               stop_ids: Collection[int] = ()) -> Iterator[int]:
+        """New output tokens of one prompt as they are produced; closing it cancels the rest."""
+        seqs = self._start([prompt_ids], [params or SamplingParams()], stop_ids)
+        for event in self._drive(seqs):
+            if event.token is not None:
+                yield event.token
+
+    def _start(self, prompts: Sequence[Sequence[int]], params: Sequence[SamplingParams],
+               stop_ids: Collection[int]) -> list[_Sequence]:
+        if self.has_work():
+            raise RuntimeError("this engine is driven through add()/step() by another caller; "
+                               "give generate/stream an engine of their own")
+        seqs = [self._new_sequence(p, sp, stop_ids)
+                for p, sp in zip(prompts, params, strict=True)]
+        self._queue.extend(seqs)  # only once every prompt is known to fit
+        return seqs
+
+    def _drive(self, seqs: list[_Sequence]) -> Iterator[TokenEvent]:
+        """Step until `seqs` are finished; if interrupted (Ctrl-C, a closed stream, a failing
+        callback), they leave the engine so it is idle again."""
+        try:
+            while any(s.finish_reason is None for s in seqs):
+                yield from self.step()
+        finally:
+            for seq in seqs:
+                self._drop(seq.id)
+
+    # --- internals ------------------------------------------------------------------------------
+    def _new_sequence(self, prompt: Sequence[int], params: SamplingParams,
+                      stop_ids: Collection[int]) -> _Sequence:
+        prompt = [int(t) for t in prompt]
+        room = self.max_seq_len - len(prompt)
+        if not prompt:
             raise ValueError("empty prompt: give at least one token (e.g. <|bos|>)")
         if room < 1:
             raise PromptTooLongError(
-                f"prompt of {prompt_len} tokens leaves no room in the {self.max_seq_len}-token "
-                f"context: shorten it by at least {prompt_len - self.max_seq_len + 1} tokens")
-        return min(max_new_tokens, room)
-
-    @torch.inference_mode()
-    def generate(self, prompt: Sequence[int], params: SamplingParams | None = None, *,
-                 stop_ids: Iterable[int] = (),
-                 on_token: Callable[[int], None] | None = None) -> Generation:
-        """Generate for one prompt; `on_token(id)` is called for every new non-stop token."""
-        params = params or SamplingParams()
-        start = time.perf_counter()
-        budget = self._budget(len(prompt), params.max_new_tokens)
-        stops = frozenset(stop_ids)
-        model, device = self.model, self.device
-        # Size the cache to what this call can use: less memory to zero, same speed.
-        cache = KVCache.for_model(model, 1, max_len=len(prompt) + budget)
-        gen = make_generator(params.seed, device) if params.temperature > 0 else None
-        seen = None
+                f"prompt of {len(prompt)} tokens leaves no room in the {self.max_seq_len}-token "
+                f"context: shorten it by at least {len(prompt) - self.max_seq_len + 1} tokens")
+        device = self.device
+        seq = _Sequence(next(self._ids), prompt, params, frozenset(stop_ids),
+                        min(params.max_new_tokens, room), time.perf_counter())
+        if params.temperature > 0:  # greedy consumes no randomness, so it needs no generator
+            seq.generator = make_generator(params.seed, device)
         if params.repetition_penalty != 1.0:
-            seen = torch.zeros(1, model.config.vocab_size, dtype=torch.bool, device=device)
-        ids = torch.tensor([list(prompt)], dtype=torch.long, device=device)  # (1, T)
-        logits, _ = model(ids, kv_cache=cache, last_only=True)  # prefill: (1, 1, V)
-        step = torch.empty(1, 1, dtype=torch.long, device=device)  # reused decode input
-        out: list[int] = []
-        ttft, finish, stop_token = 0.0, "length", None
-        for i in range(budget):
-            nxt = sample_next(logits[:, -1], params, gen, seen)  # (1,)
-            token = int(nxt)  # the one host sync per token: needed to check for stops
-            if i == 0:
-                ttft = time.perf_counter() - start
-            if token in stops:
-                finish, stop_token = "stop", token
-                break
-            out.append(token)
-            if on_token is not None:
-                on_token(token)
-            if i == budget - 1:
-                break  # budget spent: skip the forward whose logits nobody would read
-            if seen is not None:
-                seen[0, token] = True
-            step.copy_(nxt.view(1, 1))
-            logits, _ = model(step, kv_cache=cache, last_only=True)
-        return Generation(out, finish, stop_token, len(prompt), ttft,
-                          time.perf_counter() - start)
+            seq.seen = torch.zeros(1, self.model.config.vocab_size, dtype=torch.bool,
+                                   device=device)
+        return seq
 
-    @torch.inference_mode()
-    def generate_batch(self, prompts: Sequence[Sequence[int]],
-                       params: SamplingParams | None = None, *,
-                       stop_ids: Iterable[int] = (), pad_id: int = 0) -> list[Generation]:
-        """Generate for several prompts at once (evaluation); same result as one at a time.
+    def _drop(self, seq_id: int) -> bool:
+        """Remove a queued or running sequence without an event; False if it is not here."""
+        for seq in self._queue:
+            if seq.id == seq_id:
+                self._queue.remove(seq)
+                seq.finish_reason = seq.finish_reason or "cancelled"
+                return True
+        for slot, seq in enumerate(self._slots):
+            if seq is not None and seq.id == seq_id:
+                self._slots[slot] = None
+                seq.finish_reason = seq.finish_reason or "cancelled"
+                return True
+        return False
 
-        Prompts are left-padded so every row's next token sits in the last column. The
-        attention mask hides pads (RoPE is relative, so the shift of a padded row is harmless).
-        A pad query attends to itself only: a fully masked row would give NaN, and NaN values
-        poison real rows through 0 * NaN in the attention matmul.
-        """
-        params = params or SamplingParams()
-        if not prompts:
-            return []
-        start = time.perf_counter()
-        lengths = [len(p) for p in prompts]
-        T = max(lengths)
-        budget = self._budget(T, params.max_new_tokens)
-        stops = frozenset(stop_ids)
-        model, device = self.model, self.device
-        B, total = len(prompts), T + budget
-        ids = torch.full((B, T), pad_id, dtype=torch.long)
-        valid = torch.zeros(B, total, dtype=torch.bool)  # (B, T_total) keys that are real
-        for b, p in enumerate(prompts):
-            ids[b, T - len(p):] = torch.tensor(list(p), dtype=torch.long)
-            valid[b, T - len(p):] = True
-        valid[:, T:] = True
-        ids, valid = ids.to(device), valid.to(device)
-        causal = torch.ones(T, T, dtype=torch.bool, device=device).tril()
-        eye = torch.eye(T, dtype=torch.bool, device=device)
-        mask = (causal & valid[:, None, :T]) | eye  # (B, T, T)
-        cache = KVCache.for_model(model, B, max_len=total)
-        gen = make_generator(params.seed, device) if params.temperature > 0 else None
-        seen = None
-        if params.repetition_penalty != 1.0:
-            seen = torch.zeros(B, model.config.vocab_size, dtype=torch.bool, device=device)
-        logits, _ = model(ids, kv_cache=cache, attn_mask=mask[:, None], last_only=True)
-        outs: list[list[int]] = [[] for _ in range(B)]
-        finish = ["length"] * B
-        stop_tok: list[int | None] = [None] * B
-        done = [False] * B
-        for i in range(budget):
-            nxt = sample_next(logits[:, -1], params, gen, seen)  # (B,)
-            for b, token in enumerate(nxt.tolist()):
-                if done[b]:
-                    continue
-                if token in stops:
-                    done[b], finish[b], stop_tok[b] = True, "stop", token
-                else:
-                    outs[b].append(token)
-            if all(done) or i == budget - 1:
-                break
-            if seen is not None:
-                seen[torch.arange(B, device=device), nxt] = True
-            pos = cache.pos
-            logits, _ = model(nxt.view(B, 1), kv_cache=cache,
-                              attn_mask=valid[:, None, None, :pos + 1], last_only=True)
-        seconds = time.perf_counter() - start
-        return [Generation(outs[b], finish[b], stop_tok[b], lengths[b], 0.0, seconds)
-                for b in range(B)]
+    def _admit(self, events: list[TokenEvent]) -> list[_Sequence]:
+        admitted = []
+        while self._queue and None in self._slots:
+            seq = self._queue.popleft()
+            if seq.budget == 0:  # max_new_tokens=0: finished before it needs a slot
+                seq.finish_reason, seq.finished_at = "length", time.perf_counter()
+                events.append(TokenEvent(seq.id, None, True, "length"))
+                continue
+            seq.slot = self._slots.index(None)
+            self._slots[seq.slot] = seq
+            admitted.append(seq)
+        return admitted
+
+    def _prefill(self, seq: _Sequence) -> torch.Tensor:
+        """Run the prompt into the sequence's slot; logits (1, V) of its last position."""
+        n, device = len(seq.prompt), self.device
+        ids = torch.tensor([seq.prompt], dtype=torch.long, device=device)
+        positions = torch.arange(n, device=device)[None]
+        cache = self.cache.window(slice(seq.slot, seq.slot + 1), n)
+        hidden = self.model.hidden(ids, positions, kv_cache=cache)
+        return self.model.lm_head(hidden[:, -1])  # only the last row: prefill needs no more
+
+    def _decode(self, running: list[_Sequence]) -> torch.Tensor:
+        """Feed each running sequence its last token; logits (len(running), V)."""
+        rows = max(s.slot for s in running) + 1
+        ids, positions = [0] * rows, [0] * rows  # free slots in between: a harmless filler row
+        for seq in running:
+            ids[seq.slot] = seq.tokens[-1]
+            positions[seq.slot] = len(seq.prompt) + len(seq.tokens) - 1
+        device = self.device
+        ids_t = torch.tensor(ids, dtype=torch.long, device=device)[:, None]
+        pos_t = torch.tensor(positions, dtype=torch.long, device=device)[:, None]
+        # Attend over the longest row so far, not the whole context: same result, less work.
+        cache = self.cache.window(slice(0, rows), max(positions) + 1)
+        logits = self.model(ids_t, pos_t, kv_cache=cache)[:, -1]  # (rows, V)
+        if len(running) == rows:
+            return logits
+        return logits[torch.tensor([s.slot for s in running], device=device)]
+
+    def _sample(self, seqs: list[_Sequence], logits: torch.Tensor) -> torch.Tensor:
+        """Next ids (n,), on the device; each row with its own params and generator."""
+        if all(s.greedy for s in seqs):
+            return logits.argmax(dim=-1)
+        picked = []
+        for i, seq in enumerate(seqs):
+            token = sample_next(logits[i:i + 1], seq.params, seq.generator, seq.seen)
+            if seq.seen is not None:
+                seq.seen[0].index_fill_(0, token, True)  # a stop token ends it: no harm done
+            picked.append(token)
+        return torch.cat(picked)
+
+    def _advance(self, seq: _Sequence, token: int, now: float) -> TokenEvent:
+        if not seq.tokens and seq.stop_token is None:
+            seq.first_token_at = now
+        if token in seq.stops:
+            seq.finish_reason, seq.stop_token = "stop", token
+        else:
+            seq.tokens.append(token)
+            if len(seq.tokens) >= seq.budget:
+                seq.finish_reason = "length"
+        if seq.finish_reason is not None:
+            seq.finished_at = now
+            self._slots[seq.slot] = None
+            return TokenEvent(seq.id, None if seq.stop_token is not None else token, True,
+                              seq.finish_reason)
+        return TokenEvent(seq.id, token, False, None)

@@ -22,21 +22,22 @@ import torch
 
 from aethermind import chat_format as cf
 from aethermind.engine import Engine, SamplingParams
-from aethermind.loading import add_model_args
+from aethermind.loading import add_model_args, add_sampling_args
 from aethermind.losses import summed_loss
-from aethermind.packed_linear import packed_for_cpu
 from aethermind.prompts import TEST_PROMPTS
 from aethermind.thinking import STOP_TOKENS, parse_completion, run_thinking_pipeline
 
 DEFAULT_VAL = Path("data/val.jsonl")
 
 
-def run_prompts(model: torch.nn.Module, tok: Any, prompts: Sequence[str], *,
-                max_new_tokens: int, temperature: float, seed: int) -> list[dict[str, Any]]:
+def run_prompts(engine: Engine, tok: Any, prompts: Sequence[str], params: SamplingParams
+                ) -> list[dict[str, Any]]:
     rows = []
     for prompt in prompts:
-        r = run_thinking_pipeline(model, tok, prompt, max_new_tokens, temperature,
-                                  device=next(model.parameters()).device, seed=seed)
+        r = run_thinking_pipeline(engine.model, tok, prompt, params.max_new_tokens,
+                                  params.temperature, top_k=params.top_k, top_p=params.top_p,
+                                  seed=params.seed, repetition_penalty=params.repetition_penalty,
+                                  engine=engine)
         rows.append({"prompt": prompt, "used_thinking": r.used_thinking, "thinking": r.thinking,
                      "answer": r.answer, "completion_tokens": r.completion_tokens,
                      "seconds": round(r.seconds, 4),
@@ -93,27 +94,22 @@ def validation_loss(model: torch.nn.Module, tok: Any, path: Path, *, batch_size:
             "perplexity": round(math.exp(min(loss, 50.0)), 4)}
 
 
-def reasoning_accuracy(model: torch.nn.Module, tok: Any, n: int = 0, *, max_new_tokens: int,
-                       batch_size: int, seed: int = 0, examples: Sequence[Any] | None = None
-                       ) -> dict[str, Any]:
+def reasoning_accuracy(engine: Engine, tok: Any, n: int = 0, *, max_new_tokens: int,
+                       seed: int = 0, examples: Sequence[Any] | None = None) -> dict[str, Any]:
     """Greedy exact-match accuracy on `synth.make_split("test", n)` (or on `examples`, e.g.
-    fresh questions), overall and per task; each sample keeps the model's thinking."""
+    fresh questions), overall and per task; each sample keeps the model's thinking.
+
+    All questions go to the engine at once; it runs `max_batch_size` of them at a time.
+    """
     from aethermind.data import synth
 
     examples = list(examples) if examples is not None else synth.make_split("test", n, seed=seed)
     prompts = [cf.encode_prompt(cf.Conversation(), ex.question, tok) for ex in examples]
     stop_ids = [tok.special_ids[s] for s in STOP_TOKENS]
-    engine = Engine(model)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    answers: dict[int, str] = {}
-    thoughts: dict[int, str] = {}
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        gens = engine.generate_batch([prompts[i] for i in idx], params, stop_ids=stop_ids,
-                                     pad_id=tok.pad_id)
-        for i, gen in zip(idx, gens, strict=True):
-            thoughts[i], answers[i], _ = parse_completion(gen.tokens, tok)
+    gens = engine.generate_batch(prompts, params, stop_ids)
+    thoughts, answers = zip(*[parse_completion(gen.tokens, tok)[:2] for gen in gens],
+                            strict=True) if gens else ((), ())
     per_task: dict[str, dict[str, Any]] = {}
     samples = []
     for i, ex in enumerate(examples):
@@ -165,10 +161,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--val-max-docs", type=int, default=500)
     p.add_argument("--n-test", type=int, default=100,
                    help="reasoning test examples (0 skips; default: 100)")
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=0.0,
-                   help="for the test prompts (default 0: greedy, comparable across runs)")
-    p.add_argument("--seed", type=int, default=0)
+    add_sampling_args(p, greedy=True)  # for the test prompts; reasoning is always greedy
     p.add_argument("--batch-size", type=int, default=16, help="reasoning generation batch")
     p.add_argument("--json", type=Path, help="write every result to this JSON file")
     return p
@@ -177,11 +170,15 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    from aethermind.loading import LoadError, load_model
+    from aethermind.dist import plain_warnings
+    from aethermind.loading import LoadError, load_model, sampling_params
 
     try:
-        model, tok = load_model(args.model, args.variant, args.tokenizer, args.device)
-    except LoadError as err:
+        params = sampling_params(args)
+        with plain_warnings():
+            model, tok = load_model(args.model, args.variant, args.tokenizer, args.device)
+        engine = Engine(model, max_batch_size=args.batch_size)  # all generation shares it
+    except (LoadError, ValueError) as err:
         parser.exit(2, f"error: {err}\n")
     val_path = args.val
     if val_path is None and DEFAULT_VAL.is_file():
@@ -193,17 +190,14 @@ def main(argv: list[str] | None = None) -> int:
                               "device": str(next(model.parameters()).device),
                               "config": model.config.to_dict(),
                               "tokenizer_fingerprint": tok.fingerprint()}
-    fast = packed_for_cpu(model)  # prepack the CPU linears once for all the generation below
-    report["prompts"] = run_prompts(fast, tok, TEST_PROMPTS, max_new_tokens=args.max_new_tokens,
-                                    temperature=args.temperature, seed=args.seed)
+    report["prompts"] = run_prompts(engine, tok, TEST_PROMPTS, params)
     try:
         report["validation"] = (validation_loss(model, tok, val_path, max_docs=args.val_max_docs)
                                 if val_path else None)
     except (ValueError, KeyError) as err:
         parser.exit(2, f"error: --val {val_path}: {err}\n")
-    report["reasoning"] = (reasoning_accuracy(fast, tok, args.n_test,
-                                              max_new_tokens=args.max_new_tokens,
-                                              batch_size=args.batch_size)
+    report["reasoning"] = (reasoning_accuracy(engine, tok, args.n_test,
+                                              max_new_tokens=args.max_new_tokens)
                            if args.n_test > 0 else None)
     report["seconds"] = round(time.perf_counter() - start, 2)
     _print_report(report)

@@ -1,8 +1,12 @@
-"""KVCache: preallocated keys/values for incremental decoding.
+"""KVCache: fixed-size keys/values for incremental decoding, indexed by per-row positions.
 
 Allocated by the caller (the engine) on the model's device and dtype, never inside the model,
-so CPU, CUDA and meta all work. Attention talks to it through `update()` and `pos` only.
-Usage: `cache = KVCache.for_model(model, batch_size=1, max_len=512)`; `model(ids, kv_cache=cache)`.
+so CPU, CUDA and meta all work. Each batch row is a slot holding one sequence; attention writes
+a call's keys/values at that call's positions and reads the whole (windowed) slot, masking what
+lies past each query's position (`model.cache_mask`). Nothing here tracks lengths: positions
+are the caller's, which is what lets rows of different lengths share one decode step.
+Usage: `cache = KVCache.for_model(model, batch_size=1, max_len=512)`;
+`model(ids, positions, kv_cache=cache)`.
 """
 
 from __future__ import annotations
@@ -11,20 +15,16 @@ import torch
 
 
 class KVCache:
-    """Keys and values of shape (layers, B, H_kv, T_max, D), filled left to right.
-
-    `pos` is the number of positions already written; the model advances it once per forward,
-    after every layer has written its slice (so all layers see the same `pos`).
-    """
+    """Keys and values of shape (layers, B, H_kv, max_len, D); stale slots are always finite."""
 
     def __init__(self, n_layers: int, batch_size: int, n_kv_heads: int, max_len: int,
                  head_dim: int, *, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32) -> None:
         shape = (n_layers, batch_size, n_kv_heads, max_len, head_dim)
+        # Zeros, not empty: masked slots still enter attention's matmul as 0 * value, and a
+        # NaN bit pattern left in uninitialised memory would turn that into NaN.
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.max_len = max_len
-        self.pos = 0
 
     @classmethod
     def for_model(cls, model: torch.nn.Module, batch_size: int,
@@ -34,26 +34,31 @@ class KVCache:
         return cls(cfg.n_layers, batch_size, cfg.n_kv_heads, max_len or cfg.max_seq_len,
                    cfg.head_dim, device=param.device, dtype=param.dtype)
 
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor
+    @property
+    def batch_size(self) -> int:
+        return self.k.shape[1]
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[3]
+
+    def window(self, rows: slice, length: int) -> KVCache:
+        """A view of slots `rows`, positions 0..length-1, sharing this cache's memory.
+
+        Eager decoding attends over the window only (the longest row so far, not the whole
+        context); a compiled decode step passes the full cache instead, for static shapes.
+        """
+        view = object.__new__(KVCache)
+        view.k = self.k[:, rows, :, :length]
+        view.v = self.v[:, rows, :, :length]
+        return view
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v (B, H_kv, T, D) at `pos`; return all keys/values so far."""
-        t = k.shape[2]
-        end = self.pos + t
-        if end > self.max_len:
-            raise ValueError(f"KV cache is full: {end} positions requested, room for "
-                             f"{self.max_len}; start a new cache or shorten the prompt")
-        self.k[layer, :, :, self.pos:end] = k
-        self.v[layer, :, :, self.pos:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
-
-    def advance(self, t: int) -> None:
-        self.pos += t
-
-    def reset(self) -> None:
-        self.pos = 0
-
-    def crop(self, pos: int) -> None:
-        """Forget everything after `pos` (reuse a shared prompt prefix across turns)."""
-        if not 0 <= pos <= self.pos:
-            raise ValueError(f"cannot crop KV cache to {pos}: it holds {self.pos} positions")
-        self.pos = pos
+        """Write k, v (B, H_kv, T, D) at `positions` (B, T); return the layer's (B, H_kv, L, D)."""
+        rows = torch.arange(k.shape[0], device=k.device)[:, None]  # (B, 1)
+        cache_k, cache_v = self.k[layer], self.v[layer]
+        # Advanced indices around a slice put their dims first: (B, T, H_kv, D).
+        cache_k[rows, :, positions] = k.transpose(1, 2)
+        cache_v[rows, :, positions] = v.transpose(1, 2)
+        return cache_k, cache_v

@@ -1,6 +1,7 @@
 """Load a trained Forge-1 checkpoint and its tokenizer, with one clear line for every mistake.
 
 Reads the training layout: `final_model/forge1_{variant}_final.pt` (a plain state dict),
+and the files of `aethermind export` (`exports/forge1_<variant>.{pt,safetensors}`),
 `config.json` beside it (`Forge1Config.to_dict()`) and `tokenizer/` beside it; a training
 checkpoint (`checkpoints/step_*.pt`) carries its own model config. The shape is read from that
 saved config (`--variant` is only checked against it); without one it is the `--variant`
@@ -23,8 +24,9 @@ from typing import Any
 import torch
 
 from aethermind.config import PRESETS, VARIANTS, Forge1Config
+from aethermind.dist import select_device
+from aethermind.engine import SamplingParams
 from aethermind.model import Forge1Model
-from aethermind.thinking import resolve_device
 from aethermind.tokenizer import Forge1Tokenizer
 
 
@@ -50,7 +52,16 @@ def find_checkpoint(model_path: str | Path) -> Path:
 
 
 def _read_checkpoint(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
-    """(state dict, the model config a training checkpoint embeds, or None for a plain .pt)."""
+    """(state dict, the model config a training checkpoint or export embeds, or None for a plain
+    .pt). A .safetensors file is read as an `aethermind export` (its header holds the config)."""
+    if ckpt.suffix == ".safetensors":
+        from aethermind.export import read_export
+
+        try:
+            sd, meta = read_export(ckpt)
+        except Exception as err:  # a foreign or corrupt file: many error types
+            raise LoadError(f"cannot read {ckpt} as a Forge-1 export: {err}") from None
+        return sd, meta.config
     try:
         obj = torch.load(ckpt, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a corrupt or foreign file
@@ -175,11 +186,12 @@ def load_model(model_path: str | Path, variant: str | None = None, tokenizer: An
             only when no config was saved and the weights' width matches no preset.
         tokenizer: a Forge1Tokenizer or a directory, used when none is saved beside the
             checkpoint; without either, the bundled default.
-        device: "cpu", "cuda", "cuda:1" or "auto"; a missing GPU is an error.
+        device: "cpu", "cuda", "cuda:1", "mps" or "auto"; a GPU that is not there falls back
+            to the CPU with a warning (`dist.select_device`).
     """
     try:
-        dev = resolve_device(device, strict=True)
-    except (ValueError, RuntimeError) as err:
+        dev = select_device(device)
+    except ValueError as err:
         raise LoadError(str(err)) from None
     ckpt = find_checkpoint(model_path)
     sd, embedded = _read_checkpoint(ckpt)
@@ -202,4 +214,32 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variant", choices=VARIANTS,
                    help="checked against the checkpoint (optional when config.json is beside it)")
     p.add_argument("--tokenizer", help="tokenizer dir, used if none is saved with the checkpoint")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
+    p.add_argument("--device", default="auto",
+                   help="cpu, cuda, mps or auto (default: auto; a missing GPU falls back to cpu)")
+
+
+def add_sampling_args(p: argparse.ArgumentParser, *, greedy: bool = False) -> None:
+    """The sampling options of every command that generates; defaults are `SamplingParams`'s.
+
+    `greedy=True` (evaluate) makes temperature 0 the default, so runs compare exactly.
+    """
+    d = SamplingParams()
+    temperature = 0.0 if greedy else d.temperature
+    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens,
+                   help=f"new tokens per answer (default {d.max_new_tokens})")
+    p.add_argument("--temperature", type=float, default=temperature,
+                   help=f"0 = greedy (default {temperature})")
+    p.add_argument("--top-p", type=float, default=d.top_p,
+                   help=f"nucleus sampling, 1 = off (default {d.top_p})")
+    p.add_argument("--top-k", type=int, default=d.top_k, help="top-k sampling (default off)")
+    p.add_argument("--repetition-penalty", type=float, default=d.repetition_penalty,
+                   help=f"1 = off (default {d.repetition_penalty})")
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help="seed sampling for reproducible answers (default: fresh)")
+
+
+def sampling_params(args: argparse.Namespace) -> SamplingParams:
+    """SamplingParams from `add_sampling_args` options; ValueError names a bad value."""
+    return SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                          top_k=args.top_k, top_p=args.top_p,
+                          repetition_penalty=args.repetition_penalty, seed=args.seed)

@@ -84,5 +84,5 @@ def summed_loss(model: torch.nn.Module, tokens: torch.Tensor, targets: torch.Ten
     Sums (not means) let callers weight micro-batches and validation batches by their token
     counts exactly; training and evaluation both use this one definition.
     """
-    _, mean = model(tokens, targets, doc_ids=doc_ids, return_logits=False)
+    mean = model(tokens, doc_ids=doc_ids, targets=targets)
     return mean * (targets != -100).sum()

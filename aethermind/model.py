@@ -3,7 +3,11 @@
 Math only: no optimizer, no sampling, no I/O. Weights convert one-to-one to Hugging Face
 `LlamaForCausalLM` (see `hf_convert.py`); q/k/v and gate/up are stored fused because one large
 matmul beats three small ones, most of all at the small shapes our users train.
-Usage: `logits, loss = Forge1Model(Forge1Config.tiny())(tokens, targets)`.
+One forward, one attention path: `model(tokens)` gives logits; `model(tokens, positions,
+kv_cache=cache)` decodes against a fixed-size cache indexed by per-row positions (gpt-fast style,
+so a batch may hold sequences of different lengths and `torch.compile` can trace a decode step);
+`model(tokens, targets=targets)` gives the training loss through the fused chunked head.
+Usage: `logits = Forge1Model(Forge1Config.tiny())(tokens)`.
 """
 
 from __future__ import annotations
@@ -62,28 +66,19 @@ class Attention(nn.Module):
         self.wo = nn.Linear(self.q_dim, cfg.dim, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                mask: torch.Tensor | None, kv_cache: KVCache | None) -> torch.Tensor:
+                mask: torch.Tensor | None, kv_cache: KVCache | None = None,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
         B, T, _ = x.shape
         q, k, v = self.wqkv(x).split((self.q_dim, self.kv_dim, self.kv_dim), dim=-1)
         q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
         k = k.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, H_kv, T, D)
         v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, H_kv, T, D)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        past = 0
         if kv_cache is not None:
-            past = kv_cache.pos
-            k, v = kv_cache.update(self.layer_idx, k, v)  # (B, H_kv, past+T, D)
-        if mask is not None:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
-        elif past == 0 or T == 1:
-            # Prefill from empty is plain causal; one new token may attend to everything cached.
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=past == 0 and T > 1,
-                                               enable_gqa=True)
-        else:
-            # Chunk appended to a non-empty cache: SDPA's is_causal is top-left aligned, which
-            # would be wrong here, so build the bottom-right aligned mask explicitly.
-            causal = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal, enable_gqa=True)
+            k, v = kv_cache.update(self.layer_idx, k, v, positions)  # (B, H_kv, T_cache, D)
+        # The one attention call: no mask means plain causal (training, full forward).
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
+                                           enable_gqa=True)
         y = y.transpose(1, 2).reshape(B, T, self.q_dim)  # (B, T, H*D)
         return self.wo(y)
 
@@ -111,14 +106,36 @@ class Block(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                mask: torch.Tensor | None = None, kv_cache: KVCache | None = None
-                ) -> torch.Tensor:
-        x = x + self.dropout(self.attn(self.attn_norm(x), cos, sin, mask, kv_cache))
+                mask: torch.Tensor | None = None, kv_cache: KVCache | None = None,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.dropout(self.attn(self.attn_norm(x), cos, sin, mask, kv_cache, positions))
         return x + self.dropout(self.mlp(self.mlp_norm(x)))
 
 
+def document_causal_mask(doc_ids: torch.Tensor) -> torch.Tensor:
+    """Bool (B, 1, T, T), True = may attend: causal *within* each document of a packed row.
+
+    `doc_ids` (B, T) numbers the documents of each row, so packed conversations never see each
+    other. The one place this dense mask is built (a FlexAttention block mask can sit beside it).
+    """
+    T = doc_ids.shape[1]
+    same_doc = doc_ids[:, :, None] == doc_ids[:, None, :]  # (B, T, T)
+    causal = torch.ones(T, T, dtype=torch.bool, device=doc_ids.device).tril()
+    return (same_doc & causal).unsqueeze(1)
+
+
+def cache_mask(positions: torch.Tensor, cache_len: int) -> torch.Tensor:
+    """Bool (B, 1, T, cache_len): a query at position p sees cache slots 0..p of its own row.
+
+    Slots after p hold stale keys (an earlier, longer sequence, or right padding) and stay
+    hidden, so rows of any length share a batch without padding leaking between them.
+    """
+    slots = torch.arange(cache_len, device=positions.device)
+    return (slots <= positions[:, :, None]).unsqueeze(1)
+
+
 class Forge1Model(nn.Module):
-    """Decoder-only transformer. `forward(tokens, targets)` -> (logits, loss or None)."""
+    """Decoder-only transformer. `forward(tokens)` -> logits (B, T, V); see `forward`."""
 
     def __init__(self, config: Forge1Config) -> None:
         super().__init__()
@@ -171,53 +188,59 @@ class Forge1Model(nn.Module):
                 total -= self.lm_head.weight.numel()
         return total
 
-    def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None, *,
-                kv_cache: KVCache | None = None, doc_ids: torch.Tensor | None = None,
-                attn_mask: torch.Tensor | None = None, last_only: bool = False,
-                return_logits: bool = True) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Logits (B, T, V) and, given targets (B, T), mean cross-entropy ignoring -100.
+    def hidden(self, tokens: torch.Tensor, positions: torch.Tensor | None = None, *,
+               kv_cache: KVCache | None = None, doc_ids: torch.Tensor | None = None
+               ) -> torch.Tensor:
+        """Final normed hidden states (B, T, C): everything but the output projection.
 
         Args:
-            kv_cache: decode incrementally; positions continue from `kv_cache.pos`.
-            doc_ids: (B, T) document index per token of a packed row; attention is then causal
-                *within* each document only, so packed conversations never see each other.
-            attn_mask: bool, broadcastable to (B, 1, T, T_total), True = may attend. Replaces
-                the causal mask entirely (the caller owns causality, e.g. left-padded batches).
-            last_only: return logits for the last position only (prefill needs nothing else).
-            return_logits: with targets, False skips the (B, T, V) logits and computes the loss
-                with the fused chunked projection + cross-entropy (`losses.py`): the training
-                path, much lighter on memory. Returns (None, loss) then.
+            positions: (B, T) absolute position of each token (RoPE and cache slot). None
+                means 0..T-1 for every row; required with a KV cache.
+            kv_cache: write this call's keys/values at `positions` and attend to the row's
+                cache slots 0..position (see `cache_mask`); rows may be at different lengths.
+            doc_ids: (B, T) document index per token of a packed training row
+                (`document_causal_mask`); not with a KV cache.
         """
-        B, T = tokens.shape
-        start = kv_cache.pos if kv_cache is not None else 0
-        if start + T > self.config.max_seq_len:
-            raise ValueError(f"sequence of {start + T} tokens exceeds the context length "
-                             f"{self.config.max_seq_len}; shorten the input")
-        cos = self.rope_cos[start:start + T].to(self.tok_emb.weight.dtype)  # (T, D)
-        sin = self.rope_sin[start:start + T].to(self.tok_emb.weight.dtype)
-        mask = attn_mask
+        n = tokens.shape[1]
+        if positions is None:
+            if kv_cache is not None:
+                raise ValueError("decoding with a KV cache needs explicit positions (B, T)")
+            if n > self.config.max_seq_len:
+                raise ValueError(f"sequence of {n} tokens exceeds the context length "
+                                 f"{self.config.max_seq_len}; shorten the input")
+            cos, sin = self.rope_cos[:n], self.rope_sin[:n]  # (T, D)
+        else:
+            cos, sin = self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1)
+        dtype = self.tok_emb.weight.dtype
+        cos, sin = cos.to(dtype), sin.to(dtype)
+        mask = None
         if doc_ids is not None:
-            assert kv_cache is None and attn_mask is None, "doc_ids is for training only"
-            same_doc = doc_ids[:, :, None] == doc_ids[:, None, :]  # (B, T, T)
-            causal = torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()
-            mask = (same_doc & causal).unsqueeze(1)  # (B, 1, T, T)
+            if kv_cache is not None:
+                raise ValueError("doc_ids is for training on packed rows, not for a KV cache")
+            mask = document_causal_mask(doc_ids)
+        elif kv_cache is not None:
+            mask = cache_mask(positions, kv_cache.max_len)
         x = self.tok_emb(tokens)  # (B, T, C)
         for layer in self.layers:
             if self.gradient_checkpointing and self.training and kv_cache is None:
                 x = checkpoint(layer, x, cos, sin, mask, use_reentrant=False)
             else:
-                x = layer(x, cos, sin, mask, kv_cache)
-        if kv_cache is not None:
-            kv_cache.advance(T)
-        x = self.norm(x)
-        if targets is not None and not return_logits:
-            loss = linear_cross_entropy(x.view(B * T, -1), self.lm_head.weight, targets.reshape(-1))
-            return None, loss
-        if last_only:
-            x = x[:, -1:]
-        logits = self.lm_head(x)  # (B, T, V)
-        loss = None
+                x = layer(x, cos, sin, mask, kv_cache, positions)
+        return self.norm(x)
+
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor | None = None, *,
+                kv_cache: KVCache | None = None, doc_ids: torch.Tensor | None = None,
+                targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, V) for `tokens` (B, T); arguments as in `hidden`.
+
+        Given `targets` (B, T), returns instead the mean cross-entropy over targets that are
+        not -100, computed by the fused chunked head (`losses.linear_cross_entropy`) without
+        ever materialising the logits. The loss goes through `forward` (not a method beside
+        it) because DDP, FSDP2 and `torch.compile` wrap `__call__` only.
+        """
+        x = self.hidden(tokens, positions, kv_cache=kv_cache, doc_ids=doc_ids)
         if targets is not None:
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1),
-                                   ignore_index=-100)
-        return logits, loss
+            B, T = tokens.shape
+            return linear_cross_entropy(x.view(B * T, -1), self.lm_head.weight,
+                                        targets.reshape(-1))
+        return self.lm_head(x)

@@ -8,13 +8,14 @@ missing `<|assistant|>`, an empty answer, or output cut off by `max_new_tokens` 
 Context policy: the oldest history turns are dropped until the prompt leaves room for
 `min(max_new_tokens, max_seq_len // 4)` new tokens; the system prompt always stays. If even the
 system prompt plus the new message do not leave that room, `PromptTooLongError` is raised.
+Callers that answer more than one message build one `Engine` and pass it (`engine=`), so the
+CPU weight prepacking and the KV cache are set up once, not per message.
 Usage: `r = run_thinking_pipeline(model, tok, "What is 15 * 23?"); print(r.thinking, r.answer)`.
 """
 
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import torch
 
 from aethermind import chat_format as cf
+from aethermind.dist import select_device
 from aethermind.engine import Engine, PromptTooLongError, SamplingParams, TextStream
 
 # A model that opens a new user turn or document has finished its answer too.
@@ -176,24 +178,8 @@ def build_prompt(tokenizer: Any, user_message: str, *, history: Sequence[Any] | 
         "message or the system prompt")
 
 
-def resolve_device(device: str | torch.device | None, *, strict: bool = True) -> torch.device:
-    """'auto' picks CUDA when present. A missing GPU is an error (strict) or falls back to CPU."""
-    name = str(device or "auto")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        if strict:
-            raise ValueError(f"device {name!r} requested but no CUDA GPU is available: "
-                             "use --device cpu")
-        warnings.warn(f"device {name!r} is not available here; running on the CPU instead",
-                      RuntimeWarning, stacklevel=3)
-        return torch.device("cpu")
-    return dev
-
-
 def _prepare(model: torch.nn.Module, device: str | torch.device | None) -> torch.nn.Module:
-    dev = resolve_device(device, strict=False)
+    dev = select_device(device)
     param = next(model.parameters())
     if param.device.type != dev.type or (dev.index is not None and param.device != dev):
         model = model.to(dev)
@@ -201,35 +187,42 @@ def _prepare(model: torch.nn.Module, device: str | torch.device | None) -> torch
 
 
 def run_thinking_pipeline(model: torch.nn.Module, tokenizer: Any, user_message: str,
-                          max_new_tokens: int = 256, temperature: float = 0.7,
+                          max_new_tokens: int = SamplingParams.max_new_tokens,
+                          temperature: float = SamplingParams.temperature,
                           device: str | torch.device | None = "cpu", *,
                           history: Sequence[Any] | None = None, system_prompt: str | None = None,
-                          top_k: int | None = None, top_p: float | None = None,
-                          seed: int | None = None, force_thinking: bool | None = None,
-                          stream: StreamFn | None = None, repetition_penalty: float = 1.0,
-                          ) -> ThinkingResult:
+                          top_k: int | None = SamplingParams.top_k,
+                          top_p: float | None = SamplingParams.top_p,
+                          seed: int | None = SamplingParams.seed,
+                          force_thinking: bool | None = None, stream: StreamFn | None = None,
+                          repetition_penalty: float = SamplingParams.repetition_penalty,
+                          engine: Engine | None = None) -> ThinkingResult:
     """Answer `user_message`, letting the model think first (guide section 5).
+
+    Sampling defaults are `SamplingParams`'s.
 
     Args:
         device: where to run; the model is moved there if needed. A CUDA device on a machine
             without one falls back to the CPU with a warning, so the guide's snippet runs.
+            Ignored when `engine` is given (the engine's model already sits somewhere).
         history: earlier turns (`chat_format.Turn` or dicts with user/assistant/thinking).
         force_thinking: True forces `<|think|>`, False `<|no_think|>`, None lets the model choose.
         stream: `stream(part, text)` called with text pieces as they are decoded, part being
             "thinking" or "answer"; pieces never split a character.
+        engine: an idle `Engine` over `model` to reuse across calls; None builds one here.
     """
     start = time.perf_counter()
-    model = _prepare(model, device)
+    if engine is None:
+        engine = Engine(_prepare(model, device), max_batch_size=1)
     ids, dropped = build_prompt(tokenizer, user_message, history=history,
                                 system_prompt=system_prompt, think=force_thinking,
-                                max_seq_len=model.config.max_seq_len,
-                                max_new_tokens=max_new_tokens)
+                                max_seq_len=engine.max_seq_len, max_new_tokens=max_new_tokens)
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
                             top_p=top_p, seed=seed, repetition_penalty=repetition_penalty)
     router = OutputRouter(tokenizer, force_thinking, stream)
     stop_ids = [tokenizer.special_ids[s] for s in STOP_TOKENS]
     engine_start = time.perf_counter()
-    gen = Engine(model).generate(ids, params, stop_ids=stop_ids, on_token=router.push)
+    gen = engine.generate(ids, params, stop_ids, on_token=router.push)
     thinking, answer, used = router.finish()
     return ThinkingResult(
         thinking=thinking, answer=answer, used_thinking=used, prompt_tokens=len(ids),

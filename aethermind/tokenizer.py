@@ -104,12 +104,6 @@ class Forge1Tokenizer:
     def decode(self, ids: Iterable[int], skip_special: bool = False) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=skip_special)
 
-    def token_to_id(self, token: str) -> int | None:
-        return self._tok.token_to_id(token)
-
-    def id_to_token(self, idx: int) -> str | None:
-        return self._tok.id_to_token(idx)
-
     def get_vocab_size(self) -> int:
         return self._tok.get_vocab_size(with_added_tokens=True)
 
@@ -117,16 +111,9 @@ class Forge1Tokenizer:
         """Vocab rounded up to `multiple`: aligned embedding shapes run faster on GPUs."""
         return -(-self.get_vocab_size() // multiple) * multiple
 
-    @property
-    def vocab_size(self) -> int:
-        return self.get_vocab_size()
-
     def fingerprint(self) -> str:
         """Short hash of the tokenizer's full definition, to detect stale shards and checkpoints."""
         return hashlib.sha256(self._json.encode("utf-8")).hexdigest()[:16]
-
-    def __len__(self) -> int:
-        return self.get_vocab_size()
 
 
 def _strip_specials(texts: Iterable[str]) -> Iterator[str]:

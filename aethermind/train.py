@@ -305,7 +305,6 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
         if not main_proc:
             return
         state = {"step": at_step, "model": model_sd, "optimizer": optim_sd,
-                 "scheduler": {"step": at_step, "total_steps": total_steps},
                  "scaler": scaler.state_dict(), "loader": loader.state_dict(),
                  "rng": ckpt.rng_state(), "config": cfg.to_dict(),
                  "model_config": model_cfg.to_dict(),
@@ -408,12 +407,6 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
 
 
 # --- command line ---------------------------------------------------------------------------
-def _show_warning(message: Warning | str, *args: object, **kwargs: object) -> None:
-    """Warnings as one plain line on rank 0 (no file:line noise for users)."""
-    if dist.is_main():
-        print(f"warning: {message}", file=sys.stderr, flush=True)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aethermind train", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="training YAML, e.g. configs/local_config.yaml")
@@ -428,9 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     dist.setup_logging()
-    with warnings.catch_warnings():  # restores the warning hooks when the run ends
-        warnings.simplefilter("default")
-        warnings.showwarning = _show_warning
+    with dist.plain_warnings():
         try:
             cfg = load_config(args.config, args.set, args.variant)
             result = train(cfg, resume=args.resume)

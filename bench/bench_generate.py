@@ -6,6 +6,9 @@ Also measures the machine's memory read bandwidth in the same run, because decod
 reads every weight once: bandwidth / weight bytes is the ceiling we report a fraction of.
 Runs are interleaved (Forge, HF, Forge, HF, ...) and the best of `--repeats` is kept, so a
 noisy neighbour hurts both sides alike.
+Batched decode (`--batch`, default 8; what the server's continuous batching relies on): the
+aggregate tokens/s of `--batch` same-length prompts decoded together, on both sides, against
+batch 1 of the same side; decode rate = batch x (n - 1) / (time for n tokens - time for 1).
 Usage: `python bench/bench_generate.py --variants tiny nano --dtypes fp32 bf16 --json out.json`.
 """
 
@@ -27,7 +30,6 @@ from aethermind.config import VARIANTS, Forge1Config  # noqa: E402
 from aethermind.engine import Engine, SamplingParams  # noqa: E402
 from aethermind.hf_convert import to_hf  # noqa: E402
 from aethermind.model import Forge1Model  # noqa: E402
-from aethermind.packed_linear import packed_for_cpu  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -48,13 +50,37 @@ def memory_bandwidth(mib: int = 512, repeats: int = 5) -> dict[str, float]:
     return {"read_gb_s": nbytes / best_read / 1e9, "copy_gb_s": 2 * nbytes / best_copy / 1e9}
 
 
-def _forge_run(model: Forge1Model, prompt: list[int], n: int) -> tuple[float, float, list[int]]:
+def _greedy(n: int) -> SamplingParams:
+    return SamplingParams(max_new_tokens=n, temperature=0.0)
+
+
+def _forge_run(engine: Engine, prompt: list[int], n: int) -> tuple[float, float, list[int]]:
     """(time to first token, decode tokens/s after it, tokens)."""
     stamps: list[float] = []
     start = time.perf_counter()
-    gen = Engine(model).generate(prompt, SamplingParams(max_new_tokens=n),
-                                 on_token=lambda _: stamps.append(time.perf_counter()))
+    gen = engine.generate(prompt, _greedy(n), on_token=lambda _: stamps.append(time.perf_counter()))
     return stamps[0] - start, (n - 1) / (stamps[-1] - stamps[0]), gen.tokens
+
+
+def _forge_batch(engine: Engine, prompts: list[list[int]], n: int) -> float:
+    """Seconds for `n` new tokens per prompt, all prompts in one batch."""
+    start = time.perf_counter()
+    engine.generate_batch(prompts, _greedy(n))
+    return time.perf_counter() - start
+
+
+def _hf_batch(model: Any, prompts: list[list[int]], n: int) -> float:
+    ids = torch.tensor(prompts)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
+                       min_new_tokens=n, do_sample=False, pad_token_id=2)
+    return time.perf_counter() - start
+
+
+def _decode_rate(run: Any, model: Any, prompts: list[list[int]], n: int) -> float:
+    """Aggregate decode tokens/s: batch x (n - 1) / (time for n tokens - time for 1)."""
+    return len(prompts) * (n - 1) / (run(model, prompts, n) - run(model, prompts, 1))
 
 
 class _Stamps:
@@ -85,7 +111,7 @@ def _hf_run(model: Any, prompt: list[int], n: int) -> tuple[float, float, list[i
     return t[0] - start, (n - 1) / (t[-1] - t[0]), out[0, len(prompt):].tolist()
 
 
-def _models(variant: str, dtype: torch.dtype) -> tuple[Forge1Model, Any]:
+def _models(variant: str, dtype: torch.dtype, batch: int) -> tuple[Engine, Engine, Any]:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
@@ -95,17 +121,21 @@ def _models(variant: str, dtype: torch.dtype) -> tuple[Forge1Model, Any]:
     hf = LlamaForCausalLM(LlamaConfig.from_dict(hf_cfg)).eval()
     hf.load_state_dict(hf_sd, strict=False)  # tied lm_head may be absent from hf_sd
     hf.tie_weights()
-    # Prepacking is part of loading a model for generation (the chat does it once).
-    return packed_for_cpu(forge.to(dtype)), hf.to(dtype)
+    # Building the engine (prepacking, the KV cache) is part of loading a model for generation:
+    # the chat does it once, so it stays outside the timed region, like HF's model loading.
+    forge = forge.to(dtype)
+    return (Engine(forge, max_batch_size=1), Engine(forge, max_batch_size=batch),
+            hf.to(dtype))
 
 
-def bench_one(variant: str, dtype_name: str, prompt_len: int, new_tokens: int, repeats: int
-              ) -> dict[str, Any]:
+def bench_one(variant: str, dtype_name: str, prompt_len: int, new_tokens: int, repeats: int,
+              batch: int) -> dict[str, Any]:
     """One side-by-side row; the bandwidth is measured right before and after it (best kept)."""
     dtype = DTYPES[dtype_name]
-    forge, hf = _models(variant, dtype)
-    prompt = torch.randint(12, 32000, (prompt_len,), generator=torch.Generator().manual_seed(1))
-    prompt = prompt.tolist()
+    forge, forge_batched, hf = _models(variant, dtype, batch)
+    prompts = torch.randint(12, 32000, (batch, prompt_len),
+                            generator=torch.Generator().manual_seed(1)).tolist()
+    prompt = prompts[0]
     bw_before = memory_bandwidth()["read_gb_s"]
     _forge_run(forge, prompt, 8)  # warm-up: first-call allocations, oneDNN kernel selection
     _hf_run(hf, prompt, 8)
@@ -119,6 +149,15 @@ def bench_one(variant: str, dtype_name: str, prompt_len: int, new_tokens: int, r
                 forge_tokens = tokens
             elif same is None:
                 same = tokens == forge_tokens
+    rates: dict[str, float] = {}
+    if batch > 1:
+        for _ in range(repeats):
+            for name, run, model, rows in (
+                    ("forge_1", _forge_batch, forge, prompts[:1]),
+                    ("forge_b", _forge_batch, forge_batched, prompts),
+                    ("hf_1", _hf_batch, hf, prompts[:1]), ("hf_b", _hf_batch, hf, prompts)):
+                rates[name] = max(rates.get(name, 0.0), _decode_rate(run, model, rows,
+                                                                     new_tokens))
     read_gb_s = max(bw_before, memory_bandwidth()["read_gb_s"])
     n_params = hf.num_parameters()  # the packed Forge-1 copy keeps its linears as buffers
     weight_bytes = n_params * torch.finfo(dtype).bits // 8
@@ -129,7 +168,8 @@ def bench_one(variant: str, dtype_name: str, prompt_len: int, new_tokens: int, r
             "forge_ttft_ms": best["forge"][0] * 1e3, "hf_ttft_ms": best["hf"][0] * 1e3,
             "read_gb_s": read_gb_s, "bandwidth_limit_tok_s": limit,
             "fraction_of_limit": best["forge"][1] / limit,
-            "same_tokens": same}
+            "same_tokens": same, "batch": batch,
+            **{f"{k}_decode_tok_s": v for k, v in rates.items()}}
 
 
 def _table(rows: list[dict[str, Any]], bw: dict[str, float]) -> str:
@@ -146,6 +186,21 @@ def _table(rows: list[dict[str, Any]], bw: dict[str, float]) -> str:
     lines.append(f"\nmemory bandwidth at start: read (sum) {bw['read_gb_s']:.1f} GB/s, copy "
                  f"{bw['copy_gb_s']:.1f} GB/s; per row: best read around the row; limit = "
                  "read GB/s / weight bytes (every weight is read once per decoded token)")
+    batched = [r for r in rows if r["batch"] > 1]
+    if batched:
+        b = batched[0]["batch"]
+        lines.append(f"\n| model | dtype | Forge-1 batch 1 | Forge-1 batch {b} | Forge-1 gain "
+                     f"| HF batch 1 | HF batch {b} | HF gain | Forge-1 / HF at batch {b} |\n"
+                     + "|---" * 9 + "|")
+        for r in batched:
+            lines.append(
+                f"| {r['variant']} | {r['dtype']} | {r['forge_1_decode_tok_s']:.1f} | "
+                f"{r['forge_b_decode_tok_s']:.1f} | "
+                f"{r['forge_b_decode_tok_s'] / r['forge_1_decode_tok_s']:.2f}x | "
+                f"{r['hf_1_decode_tok_s']:.1f} | {r['hf_b_decode_tok_s']:.1f} | "
+                f"{r['hf_b_decode_tok_s'] / r['hf_1_decode_tok_s']:.2f}x | "
+                f"{r['forge_b_decode_tok_s'] / r['hf_b_decode_tok_s']:.2f}x |")
+        lines.append("\n(aggregate decode tokens/s over the batch, greedy, same-length prompts)")
     return "\n".join(lines)
 
 
@@ -156,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompt-tokens", type=int, default=32)
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--batch", type=int, default=8, help="batched-decode size (1 skips it)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args(argv)
@@ -164,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
 
     bw = memory_bandwidth()
-    rows = [bench_one(v, d, args.prompt_tokens, args.new_tokens, args.repeats)
+    rows = [bench_one(v, d, args.prompt_tokens, args.new_tokens, args.repeats, args.batch)
             for v in args.variants for d in args.dtypes]
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, "
           f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")

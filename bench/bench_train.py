@@ -36,14 +36,24 @@ from aethermind.model import Forge1Model  # noqa: E402
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5,
+                device: str | torch.device = "cpu") -> float:
     """Best GFLOP/s of an n x n x n matmul: the ceiling a training step is judged against."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    device = torch.device(device)
+    a = torch.randn(n, n, dtype=dtype, device=device)
+    b = torch.randn(n, n, dtype=dtype, device=device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     a @ b
     best = float("inf")
     for _ in range(repeats):
+        sync()
         t = time.perf_counter()
         a @ b
+        sync()
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best / 1e9
 
@@ -81,7 +91,7 @@ def _step_fn(model: Any, is_hf: bool, tokens: torch.Tensor, targets: torch.Tenso
                 logits = model(input_ids=tokens).logits
                 loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
             else:  # Forge-1's training path: fused chunked projection + cross-entropy
-                loss = model(tokens, targets, return_logits=False)[1]
+                loss = model(tokens, targets=targets)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -171,8 +181,8 @@ def packed_vs_padded(T: int, B: int, steps: int, n_chats: int) -> dict[str, Any]
                     start, useful = time.perf_counter(), 0  # step 0 is warm-up
                 batch = next(it)
                 n = (batch["targets"] != -100).sum()
-                model(batch["tokens"], batch["targets"], doc_ids=batch["doc_ids"],
-                      return_logits=False)[1].backward()
+                model(batch["tokens"], doc_ids=batch["doc_ids"],
+                      targets=batch["targets"]).backward()
                 opt.step()
                 opt.zero_grad(set_to_none=True)
                 useful += int(n)

@@ -21,8 +21,8 @@ from aethermind import demo
 from aethermind.checkpoint import list_checkpoints, load_checkpoint
 from aethermind.config import Forge1Config
 from aethermind.data import synth
+from aethermind.engine import Engine
 from aethermind.model import Forge1Model
-from aethermind.packed_linear import packed_for_cpu
 from aethermind.tokenizer import Forge1Tokenizer
 from aethermind.train import train
 from aethermind.train_config import parse_override
@@ -100,7 +100,8 @@ def main() -> None:
         model = Forge1Model(Forge1Config.from_variant(cfg.variant,
                                                       vocab_size=tok.get_vocab_size_padded()))
         model.load_state_dict(state["model"])
-        acc = demo.score_examples(packed_for_cpu(model.eval()), tok, test, cap)
+        engine = Engine(model.eval(), max_batch_size=demo.GEN_BATCH)
+        acc = demo.score_examples(engine, tok, test, cap)
         per = {t: v["accuracy"] for t, v in acc["per_task"].items()}
         rows.append({"step": state["step"], "accuracy": acc["accuracy"], "per_task": per})
         print(json.dumps(rows[-1]), flush=True)

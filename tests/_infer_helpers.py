@@ -76,7 +76,7 @@ def _train(tok: Forge1Tokenizer, steps: int, max_seq_len: int) -> dict[str, torc
         decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1 - step / steps)
         model.train()
         for _ in range(steps):
-            _, loss = model(tokens, targets)
+            loss = model(tokens, targets=targets)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

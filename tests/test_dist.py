@@ -30,7 +30,7 @@ def assets(tmp_path_factory, tiny_tokenizer):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="tests the no-GPU fallback")
 def test_cuda_without_a_gpu_falls_back_to_cpu_with_a_warning():
-    with pytest.warns(UserWarning, match="no CUDA GPU is available: training on the CPU"):
+    with pytest.warns(UserWarning, match="no CUDA GPU is available: running on the CPU"):
         assert dist.select_device("cuda").type == "cpu"
     assert dist.select_device("cpu") == torch.device("cpu")
 

@@ -1,4 +1,5 @@
-"""Engine: KV-cache decoding, batching, sampling rules, stops, context limits, streaming text."""
+"""Engine: KV-cache decoding, continuous batching, sampling rules, stops, context limits, streaming
+text."""
 
 from __future__ import annotations
 
@@ -12,11 +13,16 @@ from aethermind.engine import (
     PromptTooLongError,
     SamplingParams,
     TextStream,
+    TokenEvent,
     apply_repetition_penalty,
     filter_logits,
     sample_next,
 )
 from aethermind.model import Forge1Model
+
+
+def greedy(n: int, **kw) -> SamplingParams:
+    return SamplingParams(max_new_tokens=n, temperature=0.0, **kw)
 
 
 @pytest.fixture
@@ -35,7 +41,7 @@ def _greedy_no_cache(model, prompt, n, penalty=1.0):
     ids = list(prompt)
     out = []
     for _ in range(n):
-        logits = model(torch.tensor([ids]))[0][0, -1]
+        logits = model(torch.tensor([ids]))[0, -1]
         if penalty != 1.0 and out:
             seen = torch.zeros_like(logits, dtype=torch.bool)
             seen[out] = True
@@ -48,17 +54,17 @@ def _greedy_no_cache(model, prompt, n, penalty=1.0):
 
 def test_greedy_with_kv_cache_equals_no_cache_loop(model):
     prompt = _prompt(17, model.config.vocab_size)
-    gen = Engine(model).generate(prompt, SamplingParams(max_new_tokens=40))
+    gen = Engine(model).generate(prompt, greedy(40))
     assert gen.tokens == _greedy_no_cache(model, prompt, 40)
     assert gen.finish_reason == "length"
 
 
 def test_repetition_penalty_matches_reference_loop(model):
     prompt = _prompt(9, model.config.vocab_size, seed=1)
-    params = SamplingParams(max_new_tokens=30, repetition_penalty=1.8)
+    params = greedy(30, repetition_penalty=1.8)
     gen = Engine(model).generate(prompt, params)
     assert gen.tokens == _greedy_no_cache(model, prompt, 30, penalty=1.8)
-    assert gen.tokens != Engine(model).generate(prompt, SamplingParams(max_new_tokens=30)).tokens
+    assert gen.tokens != Engine(model).generate(prompt, greedy(30)).tokens
 
 
 def test_repetition_penalty_rule():
@@ -72,10 +78,10 @@ def test_batch_generation_equals_one_at_a_time(model):
     vocab = model.config.vocab_size
     prompts = [_prompt(n, vocab, seed=n) for n in (5, 23, 1, 12)]
     engine = Engine(model)
-    single = [engine.generate(p, SamplingParams(max_new_tokens=20)).tokens for p in prompts]
+    single = [engine.generate(p, greedy(20)).tokens for p in prompts]
     # Stop on a token that appears mid-way in some rows so rows finish at different steps.
     stop = single[1][6]
-    batch = engine.generate_batch(prompts, SamplingParams(max_new_tokens=20), stop_ids=[stop])
+    batch = engine.generate_batch(prompts, greedy(20), stop_ids=[stop])
     for ref, got in zip(single, batch, strict=True):
         expected = ref[:ref.index(stop)] if stop in ref else ref
         assert got.tokens == expected
@@ -101,8 +107,8 @@ def test_temperature_zero_is_argmax(model):
     assert torch.equal(sample_next(logits, SamplingParams(temperature=0)), logits.argmax(-1))
     prompt = _prompt(6, model.config.vocab_size)
     with torch.no_grad():
-        first = int(model(torch.tensor([prompt]))[0][0, -1].argmax())
-    gen = Engine(model).generate(prompt, SamplingParams(max_new_tokens=1, temperature=0))
+        first = int(model(torch.tensor([prompt]))[0, -1].argmax())
+    gen = Engine(model).generate(prompt, greedy(1))
     assert gen.tokens == [first]
 
 
@@ -110,7 +116,7 @@ def test_top_k_samples_only_the_k_most_likely():
     logits = torch.randn(1, 100)
     top3 = set(torch.topk(logits, 3).indices[0].tolist())
     gen = torch.Generator().manual_seed(0)
-    params = SamplingParams(temperature=2.0, top_k=3)
+    params = SamplingParams(temperature=2.0, top_k=3, top_p=None)
     drawn = {int(sample_next(logits, params, gen)) for _ in range(200)}
     assert drawn == top3
     assert int(sample_next(logits, SamplingParams(temperature=1.0, top_k=1), gen)) == \
@@ -133,9 +139,9 @@ def test_top_p_keeps_the_smallest_nucleus():
 def test_stop_token_ends_generation_and_is_not_returned(model):
     prompt = _prompt(10, model.config.vocab_size)
     engine = Engine(model)
-    free = engine.generate(prompt, SamplingParams(max_new_tokens=30)).tokens
+    free = engine.generate(prompt, greedy(30)).tokens
     stop = free[5]
-    gen = engine.generate(prompt, SamplingParams(max_new_tokens=30), stop_ids={stop, 99999})
+    gen = engine.generate(prompt, greedy(30), stop_ids={stop, 99999})
     assert gen.tokens == free[:free.index(stop)]
     assert (gen.finish_reason, gen.stop_token) == ("stop", stop)
 
@@ -143,14 +149,14 @@ def test_stop_token_ends_generation_and_is_not_returned(model):
 def test_on_token_sees_every_returned_token(model):
     seen = []
     gen = Engine(model).generate(_prompt(4, model.config.vocab_size),
-                                 SamplingParams(max_new_tokens=12), on_token=seen.append)
+                                 greedy(12), on_token=seen.append)
     assert seen == gen.tokens and len(seen) == 12
 
 
 def test_max_new_tokens_is_clipped_to_the_context(model):
     ctx = model.config.max_seq_len
     gen = Engine(model).generate(_prompt(ctx - 3, model.config.vocab_size),
-                                 SamplingParams(max_new_tokens=50))
+                                 greedy(50))
     assert len(gen.tokens) == 3 and gen.finish_reason == "length"
 
 
@@ -167,6 +173,122 @@ def test_sampling_params_reject_bad_values():
                 dict(repetition_penalty=0), dict(max_new_tokens=-1)):
         with pytest.raises(ValueError):
             SamplingParams(**bad)
+
+
+def _drain(engine: Engine) -> dict[int, list[TokenEvent]]:
+    events: dict[int, list[TokenEvent]] = {}
+    while engine.has_work():
+        for ev in engine.step():
+            events.setdefault(ev.seq_id, []).append(ev)
+    return events
+
+
+def _tokens(events: list[TokenEvent]) -> list[int]:
+    return [ev.token for ev in events if ev.token is not None]
+
+
+def test_sequences_join_and_leave_without_changing_each_others_tokens(model):
+    vocab = model.config.vocab_size
+    prompts = [_prompt(n, vocab, seed=10 + n) for n in (7, 19, 3, 11)]
+    # Penalised greedy: varied tokens, so any leak between rows would show.
+    params = greedy(16, repetition_penalty=5.0)
+    alone = [Engine(model, max_batch_size=1).generate(p, params).tokens for p in prompts]
+    assert all(len(set(t)) > 8 for t in alone)
+    engine = Engine(model, max_batch_size=3)
+    a, b = engine.add(prompts[0], params), engine.add(prompts[1], params)
+    events: dict[int, list[TokenEvent]] = {}
+    for i in range(12):
+        if i == 4:
+            c = engine.add(prompts[2], params)  # joins mid-way, into the free third slot
+        if i == 5:
+            d = engine.add(prompts[3], params)  # queued: every slot is busy
+        if i == 6:
+            engine.cancel(b)  # leaves mid-way: d takes its slot, rows now non-contiguous
+        for ev in engine.step():
+            events.setdefault(ev.seq_id, []).append(ev)
+    events_rest = _drain(engine)
+    for k, v in events_rest.items():
+        events.setdefault(k, []).extend(v)
+    assert _tokens(events[a]) == alone[0]
+    assert _tokens(events[c]) == alone[2]
+    assert _tokens(events[d]) == alone[3]
+    assert _tokens(events[b]) == alone[1][:6]  # six steps ran before the cancel
+    assert events[b][-1] == TokenEvent(b, None, True, "cancelled")
+    for seq in (a, c, d):
+        assert [ev.finished for ev in events[seq]] == [False] * 15 + [True]
+        assert events[seq][-1].finish_reason == "length"
+    assert not engine.has_work()
+
+
+def test_each_sequence_keeps_its_own_params_and_seed_in_a_batch(model):
+    vocab = model.config.vocab_size
+    prompts = [_prompt(n, vocab, seed=n) for n in (6, 14, 9)]
+    params = [SamplingParams(max_new_tokens=12, temperature=1.0, seed=5),
+              greedy(12, repetition_penalty=1.5),
+              SamplingParams(max_new_tokens=7, temperature=0.8, top_k=20, seed=9)]
+    alone = [Engine(model, max_batch_size=1).generate(p, sp).tokens
+             for p, sp in zip(prompts, params, strict=True)]
+    batch = Engine(model, max_batch_size=2).generate_batch(prompts, params)
+    assert [g.tokens for g in batch] == alone
+    assert [len(g.tokens) for g in batch] == [12, 12, 7]
+
+
+def test_step_reports_one_event_per_advancing_sequence(model):
+    engine = Engine(model, max_batch_size=2)
+    prompt = _prompt(5, model.config.vocab_size)
+    params = greedy(4, repetition_penalty=5.0)  # a random model repeats itself; this does not
+    first = engine.generate(prompt, params).tokens
+    assert len(set(first)) == 4
+    stop = first[2]
+    ids = [engine.add(prompt, params, stop_ids={stop}),
+           engine.add(prompt, greedy(2, repetition_penalty=5.0)), engine.add(prompt, greedy(0))]
+    steps = []
+    while engine.has_work():
+        steps.append([(ev.seq_id, ev.token, ev.finished, ev.finish_reason)
+                      for ev in engine.step()])
+    s0, s1, s2 = ids
+    assert steps == [
+        [(s0, first[0], False, None), (s1, first[0], False, None)],
+        [(s0, first[1], False, None), (s1, first[1], True, "length")],
+        [(s2, None, True, "length"), (s0, None, True, "stop")],  # s2 waited for a free slot
+    ]
+
+
+def test_stream_yields_generate_tokens_and_closing_it_frees_the_engine(model):
+    engine = Engine(model, max_batch_size=1)
+    prompt = _prompt(8, model.config.vocab_size)
+    full = engine.generate(prompt, greedy(10)).tokens
+    assert list(engine.stream(prompt, greedy(10))) == full
+    it = engine.stream(prompt, greedy(10))
+    assert [next(it) for _ in range(3)] == full[:3]
+    it.close()
+    assert not engine.has_work()
+    assert engine.generate(prompt, greedy(10)).tokens == full
+
+
+def test_a_driven_engine_refuses_generate_and_add_refuses_a_long_prompt(model):
+    engine = Engine(model, max_batch_size=1, max_seq_len=32)
+    with pytest.raises(PromptTooLongError, match="32-token context"):
+        engine.add(_prompt(32, model.config.vocab_size))
+    engine.add([1, 2, 3], greedy(5))
+    with pytest.raises(RuntimeError, match="add\\(\\)/step\\(\\)"):
+        engine.generate([1, 2], greedy(5))
+    with pytest.raises(ValueError, match="max_seq_len=999"):
+        Engine(model, max_seq_len=999)
+
+
+def test_decode_step_traces_as_one_graph(model):
+    """Fixed cache + explicit positions: torch.compile captures decode without graph breaks."""
+    from aethermind.kv_cache import KVCache
+
+    cache = KVCache.for_model(model, 2, 32)
+    step = torch.compile(model, backend="eager", fullgraph=True)
+    tokens = torch.randint(0, model.config.vocab_size, (2, 1))
+    positions = torch.tensor([[3], [9]])
+    with torch.no_grad():
+        got = step(tokens, positions, kv_cache=cache)
+        ref = model(tokens, positions, kv_cache=cache)
+    torch.testing.assert_close(got, ref)
 
 
 TEXTS = ["こんにちは 😀 世界", "héllo wörld 🗼🚀 ok", "plain ascii text", "混合 mixed 😀😀"]

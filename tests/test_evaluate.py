@@ -15,6 +15,7 @@ from _infer_helpers import CONVERSATIONS, make_tokenizer, save_final, train_tiny
 
 from aethermind import chat_format as cf
 from aethermind.data import synth
+from aethermind.engine import Engine
 from aethermind.evaluate import main, reasoning_accuracy, validation_loss
 from aethermind.prompts import GUIDE_PROMPTS, TEST_PROMPTS
 
@@ -87,7 +88,8 @@ def test_validation_loss_scores_response_tokens_only(trained_ckpt, val_file):
             ids, mask = cf.encode(c, tok)
             targets = torch.tensor(ids[1:])
             targets[torch.tensor(mask[1:]) == 0] = -100
-            _, loss = model(torch.tensor([ids[:-1]]), targets.view(1, -1))
+            loss = torch.nn.functional.cross_entropy(model(torch.tensor([ids[:-1]]))[0], targets,
+                                                     ignore_index=-100)
             total += loss.item() * int((targets != -100).sum())
     assert math.isclose(val["loss"], total / expected, rel_tol=1e-3, abs_tol=1e-4)
 
@@ -99,7 +101,7 @@ def test_reasoning_accuracy_uses_score_on_parsed_answers(trained_ckpt, monkeypat
     examples = [synth.SynthExample("add", "What is 2+2?", None, "4"),
                 synth.SynthExample("sort", "Sort 3, 1, 2", None, "1, 2, 3")]
     monkeypatch.setattr(synth, "make_split", lambda split, n, seed=0: examples[:n])
-    acc = reasoning_accuracy(model, tok, 2, max_new_tokens=40, batch_size=2)
+    acc = reasoning_accuracy(Engine(model, max_batch_size=2), tok, 2, max_new_tokens=40)
     assert acc["per_task"] == {"add": {"n": 1, "correct": 1, "accuracy": 1.0},
                                "sort": {"n": 1, "correct": 0, "accuracy": 0.0}}
     assert acc["samples"][0]["answer"] == "The answer is 4."

@@ -28,7 +28,7 @@ def test_forge_weights_give_hf_llama_logits(tied):
     assert unexpected == [] and missing == (["lm_head.weight"] if tied else [])
     tokens = torch.randint(0, cfg.vocab_size, (2, 80))
     with torch.no_grad():
-        diff = (ours(tokens)[0] - ref(tokens).logits).abs().max().item()
+        diff = (ours(tokens) - ref(tokens).logits).abs().max().item()
     assert diff <= 1e-4
 
 
@@ -42,7 +42,7 @@ def test_hf_llama_weights_give_forge_logits():
     ours.load_state_dict(sd)
     tokens = torch.randint(0, cfg.vocab_size, (1, 64))
     with torch.no_grad():
-        diff = (ours(tokens)[0] - ref(tokens).logits).abs().max().item()
+        diff = (ours(tokens) - ref(tokens).logits).abs().max().item()
     assert diff <= 1e-4
 
 

@@ -24,7 +24,7 @@ def saved(tiny_config, tiny_tokenizer, tmp_path):
 def _same_logits(a, b):
     ids = torch.arange(12, 40).view(1, -1)
     with torch.no_grad():
-        return torch.equal(a(ids)[0], b(ids)[0])
+        return torch.equal(a(ids), b(ids))
 
 
 def test_loads_the_training_layout_exactly(saved, tiny_tokenizer):
@@ -133,6 +133,9 @@ def test_not_a_state_dict_is_an_error(tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
-def test_cuda_without_a_gpu_is_a_clear_error(saved):
-    with pytest.raises(LoadError, match="no CUDA GPU is available: use --device cpu"):
-        load_model(saved[1], device="cuda")
+def test_cuda_without_a_gpu_falls_back_to_the_cpu_with_a_warning(saved):
+    with pytest.warns(UserWarning, match="no CUDA GPU is available: running on the CPU"):
+        model, _ = load_model(saved[1], device="cuda")
+    assert next(model.parameters()).device.type == "cpu"
+    with pytest.raises(LoadError, match="unknown device 'gpu'"):
+        load_model(saved[1], device="gpu")

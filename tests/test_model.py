@@ -44,12 +44,11 @@ def test_forward_shapes_and_loss_ignores_minus_100(tiny_config):
     tokens = torch.randint(0, tiny_config.vocab_size, (3, 17))
     targets = torch.randint(0, tiny_config.vocab_size, (3, 17))
     targets[:, :5] = -100
-    logits, loss = model(tokens, targets)
+    logits = model(tokens)
     assert logits.shape == (3, 17, tiny_config.vocab_size)
     keep = targets != -100
     manual = F.cross_entropy(logits[keep], targets[keep])
-    torch.testing.assert_close(loss, manual)
-    assert model(tokens)[1] is None
+    torch.testing.assert_close(model(tokens, targets=targets), manual)
 
 
 def test_no_bias_and_tied_embeddings(tiny_config):
@@ -67,7 +66,7 @@ def test_causality_future_tokens_do_not_change_the_past(tiny_config):
     a = torch.randint(0, tiny_config.vocab_size, (1, 20))
     b = a.clone()
     b[:, 12:] = torch.randint(0, tiny_config.vocab_size, (1, 8))
-    torch.testing.assert_close(model(a)[0][:, :12], model(b)[0][:, :12])
+    torch.testing.assert_close(model(a)[:, :12], model(b)[:, :12])
 
 
 def _naive_forward_attention(model: Forge1Model, x: torch.Tensor) -> torch.Tensor:
@@ -112,18 +111,40 @@ def test_rope_and_gqa_match_naive_reference(tiny_config):
 def test_kv_cache_decode_equals_full_forward(tiny_config):
     model = Forge1Model(tiny_config).eval()
     tokens = torch.randint(0, tiny_config.vocab_size, (2, 30))
-    full, _ = model(tokens)
+    full = model(tokens)
     cache = KVCache.for_model(model, batch_size=2, max_len=64)
-    pieces = [model(tokens[:, :10], kv_cache=cache)[0], model(tokens[:, 10:16], kv_cache=cache)[0]]
-    pieces += [model(tokens[:, t:t + 1], kv_cache=cache)[0] for t in range(16, 30)]
-    assert cache.pos == 30
+    pos = torch.arange(30).expand(2, 30)
+    pieces = [model(tokens[:, :10], pos[:, :10], kv_cache=cache),
+              model(tokens[:, 10:16], pos[:, 10:16], kv_cache=cache)]
+    pieces += [model(tokens[:, t:t + 1], pos[:, t:t + 1], kv_cache=cache) for t in range(16, 30)]
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
 
 
-def test_last_only_returns_final_position(tiny_config):
+def test_rows_at_different_positions_share_a_decode_step(tiny_config):
+    """Per-row positions: a long and a short sequence decode together, each as if alone, and
+    stale cache slots past a row's position (a longer earlier occupant) stay invisible."""
     model = Forge1Model(tiny_config).eval()
-    tokens = torch.randint(0, tiny_config.vocab_size, (2, 11))
-    torch.testing.assert_close(model(tokens, last_only=True)[0], model(tokens)[0][:, -1:])
+    long = torch.randint(0, tiny_config.vocab_size, (1, 20))
+    short = torch.randint(0, tiny_config.vocab_size, (1, 6))
+    cache = KVCache.for_model(model, batch_size=2, max_len=32)
+    stale = torch.randint(0, tiny_config.vocab_size, (1, 25))  # slot 1's previous sequence
+    model(stale, torch.arange(25)[None], kv_cache=cache.window(slice(1, 2), 25))
+    model(long[:, :19], torch.arange(19)[None], kv_cache=cache.window(slice(0, 1), 19))
+    model(short[:, :5], torch.arange(5)[None], kv_cache=cache.window(slice(1, 2), 5))
+    step = torch.cat([long[:, -1:], short[:, -1:]])  # last tokens, fed at positions 19 and 5
+    got = model(step, torch.tensor([[19], [5]]), kv_cache=cache)[:, 0]
+    torch.testing.assert_close(got[0], model(long)[0, -1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got[1], model(short)[0, -1], atol=1e-5, rtol=1e-5)
+
+
+def test_a_cache_needs_positions_and_packed_rows_no_cache(tiny_config):
+    model = Forge1Model(tiny_config).eval()
+    cache = KVCache.for_model(model, batch_size=1, max_len=8)
+    tokens = torch.zeros(1, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match="explicit positions"):
+        model(tokens, kv_cache=cache)
+    with pytest.raises(ValueError, match="doc_ids"):
+        model(tokens, torch.arange(3)[None], kv_cache=cache, doc_ids=torch.zeros_like(tokens))
 
 
 def test_doc_ids_isolate_packed_documents(tiny_config):
@@ -132,20 +153,20 @@ def test_doc_ids_isolate_packed_documents(tiny_config):
     second = torch.randint(0, tiny_config.vocab_size, (1, 9))
     packed = torch.cat([first, second], dim=1)
     doc_ids = torch.tensor([[0] * 7 + [1] * 9])
-    logits, _ = model(packed, doc_ids=doc_ids)
+    logits = model(packed, doc_ids=doc_ids)
     # RoPE is relative, so the second document sees exactly what it would see alone.
-    torch.testing.assert_close(logits[:, 7:], model(second)[0], atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(logits[:, :7], model(first)[0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(logits[:, 7:], model(second), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(logits[:, :7], model(first), atol=1e-5, rtol=1e-4)
 
 
 def test_gradient_checkpointing_gives_same_gradients(tiny_config):
     model = Forge1Model(tiny_config)
     tokens = torch.randint(0, tiny_config.vocab_size, (2, 16))
-    model(tokens, tokens)[1].backward()
+    model(tokens, targets=tokens).backward()
     plain = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
     model.set_gradient_checkpointing(True)
-    model(tokens, tokens)[1].backward()
+    model(tokens, targets=tokens).backward()
     for a, p in zip(plain, model.parameters(), strict=True):
         torch.testing.assert_close(a, p.grad)
 
@@ -177,7 +198,7 @@ def test_tiny_model_overfits_one_batch(tiny_config):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     first = None
     for _ in range(60):
-        _, loss = model(tokens[:, :-1], tokens[:, 1:])
+        loss = model(tokens[:, :-1], targets=tokens[:, 1:])
         first = first if first is not None else loss.item()
         opt.zero_grad()
         loss.backward()
@@ -189,8 +210,8 @@ def test_tiny_model_overfits_one_batch(tiny_config):
 def test_bf16_forward_runs_and_stays_close(tiny_config):
     model = Forge1Model(tiny_config).eval()
     tokens = torch.randint(0, tiny_config.vocab_size, (1, 12))
-    ref, _ = model(tokens)
-    low, _ = model.to(torch.bfloat16)(tokens)
+    ref = model(tokens)
+    low = model.to(torch.bfloat16)(tokens)
     assert low.dtype == torch.bfloat16
     assert (low.float() - ref).abs().max() < 0.1
 
@@ -200,13 +221,12 @@ def test_fused_loss_path_matches_logits_path(tiny_config):
     tokens = torch.randint(0, tiny_config.vocab_size, (2, 40))
     targets = tokens.roll(-1, dims=1)
     targets[0, :10] = -100
-    _, loss = model(tokens, targets)
+    loss = F.cross_entropy(model(tokens).flatten(0, 1), targets.flatten(), ignore_index=-100)
     loss.backward()
     grads = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
-    logits, fused = model(tokens, targets, return_logits=False)
+    fused = model(tokens, targets=targets)
     fused.backward()
-    assert logits is None
     torch.testing.assert_close(fused, loss)
     for a, p in zip(grads, model.parameters(), strict=True):
         torch.testing.assert_close(p.grad, a, atol=1e-6, rtol=1e-4)
@@ -215,7 +235,7 @@ def test_fused_loss_path_matches_logits_path(tiny_config):
 def test_fused_loss_with_no_loss_tokens_is_zero_not_nan(tiny_config):
     model = Forge1Model(tiny_config)
     tokens = torch.randint(0, tiny_config.vocab_size, (1, 8))
-    _, loss = model(tokens, torch.full_like(tokens, -100), return_logits=False)
+    loss = model(tokens, targets=torch.full_like(tokens, -100))
     loss.backward()
     assert loss.item() == 0.0
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())

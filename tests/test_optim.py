@@ -38,7 +38,7 @@ def test_fused_adamw_on_cpu_steps(tiny_config):
     assert opt.defaults.get("fused") is True
     tokens = torch.randint(0, tiny_config.vocab_size, (2, 8))
     before = model.layers[0].attn.wqkv.weight.detach().clone()
-    model(tokens, tokens)[1].backward()
+    model(tokens, targets=tokens).backward()
     opt.step()
     assert not torch.equal(before, model.layers[0].attn.wqkv.weight)
 

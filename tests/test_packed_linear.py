@@ -19,11 +19,12 @@ def test_packed_model_matches_and_shares_parameters(tiny_config):
     assert fast.tok_emb.weight is model.tok_emb.weight
     tokens = torch.randint(0, tiny_config.vocab_size, (2, 24))
     with torch.inference_mode():
-        torch.testing.assert_close(fast(tokens)[0], model(tokens)[0], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(fast(tokens), model(tokens), atol=1e-5, rtol=1e-4)
         cache = KVCache.for_model(fast, 2, 64)
-        fast(tokens[:, :20], kv_cache=cache)
-        step, _ = fast(tokens[:, 20:21], kv_cache=cache)
-        torch.testing.assert_close(step[:, 0], model(tokens[:, :21])[0][:, -1], atol=1e-5,
+        pos = torch.arange(21).expand(2, 21)
+        fast(tokens[:, :20], pos[:, :20], kv_cache=cache)
+        step = fast(tokens[:, 20:21], pos[:, 20:21], kv_cache=cache)
+        torch.testing.assert_close(step[:, 0], model(tokens[:, :21])[:, -1], atol=1e-5,
                                    rtol=1e-4)
 
 

@@ -80,7 +80,7 @@ def test_loss_is_summed_over_masked_tokens_only(tiny_config):
     model = Forge1Model(tiny_config)
     tokens = torch.randint(0, tiny_config.vocab_size, (1, 3))
     targets = torch.tensor([[2, -100, 4]])
-    logits, _ = model(tokens)
+    logits = model(tokens)
     expected = (torch.nn.functional.cross_entropy(logits[0, [0, 2]], targets[0, [0, 2]],
                                                   reduction="sum"))
     assert torch.allclose(train.compute_loss(model, tokens, targets), expected)

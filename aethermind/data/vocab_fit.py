@@ -25,6 +25,14 @@ from aethermind.tokenizer import Forge1Tokenizer
 _CHUNK = re.compile(r" ?\S+|\s+")
 
 
+def id_to_token(tok: Forge1Tokenizer) -> dict[int, str]:
+    """Every id of `tok` and its token string (byte-level form), specials included."""
+    spec = json.loads(tok._json)
+    out = {i: t for t, i in spec["model"]["vocab"].items()}
+    out.update({t["id"]: t["content"] for t in spec.get("added_tokens", [])})
+    return out
+
+
 def _used_tokens(base: Forge1Tokenizer, texts: Iterable[str]) -> set[str]:
     chunks: set[str] = set()
     for text in texts:
@@ -32,7 +40,8 @@ def _used_tokens(base: Forge1Tokenizer, texts: Iterable[str]) -> set[str]:
     used: set[int] = set()
     for ids in base.encode_batch(sorted(chunks), allow_special=True):
         used.update(ids)
-    return {base.id_to_token(i) for i in used}
+    names = id_to_token(base)
+    return {names[i] for i in used}
 
 
 def fit_vocabulary(base: Forge1Tokenizer, texts: Iterable[str]) -> Forge1Tokenizer:

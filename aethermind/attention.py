@@ -1,0 +1,100 @@
+"""Document masking for packed rows: a dense mask on CPU, FlexAttention's block mask on CUDA.
+
+A packed row holds several conversations; each token may attend only to earlier tokens of its
+own document. The dense (B, 1, T, T) boolean mask says so exactly, but a mask tensor keeps
+SDPA off its flash kernel and costs O(T^2) memory per row. On CUDA the same rule is given to
+FlexAttention as a `mask_mod` over `doc_ids`; its `BlockMask` skips the blocks that cross a
+document boundary and the fused Triton kernel computes the rest, so packing costs nothing per
+token. FlexAttention has no CPU backward (torch 2.13), so CPU training keeps the dense mask.
+Usage: `mask = document_mask(doc_ids)`; then `attend(q, k, v, mask)` inside attention.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+AttentionBackend = Literal["auto", "dense", "flex"]
+BACKENDS: tuple[str, ...] = ("auto", "dense", "flex")
+
+
+def document_causal_mask(doc_ids: torch.Tensor) -> torch.Tensor:
+    """Bool (B, 1, T, T), True = may attend: same document and not in the future."""
+    T = doc_ids.shape[1]
+    same_doc = doc_ids[:, :, None] == doc_ids[:, None, :]  # (B, T, T)
+    causal = torch.ones(T, T, dtype=torch.bool, device=doc_ids.device).tril()
+    return (same_doc & causal).unsqueeze(1)
+
+
+MIN_FLEX_CAPABILITY = (8, 0)  # Ampere and newer
+
+
+def flex_supported(device: torch.device) -> bool:
+    """Whether FlexAttention can train fused here: CUDA, Triton (absent from e.g. Windows
+    wheels), and an Ampere or newer GPU. Older cards (T4, GTX 16xx: sm75, 64 KB of shared
+    memory per block) keep the dense mask: Triton's attention kernels run out of shared memory
+    there (pytorch/pytorch#133254 hits it even on 100 KB consumer cards at head dim 128)."""
+    if device.type != "cuda" or importlib.util.find_spec("triton") is None:
+        return False
+    if importlib.util.find_spec("torch.nn.attention.flex_attention") is None:
+        return False
+    return torch.cuda.get_device_capability(device) >= MIN_FLEX_CAPABILITY
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """'auto' -> 'flex' where it trains fused (see `flex_supported`), else 'dense'."""
+    if backend not in BACKENDS:
+        raise ValueError(f"attention backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        return "flex" if flex_supported(device) else "dense"
+    return backend
+
+
+def document_block_mask(doc_ids: torch.Tensor):
+    """FlexAttention `BlockMask` of the document-causal rule for (B, T) `doc_ids`."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return (doc_ids[b, q_idx] == doc_ids[b, kv_idx]) & (q_idx >= kv_idx)
+
+    B, T = doc_ids.shape
+    return create_block_mask(mask_mod, B, None, T, T, device=doc_ids.device)
+
+
+def document_mask(doc_ids: torch.Tensor, backend: str = "auto"):
+    """The selector: a `BlockMask` for FlexAttention, or the dense (B, 1, T, T) bool mask."""
+    if resolve_backend(backend, doc_ids.device) == "flex":
+        return document_block_mask(doc_ids)
+    return document_causal_mask(doc_ids)
+
+
+@functools.cache
+def _compiled_flex():
+    """flex_attention compiled once per process (uncompiled it materialises all T x T scores)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def flex_document_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                            block_mask) -> torch.Tensor:
+    """q (B, H, T, D), k/v (B, H_kv, T, D) -> (B, H, T, D), GQA included.
+
+    Compiled on CUDA (the fused kernel); eager elsewhere, where torch runs it as a reference
+    (forward only on CPU), which is what the CPU tests compare against the dense path.
+    """
+    from torch.nn.attention.flex_attention import flex_attention
+
+    fn = _compiled_flex() if q.is_cuda else flex_attention
+    return fn(q, k, v, block_mask=block_mask, enable_gqa=k.shape[1] != q.shape[1])
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask) -> torch.Tensor:
+    """Masked attention with whichever mask `document_mask` (or a caller) produced."""
+    if isinstance(mask, torch.Tensor):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+    return flex_document_attention(q, k, v, mask)

@@ -1,0 +1,151 @@
+"""Forge-1 as a GGUF file for llama.cpp, Ollama and LM Studio (`llama` architecture).
+
+Tensors take their GGUF names from the `gguf` package's own Hugging Face name map (the one
+llama.cpp's converter uses), so this module only adds what differs from a plain copy:
+- Q and K rows are permuted. Forge-1, like HF Llama, rotates the two halves of each head
+  (rotate-half RoPE); llama.cpp's `llama` architecture rotates adjacent pairs, so, as
+  llama.cpp's convert_hf_to_gguf.py does, row j of each head is moved so that halves become
+  pairs. V, O and the MLP are untouched.
+- The tokenizer is written as llama.cpp's "gpt2" (byte-level BPE) vocabulary with pre-tokenizer
+  "smollm": in llama.cpp's src/llama-vocab.cpp that type splits on `\\p{N}` (single digits) and
+  then applies the GPT-2 regex, which is exactly our `Digits(individual_digits=True)` followed by
+  `ByteLevel(use_regex=True)`. `test_interop.py` checks the ids against llama.cpp itself.
+- Weights: f32, f16, or q8_0 (2-D weights quantized with `gguf.quants`; a row length that is not
+  a multiple of 32 falls back to f16, as llama.cpp's converter does). Norms stay f32.
+Usage: `write_gguf(model, tok, meta, Path("forge1_nano-f16.gguf"), "f16")`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aethermind.chat_template import CHAT_TEMPLATE
+from aethermind.export import ExportMeta
+from aethermind.hf_convert import to_hf
+from aethermind.model import Forge1Model
+from aethermind.tokenizer import Forge1Tokenizer
+
+GGUF_DTYPES = ("f32", "f16", "q8_0")
+PRE_TOKENIZER = "smollm"  # llama.cpp LLAMA_VOCAB_PRE_TYPE_SMOLLM = \p{N} split + GPT-2 regex
+META_PREFIX = "forge1."
+
+
+def permute_rope(w: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Rotate-half row order -> interleaved pairs, per head (llama.cpp's `permute`)."""
+    out_dim = w.shape[0]
+    return w.reshape(n_heads, 2, out_dim // n_heads // 2, *w.shape[1:]).transpose(1, 2) \
+        .reshape(w.shape)
+
+
+def unpermute_rope(w: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Inverse of `permute_rope` (to read a GGUF back into Forge-1 order)."""
+    out_dim = w.shape[0]
+    return w.reshape(n_heads, out_dim // n_heads // 2, 2, *w.shape[1:]).transpose(1, 2) \
+        .reshape(w.shape)
+
+
+def gguf_tensors(model: Forge1Model) -> dict[str, torch.Tensor]:
+    """GGUF name -> float32 tensor (Q/K permuted; `output` absent when embeddings are tied)."""
+    import gguf
+
+    cfg = model.config
+    hf_sd, _ = to_hf({k: v.detach().cpu().float() for k, v in model.state_dict().items()}, cfg)
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, cfg.n_layers)
+    out: dict[str, torch.Tensor] = {}
+    for hf_name, tensor in hf_sd.items():
+        if hf_name.endswith("q_proj.weight"):
+            tensor = permute_rope(tensor, cfg.n_heads)
+        elif hf_name.endswith("k_proj.weight"):
+            tensor = permute_rope(tensor, cfg.n_kv_heads)
+        name = names.get_name(hf_name, try_suffixes=(".weight",))
+        if name is None:
+            raise ValueError(f"no GGUF name for {hf_name}")
+        out[name] = tensor
+    return out
+
+
+def _vocab(tok: Forge1Tokenizer, n_vocab: int) -> tuple[list[str], list[int], list[str]]:
+    """(tokens, token types, merges); ids past the tokenizer (vocab padding) are UNUSED."""
+    import gguf
+
+    special = set(tok.special_ids.values())
+    tokens, types = [], []
+    for i in range(n_vocab):
+        piece = tok.id_to_token(i)
+        if piece is None:
+            tokens.append(f"[PAD{i}]")
+            types.append(gguf.TokenType.UNUSED)
+        else:
+            tokens.append(piece)
+            types.append(gguf.TokenType.CONTROL if i in special else gguf.TokenType.NORMAL)
+    merges = json.loads(tok._json)["model"]["merges"]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in merges]
+    return tokens, types, merges
+
+
+def _encode(name: str, tensor: torch.Tensor, dtype: str) -> tuple[np.ndarray, object]:
+    """(data, GGML type) for one tensor under the file's weight type."""
+    import gguf
+
+    data = tensor.numpy().astype(np.float32)
+    qt = gguf.GGMLQuantizationType
+    if data.ndim == 1 or dtype == "f32":
+        return data, qt.F32
+    if dtype == "q8_0":
+        try:
+            return gguf.quants.quantize(data, qt.Q8_0), qt.Q8_0
+        except gguf.QuantError:
+            pass  # row length not a multiple of the block size
+    return data.astype(np.float16), qt.F16
+
+
+def write_gguf(model: Forge1Model, tok: Forge1Tokenizer, meta: ExportMeta, path: Path,
+               dtype: str = "f16") -> Path:
+    import gguf
+
+    if dtype not in GGUF_DTYPES:
+        raise ValueError(f"GGUF dtype {dtype!r}: choose one of {', '.join(GGUF_DTYPES)}")
+    cfg = model.config
+    file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+                 "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[dtype]
+    w = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
+    w.add_name(f"Forge-1 {meta.variant}")
+    w.add_file_type(file_type)
+    w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    w.add_vocab_size(cfg.vocab_size)
+    w.add_context_length(cfg.max_seq_len)
+    w.add_embedding_length(cfg.dim)
+    w.add_block_count(cfg.n_layers)
+    w.add_feed_forward_length(cfg.ffn_dim)
+    w.add_head_count(cfg.n_heads)
+    w.add_head_count_kv(cfg.n_kv_heads)
+    w.add_rope_dimension_count(cfg.head_dim)
+    w.add_rope_freq_base(cfg.rope_theta)
+    w.add_layer_norm_rms_eps(cfg.norm_eps)
+    tokens, types, merges = _vocab(tok, cfg.vocab_size)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(PRE_TOKENIZER)
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(merges)
+    w.add_bos_token_id(tok.bos_id)
+    w.add_eos_token_id(tok.eos_id)
+    w.add_eot_token_id(tok.special_ids["<|/assistant|>"])  # llama.cpp stops on EOS and EOT
+    w.add_pad_token_id(tok.pad_id)
+    w.add_add_bos_token(False)  # the chat template writes <|bos|> itself
+    w.add_add_eos_token(False)
+    w.add_chat_template(CHAT_TEMPLATE)
+    for key, value in meta.to_strings().items():
+        w.add_string(META_PREFIX + key, value)
+    for name, tensor in gguf_tensors(model).items():
+        data, ggml_type = _encode(name, tensor, dtype)
+        w.add_tensor(name, data, raw_dtype=ggml_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path

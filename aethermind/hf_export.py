@@ -1,0 +1,157 @@
+"""A Hugging Face `LlamaForCausalLM` directory from Forge-1, and back (`aethermind import-hf`).
+
+The directory holds config.json, model.safetensors, generation_config.json (stops at
+`<|/assistant|>` and `<|eos|>`), tokenizer.json, tokenizer_config.json, special_tokens_map.json
+and the chat template twice, as chat_template.jinja and inside tokenizer_config.json, because
+some loaders read only one. Weight names come from `hf_convert`; `transformers` is not needed
+to write or read it. The Forge-1 metadata rides in config.json under "forge1".
+Usage: `write_hf_dir(model, tok, ExportMeta.of(model, tok), Path("out/forge1_nano_hf"))`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from aethermind import chat_format as cf
+from aethermind.chat_template import CHAT_TEMPLATE, STOP_TOKENS
+from aethermind.config import Forge1Config
+from aethermind.export import ExportError, ExportMeta, staged_path, variant_of
+from aethermind.hf_convert import from_hf, to_hf
+from aethermind.model import Forge1Model
+from aethermind.tokenizer import Forge1Tokenizer
+
+WEIGHTS = "model.safetensors"
+
+
+def _dump(obj: Any) -> str:
+    return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
+
+
+def tokenizer_files(tok: Forge1Tokenizer, max_seq_len: int) -> dict[str, str]:
+    """tokenizer_config.json + special_tokens_map.json + chat_template.jinja contents."""
+    bos, eos, pad = cf.SPECIAL_TOKENS[:3]
+    extra = list(cf.SPECIAL_TOKENS[3:])
+    special = {"bos_token": bos, "eos_token": eos, "pad_token": pad,
+               "additional_special_tokens": extra}
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", **special,
+              "add_bos_token": False, "add_eos_token": False,  # the template writes <|bos|>
+              "clean_up_tokenization_spaces": False, "model_max_length": max_seq_len,
+              "chat_template": CHAT_TEMPLATE}
+    return {"tokenizer_config.json": _dump(config),
+            "special_tokens_map.json": _dump(special),
+            "chat_template.jinja": CHAT_TEMPLATE}
+
+
+def write_hf_dir(model: Forge1Model, tok: Forge1Tokenizer, meta: ExportMeta,
+                 directory: Path) -> Path:
+    """Fill `directory` (the caller stages it) with a transformers-loadable Llama model."""
+    from safetensors.torch import save_file
+
+    cfg = model.config
+    sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    hf_sd, hf_cfg = to_hf(sd, cfg)
+    stops = [tok.special_ids[s] for s in STOP_TOKENS]
+    ids = {"bos_token_id": tok.bos_id, "eos_token_id": stops, "pad_token_id": tok.pad_id}
+    hf_cfg = {**hf_cfg, **ids, "torch_dtype": "float32", "forge1": meta.to_strings()}
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous().float() for k, v in hf_sd.items()}, str(directory / WEIGHTS),
+              metadata={"format": "pt"})
+    tok.save(directory)  # tokenizer.json (+ a plain tokenizer_config.json, replaced below)
+    files = {"config.json": _dump(hf_cfg),
+             "generation_config.json": _dump({**ids, "do_sample": False}),
+             **tokenizer_files(tok, cfg.max_seq_len)}
+    for name, text in files.items():
+        (directory / name).write_text(text, encoding="utf-8")
+    return directory
+
+
+def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    index = directory / f"{WEIGHTS}.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+    elif (directory / WEIGHTS).is_file():
+        shards = [WEIGHTS]
+    else:
+        raise ExportError(f"no {WEIGHTS} (or {WEIGHTS}.index.json) in {directory}: save the "
+                          "model with save_pretrained(..., safe_serialization=True)")
+    sd: dict[str, torch.Tensor] = {}
+    for shard in shards:
+        sd.update(load_file(str(directory / shard)))
+    return {k: v.float() for k, v in sd.items()}
+
+
+def read_hf_dir(directory: str | Path) -> tuple[dict[str, torch.Tensor], Forge1Config,
+                                                 Forge1Tokenizer]:
+    """(Forge-1 state dict, config, tokenizer) from a Llama directory with a Forge-1 tokenizer."""
+    directory = Path(directory)
+    config_file = directory / "config.json"
+    if not config_file.is_file():
+        raise ExportError(f"no config.json in {directory}: pass a Hugging Face model directory")
+    hf_cfg = json.loads(config_file.read_text(encoding="utf-8"))
+    if hf_cfg.get("model_type") != "llama":
+        raise ExportError(f"{config_file}: model_type {hf_cfg.get('model_type')!r}; only Llama "
+                          "(LlamaForCausalLM) directories convert to Forge-1")
+    try:
+        tok = Forge1Tokenizer(directory)
+        sd, cfg = from_hf(_read_weights(directory), hf_cfg)
+    except (FileNotFoundError, ValueError) as err:
+        raise ExportError(f"{directory}: {err}") from None
+    except KeyError as err:
+        raise ExportError(f"{directory}: weights lack tensor {err}") from None
+    if tok.get_vocab_size_padded() != cfg.vocab_size:
+        raise ExportError(f"{directory}: the tokenizer has {tok.get_vocab_size()} tokens but the "
+                          f"model's vocabulary is {cfg.vocab_size}; they must belong together")
+    model = Forge1Model(cfg)  # catches shape errors before anything is written
+    try:
+        model.load_state_dict(sd)
+    except RuntimeError as err:
+        raise ExportError(f"{directory}: weights do not fit the config "
+                          f"({str(err).splitlines()[1].strip()})") from None
+    return sd, cfg, tok
+
+
+def import_hf(directory: str | Path, output: str | Path) -> Path:
+    """Write `output/final_model/` (the layout `chat`, `evaluate` and `export` read)."""
+    from aethermind.checkpoint import export_final
+
+    sd, cfg, tok = read_hf_dir(directory)
+    final = Path(output) / "final_model"
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=final.parent, prefix=".import") as stage:
+        export_final(sd, cfg, tok, stage, variant_of(cfg))
+        with staged_path(final) as tmp:
+            (Path(stage) / "final_model").rename(tmp)
+    return next(final.glob("forge1_*_final.pt"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="aethermind import-hf",
+        description="Make a Forge-1 checkpoint from a Hugging Face Llama directory whose "
+                    "tokenizer has the Forge-1 special tokens (e.g. one `aethermind export "
+                    "--format hf` wrote and someone fine-tuned).")
+    p.add_argument("directory", type=Path, help="the Hugging Face model directory")
+    p.add_argument("--output", type=Path, default=Path("outputs") / "imported",
+                   help="writes OUTPUT/final_model/ (default: outputs/imported)")
+    args = p.parse_args(argv)
+    try:
+        path = import_hf(args.directory, args.output)
+    except ExportError as err:
+        p.exit(2, f"error: {err}\n")
+    except OSError as err:
+        p.exit(2, f"error: cannot write to {args.output}: {err.strerror or err}; pass a "
+                  "writable --output\n")
+    print(f"wrote {path} (chat with it: aethermind chat --model {path})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,70 @@
+"""Shared by the export tests: a small model overfit on a few chats, and its training folder.
+
+Not a test module (leading underscore). The shapes are multiples of 32 so q8_0 GGUF quantizes
+every matrix; the model is overfit so greedy tokens are decided by wide logit margins and any
+two correct implementations agree on them.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+from _infer_helpers import CONVERSATIONS, make_tokenizer, save_final
+
+from aethermind import chat_format as cf
+from aethermind.config import Forge1Config
+from aethermind.model import Forge1Model
+from aethermind.tokenizer import Forge1Tokenizer
+
+
+def export_config(tok: Forge1Tokenizer, tied: bool = True) -> Forge1Config:
+    return Forge1Config(vocab_size=tok.get_vocab_size_padded(), dim=64, n_layers=2, n_heads=4,
+                        n_kv_heads=2, ffn_dim=128, max_seq_len=128, rope_theta=50000.0,
+                        tie_embeddings=tied)
+
+
+@functools.lru_cache(maxsize=2)
+def _trained(tied: bool) -> dict[str, torch.Tensor]:
+    tok = make_tokenizer()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny ops on a shared CPU stall on OpenMP barriers
+    try:
+        torch.manual_seed(0)
+        model = Forge1Model(export_config(tok, tied))
+        rows = [cf.encode(c, tok)[0] for c in CONVERSATIONS]
+        T = max(map(len, rows))
+        tokens = torch.full((len(rows), T), tok.pad_id, dtype=torch.long)
+        targets = torch.full((len(rows), T), -100, dtype=torch.long)
+        for i, ids in enumerate(rows):
+            tokens[i, :len(ids)] = torch.tensor(ids)
+            targets[i, :len(ids) - 1] = torch.tensor(ids[1:])
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
+        for _ in range(120):
+            _, loss = model(tokens, targets)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    assert loss.item() < 0.3, f"export test model failed to fit (loss {loss.item():.3f})"
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def trained_model(tied: bool = True) -> tuple[Forge1Model, Forge1Tokenizer]:
+    tok = make_tokenizer()
+    model = Forge1Model(export_config(tok, tied))
+    model.load_state_dict(_trained(tied))
+    return model.eval(), tok
+
+
+def trained_folder(out: Path, tied: bool = True) -> Path:
+    """outputs-like folder with final_model/{forge1_custom_final.pt, config.json, tokenizer/}."""
+    model, tok = trained_model(tied)
+    return save_final(model, tok, out, variant="custom")
+
+
+def logits(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    out = model(ids)
+    return out[0] if isinstance(out, tuple) else out

@@ -1,0 +1,115 @@
+"""Packed-row attention: the dense document mask and FlexAttention's block mask agree."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from aethermind import attention
+from aethermind.attention import (
+    attend,
+    document_block_mask,
+    document_causal_mask,
+    document_mask,
+    resolve_backend,
+)
+
+
+def random_doc_ids(B: int, T: int, seed: int) -> torch.Tensor:
+    """Rows of consecutive documents with random lengths (as the packer writes them)."""
+    g = torch.Generator().manual_seed(seed)
+    starts = (torch.rand(B, T, generator=g) < 0.04).long()
+    starts[:, 0] = 0
+    return starts.cumsum(dim=1)
+
+
+def qkv(B: int, H: int, H_kv: int, T: int, D: int, seed: int = 0, device: str = "cpu",
+        dtype: torch.dtype = torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    shapes = ((B, H, T, D), (B, H_kv, T, D), (B, H_kv, T, D))
+    return [torch.randn(s, generator=g).to(device=device, dtype=dtype) for s in shapes]
+
+
+def flex(q, k, v, doc_ids):
+    with warnings.catch_warnings():  # eager flex warns that it is the unfused reference
+        warnings.simplefilter("ignore", UserWarning)
+        return attend(q, k, v, document_block_mask(doc_ids))
+
+
+def test_dense_mask_is_causal_within_each_document():
+    doc_ids = torch.tensor([[0, 0, 0, 1, 1, 2]])
+    mask = document_causal_mask(doc_ids)
+    assert mask.shape == (1, 1, 6, 6)
+    expected = torch.tensor([[1, 0, 0, 0, 0, 0],
+                             [1, 1, 0, 0, 0, 0],
+                             [1, 1, 1, 0, 0, 0],
+                             [0, 0, 0, 1, 0, 0],
+                             [0, 0, 0, 1, 1, 0],
+                             [0, 0, 0, 0, 0, 1]], dtype=torch.bool)
+    assert torch.equal(mask[0, 0], expected)
+
+
+@pytest.mark.parametrize(("T", "heads"), [(100, (4, 2)), (256, (4, 2)), (64, (4, 4))],
+                         ids=["gqa-100", "gqa-256", "mha-64"])
+def test_flex_forward_equals_dense(T, heads):
+    H, H_kv = heads
+    doc_ids = random_doc_ids(3, T, seed=T)
+    q, k, v = qkv(3, H, H_kv, T, 16, seed=T)
+    dense = F.scaled_dot_product_attention(q, k, v, attn_mask=document_causal_mask(doc_ids),
+                                           enable_gqa=True)
+    assert (doc_ids.max(dim=1).values > 0).all()  # every row really holds several documents
+    torch.testing.assert_close(flex(q, k, v, doc_ids), dense, atol=2e-6, rtol=1e-5)
+
+
+def test_block_mask_skips_blocks_that_cross_documents():
+    # Two 128-token documents: the kernel must visit the two diagonal blocks and skip the
+    # lower-left one, which is what makes packed rows as cheap per token as unpacked ones.
+    doc_ids = torch.cat([torch.zeros(1, 128), torch.ones(1, 128)], dim=1).long()
+    blocks = document_block_mask(doc_ids).to_dense()[0, 0]
+    assert torch.equal(blocks.bool(), torch.eye(2, dtype=torch.bool))
+
+
+def test_selector_keeps_the_dense_mask_on_cpu():
+    doc_ids = random_doc_ids(2, 32, seed=0)
+    assert resolve_backend("auto", torch.device("cpu")) == "dense"
+    assert torch.equal(document_mask(doc_ids), document_causal_mask(doc_ids))
+    assert not isinstance(document_mask(doc_ids, "flex"), torch.Tensor)
+    with pytest.raises(ValueError, match="choose one of auto, dense, flex"):
+        resolve_backend("flash", torch.device("cpu"))
+
+
+def test_selector_picks_flex_on_ampere_or_newer_with_triton(monkeypatch):
+    cuda = torch.device("cuda", 0)
+    real = attention.importlib.util.find_spec
+    monkeypatch.setattr(attention.importlib.util, "find_spec",
+                        lambda name: object() if name == "triton" else real(name))
+    monkeypatch.setattr(attention.torch.cuda, "get_device_capability", lambda device: (9, 0))
+    assert resolve_backend("auto", cuda) == "flex"  # H100
+    monkeypatch.setattr(attention.torch.cuda, "get_device_capability", lambda device: (7, 5))
+    assert resolve_backend("auto", cuda) == "dense"  # T4: too little shared memory
+    monkeypatch.setattr(attention.torch.cuda, "get_device_capability", lambda device: (8, 6))
+    monkeypatch.setattr(attention.importlib.util, "find_spec",
+                        lambda name: None if name == "triton" else real(name))
+    assert resolve_backend("auto", cuda) == "dense"  # e.g. a Windows wheel without Triton
+    assert resolve_backend("dense", cuda) == "dense"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="FlexAttention's backward needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_flex_gradients_equal_dense_on_cuda(dtype):
+    doc_ids = random_doc_ids(2, 256, seed=1).cuda()
+    tensors = [t.requires_grad_() for t in qkv(2, 4, 2, 256, 64, device="cuda", dtype=dtype)]
+    grad_out = torch.randn(2, 4, 256, 64, device="cuda", dtype=dtype)
+    dense = F.scaled_dot_product_attention(*tensors, attn_mask=document_causal_mask(doc_ids),
+                                           enable_gqa=True)
+    dense_grads = torch.autograd.grad(dense, tensors, grad_out)
+    fast = attend(*tensors, document_mask(doc_ids))
+    fast_grads = torch.autograd.grad(fast, tensors, grad_out)
+    tol = dict(atol=2e-5, rtol=1e-4) if dtype == torch.float32 else dict(atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(fast, dense, **tol)
+    for a, b in zip(fast_grads, dense_grads, strict=True):
+        torch.testing.assert_close(a, b, **tol)
