@@ -27,11 +27,11 @@ MARKER = ".aethermind-demo"  # only a directory holding this marker is ever clea
 # One conversation: each turn is answered with the earlier turns in context, as in `chat`.
 CHAT_SCRIPT = (prompts.GREETING, prompts.ARITHMETIC, "Which is bigger, 345 or 354?",
                "Thank you!")
-# Training throughput of the demo recipe on two quiet CPU cores (~0.16 s a step, BENCHMARKS.md
+# Training throughput of the demo recipe on two quiet CPU cores (~0.2 s a step, BENCHMARKS.md
 # "Demo"), and what set-up, data, evaluation and chat cost besides: --minutes is turned into
 # steps with these, so a run is reproducible (the same steps on any machine) instead of racing
 # the clock; a busy or slower machine takes longer for the same result.
-STEPS_PER_MINUTE = 360
+STEPS_PER_MINUTE = 300
 OVERHEAD_MINUTES = 4.0
 N_TEST = 440  # 40 held-out questions per task family
 N_FRESH = 24  # fresh questions in the guide's phrasing (4 per template)
