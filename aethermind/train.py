@@ -261,6 +261,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
     # ------------------------------------------------------------------ setup: model + optimizer
     model = Forge1Model(model_cfg).to(ctx.device)
     model.set_gradient_checkpointing(cfg.gradient_checkpointing)
+    model.attention_backend = cfg.attention
     wrapped = torch.compile(model) if cfg.compile else model
     wrapped = dist.wrap_model(wrapped, ctx, fsdp=cfg.fsdp)
     # After wrapping: FSDP2 swaps parameters for sharded DTensors, which the optimizer must hold.

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import yaml
 
+from aethermind.attention import BACKENDS as ATTENTION_BACKENDS
 from aethermind.config import VARIANTS
 from aethermind.data.pack import LAYOUTS
 
@@ -47,6 +48,7 @@ class TrainConfig:
     precision: Precision = "fp32"  # fp16 uses GradScaler; fp16/bf16 fall back to fp32 on CPU
     gradient_checkpointing: bool = False  # recompute blocks in backward: less memory, ~25% slower
     compile: bool = False  # torch.compile the model
+    attention: str = "auto"  # packed rows: auto (FlexAttention on Ampere+) | dense | flex
     fsdp: bool = False  # under torchrun: shard with FSDP2 instead of replicating with DDP
     num_workers: int = 2  # processes for tokenizing/packing the data on the first run
     pin_memory: bool = False  # page-locked host batches for faster CUDA copies
@@ -101,6 +103,8 @@ class TrainConfig:
             _fail("variant", self.variant, "one of " + ", ".join(VARIANTS))
         if self.layout not in LAYOUTS:
             _fail("layout", self.layout, "one of " + ", ".join(LAYOUTS))
+        if self.attention not in ATTENTION_BACKENDS:
+            _fail("attention", self.attention, "one of " + ", ".join(ATTENTION_BACKENDS))
         dev = self.device
         if not (dev in ("auto", "cpu", "cuda", "mps") or
                 (dev.startswith("cuda:") and dev[5:].isdigit())):

@@ -42,7 +42,7 @@ def _trained(tied: bool) -> dict[str, torch.Tensor]:
             targets[i, :len(ids) - 1] = torch.tensor(ids[1:])
         opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
         for _ in range(120):
-            _, loss = model(tokens, targets)
+            loss = model(tokens, targets=targets)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

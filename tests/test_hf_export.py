@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -122,7 +123,16 @@ def test_import_hf_refuses_what_it_cannot_convert(hf_dir, tmp_path, capsys):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
-    for target, message in ((tmp_path / "missing", "no config.json"), (bad, "only Llama")):
+    wrong = {}
+    for name, edit in (("ffn", {"intermediate_size": 96}), ("layers", {"num_hidden_layers": 3}),
+                       ("vocab", {"vocab_size": 448})):
+        wrong[name] = shutil.copytree(hf_dir, tmp_path / name)
+        cfg = json.loads((hf_dir / "config.json").read_text())
+        (wrong[name] / "config.json").write_text(json.dumps({**cfg, **edit}))
+    for target, message in ((tmp_path / "missing", "no config.json"), (bad, "only Llama"),
+                            (wrong["ffn"], "weights do not fit the config"),
+                            (wrong["layers"], "weights lack tensor"),
+                            (wrong["vocab"], "must belong together")):
         with pytest.raises(SystemExit) as exc:
             import_main([str(target), "--output", str(tmp_path / "out")])
         err = capsys.readouterr().err
