@@ -41,7 +41,8 @@ class TrainConfig:
     tokenizer: str = "default"  # "default" (bundled) | "train" (once, on train_data) | a dir
     tokenizer_vocab_size: int = 8000  # vocab size when tokenizer: train
     data_cache_dir: str | None = None  # token shards; None = <output_dir>/cache
-    layout: str = LAYOUTS[0]  # one of data.pack.LAYOUTS: packed (doc-masked rows) or padded
+    layout: str = LAYOUTS[0]  # one of data.pack.LAYOUTS: packed (doc-masked rows), padded (one
+    # chat a row) or bestfit (whole chats best-fit into doc-masked rows: the demo's choice)
     loss_on_all_tokens: bool = False  # False = loss on assistant tokens only (the chat mask)
     # --- hardware and precision -------------------------------------------------------------
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps; falls back to CPU with a warning
