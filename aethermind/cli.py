@@ -17,6 +17,7 @@ COMMANDS = {
     "plan": ("aethermind.plan", "estimate GPU memory for a config before training"),
     "evaluate": ("aethermind.evaluate", "test prompts, validation loss and reasoning accuracy"),
     "chat": ("aethermind.chat", "interactive chat with a trained model"),
+    "serve": ("aethermind.serve", "OpenAI-compatible server and web chat (batched)"),
     "export": ("aethermind.export", "write .pt, safetensors, a Hugging Face directory or GGUF"),
     "import-hf": ("aethermind.hf_export", "Hugging Face Llama directory -> Forge-1 checkpoint"),
     "demo": ("aethermind.demo", "the offline quickstart: data, train, evaluate, chat"),

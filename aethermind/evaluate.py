@@ -112,20 +112,22 @@ def validation_loss(model: torch.nn.Module, tok: Any, path: Path | ValidationSet
             "loss": round(loss, 5), "perplexity": round(math.exp(min(loss, 50.0)), 4)}
 
 
-def reasoning_accuracy(engine: Engine, tok: Any, n: int, *, max_new_tokens: int,
-                       seed: int = 0) -> dict[str, Any]:
-    """Greedy exact-match accuracy on `synth.make_split("test", n)`, overall and per task.
+def reasoning_accuracy(engine: Engine, tok: Any, n: int = 0, *, max_new_tokens: int,
+                       seed: int = 0, examples: Sequence[Any] | None = None) -> dict[str, Any]:
+    """Greedy exact-match accuracy on `synth.make_split("test", n)` (or on `examples`, e.g.
+    fresh questions), overall and per task; each sample keeps the model's thinking.
 
     All questions go to the engine at once; it runs `max_batch_size` of them at a time.
     """
     from aethermind.data import synth
 
-    examples = synth.make_split("test", n, seed=seed)
+    examples = list(examples) if examples is not None else synth.make_split("test", n, seed=seed)
     prompts = [cf.encode_prompt(cf.Conversation(), ex.question, tok) for ex in examples]
     stop_ids = [tok.special_ids[s] for s in STOP_TOKENS]
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
     gens = engine.generate_batch(prompts, params, stop_ids)
-    answers = [parse_completion(gen.tokens, tok)[1] for gen in gens]
+    thoughts, answers = zip(*[parse_completion(gen.tokens, tok)[:2] for gen in gens],
+                            strict=True) if gens else ((), ())
     per_task: dict[str, dict[str, Any]] = {}
     samples = []
     for i, ex in enumerate(examples):
@@ -134,7 +136,7 @@ def reasoning_accuracy(engine: Engine, tok: Any, n: int, *, max_new_tokens: int,
         task["n"] += 1
         task["correct"] += int(ok)
         samples.append({"task": ex.task, "question": ex.question, "expected": ex.answer,
-                        "answer": answers[i], "correct": ok})
+                        "answer": answers[i], "thinking": thoughts[i], "correct": ok})
     for task in per_task.values():
         task["accuracy"] = round(task["correct"] / task["n"], 4)
     correct = sum(s["correct"] for s in samples)

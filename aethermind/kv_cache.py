@@ -25,6 +25,7 @@ class KVCache:
         # NaN bit pattern left in uninitialised memory would turn that into NaN.
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.rows = torch.arange(batch_size, device=device)[:, None]  # (B, 1), for writes
 
     @classmethod
     def for_model(cls, model: torch.nn.Module, batch_size: int,
@@ -51,13 +52,18 @@ class KVCache:
         view = object.__new__(KVCache)
         view.k = self.k[:, rows, :, :length]
         view.v = self.v[:, rows, :, :length]
+        view.rows = self.rows[:view.k.shape[1]]
         return view
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k, v (B, H_kv, T, D) at `positions` (B, T); return the layer's (B, H_kv, L, D)."""
-        rows = torch.arange(k.shape[0], device=k.device)[:, None]  # (B, 1)
         cache_k, cache_v = self.k[layer], self.v[layer]
+        if k.shape[0] == 1:  # one row (prefill, a lone sequence): a plain copy, 2x cheaper
+            cache_k.index_copy_(2, positions[0], k)
+            cache_v.index_copy_(2, positions[0], v)
+            return cache_k, cache_v
+        rows = self.rows[:k.shape[0]]  # a call may use the first rows only
         # Advanced indices around a slice put their dims first: (B, T, H_kv, D).
         cache_k[rows, :, positions] = k.transpose(1, 2)
         cache_v[rows, :, positions] = v.transpose(1, 2)

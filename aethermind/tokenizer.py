@@ -118,6 +118,10 @@ class Forge1Tokenizer:
         """Vocab rounded up to `multiple`: aligned embedding shapes run faster on GPUs."""
         return -(-self.get_vocab_size() // multiple) * multiple
 
+    def to_json(self) -> str:
+        """The full `tokenizers` definition (vocab, merges, pre-tokenizer): what exporters copy."""
+        return self._json
+
     def fingerprint(self) -> str:
         """Short hash of the tokenizer's full definition, to detect stale shards and checkpoints."""
         return hashlib.sha256(self._json.encode("utf-8")).hexdigest()[:16]

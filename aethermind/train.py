@@ -367,6 +367,7 @@ def _train(cfg: TrainConfig, *, resume: bool, stop_after: int | None, overwrite:
     # ------------------------------------------------------------------ setup: model + optimizer
     model = Forge1Model(model_cfg).to(ctx.device)
     model.set_gradient_checkpointing(cfg.gradient_checkpointing)
+    model.attention_backend = cfg.attention
     wrapped = torch.compile(model) if cfg.compile else model
     wrapped = dist.wrap_model(wrapped, ctx, fsdp=cfg.fsdp)
     # After wrapping: FSDP2 swaps parameters for sharded DTensors, which the optimizer must hold.

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
+from aethermind.attention import BACKENDS as ATTENTION_BACKENDS
 from aethermind.config import VARIANTS
 from aethermind.data.pack import LAYOUTS
 
@@ -40,13 +41,15 @@ class TrainConfig:
     tokenizer: str = "default"  # "default" (bundled) | "train" (once, on train_data) | a dir
     tokenizer_vocab_size: int = 8000  # vocab size when tokenizer: train
     data_cache_dir: str | None = None  # token shards; None = <output_dir>/cache
-    layout: str = LAYOUTS[0]  # one of data.pack.LAYOUTS: packed (doc-masked rows) or padded
+    layout: str = LAYOUTS[0]  # one of data.pack.LAYOUTS: packed (doc-masked rows), padded (one
+    # chat a row) or bestfit (whole chats best-fit into doc-masked rows: the demo's choice)
     loss_on_all_tokens: bool = False  # False = loss on assistant tokens only (the chat mask)
     # --- hardware and precision -------------------------------------------------------------
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps; falls back to CPU with a warning
     precision: Precision = "fp32"  # fp16 uses GradScaler; fp16/bf16 fall back to fp32 on CPU
     gradient_checkpointing: bool = False  # recompute blocks in backward: less memory, ~25% slower
     compile: bool = False  # torch.compile the model
+    attention: str = "auto"  # packed rows: auto (FlexAttention on Ampere+) | dense | flex
     fsdp: bool = False  # under torchrun: shard with FSDP2 instead of replicating with DDP
     num_workers: int = 2  # processes for tokenizing/packing the data on the first run
     pin_memory: bool = False  # page-locked host batches for faster CUDA copies
@@ -104,6 +107,8 @@ class TrainConfig:
             _fail("variant", self.variant, "one of " + ", ".join(VARIANTS))
         if self.layout not in LAYOUTS:
             _fail("layout", self.layout, "one of " + ", ".join(LAYOUTS))
+        if self.attention not in ATTENTION_BACKENDS:
+            _fail("attention", self.attention, "one of " + ", ".join(ATTENTION_BACKENDS))
         dev = self.device
         if not (dev in ("auto", "cpu", "cuda", "mps") or
                 (dev.startswith("cuda:") and dev[5:].isdigit())):

@@ -30,15 +30,17 @@ def synth_main(argv: list[str] | None = None) -> int:
                                      description="Write the built-in reasoning conversations.")
     parser.add_argument("--out", type=Path, default=Path("data"),
                         help="directory for train.jsonl and val.jsonl (default: data)")
-    parser.add_argument("--n-train", type=int, default=20000)
-    parser.add_argument("--n-val", type=int, default=500)
+    parser.add_argument("--n-train", type=int, default=20000, help="training examples (turns)")
+    parser.add_argument("--n-val", type=int, default=500, help="validation examples (turns)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.n_train < 1 or args.n_val < 0:
         print("synth: --n-train must be at least 1 and --n-val at least 0", file=sys.stderr)
         return 2
     train, val = write_synth(args.out, args.n_train, args.n_val, args.seed)
-    print(f"wrote {args.n_train} conversations to {train} and {args.n_val} to {val}")
+    chats = [len(p.read_text(encoding="utf-8").splitlines()) for p in (train, val)]
+    print(f"wrote {args.n_train} examples in {chats[0]} conversations to {train} and "
+          f"{args.n_val} in {chats[1]} to {val}")
     return 0
 
 

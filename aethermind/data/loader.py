@@ -91,7 +91,7 @@ class BatchLoader:
             keep = np.stack([self._mask[a + 1:b] for a, b in rows]).astype(bool)  # (B, T)
         targets = np.where(keep, nxt, IGNORE_INDEX)
         doc_ids = None
-        if self.layout == "packed":
+        if self.layout in ("packed", "bestfit"):
             # A new document starts at each <|bos|>; tokens before the first one in a window
             # continue the previous document (id 0). The model masks attention across ids.
             doc_ids = torch.from_numpy(np.cumsum(tokens == self.index["bos_id"], axis=1))
