@@ -10,6 +10,7 @@ Usage: `with OutputLock(out_dir): ...` (raises LockedError with a one-line messa
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -42,7 +43,7 @@ class OutputLock:
     def __init__(self, folder: str | Path, what: str = "training run") -> None:
         self.path = Path(folder) / LOCK_NAME
         self.what = what
-        self.held = False
+        self.held = self.created = False
 
     def _owner(self) -> dict:
         try:
@@ -51,6 +52,7 @@ class OutputLock:
             return {}
 
     def acquire(self) -> None:
+        self.created = not self.path.parent.exists()  # an empty folder we made is removed
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:  # read-only file system, no permission, a file in the way
@@ -85,6 +87,9 @@ class OutputLock:
     def release(self) -> None:
         if self.held and self._owner().get("pid") == os.getpid():
             self.path.unlink(missing_ok=True)
+            if self.created:
+                with contextlib.suppress(OSError):  # only succeeds if the run wrote nothing
+                    self.path.parent.rmdir()
         self.held = False
 
     def __enter__(self) -> OutputLock:

@@ -281,6 +281,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
     """
     from aethermind.runlock import LockedError, OutputLock
 
+    if cfg.variant is None:
+        raise ConfigError("no variant: pass --variant " + "|".join(VARIANTS) +
+                          " or set variant: in the config")
+    if cfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise TrainingError("tensorboard: true needs the tensorboard package: "
+                            "pip install tensorboard (or set tensorboard: false)")
     lock = OutputLock(cfg.output_dir) if dist.is_main() else contextlib.nullcontext()
     try:
         lock.__enter__()
@@ -311,12 +317,6 @@ def _claim_checkpoint_dir(ckpt_dir: Path, resume: bool, overwrite: bool) -> None
 
 def _train(cfg: TrainConfig, *, resume: bool, stop_after: int | None, overwrite: bool
            ) -> dict[str, Any]:
-    if cfg.variant is None:
-        raise ConfigError("no variant: pass --variant " + "|".join(VARIANTS) +
-                          " or set variant: in the config")
-    if cfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
-        raise TrainingError("tensorboard: true needs the tensorboard package: "
-                            "pip install tensorboard (or set tensorboard: false)")
     # ------------------------------------------------------------------ setup: device + seed
     ctx = dist.setup(cfg.device)
     precision = dist.resolve_precision(cfg.precision, ctx.device)
