@@ -84,12 +84,13 @@ def flex_document_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                             block_mask) -> torch.Tensor:
     """q (B, H, T, D), k/v (B, H_kv, T, D) -> (B, H, T, D), GQA included.
 
-    Compiled on CUDA (the fused kernel); eager elsewhere, where torch runs it as a reference
+    Compiled on CUDA (the fused kernel); inside a `torch.compile`d model the plain function is
+    traced into the model's graph instead. Eager elsewhere, where torch runs it as a reference
     (forward only on CPU), which is what the CPU tests compare against the dense path.
     """
     from torch.nn.attention.flex_attention import flex_attention
 
-    fn = _compiled_flex() if q.is_cuda else flex_attention
+    fn = _compiled_flex() if q.is_cuda and not torch.compiler.is_compiling() else flex_attention
     return fn(q, k, v, block_mask=block_mask, enable_gqa=k.shape[1] != q.shape[1])
 
 

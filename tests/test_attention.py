@@ -138,3 +138,21 @@ def test_train_config_attention_key_is_validated():
     assert TrainConfig().attention == "auto"
     with pytest.raises(ConfigError, match="'attention' has value 'flash': expected one of auto"):
         TrainConfig(attention="flash")
+
+
+def test_compiled_model_traces_the_flex_path_as_one_graph(tiny_config):
+    # `compile: true` + packed rows on a GPU: the block mask and FlexAttention must trace into
+    # the model's graph (fullgraph fails on any graph break). Dynamo only ("eager" backend):
+    # the capture is what can break; inductor's kernels are the GPU's business.
+    from aethermind.model import Forge1Model
+
+    model = Forge1Model(tiny_config).eval()
+    tokens = torch.randint(0, tiny_config.vocab_size, (2, 64))
+    doc_ids = random_doc_ids(2, 64, seed=4)
+    with torch.no_grad():
+        model.attention_backend = "dense"
+        dense = model(tokens, doc_ids=doc_ids)
+        model.attention_backend = "flex"
+        torch._dynamo.reset()
+        compiled = torch.compile(model, backend="eager", fullgraph=True)
+        torch.testing.assert_close(compiled(tokens, doc_ids=doc_ids), dense, atol=1e-5, rtol=1e-5)
