@@ -190,8 +190,10 @@ async def _complete(state: ServerState, req: Any, request: Any) -> dict:
         watch.cancel()
         if not work.done():
             work.cancel()  # the client left: _generate's finally cancels the sequence
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
     if work.cancelled():
-        raise asyncio.CancelledError
+        raise asyncio.CancelledError  # nobody is left to answer
     work.result()  # re-raise a generation failure
     return completion_body(new_completion_id(), req, decoder, counts["finish"],
                            counts["tokens"], now())

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _export_helpers import logits, trained_folder, trained_model
+from _export_helpers import trained_folder, trained_model
+from tokenizers import Tokenizer
 
 from aethermind.config import Forge1Config
 from aethermind.export import export_model, load_export, main, read_export
@@ -98,7 +99,7 @@ def test_weights_reload_with_metadata_and_same_logits(run_dir, tmp_path, suffix)
     assert model.lm_head.weight is model.tok_emb.weight  # reloaded tied
     ids = torch.randint(0, tok.get_vocab_size(), (1, 32))
     with torch.no_grad():
-        assert torch.equal(logits(model, ids), logits(ref, ids))
+        assert torch.equal(model(ids), ref(ids))
     assert Forge1Tokenizer(tmp_path / "tokenizer").fingerprint() == tok.fingerprint()
 
 
@@ -200,11 +201,13 @@ def test_gguf_hparams_tokenizer_and_metadata(run_dir, tmp_path):
     types = _field(reader, "tokenizer.ggml.token_type")
     assert len(tokens) == cfg.vocab_size
     n = tok.get_vocab_size()
-    assert tokens[:n] == [tok.id_to_token(i) for i in range(n)]
+    ref = Tokenizer.from_str(tok.to_json())  # the `tokenizers` library's own id -> piece
+    assert tokens[:n] == [ref.id_to_token(i) for i in range(n)]
+    assert tokens[:12] == list(tok.special_ids)
     assert set(types[:12]) == {gguf.TokenType.CONTROL}
     assert set(types[12:n]) == {gguf.TokenType.NORMAL}
     assert set(types[n:]) == {gguf.TokenType.UNUSED}
-    merges = json.loads(tok._json)["model"]["merges"]
+    merges = json.loads(tok.to_json())["model"]["merges"]
     assert _field(reader, "tokenizer.ggml.merges") == [" ".join(m) for m in merges]
     from aethermind.chat_template import CHAT_TEMPLATE
 
@@ -274,7 +277,7 @@ def test_exports_and_training_checkpoints_load_like_final_models(run_dir, tmp_pa
         model, loaded_tok = load_model(tmp_path / "exports" / name, device="cpu")
         assert loaded_tok.fingerprint() == tok.fingerprint()
         with torch.no_grad():
-            assert torch.equal(logits(model, ids), logits(ref, ids))
+            assert torch.equal(model(ids), ref(ids))
     step = tmp_path / "run" / "checkpoints" / "step_0000010.pt"
     step.parent.mkdir(parents=True)
     torch.save({"step": 10, "model": ref.state_dict(), "model_config": ref.config.to_dict(),

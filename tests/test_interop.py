@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _export_helpers import logits, trained_folder, trained_model
+from _export_helpers import trained_folder, trained_model
 from _infer_helpers import CONVERSATIONS
 
 from aethermind import chat_format as cf
@@ -105,7 +105,7 @@ def test_llama_cpp_f32_logits_and_greedy_tokens_match_forge1(ggufs, llama):
     llm.eval(prompt)
     theirs = np.array(llm.scores[: len(prompt)])
     with torch.no_grad():
-        ours = logits(model, torch.tensor([prompt]))[0].numpy()
+        ours = model(torch.tensor([prompt]))[0].numpy()
     assert np.abs(theirs - ours).max() <= 1e-3
     stops = {tok.special_ids[cf.END_ASSISTANT], tok.eos_id}
     for conv in CONVERSATIONS:
@@ -130,7 +130,7 @@ def test_q8_0_stays_close_to_f32(ggufs, llama):
     model, tok = trained_model()
     prompt = _chat_prompt(tok)
     with torch.no_grad():
-        ours = logits(model, torch.tensor([prompt]))[0].numpy()
+        ours = model(torch.tensor([prompt]))[0].numpy()
     llm = llama(ggufs["q8_0"])
     llm.eval(prompt)
     q8 = np.array(llm.scores[: len(prompt)])
