@@ -27,7 +27,7 @@ _CHUNK = re.compile(r" ?\S+|\s+")
 
 def id_to_token(tok: Forge1Tokenizer) -> dict[int, str]:
     """Every id of `tok` and its token string (byte-level form), specials included."""
-    spec = json.loads(tok._json)
+    spec = json.loads(tok.to_json())
     out = {i: t for t, i in spec["model"]["vocab"].items()}
     out.update({t["id"]: t["content"] for t in spec.get("added_tokens", [])})
     return out
@@ -47,7 +47,7 @@ def _used_tokens(base: Forge1Tokenizer, texts: Iterable[str]) -> set[str]:
 def fit_vocabulary(base: Forge1Tokenizer, texts: Iterable[str]) -> Forge1Tokenizer:
     """`base` restricted to the tokens `texts` use (plus specials, bytes and the merge parts
     that build them). Raises ValueError if `base` is not a byte-level BPE tokenizer."""
-    spec = json.loads(base._json)
+    spec = json.loads(base.to_json())
     model = spec.get("model", {})
     if model.get("type") != "BPE":
         raise ValueError("fit_vocabulary needs a BPE tokenizer (the Forge-1 default is one)")
