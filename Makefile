@@ -27,8 +27,11 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
 
-# Checks against external tools (llama.cpp through llama-cpp-python, ...): the `interop` extra.
+# Checks against external tools (llama.cpp through llama-cpp-python, the web chat in Debian's
+# headless chromium): the `interop` extra, and chromium installed with apt when missing (root).
 test-interop: $(STAMP)
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \
+		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
 	$(BIN)/python -m pip install --quiet -e ".[dev,interop]"
 	$(BIN)/python -m pytest -m interop
 

@@ -4,8 +4,9 @@ A packed row holds several conversations; each token may attend only to earlier 
 own document. The dense (B, 1, T, T) boolean mask says so exactly, but a mask tensor keeps
 SDPA off its flash kernel and costs O(T^2) memory per row. On CUDA the same rule is given to
 FlexAttention as a `mask_mod` over `doc_ids`; its `BlockMask` skips the blocks that cross a
-document boundary and the fused Triton kernel computes the rest, so packing costs nothing per
-token. FlexAttention has no CPU backward (torch 2.13), so CPU training keeps the dense mask.
+document boundary and the fused Triton kernel computes the rest, so a packed row should cost
+no more per token than an unpacked one (`bench/gpu_check.py` measures it). FlexAttention has
+no CPU backward (torch 2.13), so CPU training keeps the dense mask.
 Usage: `mask = document_mask(doc_ids)`; then `attend(q, k, v, mask)` inside attention.
 """
 
@@ -13,13 +14,11 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-AttentionBackend = Literal["auto", "dense", "flex"]
-BACKENDS: tuple[str, ...] = ("auto", "dense", "flex")
+BACKENDS = ("auto", "dense", "flex")  # the training key `attention` takes these
 
 
 def document_causal_mask(doc_ids: torch.Tensor) -> torch.Tensor:
@@ -84,12 +83,13 @@ def flex_document_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                             block_mask) -> torch.Tensor:
     """q (B, H, T, D), k/v (B, H_kv, T, D) -> (B, H, T, D), GQA included.
 
-    Compiled on CUDA (the fused kernel); eager elsewhere, where torch runs it as a reference
+    Compiled on CUDA (the fused kernel); inside a `torch.compile`d model the plain function is
+    traced into the model's graph instead. Eager elsewhere, where torch runs it as a reference
     (forward only on CPU), which is what the CPU tests compare against the dense path.
     """
     from torch.nn.attention.flex_attention import flex_attention
 
-    fn = _compiled_flex() if q.is_cuda else flex_attention
+    fn = _compiled_flex() if q.is_cuda and not torch.compiler.is_compiling() else flex_attention
     return fn(q, k, v, block_mask=block_mask, enable_gqa=k.shape[1] != q.shape[1])
 
 

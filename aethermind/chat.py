@@ -10,7 +10,9 @@ Usage: `python scripts/chat.py --model outputs/final_model/forge1_nano_final.pt 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +26,7 @@ from aethermind.loading import add_model_args, add_sampling_args
 
 COMMANDS = {
     "/think": "toggle showing the thinking block",
-    "/save [PATH]": "save the conversation to a JSON file (default chat_<time>.json)",
+    "/save [PATH]": "save the conversation as JSON (default <output folder>/chats/)",
     "/clear": "clear the conversation history",
     "/help": "show these commands",
     "/quit": "leave the chat (also /exit, Ctrl-D or Ctrl-C)",
@@ -38,13 +40,30 @@ class ChatState:
     history: list[cf.Turn] = field(default_factory=list)
 
 
+def default_save_dir(model_path: str | Path) -> Path:
+    """`<output folder>/chats`: beside the run that made the model, not the current folder."""
+    path = Path(model_path)
+    folder = path if path.is_dir() else path.parent
+    if folder.name == "final_model":
+        folder = folder.parent
+    return folder / "chats"
+
+
 def save_conversation(state: ChatState, path: Path, model_path: str) -> Path:
-    """Write the conversation as JSON (system prompt, turns with thinking) and return the path."""
+    """Write the conversation as JSON (system prompt, turns with thinking) atomically and return
+    the path. An existing folder gets a `chat_<time>.json` inside it."""
+    from aethermind.checkpoint import atomic_text
+
+    if path.is_dir():
+        path = path / f"chat_{time.strftime('%Y%m%d_%H%M%S')}.json"
+    for parent in path.parents:  # name a file in the way instead of mkdir's "File exists"
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, f"{parent} is a file, not a folder")
+            break
     data = {"model": model_path, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "system": state.system, "turns": [asdict(t) for t in state.history]}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
-    return path.resolve()
+    return atomic_text(json.dumps(data, indent=2, ensure_ascii=False), path).resolve()
 
 
 class _Printer:
@@ -95,8 +114,15 @@ def _command(line: str, state: ChatState, console: Console, model_path: str) -> 
         state.history.clear()
         console.print("history cleared")
     elif cmd == "/save":
-        path = Path(arg.strip() or f"chat_{time.strftime('%Y%m%d_%H%M%S')}.json")
-        saved = save_conversation(state, path, model_path)
+        path = Path(arg.strip()) if arg.strip() else \
+            default_save_dir(model_path) / f"chat_{time.strftime('%Y%m%d_%H%M%S')}.json"
+        try:
+            saved = save_conversation(state, path, model_path)
+        except OSError as err:  # a file in the way, read-only, full: the chat goes on
+            console.print(f"cannot save to {path}: {err.strerror or err}; the conversation is "
+                          "kept, try /save with another path", style="red", markup=False,
+                          highlight=False, soft_wrap=True)
+            return True
         console.print(f"saved {len(state.history)} turn(s) to {saved}", markup=False,
                       highlight=False, soft_wrap=True)
     elif cmd == "/help":
@@ -158,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
             model, tok = load_model(args.model, args.variant, args.tokenizer, args.device)
     except (LoadError, ValueError) as err:
         parser.exit(2, f"error: {err}\n")
+    if hasattr(sys.stdin, "reconfigure"):  # undecodable input bytes become U+FFFD, not a crash
+        sys.stdin.reconfigure(errors="replace")
     console = Console(highlight=False)
     state = ChatState(show_thinking=args.show_thinking, system=args.system)
     device = next(model.parameters()).device

@@ -77,20 +77,28 @@ def _check_text(text: str, where: str) -> None:
 
 
 def _assistant_pieces(turn: Turn) -> list[str]:
-    head = [THINK, "\n" + turn.thinking + "\n", END_THINK, "\n"] if turn.thinking is not None \
-        else [NO_THINK, "\n"]
-    return [*head, ASSISTANT, turn.assistant, END_ASSISTANT]
+    head = [_S[THINK], "\n" + turn.thinking + "\n", _S[END_THINK], "\n"] \
+        if turn.thinking is not None else [_S[NO_THINK], "\n"]
+    return [*head, _S[ASSISTANT], turn.assistant, _S[END_ASSISTANT]]
+
+
+class _Special(str):
+    """A template token. Only pieces of this type become special ids: message text that merely
+    equals a special-token string (a user typing "<|eos|>") is never one of them."""
+
+
+_S = {s: _Special(s) for s in SPECIAL_TOKENS}
 
 
 def _pieces(conv: Conversation) -> list[tuple[str, bool]]:
-    """The template as (piece, is_loss) pairs; special tokens are pieces of their own."""
-    out: list[tuple[str, bool]] = [(BOS, False), ("\n", False), (SYSTEM, False),
-                                   (conv.system, False), (END_SYSTEM, False), ("\n", False)]
+    """The template as (piece, is_loss) pairs; special tokens are `_Special` pieces."""
+    out: list[tuple[str, bool]] = [(_S[BOS], False), ("\n", False), (_S[SYSTEM], False),
+                                   (conv.system, False), (_S[END_SYSTEM], False), ("\n", False)]
     for turn in conv.turns:
-        out += [(USER, False), (turn.user, False), (END_USER, False), ("\n", False)]
+        out += [(_S[USER], False), (turn.user, False), (_S[END_USER], False), ("\n", False)]
         out += [(p, True) for p in _assistant_pieces(turn)]
         out.append(("\n", False))
-    out.append((EOS, False))
+    out.append((_S[EOS], False))
     return out
 
 
@@ -122,12 +130,12 @@ def _check_conversation(conv: Conversation) -> None:
 def _encode_pieces(pieces: list[tuple[str, bool]], tokenizer: Forge1Tokenizer
                    ) -> tuple[list[int], list[int]]:
     special = tokenizer.special_ids
-    texts = [p for p, _ in pieces if p not in special and p]
-    encoded = iter(tokenizer.encode_batch(texts))
+    texts = [p for p, _ in pieces if not isinstance(p, _Special) and p]
+    encoded = iter(tokenizer.encode_batch(texts))  # plain text: never a special id
     ids: list[int] = []
     mask: list[int] = []
     for piece, is_loss in pieces:
-        if piece in special:
+        if isinstance(piece, _Special):
             piece_ids = [special[piece]]
         elif piece:
             piece_ids = next(encoded)
@@ -149,10 +157,10 @@ def encode(conv: Conversation, tokenizer: Forge1Tokenizer) -> tuple[list[int], l
 def encode_prompt(conv: Conversation, user_message: str, tokenizer: Forge1Tokenizer, *,
                   think: bool | None = None) -> list[int]:
     """Ids of `render_prompt(...)`, safe for any user text."""
-    pieces = _pieces(conv)[:-1] + [(USER, False), (user_message, False), (END_USER, False),
-                                   ("\n", False)]
+    pieces = _pieces(conv)[:-1] + [(_S[USER], False), (user_message, False),
+                                   (_S[END_USER], False), ("\n", False)]
     if think is not None:
-        pieces += [(THINK if think else NO_THINK, False), ("\n", False)]
+        pieces += [(_S[THINK] if think else _S[NO_THINK], False), ("\n", False)]
     return _encode_pieces(pieces, tokenizer)[0]
 
 

@@ -77,25 +77,80 @@ def list_checkpoints(directory: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def checkpoint_step(path: Path) -> int:
+    m = CKPT_RE.match(Path(path).name)
+    assert m, f"{path} is not named like a checkpoint"
+    return int(m.group(1))
+
+
 def save_checkpoint(state: dict[str, Any], directory: str | Path, step: int,
                     keep: int = 3) -> Path:
-    """Write `state` as the checkpoint of `step` atomically; keep only the newest `keep`."""
+    """Write `state` as the checkpoint of `step` atomically; keep it and the `keep - 1` newest
+    older ones. Only checkpoints of earlier steps than the one just written (and so verified
+    valid) are ever deleted: a foreign or broken file named like a later step cannot make
+    retention delete good checkpoints."""
     missing = [k for k in REQUIRED_KEYS if k not in state]
     assert not missing, f"checkpoint state lacks {missing}"
     path = atomic_torch_save(state, Path(directory) / checkpoint_name(step))
-    for old in list_checkpoints(directory)[:-keep]:
+    older = [p for p in list_checkpoints(directory) if checkpoint_step(p) < step]
+    for old in older[:max(0, len(older) - (keep - 1))]:
         old.unlink(missing_ok=True)
     return path
+
+
+def remove_stale_temp_files(directory: str | Path) -> list[Path]:
+    """Delete `.step_*.pt.tmp<pid>` files of dead processes (a kill -9 during a write)."""
+    from aethermind.runlock import pid_alive
+
+    directory, removed = Path(directory), []
+    if not directory.is_dir():
+        return removed
+    for tmp in directory.glob(".step_*.pt.tmp*"):
+        pid = tmp.name.rpartition(".tmp")[2]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def torch_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """`torch.load(weights_only=True)`; any failure is a one-line ValueError naming the file."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+    except OSError as err:
+        raise ValueError(f"cannot read {path} ({err.strerror or err})") from None
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # zip or legacy pickle
+        raise ValueError(f"{path} is not a PyTorch checkpoint (no zip or pickle header): pass "
+                         "a .pt file written by `aethermind train`")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated zip, bad pickle, disallowed global: all mean corrupt
+        raise ValueError(f"cannot read checkpoint {path}: {describe_load_error(err)}") from None
+
+
+def describe_load_error(err: BaseException) -> str:
+    """One line for a failed `torch.load`: for a blocked pickle, what was blocked (torch's own
+    text suggests `weights_only=False`, which would run the file's code: never do that)."""
+    text = str(err)
+    m = re.search(r"Unsupported global: GLOBAL (\S+)", text) or \
+        re.search(r"(Unsupported operand \d+|Unsupported class \S+)", text)
+    if "Weights only load failed" in text or m:
+        what = m.group(1) if m else "an object that is not a tensor or plain container"
+        return (f"the file holds {what}, which weights-only loading blocks (it could run "
+                "code); it is not a checkpoint written by AetherMind")
+    lines = text.strip().splitlines()
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
                     ) -> dict[str, Any]:
     """Load one checkpoint safely; raises ValueError if it is unreadable or incomplete."""
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # truncated zip, bad pickle, disallowed global: all mean corrupt
-        raise ValueError(f"{path}: unreadable checkpoint ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0] if str(err) else ''})") from None
+        state = torch_load(path, map_location)
+    except ValueError as err:
+        raise ValueError(f"{path}: unreadable checkpoint ({err})") from None
     if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
         raise ValueError(f"{path}: not a complete AetherMind checkpoint")
     return state

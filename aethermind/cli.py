@@ -17,6 +17,7 @@ COMMANDS = {
     "plan": ("aethermind.plan", "estimate GPU memory for a config before training"),
     "evaluate": ("aethermind.evaluate", "test prompts, validation loss and reasoning accuracy"),
     "chat": ("aethermind.chat", "interactive chat with a trained model"),
+    "serve": ("aethermind.serve", "OpenAI-compatible server and web chat (batched)"),
     "export": ("aethermind.export", "write .pt, safetensors, a Hugging Face directory or GGUF"),
     "import-hf": ("aethermind.hf_export", "Hugging Face Llama directory -> Forge-1 checkpoint"),
     "demo": ("aethermind.demo", "the offline quickstart: data, train, evaluate, chat"),
@@ -38,8 +39,45 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"aethermind: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    return run_module(COMMANDS[name][0], rest, f"aethermind {name}")
+
+
+def run_module(module_name: str, argv: list[str] | None = None, label: str | None = None
+               ) -> int:
+    """Import a command's module and run its `main(argv)`. Ctrl-C while torch loads or the
+    command sets up (before it has its own handling) is one line and exit 130, not a trace."""
+    label = label or module_name
+    asked: list[int] = []
+    # A KeyboardInterrupt inside a library's import (numpy under torch) can be swallowed and
+    # leave a half-initialised module that fails much later: hold Ctrl-C until imports finish.
+    previous = _hold_sigint(asked)
+    try:
+        module = importlib.import_module(module_name)
+    finally:
+        _restore_sigint(previous)
+    try:
+        if asked:
+            raise KeyboardInterrupt
+        return int(module.main(argv) or 0)
+    except KeyboardInterrupt:
+        print(f"\n{label}: interrupted; nothing was lost", file=sys.stderr)
+        return 130
+
+
+def _hold_sigint(asked: list[int]) -> object:
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGINT, lambda signum, frame: asked.append(signum))
+
+
+def _restore_sigint(previous: object) -> None:
+    import signal
+
+    if previous is not None:
+        signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":

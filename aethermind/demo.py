@@ -1,25 +1,47 @@
 """The offline quickstart, end to end on the CPU: built-in data -> train tiny -> evaluate -> chat.
 
-Nothing is downloaded: the data is the built-in reasoning set and the tokenizer the bundled one.
+Nothing is downloaded: the data is the built-in reasoning set, the vocabulary the bundled
+tokenizer's, cut down to the ~1.7k tokens that data uses (same splits, ~3x cheaper steps).
 Each stage runs the same code as its own command (`aethermind data synth`, `aethermind train`,
 `aethermind evaluate`, `aethermind chat`), so the demo doubles as a smoke test of the product.
-Usage: `aethermind demo [--out outputs/demo] [--steps 1200]` (what `make demo` runs).
+It shows held-out accuracy per task family before and after training, the loss curve, and a
+transcript of fresh questions in the guide's phrasing with the model's thinking.
+Usage: `aethermind demo [--out outputs/demo] [--minutes 10]` (what `make demo` runs).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
 from aethermind import prompts
 
 MARKER = ".aethermind-demo"  # only a directory holding this marker is ever cleared
-CHAT_SCRIPT = (prompts.ARITHMETIC, prompts.FACTUAL, prompts.SORTING, prompts.GREETING)
+# One conversation: each turn is answered with the earlier turns in context, as in `chat`.
+CHAT_SCRIPT = (prompts.GREETING, prompts.ARITHMETIC, "Which is bigger, 345 or 354?",
+               "Thank you!")
+# Training throughput of the demo recipe on two quiet CPU cores (~0.2 s a step, BENCHMARKS.md
+# "Demo"), and what set-up, data, evaluation and chat cost besides: --minutes is turned into
+# steps with these, so a run is reproducible (the same steps on any machine) instead of racing
+# the clock; a busy or slower machine takes longer for the same result.
+STEPS_PER_MINUTE = 300
+OVERHEAD_MINUTES = 4.0
+N_TEST = 440  # 40 held-out questions per task family
+N_FRESH = 24  # fresh questions in the guide's phrasing (4 per template)
+N_BEFORE = 44  # held-out questions asked of the untrained model (4 per family)
+GEN_BATCH = 32  # questions generated at once (the engine's batch)
+
+
+def steps_for(minutes: float) -> int:
+    """Optimizer steps that fit `minutes` of demo on two quiet cores, overhead included."""
+    return max(1, round((minutes - OVERHEAD_MINUTES) * STEPS_PER_MINUTE))
 
 
 def _prepare_out(out: Path) -> None:
@@ -32,32 +54,109 @@ def _prepare_out(out: Path) -> None:
     (out / MARKER).write_text("created by `aethermind demo`; safe to delete\n")
 
 
-def _train_config(args: argparse.Namespace, train: Path, val: Path):
+def build_data(out: Path, n_train: int, n_test: int, seed: int = 0) -> tuple[Path, Path, Path]:
+    """Train/val JSONL under out/data and the demo vocabulary under out/tokenizer."""
+    from aethermind.chat_format import Conversation, Turn, render
+    from aethermind.data import synth
+    from aethermind.data.vocab_fit import fit_vocabulary
+    from aethermind.tokenizer import Forge1Tokenizer
+
+    train_path, val_path = synth.write_synth(out / "data", n_train, n_val=200, seed=seed)
+    texts = [json.loads(line)["text"] for path in (train_path, val_path)
+             for line in path.read_text(encoding="utf-8").splitlines()]
+    # The questions asked later are fitted too, so their splits match the bundled tokenizer.
+    asked = synth.make_split("test", n_test, seed) + synth.guide_questions(N_FRESH, seed)
+    texts += [render(Conversation(turns=[Turn(e.question, e.answer, e.thinking)]))
+              for e in asked]
+    texts += [render(Conversation(turns=[Turn(q, "") for q in CHAT_SCRIPT]))]
+    tok_dir = fit_vocabulary(Forge1Tokenizer(), texts).save(out / "tokenizer")
+    return train_path, val_path, tok_dir
+
+
+def train_config(out: Path, train: Path, val: Path, tokenizer: Path, steps: int, **overrides):
+    """The demo recipe (BENCHMARKS.md, "Demo"): tiny, fp32, whole chats best-fit packed."""
     from aethermind.train_config import TrainConfig
 
-    return TrainConfig(
+    recipe: dict[str, Any] = dict(
         variant="tiny", device="cpu", precision="fp32", train_data=str(train),
-        val_data=str(val), output_dir=str(args.out), batch_size=8, context_length=256,
-        learning_rate=1.5e-3, warmup_ratio=0.05, min_lr_ratio=0.1, max_steps=args.steps,
-        checkpoint_every=max(1, args.steps // 2), eval_every=max(1, args.steps // 3),
-        eval_batches=5, log_every=max(1, args.steps // 20), num_workers=1, seed=0,
-        dashboard="auto")
+        val_data=str(val), tokenizer=str(tokenizer), layout="bestfit", output_dir=str(out),
+        batch_size=8, context_length=384, learning_rate=2e-3, warmup_ratio=0.03,
+        min_lr_ratio=0.05, max_steps=steps,
+        checkpoint_every=max(1, steps // 2), eval_every=max(1, steps // 4), eval_batches=4,
+        log_every=max(1, steps // 40), num_workers=1, seed=0, dashboard="auto")
+    return TrainConfig(**{**recipe, **overrides})
 
 
-def _chat_transcript(final: Path, out: Path, console: Console, max_new_tokens: int
-                     ) -> Path:
-    """Each scripted question in a fresh conversation: the built-in data is single-turn, so a
-    tiny model trained on it has never seen a history (multi-turn chat is `aethermind chat`)."""
+def max_new_tokens_for(tokenizer: Any, examples: list) -> int:
+    """A generation cap that fits the longest reference trace and answer, plus slack."""
+    from aethermind.chat_format import Conversation, Turn, encode
+
+    longest = max(sum(encode(Conversation(turns=[Turn(e.question, e.answer, e.thinking)]),
+                             tokenizer)[1]) for e in examples)
+    return longest + 16
+
+
+def score_examples(engine: Any, tokenizer: Any, examples: list, max_new_tokens: int
+                   ) -> dict[str, Any]:
+    """Greedy exact-match accuracy of `examples`, overall and per task (evaluate's scorer)."""
+    from aethermind.evaluate import reasoning_accuracy
+
+    return reasoning_accuracy(engine, tokenizer, examples=examples, max_new_tokens=max_new_tokens)
+
+
+def _untrained_accuracy(tok_dir: Path, examples: list, max_new_tokens: int) -> dict[str, Any]:
+    import torch
+
+    from aethermind.config import Forge1Config
     from aethermind.engine import Engine
-    from aethermind.loading import load_model
+    from aethermind.model import Forge1Model
+    from aethermind.tokenizer import Forge1Tokenizer
+
+    tok = Forge1Tokenizer(tok_dir)
+    torch.manual_seed(0)
+    model = Forge1Model(Forge1Config.from_variant("tiny", vocab_size=tok.get_vocab_size_padded()))
+    return score_examples(Engine(model.eval(), max_batch_size=GEN_BATCH), tok, examples,
+                          max_new_tokens)
+
+
+def _family_table(console: Console, before: dict, after: dict, fresh: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title="held-out accuracy per task family (exact match, greedy)")
+    for col in ("family", "before", "after"):
+        table.add_column(col, justify="right" if col != "family" else "left")
+    for task, row in after["per_task"].items():
+        b = before["per_task"].get(task)
+        table.add_row(task, f"{b['accuracy']:.0%}" if b else "-",
+                      f"{row['accuracy']:.0%} ({row['correct']}/{row['n']})")
+    table.add_row("[bold]all", f"{before['accuracy']:.0%}",
+                  f"[bold]{after['accuracy']:.0%} ({after['correct']}/{after['n']})")
+    table.add_row("[bold]fresh, guide's phrasing", "-",
+                  f"[bold]{fresh['accuracy']:.0%} ({fresh['correct']}/{fresh['n']})")
+    console.print(table)
+
+
+def _transcript(engine: Any, tokenizer: Any, fresh: dict, examples: list, out: Path,
+                console: Console, max_new_tokens: int) -> Path:
+    """Fresh guide-phrased questions (scored) and a multi-turn chat, with their thinking."""
     from aethermind.thinking import run_thinking_pipeline
 
-    model, tokenizer = load_model(final)
-    engine = Engine(model, max_batch_size=1)
-    lines = ["# Forge-1 tiny: scripted questions (greedy)", ""]
+    lines = ["# Forge-1 tiny after the demo's training (greedy)", "",
+             f"## Fresh questions in the guide's phrasing: {fresh['correct']}/{fresh['n']} right",
+             "", "Operand combinations the model never saw in training.", ""]
+    for sample, ex in zip(fresh["samples"], examples, strict=True):
+        mark = "right" if sample["correct"] else f"wrong (expected: {ex.answer})"
+        lines += [f"**you:** {ex.question}", ""]
+        lines += ["*thinking:*", "", *[f"> {t}" for t in sample["thinking"].splitlines()], ""]
+        lines += [f"**forge-1:** {sample['answer']}  _{mark}_", ""]
+    lines += ["## A conversation (each turn sees the earlier ones)", ""]
+    history: list[dict[str, Any]] = []
     for message in CHAT_SCRIPT:
-        result = run_thinking_pipeline(model, tokenizer, message, max_new_tokens=max_new_tokens,
-                                       temperature=0.0, engine=engine)
+        result = run_thinking_pipeline(engine.model, tokenizer, message,
+                                       max_new_tokens=max_new_tokens, temperature=0.0,
+                                       history=history, engine=engine)
+        history.append({"user": message, "assistant": result.answer,
+                        "thinking": result.thinking if result.used_thinking else None})
         console.print(f"[bold cyan]you[/]  {message}")
         if result.used_thinking:
             console.print(f"[dim]thinking: {result.thinking}[/]")
@@ -67,54 +166,101 @@ def _chat_transcript(final: Path, out: Path, console: Console, max_new_tokens: i
             lines += ["*thinking:*", "", *[f"> {t}" for t in result.thinking.splitlines()], ""]
         lines += [f"**forge-1:** {result.answer}", ""]
     path = out / "chat_transcript.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("\n".join(lines), encoding="utf-8")
+    tmp.replace(path)
     return path
+
+
+def _add_to_report(path: Path, extra: dict[str, Any]) -> None:
+    report = json.loads(path.read_text(encoding="utf-8"))
+    report.update(extra)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="aethermind demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"))
-    parser.add_argument("--steps", type=int, default=1200, help="optimizer steps (default 1200)")
-    parser.add_argument("--n-train", type=int, default=20000, help="built-in training chats")
-    parser.add_argument("--n-test", type=int, default=60, help="reasoning test questions")
-    parser.add_argument("--max-new-tokens", type=int, default=160, help="per generated answer")
+    parser.add_argument("--minutes", type=float, default=10.0,
+                        help="budget on two quiet CPU cores, set-up included (default 10): "
+                             f"{OVERHEAD_MINUTES:g} for set-up, data and evaluation, the rest "
+                             f"trains at {STEPS_PER_MINUTE} steps a minute")
+    parser.add_argument("--steps", type=int, help="optimizer steps (overrides --minutes)")
+    parser.add_argument("--n-train", type=int, default=60000, help="built-in training examples")
+    parser.add_argument("--n-test", type=int, default=N_TEST,
+                        help=f"held-out reasoning questions (default {N_TEST}: 40 per family)")
+    parser.add_argument("--max-new-tokens", type=int,
+                        help="per generated answer (default: the longest reference + 16)")
     args = parser.parse_args(argv)
+    if args.minutes <= OVERHEAD_MINUTES and args.steps is None:
+        parser.error(f"--minutes {args.minutes:g}: must be more than {OVERHEAD_MINUTES:g} "
+                     "(set-up, data and evaluation take about that); or pass --steps")
+    steps = args.steps if args.steps is not None else steps_for(args.minutes)
+    if steps < 1 or args.n_train < 1 or args.n_test < 1:
+        parser.error("--steps, --n-train and --n-test must be at least 1")
     console = Console()
     started = time.perf_counter()
     _prepare_out(args.out)
 
-    console.rule("[bold]1/4  data: built-in reasoning conversations")
-    from aethermind.data.synth import write_synth
+    console.rule("[bold]1/5  data: built-in reasoning conversations and their vocabulary")
+    from aethermind.data import synth
+    from aethermind.tokenizer import Forge1Tokenizer
 
-    train_path, val_path = write_synth(args.out / "data", args.n_train, n_val=200, seed=0)
-    console.print(f"{args.n_train} training and 200 validation chats -> {train_path.parent}")
+    train_path, val_path, tok_dir = build_data(args.out, args.n_train, args.n_test)
+    tok = Forge1Tokenizer(tok_dir)
+    test = synth.make_split("test", args.n_test)
+    fresh_examples = synth.guide_questions(N_FRESH)
+    cap = args.max_new_tokens or max_new_tokens_for(tok, test + fresh_examples)
+    console.print(f"{args.n_train} training and 200 validation examples -> {train_path.parent}; "
+                  f"vocabulary {tok.get_vocab_size()} tokens -> {tok_dir}")
 
-    console.rule("[bold]2/4  train: Forge-1 tiny on the CPU")
+    console.rule("[bold]2/5  before training: the untrained model on held-out questions")
+    per_family = max(1, N_BEFORE // len(synth.TASKS))
+    subset = [e for t in synth.TASKS for e in [x for x in test if x.task == t][:per_family]]
+    before = _untrained_accuracy(tok_dir, subset, cap)
+    console.print(f"untrained: {before['accuracy']:.0%} of {before['n']} held-out questions")
+
+    console.rule(f"[bold]3/5  train: Forge-1 tiny on the CPU, {steps} steps")
     from aethermind.train import train
 
-    result = train(_train_config(args, train_path, val_path))
+    result = train(train_config(args.out, train_path, val_path, tok_dir, steps))
     if result["status"] != "completed":
         console.print(f"[red]training ended early: {result.get('message', result['status'])}")
         return 1
     final = Path(result["final_model"])
 
-    console.rule("[bold]3/4  evaluate: test prompts, validation loss, reasoning accuracy")
+    console.rule("[bold]4/5  evaluate: test prompts, validation loss, held-out accuracy")
     from aethermind.evaluate import main as evaluate_main
 
+    eval_json = args.out / "eval.json"
     code = evaluate_main(["--model", str(final), "--val", str(val_path), "--n-test",
-                          str(args.n_test), "--max-new-tokens", str(args.max_new_tokens),
-                          "--json", str(args.out / "eval.json")])
+                          str(args.n_test), "--max-new-tokens", str(cap), "--batch-size",
+                          str(GEN_BATCH),
+                          "--json", str(eval_json)])
     if code:
         return code
 
-    console.rule("[bold]4/4  chat: the guide's questions, greedy")
-    transcript = _chat_transcript(final, args.out, console, args.max_new_tokens)
+    console.rule("[bold]5/5  chat: fresh questions in the guide's phrasing, then a conversation")
+    from aethermind.engine import Engine
+    from aethermind.loading import load_model
+
+    model, tokenizer = load_model(final)
+    engine = Engine(model, max_batch_size=GEN_BATCH)
+    fresh = score_examples(engine, tokenizer, fresh_examples, cap)
+    after = json.loads(eval_json.read_text(encoding="utf-8"))["reasoning"]
+    _family_table(console, before, after, fresh)
+    transcript = _transcript(engine, tokenizer, fresh, fresh_examples, args.out, console, cap)
     minutes = (time.perf_counter() - started) / 60
+    _add_to_report(eval_json, {"before_training": before, "fresh_guide_questions": fresh,
+                               "demo": {"steps": steps, "minutes": round(minutes, 2),
+                                        "n_train": args.n_train, "max_new_tokens": cap}})
     console.rule(f"[bold green]done in {minutes:.1f} min")
-    console.print(f"model       {final}\nevaluation  {args.out / 'eval.json'}\n"
+    console.print(f"model       {final}\nevaluation  {eval_json}\n"
                   f"transcript  {transcript}\nloss curve  {args.out / 'loss_curve.png'}\n"
-                  f"chat        python scripts/chat.py --model {final} --variant tiny "
-                  "--device cpu --show-thinking")
+                  f"chat        python scripts/chat.py --model {final} --device cpu "
+                  "--show-thinking")
     return 0
 
 

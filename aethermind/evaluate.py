@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,17 +25,22 @@ import torch
 from aethermind import chat_format as cf
 from aethermind.engine import Engine, SamplingParams
 from aethermind.loading import add_model_args, add_sampling_args
-from aethermind.losses import summed_loss
 from aethermind.prompts import TEST_PROMPTS
 from aethermind.thinking import STOP_TOKENS, parse_completion, run_thinking_pipeline
 
 DEFAULT_VAL = Path("data/val.jsonl")
 
 
+def _progress(text: str) -> None:
+    """Long steps say where they are (on stderr, so --json and the table stay clean)."""
+    print(text, file=sys.stderr, flush=True)
+
+
 def run_prompts(engine: Engine, tok: Any, prompts: Sequence[str], params: SamplingParams
                 ) -> list[dict[str, Any]]:
     rows = []
-    for prompt in prompts:
+    for i, prompt in enumerate(prompts, 1):
+        _progress(f"  prompt {i}/{len(prompts)}")
         r = run_thinking_pipeline(engine.model, tok, prompt, params.max_new_tokens,
                                   params.temperature, top_k=params.top_k, top_p=params.top_p,
                                   seed=params.seed, repetition_penalty=params.repetition_penalty,
@@ -46,68 +53,81 @@ def run_prompts(engine: Engine, tok: Any, prompts: Sequence[str], params: Sampli
     return rows
 
 
-def _val_rows(path: Path, tok: Any, max_len: int, max_docs: int) -> list[tuple[list, list]]:
-    """(ids, loss_mask) per document: response tokens of a conversation, else every token."""
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            text = json.loads(line)["text"]
-            try:
-                ids, mask = cf.encode(cf.parse(text), tok)
-            except ValueError:
-                ids = tok.encode(text, allow_special=True)
-                mask = [1] * len(ids)
-            if len(ids) > 1:
-                rows.append((ids[:max_len], mask[:max_len]))
-            if len(rows) >= max_docs:
-                break
-    return rows
+class ValidationSet:
+    """`path` tokenized by `pack` (the encoder training uses) into a temporary padded shard, read
+    by one `BatchLoader` built once: one conversation per row, scored whole, every sample once.
+    Built before any generation, so an unusable file fails before minutes of work."""
+
+    def __init__(self, path: Path, tok: Any, context_length: int, *, batch_size: int = 8,
+                 max_docs: int | None = None) -> None:
+        import tempfile
+
+        from aethermind.data.jsonl import numbered_lines, skipped_note
+        from aethermind.data.loader import BatchLoader
+        from aethermind.data.pack import build_shards, read_index
+
+        self.path = path
+        self._tmp = tempfile.TemporaryDirectory(prefix="aethermind-val-")
+        src = Path(self._tmp.name) / "val.jsonl"
+        with src.open("w", encoding="utf-8") as f:  # the first max_docs records, as UTF-8
+            for i, (_, line) in enumerate(numbered_lines(path)):
+                if max_docs is not None and i >= max_docs:
+                    break
+                f.write(line.rstrip("\n") + "\n")
+        shards = build_shards(src, tok, Path(self._tmp.name) / "shards",
+                              context_length=context_length, layout="padded")
+        self.index = read_index(shards)
+        if self.index["malformed_lines"]:
+            note = skipped_note(path, self.index["malformed_first"],
+                                self.index["malformed_lines"])
+            print(f"warning: {note}", file=sys.stderr)
+        if self.index["n_samples"] == 0:
+            raise ValueError(f"{path}: no usable documents (empty, malformed or all longer than "
+                             f"{context_length} tokens)")
+        self.loader = BatchLoader(shards, batch_size, shuffle=False, drop_last=False)
+
+    def close(self) -> None:
+        del self.loader  # release the memmaps before the folder goes
+        self._tmp.cleanup()
 
 
 @torch.inference_mode()
-def validation_loss(model: torch.nn.Module, tok: Any, path: Path, *, batch_size: int = 8,
-                    max_docs: int = 500) -> dict[str, Any]:
-    """Mean cross-entropy per scored token (and its exp, the perplexity) over `path`."""
-    device = next(model.parameters()).device
-    rows = _val_rows(path, tok, model.config.max_seq_len, max_docs)
-    if not rows:
-        raise ValueError(f"{path}: no documents with at least two tokens")
-    total, count = 0.0, 0
-    rows.sort(key=lambda r: len(r[0]))  # similar lengths together: less padding
-    for i in range(0, len(rows), batch_size):
-        chunk = rows[i:i + batch_size]
-        T = max(len(ids) for ids, _ in chunk)
-        tokens = torch.full((len(chunk), T), tok.pad_id, dtype=torch.long)
-        targets = torch.full((len(chunk), T), -100, dtype=torch.long)
-        for b, (ids, mask) in enumerate(chunk):
-            tokens[b, :len(ids)] = torch.tensor(ids)
-            tgt = torch.tensor(ids[1:])
-            tgt[torch.tensor(mask[1:]) == 0] = -100
-            targets[b, :len(ids) - 1] = tgt
-        targets = targets.to(device)
-        total += summed_loss(model, tokens.to(device), targets).item()
-        count += int((targets != -100).sum())
+def validation_loss(model: torch.nn.Module, tok: Any, path: Path | ValidationSet, *,
+                    batch_size: int = 8, max_docs: int | None = 500) -> dict[str, Any]:
+    """Mean cross-entropy per scored token (and its exp, the perplexity) over `path`, with the
+    training loss loop (`train.loss_totals`) on response tokens, the tokens SFT trains on."""
+    from aethermind.train import loss_totals
+
+    val = path if isinstance(path, ValidationSet) else \
+        ValidationSet(path, tok, model.config.max_seq_len, batch_size=batch_size,
+                      max_docs=max_docs)
+    try:
+        total, count = loss_totals(model, val.loader, next(model.parameters()).device).tolist()
+    finally:
+        if val is not path:
+            val.close()
     loss = total / max(count, 1)
-    return {"path": str(path), "documents": len(rows), "tokens": count, "loss": round(loss, 5),
-            "perplexity": round(math.exp(min(loss, 50.0)), 4)}
+    return {"path": str(val.path), "documents": val.index["n_samples"],
+            "dropped_too_long": val.index["dropped_too_long"], "tokens": int(count),
+            "loss": round(loss, 5), "perplexity": round(math.exp(min(loss, 50.0)), 4)}
 
 
-def reasoning_accuracy(engine: Engine, tok: Any, n: int, *, max_new_tokens: int,
-                       seed: int = 0) -> dict[str, Any]:
-    """Greedy exact-match accuracy on `synth.make_split("test", n)`, overall and per task.
+def reasoning_accuracy(engine: Engine, tok: Any, n: int = 0, *, max_new_tokens: int,
+                       seed: int = 0, examples: Sequence[Any] | None = None) -> dict[str, Any]:
+    """Greedy exact-match accuracy on `synth.make_split("test", n)` (or on `examples`, e.g.
+    fresh questions), overall and per task; each sample keeps the model's thinking.
 
     All questions go to the engine at once; it runs `max_batch_size` of them at a time.
     """
     from aethermind.data import synth
 
-    examples = synth.make_split("test", n, seed=seed)
+    examples = list(examples) if examples is not None else synth.make_split("test", n, seed=seed)
     prompts = [cf.encode_prompt(cf.Conversation(), ex.question, tok) for ex in examples]
     stop_ids = [tok.special_ids[s] for s in STOP_TOKENS]
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
     gens = engine.generate_batch(prompts, params, stop_ids)
-    answers = [parse_completion(gen.tokens, tok)[1] for gen in gens]
+    thoughts, answers = zip(*[parse_completion(gen.tokens, tok)[:2] for gen in gens],
+                            strict=True) if gens else ((), ())
     per_task: dict[str, dict[str, Any]] = {}
     samples = []
     for i, ex in enumerate(examples):
@@ -116,7 +136,7 @@ def reasoning_accuracy(engine: Engine, tok: Any, n: int, *, max_new_tokens: int,
         task["n"] += 1
         task["correct"] += int(ok)
         samples.append({"task": ex.task, "question": ex.question, "expected": ex.answer,
-                        "answer": answers[i], "correct": ok})
+                        "answer": answers[i], "thinking": thoughts[i], "correct": ok})
     for task in per_task.values():
         task["accuracy"] = round(task["correct"] / task["n"], 4)
     correct = sum(s["correct"] for s in samples)
@@ -169,39 +189,73 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     from aethermind.dist import plain_warnings
+
+    with plain_warnings():
+        return _main(parser, args)
+
+
+def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from aethermind.loading import LoadError, load_model, sampling_params
 
-    try:
-        params = sampling_params(args)
-        with plain_warnings():
-            model, tok = load_model(args.model, args.variant, args.tokenizer, args.device)
-        engine = Engine(model, max_batch_size=args.batch_size)  # all generation shares it
-    except (LoadError, ValueError) as err:
-        parser.exit(2, f"error: {err}\n")
     val_path = args.val
     if val_path is None and DEFAULT_VAL.is_file():
         val_path = DEFAULT_VAL
     if val_path is not None and not val_path.is_file():
         parser.exit(2, f"error: --val {val_path}: file not found\n")
+    if args.json is not None and args.json.is_dir():
+        parser.exit(2, f"error: --json {args.json} is a folder: pass a file path\n")
+    try:
+        params = sampling_params(args)
+        model, tok = load_model(args.model, args.variant, args.tokenizer, args.device)
+        engine = Engine(model, max_batch_size=args.batch_size)  # all generation shares it
+    except (LoadError, ValueError) as err:
+        parser.exit(2, f"error: {err}\n")
+    try:  # every input is checked before the minutes of generation below
+        val_set = (ValidationSet(val_path, tok, model.config.max_seq_len,
+                                 max_docs=args.val_max_docs) if val_path else None)
+    except ValueError as err:  # unreadable or unusable validation file
+        if args.val is not None:
+            parser.exit(2, f"error: --val {err}\n")
+        warnings.warn(f"{err}; validation loss skipped", stacklevel=1)  # the implicit default
+        val_set = None
+    try:
+        return _run(args, model, engine, tok, params, val_set)
+    except KeyboardInterrupt:
+        parser.exit(130, "\nevaluate: interrupted; nothing written\n")
+    except OSError as err:  # --json into a read-only or full folder
+        parser.exit(1, f"error: cannot write the report: {err}\n")
+    finally:
+        if val_set is not None:
+            val_set.close()
+
+
+def _run(args: argparse.Namespace, model: torch.nn.Module, engine: Engine, tok: Any,
+         params: SamplingParams, val_set: ValidationSet | None) -> int:
+    """The work after every input was checked; `model` is the plain one (the loss needs its
+    weights), `engine` holds the generation copy."""
     start = time.perf_counter()
     report: dict[str, Any] = {"model": str(args.model), "variant": args.variant,
                               "device": str(next(model.parameters()).device),
                               "config": model.config.to_dict(),
                               "tokenizer_fingerprint": tok.fingerprint()}
+    _progress(f"[1/3] {len(TEST_PROMPTS)} test prompts (up to {params.max_new_tokens} tokens "
+              "each)")
     report["prompts"] = run_prompts(engine, tok, TEST_PROMPTS, params)
-    try:
-        report["validation"] = (validation_loss(model, tok, val_path, max_docs=args.val_max_docs)
-                                if val_path else None)
-    except (ValueError, KeyError) as err:
-        parser.exit(2, f"error: --val {val_path}: {err}\n")
+    if val_set is not None:
+        _progress(f"[2/3] validation loss on {val_set.index['n_samples']} documents of "
+                  f"{val_set.path}")
+    report["validation"] = validation_loss(model, tok, val_set) if val_set else None
+    if args.n_test > 0:
+        _progress(f"[3/3] reasoning accuracy on {args.n_test} held-out questions")
     report["reasoning"] = (reasoning_accuracy(engine, tok, args.n_test,
                                               max_new_tokens=args.max_new_tokens)
                            if args.n_test > 0 else None)
     report["seconds"] = round(time.perf_counter() - start, 2)
     _print_report(report)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+        from aethermind.checkpoint import atomic_text
+
+        atomic_text(json.dumps(report, indent=2, ensure_ascii=False), args.json)
         print(f"wrote {args.json}")
     return 0
 

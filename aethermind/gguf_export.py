@@ -72,18 +72,20 @@ def _vocab(tok: Forge1Tokenizer, n_vocab: int) -> tuple[list[str], list[int], li
     """(tokens, token types, merges); ids past the tokenizer (vocab padding) are UNUSED."""
     import gguf
 
+    spec = json.loads(tok.to_json())
+    by_id = {i: piece for piece, i in spec["model"]["vocab"].items()}
+    by_id.update({t["id"]: t["content"] for t in spec["added_tokens"]})
     special = set(tok.special_ids.values())
     tokens, types = [], []
     for i in range(n_vocab):
-        piece = tok.id_to_token(i)
+        piece = by_id.get(i)
         if piece is None:
             tokens.append(f"[PAD{i}]")
             types.append(gguf.TokenType.UNUSED)
         else:
             tokens.append(piece)
             types.append(gguf.TokenType.CONTROL if i in special else gguf.TokenType.NORMAL)
-    merges = json.loads(tok._json)["model"]["merges"]
-    merges = [m if isinstance(m, str) else " ".join(m) for m in merges]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]]
     return tokens, types, merges
 
 

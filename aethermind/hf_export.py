@@ -112,9 +112,10 @@ def read_hf_dir(directory: str | Path) -> tuple[dict[str, torch.Tensor], Forge1C
     model = Forge1Model(cfg)  # catches shape errors before anything is written
     try:
         model.load_state_dict(sd)
-    except RuntimeError as err:
+    except RuntimeError as err:  # torch lists every mismatch on its own line: name the first
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         raise ExportError(f"{directory}: weights do not fit the config "
-                          f"({str(err).splitlines()[1].strip()})") from None
+                          f"({lines[min(1, len(lines) - 1)]})") from None
     return sd, cfg, tok
 
 

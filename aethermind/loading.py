@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from aethermind.checkpoint import torch_load
 from aethermind.config import PRESETS, VARIANTS, Forge1Config
 from aethermind.dist import select_device
 from aethermind.engine import SamplingParams
@@ -51,9 +52,11 @@ def find_checkpoint(model_path: str | Path) -> Path:
                     "--model outputs/final_model/forge1_<variant>_final.pt)")
 
 
-def _read_checkpoint(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
-    """(state dict, the model config a training checkpoint or export embeds, or None for a plain
-    .pt). A .safetensors file is read as an `aethermind export` (its header holds the config)."""
+def _read_checkpoint(ckpt: Path
+                     ) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None, str | None]:
+    """(state dict, the model config a training checkpoint or export embeds or None for a plain
+    .pt, the tokenizer fingerprint saved with the weights or None). A .safetensors file is read
+    as an `aethermind export` (its header holds the config)."""
     if ckpt.suffix == ".safetensors":
         from aethermind.export import read_export
 
@@ -61,21 +64,21 @@ def _read_checkpoint(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
             sd, meta = read_export(ckpt)
         except Exception as err:  # a foreign or corrupt file: many error types
             raise LoadError(f"cannot read {ckpt} as a Forge-1 export: {err}") from None
-        return sd, meta.config
+        return sd, meta.config, getattr(meta, "tokenizer_fingerprint", None)
     try:
-        obj = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a corrupt or foreign file
-        raise LoadError(f"cannot read checkpoint {ckpt}: {type(err).__name__}: "
-                        f"{str(err).splitlines()[0] if str(err) else ''}") from None
-    embedded = None
+        obj = torch_load(ckpt)
+    except ValueError as err:  # corrupt, foreign or blocked: one line naming what was wrong
+        raise LoadError(str(err)) from None
+    embedded = fingerprint = None
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         embedded = obj.get("model_config")  # a training checkpoint that wraps the weights
+        fingerprint = obj.get("tokenizer_fingerprint")
         obj = obj["model"]
     if not isinstance(obj, dict) or "tok_emb.weight" not in obj:
         raise LoadError(f"{ckpt} is not a Forge-1 state dict (no tok_emb.weight); pass the "
                         "forge1_<variant>_final.pt written by `aethermind train`")
     sd = {k.removeprefix("_orig_mod."): v for k, v in obj.items()}
-    return sd, embedded if isinstance(embedded, dict) else None
+    return sd, embedded if isinstance(embedded, dict) else None, fingerprint
 
 
 def _check_shapes(sd: dict[str, torch.Tensor], cfg: Forge1Config) -> None:
@@ -157,8 +160,11 @@ def _config_for(ckpt: Path, sd: dict[str, torch.Tensor], variant: str | None,
     return cfg
 
 
-def _load_tokenizer(ckpt: Path, tokenizer: Any) -> Forge1Tokenizer:
-    """The tokenizer saved beside the checkpoint wins (contract); else the given; else default."""
+def _load_tokenizer(ckpt: Path, tokenizer: Any, fingerprint: str | None = None
+                    ) -> Forge1Tokenizer:
+    """The tokenizer saved beside the checkpoint wins (contract); else the given; else default
+    (said in a warning). A tokenizer whose fingerprint differs from the one saved with the
+    weights is refused: its ids would mean other tokens."""
     beside = ckpt.parent / "tokenizer"
     given = tokenizer
     if given is not None and not isinstance(given, Forge1Tokenizer):
@@ -167,8 +173,22 @@ def _load_tokenizer(ckpt: Path, tokenizer: Any) -> Forge1Tokenizer:
         except (FileNotFoundError, ValueError) as err:
             raise LoadError(f"--tokenizer {tokenizer}: {err}") from None
     if not (beside / "tokenizer.json").is_file():
-        return given if given is not None else Forge1Tokenizer()
-    saved = Forge1Tokenizer(beside)
+        tok = given
+        if tok is None:
+            tok = Forge1Tokenizer()
+            if fingerprint is None:
+                warnings.warn(f"no tokenizer/ beside {ckpt}: using the bundled default "
+                              "tokenizer (pass --tokenizer DIR if the model was trained with "
+                              "another)", UserWarning, stacklevel=3)
+        if fingerprint is not None and tok.fingerprint() != fingerprint:
+            raise LoadError(f"{ckpt} was trained with tokenizer {fingerprint}, not "
+                            f"{tok.fingerprint()}: pass the run's tokenizer with --tokenizer "
+                            "(e.g. <output_dir>/final_model/tokenizer)")
+        return tok
+    try:
+        saved = Forge1Tokenizer(beside)
+    except ValueError as err:  # a corrupt tokenizer.json beside the model
+        raise LoadError(str(err)) from None
     if given is not None and given.fingerprint() != saved.fingerprint():
         warnings.warn(f"ignoring the given tokenizer: the checkpoint was saved with {beside}, "
                       "which is used instead", UserWarning, stacklevel=3)
@@ -194,9 +214,9 @@ def load_model(model_path: str | Path, variant: str | None = None, tokenizer: An
     except ValueError as err:
         raise LoadError(str(err)) from None
     ckpt = find_checkpoint(model_path)
-    sd, embedded = _read_checkpoint(ckpt)
+    sd, embedded, fingerprint = _read_checkpoint(ckpt)
     cfg = _config_for(ckpt, sd, variant, embedded)
-    tok = _load_tokenizer(ckpt, tokenizer)
+    tok = _load_tokenizer(ckpt, tokenizer, fingerprint)
     if tok.get_vocab_size() > cfg.vocab_size or tok.get_vocab_size_padded() != cfg.vocab_size:
         raise LoadError(f"tokenizer has {tok.get_vocab_size()} tokens (padded "
                         f"{tok.get_vocab_size_padded()}) but the checkpoint's vocabulary is "

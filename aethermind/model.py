@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from aethermind.attention import document_mask, flex_document_attention
 from aethermind.config import Forge1Config
 from aethermind.kv_cache import KVCache
 from aethermind.losses import linear_cross_entropy
@@ -76,9 +77,11 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v, positions)  # (B, H_kv, T_cache, D)
-        # The one attention call: no mask means plain causal (training, full forward).
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
-                                           enable_gqa=True)
+        if mask is not None and not isinstance(mask, torch.Tensor):  # FlexAttention BlockMask
+            y = flex_document_attention(q, k, v, mask)  # packed rows on CUDA (attention.py)
+        else:  # the one SDPA call: no mask means plain causal (training, full forward)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
+                                               enable_gqa=True)
         y = y.transpose(1, 2).reshape(B, T, self.q_dim)  # (B, T, H*D)
         return self.wo(y)
 
@@ -112,18 +115,6 @@ class Block(nn.Module):
         return x + self.dropout(self.mlp(self.mlp_norm(x)))
 
 
-def document_causal_mask(doc_ids: torch.Tensor) -> torch.Tensor:
-    """Bool (B, 1, T, T), True = may attend: causal *within* each document of a packed row.
-
-    `doc_ids` (B, T) numbers the documents of each row, so packed conversations never see each
-    other. The one place this dense mask is built (a FlexAttention block mask can sit beside it).
-    """
-    T = doc_ids.shape[1]
-    same_doc = doc_ids[:, :, None] == doc_ids[:, None, :]  # (B, T, T)
-    causal = torch.ones(T, T, dtype=torch.bool, device=doc_ids.device).tril()
-    return (same_doc & causal).unsqueeze(1)
-
-
 def cache_mask(positions: torch.Tensor, cache_len: int) -> torch.Tensor:
     """Bool (B, 1, T, cache_len): a query at position p sees cache slots 0..p of its own row.
 
@@ -142,6 +133,9 @@ class Forge1Model(nn.Module):
         config.validate()
         self.config = config
         self.gradient_checkpointing = False
+        # Packed-row masking: "auto" = FlexAttention where it trains fused (attention.py),
+        # else the dense mask; "dense" / "flex" force one (train's `attention` key sets it).
+        self.attention_backend = "auto"
         self.tok_emb = nn.Embedding(config.vocab_size, config.dim)
         self.layers = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
         self.norm = RMSNorm(config.dim, config.norm_eps)
@@ -199,7 +193,7 @@ class Forge1Model(nn.Module):
             kv_cache: write this call's keys/values at `positions` and attend to the row's
                 cache slots 0..position (see `cache_mask`); rows may be at different lengths.
             doc_ids: (B, T) document index per token of a packed training row
-                (`document_causal_mask`); not with a KV cache.
+                (`attention.document_mask`); not with a KV cache.
         """
         n = tokens.shape[1]
         if positions is None:
@@ -219,7 +213,7 @@ class Forge1Model(nn.Module):
         if doc_ids is not None:
             if kv_cache is not None:
                 raise ValueError("doc_ids is for training on packed rows, not for a KV cache")
-            mask = document_causal_mask(doc_ids)
+            mask = document_mask(doc_ids, self.attention_backend)  # dense, or flex on CUDA
         elif kv_cache is not None:
             mask = cache_mask(positions, kv_cache.max_len)
         x = self.tok_emb(tokens)  # (B, T, C)

@@ -32,11 +32,18 @@ class Forge1Tokenizer:
         if not file.is_file():
             raise FileNotFoundError(f"no tokenizer at {path}: expected a directory with "
                                     "tokenizer.json (make one with `aethermind tokenizer train`)")
-        self._init_from_json(file.read_text(encoding="utf-8"))
+        try:
+            self._init_from_json(file.read_bytes().decode("utf-8"))
+        except ValueError as err:  # also UnicodeDecodeError: a binary file
+            raise ValueError(f"{file}: not a usable tokenizer.json ({_first_line(err)}); "
+                             "retrain it or point to another tokenizer") from None
 
     def _init_from_json(self, blob: str) -> None:
         self._json = blob
-        self._tok = Tokenizer.from_str(blob)  # parses special-token strings
+        try:
+            self._tok = Tokenizer.from_str(blob)  # parses special-token strings
+        except Exception as err:  # the Rust parser raises its own exception type
+            raise ValueError(f"invalid tokenizer JSON: {_first_line(err)}") from None
         self._plain = Tokenizer.from_str(blob)
         self._plain.encode_special_tokens = True  # never produce special ids from text
         self.special_ids = {s: self._tok.token_to_id(s) for s in SPECIAL_TOKENS}
@@ -111,9 +118,18 @@ class Forge1Tokenizer:
         """Vocab rounded up to `multiple`: aligned embedding shapes run faster on GPUs."""
         return -(-self.get_vocab_size() // multiple) * multiple
 
+    def to_json(self) -> str:
+        """The full `tokenizers` definition (vocab, merges, pre-tokenizer): what exporters copy."""
+        return self._json
+
     def fingerprint(self) -> str:
         """Short hash of the tokenizer's full definition, to detect stale shards and checkpoints."""
         return hashlib.sha256(self._json.encode("utf-8")).hexdigest()[:16]
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
 
 
 def _strip_specials(texts: Iterable[str]) -> Iterator[str]:

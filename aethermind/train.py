@@ -54,7 +54,12 @@ class StopFlag:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now (the last checkpoint stays)
         self.signum = signum
+        if signum == signal.SIGINT and dist.is_main():
+            print("\nCtrl-C: finishing this step, then saving a checkpoint; press Ctrl-C again "
+                  "to stop at once", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
@@ -75,34 +80,60 @@ def load_tokenizer(cfg: TrainConfig) -> Forge1Tokenizer:
     if cfg.tokenizer != "train":
         try:
             return Forge1Tokenizer(cfg.tokenizer)
-        except FileNotFoundError as err:
+        except (FileNotFoundError, ValueError) as err:
             raise TrainingError(f"tokenizer: {err}") from None
     tok_dir = Path(cfg.output_dir) / "tokenizer"
-    if (tok_dir / "tokenizer.json").is_file():
-        return Forge1Tokenizer(tok_dir)
-    if dist.is_main():
-        from aethermind.data.tokenizer_train import read_jsonl_texts
+    try:
+        if (tok_dir / "tokenizer.json").is_file():
+            return Forge1Tokenizer(tok_dir)
+        if dist.is_main():
+            from aethermind.data.tokenizer_train import read_jsonl_texts
 
-        dist.log0("training a %d-token tokenizer on %s", cfg.tokenizer_vocab_size, cfg.train_data)
-        tok = Forge1Tokenizer.train(read_jsonl_texts(Path(cfg.train_data), "text"),
-                                    cfg.tokenizer_vocab_size)
-        tok.save(tok_dir)
-    dist.barrier()
-    return Forge1Tokenizer(tok_dir)
+            dist.log0("training a %d-token tokenizer on %s", cfg.tokenizer_vocab_size,
+                      cfg.train_data)
+            tok = Forge1Tokenizer.train(read_jsonl_texts(Path(cfg.train_data), "text"),
+                                        cfg.tokenizer_vocab_size)
+            tok.save(tok_dir)
+        dist.barrier()
+        return Forge1Tokenizer(tok_dir)
+    except ValueError as err:  # a corrupt cached tokenizer.json, unreadable train_data
+        raise TrainingError(f"tokenizer: {err}") from None
+
+
+def _check_data_files(cfg: TrainConfig) -> None:
+    """Every data file exists and is UTF-8 text, or one line says which is not and why."""
+    from aethermind.data.jsonl import check_text_file
+
+    for split, path in (("train", cfg.train_data), ("val", cfg.val_data)):
+        if path is None:
+            continue
+        if not Path(path).is_file():
+            raise TrainingError(f"{split}_data {path}: file not found; create it with "
+                                "`python data/preprocess.py` or `aethermind data synth`")
+        try:
+            check_text_file(path)
+        except ValueError as err:
+            raise TrainingError(f"{split}_data {err}") from None
 
 
 def build_shards(cfg: TrainConfig, path: str, split: str, tokenizer: Forge1Tokenizer) -> Path:
     """Tokenize + pack `path` once (rank 0 first, the others then hit the cache)."""
-    from aethermind.data.pack import ensure_shards
+    from aethermind.data.jsonl import skipped_note
+    from aethermind.data.pack import ensure_shards, read_index
 
-    if not Path(path).is_file():
-        raise TrainingError(f"{split}_data {path}: file not found; create it with "
-                            "`python data/preprocess.py` or `aethermind data synth`")
     kwargs = dict(context_length=cfg.context_length, layout=cfg.layout, workers=cfg.num_workers)
-    if dist.is_main():
-        ensure_shards(path, tokenizer, cfg.cache_path / split, **kwargs)
-    dist.barrier()
-    return ensure_shards(path, tokenizer, cfg.cache_path / split, **kwargs)
+    try:
+        if dist.is_main():
+            ensure_shards(path, tokenizer, cfg.cache_path / split, **kwargs)
+        dist.barrier()
+        out = ensure_shards(path, tokenizer, cfg.cache_path / split, **kwargs)
+    except ValueError as err:  # DataFileError: UTF-16, binary, invalid UTF-8
+        raise TrainingError(f"{split}_data {err}") from None
+    index = read_index(out)
+    if index["malformed_lines"] and dist.is_main():
+        warnings.warn(f"{split}_data: " + skipped_note(path, index["malformed_first"],
+                                                       index["malformed_lines"]), stacklevel=2)
+    return out
 
 
 def check_resumable(state: dict[str, Any], path: Path, variant: str,
@@ -166,28 +197,56 @@ def no_sync(model: torch.nn.Module, sync: bool) -> contextlib.AbstractContextMan
     return contextlib.nullcontext()
 
 
-def evaluate(model: torch.nn.Module, shard_dir: Path, cfg: TrainConfig, ctx: dist.DistContext,
-             autocast: Any) -> float:
-    """Token-weighted validation loss over the first `eval_batches` batches, split over ranks
-    (the same rows as one process would see, so K processes report the same number)."""
-    from aethermind.data.loader import BatchLoader
-
-    loader = BatchLoader(shard_dir, cfg.batch_size, seed=cfg.seed, shuffle=False,
-                         rank=ctx.rank, world_size=ctx.world_size,
-                         loss_on_all_tokens=cfg.loss_on_all_tokens)
-    totals = torch.zeros(2, dtype=torch.float64, device=ctx.device)
+def loss_totals(model: torch.nn.Module, loader: Any, device: torch.device, *,
+                max_batches: int | None = None, autocast: Any = None, pin: bool = False
+                ) -> torch.Tensor:
+    """[summed loss, loss tokens] over the loader's first `max_batches` batches (all if None),
+    from the start of its first epoch. The one validation-loss loop: training's periodic
+    evaluation and `aethermind evaluate` both call it on a `BatchLoader` of `pack` shards."""
+    loader.load_state_dict({"epoch": 0, "offset": 0})
+    totals = torch.zeros(2, dtype=torch.float64, device=device)
+    was_training = model.training
     model.eval()
     with torch.no_grad():
         for i, batch in enumerate(loader):
-            if i >= max(1, cfg.eval_batches // ctx.world_size):
+            if max_batches is not None and i >= max_batches:
                 break
-            tokens, targets, doc_ids = to_device(batch, ctx.device, cfg.pin_memory)
-            with autocast:
+            tokens, targets, doc_ids = to_device(batch, device, pin)
+            with autocast or contextlib.nullcontext():
                 totals[0] += compute_loss(model, tokens, targets, doc_ids).double()
             totals[1] += (targets != -100).sum()
-    model.train()
+    model.train(was_training)
+    return totals
+
+
+def evaluate(model: torch.nn.Module, loader: Any, cfg: TrainConfig, ctx: dist.DistContext,
+             autocast: Any) -> float:
+    """Token-weighted validation loss over the first `eval_batches` batches, split over ranks
+    (the same rows as one process would see, so K processes report the same number)."""
+    totals = loss_totals(model, loader, ctx.device, autocast=autocast, pin=cfg.pin_memory,
+                         max_batches=max(1, cfg.eval_batches // ctx.world_size))
     dist.all_reduce_sum(totals)
     return (totals[0] / totals[1].clamp(min=1)).item()
+
+
+def open_loader(shards: Path, cfg: TrainConfig, ctx: dist.DistContext, *, shuffle: bool,
+                split: str, path: str) -> Any:
+    """A BatchLoader over `shards`, or None for an empty split. Fewer samples than one global
+    batch: batches keep the tail (shorter, or wrapped across processes) with a note."""
+    from aethermind.data.loader import BatchLoader
+    from aethermind.data.pack import read_index
+
+    n, glob = read_index(shards)["n_samples"], cfg.batch_size * ctx.world_size
+    if n == 0:
+        return None
+    small = n < glob
+    if small and split == "train":
+        warnings.warn(f"train_data {path} packs into only {n} sample(s) of {cfg.context_length} "
+                      f"tokens, fewer than a batch of {glob}: each batch holds all of them (add "
+                      "data or lower batch_size for real training)", stacklevel=2)
+    return BatchLoader(shards, cfg.batch_size, seed=cfg.seed, shuffle=shuffle, rank=ctx.rank,
+                       world_size=ctx.world_size, loss_on_all_tokens=cfg.loss_on_all_tokens,
+                       drop_last=split == "train" and not small)
 
 
 def to_device(batch: dict[str, Any], device: torch.device, pin: bool
@@ -210,21 +269,59 @@ def _micro_batches(loader: Any):
 
 
 # --- the loop -------------------------------------------------------------------------------
-def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = None
-          ) -> dict[str, Any]:
+def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = None,
+          overwrite: bool = False) -> dict[str, Any]:
     """Train per `cfg`; returns {status, step, losses, val_loss, final_model, ...}.
 
     `stop_after` ends this call after that many optimizer steps, exactly as SIGINT would
     (checkpoint, then return with status "interrupted"); tests and time-boxed sessions use it.
+    The output folder is locked for the run (a second run there is refused). A fresh run in a
+    folder holding another run's checkpoints is refused unless `resume` (continue it) or
+    `overwrite` (delete them first).
     """
-    from aethermind.data.loader import BatchLoader
+    from aethermind.runlock import LockedError, OutputLock
 
+    _preflight(cfg)  # before the lock creates the output folder: a refused run leaves nothing
+    lock = OutputLock(cfg.output_dir) if dist.is_main() else contextlib.nullcontext()
+    try:
+        lock.__enter__()
+    except LockedError as err:
+        raise TrainingError(str(err)) from None
+    try:
+        return _train(cfg, resume=resume, stop_after=stop_after, overwrite=overwrite)
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _preflight(cfg: TrainConfig) -> None:
+    """Checks that need no work done yet, so a bad config fails before anything is written."""
     if cfg.variant is None:
         raise ConfigError("no variant: pass --variant " + "|".join(VARIANTS) +
                           " or set variant: in the config")
     if cfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise TrainingError("tensorboard: true needs the tensorboard package: "
                             "pip install tensorboard (or set tensorboard: false)")
+
+
+def _claim_checkpoint_dir(ckpt_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Clear crash leftovers; refuse to mix a fresh run with another run's checkpoints."""
+    ckpt.remove_stale_temp_files(ckpt_dir)
+    existing = ckpt.list_checkpoints(ckpt_dir)
+    if not existing or resume:
+        return
+    if not overwrite:
+        raise TrainingError(
+            f"{ckpt_dir} already holds checkpoints of another run (newest {existing[-1].name}): "
+            "continue it with --resume, or start fresh with a new output_dir (--set "
+            "output_dir=...) or --overwrite (deletes them)")
+    for path in existing:
+        path.unlink(missing_ok=True)
+    warnings.warn(f"--overwrite: deleted {len(existing)} checkpoint(s) of the earlier run in "
+                  f"{ckpt_dir}", stacklevel=3)
+
+
+def _train(cfg: TrainConfig, *, resume: bool, stop_after: int | None, overwrite: bool
+           ) -> dict[str, Any]:
     # ------------------------------------------------------------------ setup: device + seed
     ctx = dist.setup(cfg.device)
     precision = dist.resolve_precision(cfg.precision, ctx.device)
@@ -238,7 +335,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
                           f"{cfg.gradient_accumulation_steps}: must be a multiple of the "
                           f"{ctx.world_size} processes, which keeps the global batch")
     accum = cfg.gradient_accumulation_steps // ctx.world_size  # per process
+    if main_proc:
+        _claim_checkpoint_dir(ckpt_dir, resume, overwrite)
+    dist.barrier()
     # ------------------------------------------------------------------ setup: tokenizer + data
+    _check_data_files(cfg)  # before a tokenizer is trained or anything is packed
     tokenizer = load_tokenizer(cfg)
     model_cfg = Forge1Config.from_variant(cfg.variant,
                                           vocab_size=tokenizer.get_vocab_size_padded())
@@ -253,14 +354,25 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
                       stacklevel=2)
     train_shards = build_shards(cfg, cfg.train_data, "train", tokenizer)
     val_shards = build_shards(cfg, cfg.val_data, "val", tokenizer) if cfg.val_data else None
-    loader = BatchLoader(train_shards, cfg.batch_size, seed=cfg.seed, shuffle=True,
-                         rank=ctx.rank, world_size=ctx.world_size,
-                         loss_on_all_tokens=cfg.loss_on_all_tokens)
+    loader = open_loader(train_shards, cfg, ctx, shuffle=True, split="train",
+                         path=cfg.train_data)
+    if loader is None:
+        raise TrainingError(f"train_data {cfg.train_data}: no usable training text (the file "
+                            "is empty or every line is malformed); expected JSONL lines like "
+                            '{"text": "..."}')
+    val_loader = None
+    if val_shards is not None:  # built once, reused at every evaluation
+        val_loader = open_loader(val_shards, cfg, ctx, shuffle=False, split="val",
+                                 path=cfg.val_data)
+        if val_loader is None:
+            warnings.warn(f"val_data {cfg.val_data}: no usable samples; training continues "
+                          "without validation", stacklevel=2)
     steps_per_epoch = max(1, len(loader) // accum)
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     # ------------------------------------------------------------------ setup: model + optimizer
     model = Forge1Model(model_cfg).to(ctx.device)
     model.set_gradient_checkpointing(cfg.gradient_checkpointing)
+    model.attention_backend = cfg.attention
     wrapped = torch.compile(model) if cfg.compile else model
     wrapped = dist.wrap_model(wrapped, ctx, fsdp=cfg.fsdp)
     # After wrapping: FSDP2 swaps parameters for sharded DTensors, which the optimizer must hold.
@@ -309,7 +421,15 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
                  "rng": ckpt.rng_state(), "config": cfg.to_dict(),
                  "model_config": model_cfg.to_dict(),
                  "tokenizer_fingerprint": tokenizer.fingerprint()}
-        path = ckpt.save_checkpoint(state, ckpt_dir, at_step, keep=cfg.keep_checkpoints)
+        try:
+            path = ckpt.save_checkpoint(state, ckpt_dir, at_step, keep=cfg.keep_checkpoints)
+        except OSError as err:  # disk full, read-only: the previous checkpoint is untouched
+            previous = ckpt.list_checkpoints(ckpt_dir)
+            kept = f"the last checkpoint {previous[-1]} is intact" if previous else \
+                "no earlier checkpoint exists"
+            raise TrainingError(f"cannot write the step {at_step} checkpoint to {ckpt_dir} "
+                                f"({err.strerror or err}); {kept}: free space or choose "
+                                "another checkpoint_dir, then --resume") from None
         dash.message(f"checkpoint saved: {path}")
 
     # ------------------------------------------------------------------ loop
@@ -365,10 +485,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
                       "grad_norm": grad_norm if math.isfinite(grad_norm) else None,
                       "tokens_per_s": tokens_seen / (now - t0), "steps_per_s": 1 / (now - t0),
                       "epoch": loader.epoch}
-            if val_shards is not None and (step == total_steps or (
+            if val_loader is not None and (step == total_steps or (
                     cfg.eval_every and step % cfg.eval_every == 0)):
                 eval_model = wrapped if cfg.fsdp else dist.unwrap(wrapped)
-                val_loss = evaluate(eval_model, val_shards, cfg, ctx, autocast)
+                val_loss = evaluate(eval_model, val_loader, cfg, ctx, autocast)
                 record["val_loss"] = val_loss
             if metrics_out is not None:
                 metrics_out.write(record)
@@ -413,6 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--variant", choices=VARIANTS, help="model size (default: the config's)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the newest valid checkpoint in checkpoint_dir")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start fresh even though checkpoint_dir holds another run's "
+                        "checkpoints (deletes them)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set max_steps=20 (repeatable)")
     return parser
@@ -424,10 +547,17 @@ def main(argv: list[str] | None = None) -> int:
     with dist.plain_warnings():
         try:
             cfg = load_config(args.config, args.set, args.variant)
-            result = train(cfg, resume=args.resume)
+            result = train(cfg, resume=args.resume, overwrite=args.overwrite)
         except (ConfigError, TrainingError) as err:
             print(f"aethermind train: {err}", file=sys.stderr)
             return 2 if isinstance(err, ConfigError) else 1
+        except OSError as err:  # e.g. a read-only or full output folder during set-up
+            print(f"aethermind train: {err}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:  # during set-up/packing, or a second Ctrl-C mid-step
+            print("aethermind train: stopped at once; checkpoints written so far are intact "
+                  "(continue with --resume)", file=sys.stderr)
+            return 130
         finally:
             dist.teardown()
     if result["status"] == "diverged":

@@ -9,6 +9,7 @@ Usage: `cfg = load_config("configs/cpu_config.yaml", ["max_steps=20"], variant="
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -17,6 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
+from aethermind.attention import BACKENDS as ATTENTION_BACKENDS
 from aethermind.config import VARIANTS
 from aethermind.data.pack import LAYOUTS
 
@@ -39,13 +41,15 @@ class TrainConfig:
     tokenizer: str = "default"  # "default" (bundled) | "train" (once, on train_data) | a dir
     tokenizer_vocab_size: int = 8000  # vocab size when tokenizer: train
     data_cache_dir: str | None = None  # token shards; None = <output_dir>/cache
-    layout: str = LAYOUTS[0]  # one of data.pack.LAYOUTS: packed (doc-masked rows) or padded
+    layout: str = LAYOUTS[0]  # one of data.pack.LAYOUTS: packed (doc-masked rows), padded (one
+    # chat a row) or bestfit (whole chats best-fit into doc-masked rows: the demo's choice)
     loss_on_all_tokens: bool = False  # False = loss on assistant tokens only (the chat mask)
     # --- hardware and precision -------------------------------------------------------------
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps; falls back to CPU with a warning
     precision: Precision = "fp32"  # fp16 uses GradScaler; fp16/bf16 fall back to fp32 on CPU
     gradient_checkpointing: bool = False  # recompute blocks in backward: less memory, ~25% slower
     compile: bool = False  # torch.compile the model
+    attention: str = "auto"  # packed rows: auto (FlexAttention on Ampere+) | dense | flex
     fsdp: bool = False  # under torchrun: shard with FSDP2 instead of replicating with DDP
     num_workers: int = 2  # processes for tokenizing/packing the data on the first run
     pin_memory: bool = False  # page-locked host batches for faster CUDA copies
@@ -78,7 +82,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            _check_type(f.name, getattr(self, f.name), _hints()[f.name])
+            value = getattr(self, f.name)
+            _check_type(f.name, value, _hints()[f.name])
+            if isinstance(value, float) and not math.isfinite(value):  # inf lr trains NaNs
+                _fail(f.name, value, "a finite number")
         positive = ("batch_size", "gradient_accumulation_steps", "context_length",
                     "tokenizer_vocab_size", "keep_checkpoints", "epochs", "eval_batches",
                     "log_every", "max_bad_steps")
@@ -100,6 +107,8 @@ class TrainConfig:
             _fail("variant", self.variant, "one of " + ", ".join(VARIANTS))
         if self.layout not in LAYOUTS:
             _fail("layout", self.layout, "one of " + ", ".join(LAYOUTS))
+        if self.attention not in ATTENTION_BACKENDS:
+            _fail("attention", self.attention, "one of " + ", ".join(ATTENTION_BACKENDS))
         dev = self.device
         if not (dev in ("auto", "cpu", "cuda", "mps") or
                 (dev.startswith("cuda:") and dev[5:].isdigit())):

@@ -211,38 +211,44 @@ def section_train_speed(s: Shapes, peaks: dict[str, Any]) -> dict[str, Any]:
     tokens, targets = tokens.to(s.device), targets.to(s.device)
     for precision, compiled in cases:
         key = f"{precision}_{'compiled' if compiled else 'eager'}"
-        torch.manual_seed(0)
-        forge, hf = build_pair(s.model)
-        forge, hf = forge.to(s.device), hf.to(s.device)
-        first, compile_s, per_step = {}, {}, {}
-        steps = {}
-        for name, model in (("forge", forge), ("hf", hf)):
-            run = torch.compile(model, backend=s.compile_backend) if compiled else model
-            steps[name] = train_step(run, name == "hf", tokens, targets, precision)
-            sync(s.device)
-            t = time.perf_counter()
-            first[name] = steps[name]().item()  # same weights, same batch -> same loss
-            for _ in range(s.warmup - 1):
-                steps[name]()
-            sync(s.device)
-            compile_s[name] = time.perf_counter() - t
-        for _ in range(2):  # interleaved rounds, best kept: a hiccup hurts both alike
-            for name, step in steps.items():
-                sec = seconds_per_step(step, s.steps, s.device)
-                per_step[name] = min(per_step.get(name, math.inf), sec)
-        row: dict[str, Any] = {"first_loss_forge": first["forge"], "first_loss_hf": first["hf"]}
-        for name in steps:
-            tok_s = s.batch * s.context / per_step[name]
-            row[f"{name}_tok_s"] = tok_s
-            if f"{precision}_tflops" in peaks:
-                row[f"{name}_mfu"] = tok_s * fpt / (peaks[f"{precision}_tflops"] * 1e12)
-            if compiled:
-                row[f"{name}_warmup_s"] = compile_s[name]
-        row["ratio"] = row["forge_tok_s"] / row["hf_tok_s"]
-        out[key] = row
-        del forge, hf, steps
+        out[key] = guard(lambda p=precision, c=compiled: _speed_case(s, p, c, tokens, targets,
+                                                                      fpt, peaks))
         free_memory(s.device)
     return out
+
+
+def _speed_case(s: Shapes, precision: str, compiled: bool, tokens: torch.Tensor,
+                targets: torch.Tensor, fpt: float, peaks: dict[str, Any]) -> dict[str, Any]:
+    """One precision/compile case of `section_train_speed`: Forge-1 and HF interleaved."""
+    torch.manual_seed(0)
+    forge, hf = build_pair(s.model)
+    forge, hf = forge.to(s.device), hf.to(s.device)
+    first, compile_s, per_step = {}, {}, {}
+    steps = {}
+    for name, model in (("forge", forge), ("hf", hf)):
+        run = torch.compile(model, backend=s.compile_backend) if compiled else model
+        steps[name] = train_step(run, name == "hf", tokens, targets, precision)
+        sync(s.device)
+        t = time.perf_counter()
+        first[name] = steps[name]().item()  # same weights, same batch -> same loss
+        for _ in range(s.warmup - 1):
+            steps[name]()
+        sync(s.device)
+        compile_s[name] = time.perf_counter() - t
+    for _ in range(2):  # interleaved rounds, best kept: a hiccup hurts both alike
+        for name, step in steps.items():
+            sec = seconds_per_step(step, s.steps, s.device)
+            per_step[name] = min(per_step.get(name, math.inf), sec)
+    row: dict[str, Any] = {"first_loss_forge": first["forge"], "first_loss_hf": first["hf"]}
+    for name in steps:
+        tok_s = s.batch * s.context / per_step[name]
+        row[f"{name}_tok_s"] = tok_s
+        if f"{precision}_tflops" in peaks:
+            row[f"{name}_mfu"] = tok_s * fpt / (peaks[f"{precision}_tflops"] * 1e12)
+        if compiled:
+            row[f"{name}_warmup_s"] = compile_s[name]
+    row["ratio"] = row["forge_tok_s"] / row["hf_tok_s"]
+    return row
 
 
 def _param_count(cfg: Forge1Config) -> int:
@@ -252,60 +258,71 @@ def _param_count(cfg: Forge1Config) -> int:
 
 
 def section_packed_attention(s: Shapes) -> dict[str, Any]:
-    """Flex vs dense: outputs and gradients at nano's attention shape, then training speed."""
-    from aethermind.attention import attend, document_block_mask, document_causal_mask
-    from aethermind.model import Forge1Model
-
-    out: dict[str, Any] = {"skipped": []}
-    cfg = s.model
-    B, T = 2, s.context
-    doc_ids = packed_doc_ids(B, T, mean_len=max(16, T // 5), seed=1).to(s.device)
-    g = torch.Generator().manual_seed(0)
-    q = torch.randn(B, cfg.n_heads, T, cfg.head_dim, generator=g)
-    k, v = (torch.randn(B, cfg.n_kv_heads, T, cfg.head_dim, generator=g) for _ in range(2))
-    grad_out = torch.randn(q.shape, generator=g)
+    """Flex vs dense: outputs and gradients at the model's attention shape, then training
+    tokens/s of unpacked rows (plain causal) and packed rows with each mask."""
     can_backward = s.device.type == "cuda"  # FlexAttention has no CPU backward (torch 2.13)
-    for dtype_name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        qkv = [t.to(s.device, dtype).requires_grad_(can_backward) for t in (q, k, v)]
-        results = []
-        for mask in (document_causal_mask(doc_ids), document_block_mask(doc_ids)):
-            with warnings.catch_warnings():  # eager flex on CPU warns that it is unfused
-                warnings.simplefilter("ignore", UserWarning)
-                y = attend(*qkv, mask)
-            grads = (torch.autograd.grad(y, qkv, grad_out.to(s.device, dtype))
-                     if can_backward else ())
-            results.append((y.float(), [g_.float() for g_ in grads]))
-        (dense_y, dense_g), (flex_y, flex_g) = results
-        out[f"{dtype_name}_out_max_diff"] = (flex_y - dense_y).abs().max().item()
-        if can_backward:
-            out[f"{dtype_name}_grad_max_diff"] = max(
-                (a - b).abs().max().item() for a, b in zip(flex_g, dense_g, strict=True))
+    out: dict[str, Any] = {"skipped": []}
     if not can_backward:
         out["skipped"].append("gradient equality and flex training speed: FlexAttention "
                               "has no CPU backward (torch 2.13); measured on CUDA only")
-    # Training speed per token: unpacked rows (plain causal), packed rows with each mask.
-    g = torch.Generator().manual_seed(0)
-    tokens = torch.randint(0, cfg.vocab_size, (s.batch, T), generator=g).to(s.device)
-    targets = torch.randint(0, cfg.vocab_size, (s.batch, T), generator=g).to(s.device)
-    docs = packed_doc_ids(s.batch, T, mean_len=max(16, T // 5), seed=2).to(s.device)
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        out[name] = guard(lambda dtype=dtype: _flex_vs_dense(s, dtype, can_backward))
+    docs = packed_doc_ids(s.batch, s.context, mean_len=max(16, s.context // 5), seed=2)
     out["docs_per_row"] = float(docs.max(dim=1).values.float().mean() + 1)
     runs = [("unpacked", "auto", None), ("packed_dense", "dense", docs)]
     if can_backward:
         runs.append(("packed_flex", "flex", docs))
     for name, backend, doc in runs:
-        torch.manual_seed(0)
-        model = Forge1Model(cfg).to(s.device).train()
-        model.attention_backend = backend
-        step = train_step(model, False, tokens, targets, "bf16", doc)
-        for _ in range(s.warmup):
-            step()
-        sec = seconds_per_step(step, s.steps, s.device)
-        out[f"{name}_tok_s"] = s.batch * T / sec
-        del model, step
+        out[name] = guard(lambda b=backend, d=doc: _attention_speed(s, b, d))
         free_memory(s.device)
     for name, _, _ in runs[1:]:
-        out[f"{name}_vs_unpacked"] = out[f"{name}_tok_s"] / out["unpacked_tok_s"]
+        if "tok_s" in out[name] and "tok_s" in out["unpacked"]:
+            out[name]["vs_unpacked"] = out[name]["tok_s"] / out["unpacked"]["tok_s"]
     return out
+
+
+def _flex_vs_dense(s: Shapes, dtype: torch.dtype, can_backward: bool) -> dict[str, Any]:
+    """Max |flex - dense| of outputs (and of q/k/v gradients where flex has a backward)."""
+    from aethermind.attention import attend, document_block_mask, document_causal_mask
+
+    cfg, B, T = s.model, 2, s.context
+    doc_ids = packed_doc_ids(B, T, mean_len=max(16, T // 5), seed=1).to(s.device)
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(B, cfg.n_heads, T, cfg.head_dim, generator=g)
+    k, v = (torch.randn(B, cfg.n_kv_heads, T, cfg.head_dim, generator=g) for _ in range(2))
+    grad_out = torch.randn(q.shape, generator=g).to(s.device, dtype)
+    qkv = [t.to(s.device, dtype).requires_grad_(can_backward) for t in (q, k, v)]
+    results = []
+    for mask in (document_causal_mask(doc_ids), document_block_mask(doc_ids)):
+        with warnings.catch_warnings():  # eager flex on CPU warns that it is unfused
+            warnings.simplefilter("ignore", UserWarning)
+            y = attend(*qkv, mask)
+        grads = torch.autograd.grad(y, qkv, grad_out) if can_backward else ()
+        results.append((y.float(), [t.float() for t in grads]))
+    (dense_y, dense_g), (flex_y, flex_g) = results
+    out = {"out_max_diff": (flex_y - dense_y).abs().max().item()}
+    if can_backward:
+        out["grad_max_diff"] = max((a - b).abs().max().item()
+                                   for a, b in zip(flex_g, dense_g, strict=True))
+    return out
+
+
+def _attention_speed(s: Shapes, backend: str, doc_ids: torch.Tensor | None) -> dict[str, Any]:
+    """bf16 training tokens/s of Forge-1 with `backend` masking `doc_ids` (None: unpacked)."""
+    from aethermind.model import Forge1Model
+
+    g = torch.Generator().manual_seed(0)
+    shape = (s.batch, s.context)
+    tokens = torch.randint(0, s.model.vocab_size, shape, generator=g).to(s.device)
+    targets = torch.randint(0, s.model.vocab_size, shape, generator=g).to(s.device)
+    torch.manual_seed(0)
+    model = Forge1Model(s.model).to(s.device).train()
+    model.attention_backend = backend
+    doc = None if doc_ids is None else doc_ids.to(s.device)
+    step = train_step(model, False, tokens, targets, "bf16", doc)
+    for _ in range(s.warmup):
+        step()
+    return {"tok_s": s.batch * s.context / seconds_per_step(step, s.steps, s.device)}
 
 
 def _train_run(s: Shapes, data: Path, out_dir: Path, overrides: list[str]) -> dict[str, Any]:
@@ -373,84 +390,100 @@ def section_loss_curve(s: Shapes, data: Path, tmp: Path) -> dict[str, Any]:
     """`loss_steps` steps of train() per precision: every loss finite, the last tenth lower."""
     out: dict[str, Any] = {"steps": s.loss_steps, "batch": s.loss_batch}
     for precision in ("bf16", "fp16"):
-        result = _train_run(s, data, tmp / f"loss_{precision}", [
-            f"precision={precision}", f"max_steps={s.loss_steps}",
-            f"batch_size={s.loss_batch}", "gradient_accumulation_steps=1",
-            "gradient_checkpointing=false", f"context_length={s.loss_context}",
-            "learning_rate=1e-3" if s.smoke else "learning_rate=3e-4"])
-        losses = result["losses"]
-        tenth = max(1, len(losses) // 10)
-        first, last = sum(losses[:tenth]) / tenth, sum(losses[-tenth:]) / tenth
-        finite = all(math.isfinite(x) for x in losses)
-        out[precision] = {"first_tenth": first, "last_tenth": last,
-                          "finite": float(finite), "falling": float(finite and last < first),
-                          "steps_done": result["step"], "status": result["status"]}
+        out[precision] = guard(lambda p=precision: _loss_run(s, data, tmp, p))
     return out
+
+
+def _loss_run(s: Shapes, data: Path, tmp: Path, precision: str) -> dict[str, Any]:
+    result = _train_run(s, data, tmp / f"loss_{precision}", [
+        f"precision={precision}", f"max_steps={s.loss_steps}",
+        f"batch_size={s.loss_batch}", "gradient_accumulation_steps=1",
+        "gradient_checkpointing=false", f"context_length={s.loss_context}",
+        "learning_rate=1e-3" if s.smoke else "learning_rate=3e-4"])
+    losses = result["losses"]
+    tenth = max(1, len(losses) // 10)
+    first, last = sum(losses[:tenth]) / tenth, sum(losses[-tenth:]) / tenth
+    finite = all(math.isfinite(x) for x in losses)
+    return {"first_tenth": first, "last_tenth": last,
+            "finite": float(finite), "falling": float(finite and last < first),
+            "steps_done": result["step"], "status": result["status"]}
 
 
 def section_decode(s: Shapes) -> dict[str, Any]:
     """Greedy decode tokens/s, bf16, batch 1 and 8: time(n new) - time(1 new) per token."""
-    from aethermind.engine import Engine, SamplingParams
-
     torch.manual_seed(0)
     forge, hf = build_pair(s.model)
     forge = forge.eval().to(s.device, torch.bfloat16)
     hf = hf.eval().to(s.device, torch.bfloat16)
-    engine = Engine(forge, prepack=s.device.type == "cpu")
     g = torch.Generator().manual_seed(1)
     out: dict[str, Any] = {"prompt": s.prompt, "new_tokens": s.new_tokens}
     for B in (1, 8):
         prompts = torch.randint(12, s.model.vocab_size, (B, s.prompt), generator=g)
-
-        def run_forge(n: int, prompts=prompts) -> list[list[int]]:
-            params = SamplingParams(max_new_tokens=n)
-            if len(prompts) == 1:
-                return [engine.generate(prompts[0].tolist(), params).tokens]
-            return [gen.tokens for gen in engine.generate_batch(prompts.tolist(), params)]
-
-        def run_hf(n: int, prompts=prompts) -> list[list[int]]:
-            ids = prompts.to(s.device)
-            with torch.inference_mode():
-                gen = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
-                                  min_new_tokens=n, do_sample=False, pad_token_id=0)
-            return gen[:, s.prompt:].tolist()
-
-        best: dict[str, float] = {}
-        tokens: dict[str, list[list[int]]] = {}
-        for run in (run_forge, run_hf):
-            run(2)  # warm-up
-        for _ in range(2):
-            for name, run in (("forge", run_forge), ("hf", run_hf)):
-                sync(s.device)
-                t0 = time.perf_counter()
-                run(1)
-                sync(s.device)
-                t1 = time.perf_counter()
-                tokens[name] = run(s.new_tokens)
-                sync(s.device)
-                per_token = (time.perf_counter() - t1 - (t1 - t0)) / (s.new_tokens - 1)
-                best[name] = min(best.get(name, math.inf), max(per_token, 1e-9))
-        same = [a == b for ra, rb in zip(tokens["forge"], tokens["hf"], strict=True)
-                for a, b in zip(ra, rb, strict=False)]
-        out[f"batch{B}"] = {"forge_tok_s": B / best["forge"], "hf_tok_s": B / best["hf"],
-                            "ratio": best["hf"] / best["forge"],
-                            "same_tokens": sum(same) / max(1, len(same))}
+        out[f"batch{B}"] = guard(lambda B=B, prompts=prompts: _decode_case(s, forge, hf, prompts))
     return out
 
 
+def _decode_case(s: Shapes, forge: torch.nn.Module, hf: Any, prompts: torch.Tensor
+                 ) -> dict[str, Any]:
+    from aethermind.engine import Engine, SamplingParams
+
+    B = len(prompts)
+    engine = Engine(forge, max_batch_size=B)  # its fixed KV cache holds B rows
+
+    def run_forge(n: int, prompts=prompts, engine=engine) -> list[list[int]]:
+        params = SamplingParams(max_new_tokens=n)
+        if len(prompts) == 1:
+            return [engine.generate(prompts[0].tolist(), params).tokens]
+        return [gen.tokens for gen in engine.generate_batch(prompts.tolist(), params)]
+
+    def run_hf(n: int, prompts=prompts) -> list[list[int]]:
+        ids = prompts.to(s.device)
+        with torch.inference_mode():
+            gen = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
+                              min_new_tokens=n, do_sample=False, pad_token_id=0,
+                              use_cache=True)  # build_pair turned it off for training
+        return gen[:, s.prompt:].tolist()
+
+    best: dict[str, float] = {}
+    tokens: dict[str, list[list[int]]] = {}
+    for run in (run_forge, run_hf):
+        run(2)  # warm-up
+    for _ in range(2):
+        for name, run in (("forge", run_forge), ("hf", run_hf)):
+            sync(s.device)
+            t0 = time.perf_counter()
+            run(1)
+            sync(s.device)
+            t1 = time.perf_counter()
+            tokens[name] = run(s.new_tokens)
+            sync(s.device)
+            per_token = (time.perf_counter() - t1 - (t1 - t0)) / (s.new_tokens - 1)
+            best[name] = min(best.get(name, math.inf), max(per_token, 1e-9))
+    same = [a == b for ra, rb in zip(tokens["forge"], tokens["hf"], strict=True)
+            for a, b in zip(ra, rb, strict=False)]
+    return {"forge_tok_s": B / best["forge"], "hf_tok_s": B / best["hf"],
+            "ratio": best["hf"] / best["forge"], "same_tokens": sum(same) / max(1, len(same))}
+
+
 # --- running and reporting ------------------------------------------------------------------
+def guard(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """fn()'s figures, or {error, traceback} when it raises: one failure never stops the run
+    (a section, or one case inside a section, e.g. the compiled case or fp16)."""
+    try:
+        return fn()
+    except Exception as err:  # noqa: BLE001 - the point is to report and carry on
+        return {"error": f"{type(err).__name__}: {err}"[:500],
+                "traceback": traceback.format_exc(limit=-3)[-2000:]}
+
+
 def run_guarded(sections: dict[str, Callable[[], dict[str, Any]]]) -> dict[str, dict]:
-    """Run each section; an exception becomes {status: error, error: ...}, the rest go on."""
+    """Run each section; a failure becomes {status: error, error: ...}, the rest go on."""
     results: dict[str, dict] = {}
     for name, fn in sections.items():
         start = time.perf_counter()
         print(f"[gpu_check] {name} ...", file=sys.stderr, flush=True)
-        try:
-            results[name] = {"status": "ok", **fn()}
-        except Exception as err:  # noqa: BLE001 - the point is to report and carry on
-            detail = traceback.format_exc(limit=-3)
-            results[name] = {"status": "error", "error": f"{type(err).__name__}: {err}"[:500],
-                             "traceback": detail[-2000:]}
+        result = guard(fn)
+        results[name] = {"status": "error" if "error" in result else "ok", **result}
         results[name]["seconds"] = time.perf_counter() - start
     return results
 
@@ -493,16 +526,47 @@ def build_sections(s: Shapes, tmp: Path) -> dict[str, Callable[[], dict[str, Any
 SECTIONS = ("env", "peak", "train_speed", "packed_attention", "memory", "loss_curve", "decode")
 
 
+def failures(results: dict[str, dict]) -> list[str]:
+    """Names of failed sections and of failed cases inside sections ("train_speed.fp16_eager")."""
+    out = []
+    for name, r in results.items():
+        if r["status"] != "ok":
+            out.append(name)
+        out += [f"{name}.{key}" for key, c in r.items() if isinstance(c, dict) and "error" in c]
+    return out
+
+
 def _verdict(ok: bool | None) -> str:
     """PASS/FAIL against a target; n/a where it does not apply (GPU targets under --smoke)."""
     return "n/a" if ok is None else ("PASS" if ok else "FAIL")
 
 
 def table_rows(res: dict[str, dict], smoke: bool) -> list[tuple[str, str, str, str]]:
-    """(section, what, figure, target/verdict) rows for the printed table."""
+    """(section, what, figure, target/verdict) rows for the printed table; a failed section
+    or case is one ERROR row with its message."""
     rows: list[tuple[str, str, str, str]] = []
-    h100 = "H100" in res.get("env", {}).get("gpu", "") or "H200" in res.get("env", {}).get(
-        "gpu", "")
+    gpu = res.get("env", {}).get("gpu", "")
+    h100_class = any(name in gpu for name in ("H100", "H200", "H800", "GH200"))
+
+    def case(section: str, what: str, c: dict[str, Any],
+             render: Callable[[dict[str, Any]], tuple[str, str]]) -> None:
+        if "error" in c:
+            rows.append((section, f"{what}: ERROR", c["error"], "FAIL"))
+        else:
+            rows.append((section, what, *render(c)))
+
+    def speed(key: str) -> Callable[[dict[str, Any]], tuple[str, str]]:
+        def render(c: dict[str, Any]) -> tuple[str, str]:
+            mfu = f", MFU {c['forge_mfu']:.0%} vs HF {c['hf_mfu']:.0%}" if "forge_mfu" in c else ""
+            target = f">= {TARGETS['hf_ratio']}x: "
+            target += _verdict(None if smoke else c["ratio"] >= TARGETS["hf_ratio"])
+            if key == "bf16_eager" and "forge_mfu" in c:
+                ok = c["forge_mfu"] >= TARGETS["mfu_bf16"] if h100_class and not smoke else None
+                target += f"; MFU >= 40% (H100): {_verdict(ok)}"
+            return (f"{c['forge_tok_s']:,.0f} vs HF {c['hf_tok_s']:,.0f} tok/s = "
+                    f"{c['ratio']:.2f}x{mfu}", target)
+        return render
+
     for name, r in res.items():
         if r["status"] != "ok":
             rows.append((name, "ERROR", r["error"], "FAIL"))
@@ -515,26 +579,20 @@ def table_rows(res: dict[str, dict], smoke: bool) -> list[tuple[str, str, str, s
                          f"{r['fp16_tflops']:.3g} TFLOP/s", ""))
         elif name == "train_speed":
             for key in ("bf16_eager", "fp16_eager", "bf16_compiled"):
-                c = r[key]
-                mfu = (f", MFU {c['forge_mfu']:.0%} vs HF {c['hf_mfu']:.0%}"
-                       if "forge_mfu" in c else "")
-                ratio_ok = None if smoke else c["ratio"] >= TARGETS["hf_ratio"]
-                target = f">= {TARGETS['hf_ratio']}x: {_verdict(ratio_ok)}"
-                if key == "bf16_eager" and "forge_mfu" in c:
-                    mfu_ok = c["forge_mfu"] >= TARGETS["mfu_bf16"] if h100 and not smoke else None
-                    target += f"; MFU >= 40% (H100): {_verdict(mfu_ok)}"
-                rows.append((name, f"{key} {r['batch']}x{r['context']}",
-                             f"{c['forge_tok_s']:,.0f} vs HF {c['hf_tok_s']:,.0f} tok/s = "
-                             f"{c['ratio']:.2f}x{mfu}", target))
+                case(name, f"{key} {r['batch']}x{r['context']}", r[key], speed(key))
         elif name == "packed_attention":
-            diffs = ", ".join(f"{k.replace('_max_diff', '')} {v:.1e}" for k, v in r.items()
-                              if k.endswith("_max_diff"))
-            rows.append((name, "flex - dense max |diff|", diffs, ""))
-            speed = ", ".join(f"{k.removesuffix('_tok_s')} {r[k]:,.0f}" for k in
-                              ("unpacked_tok_s", "packed_dense_tok_s", "packed_flex_tok_s")
-                              if k in r)
-            ok = r["packed_flex_vs_unpacked"] >= 1.0 if "packed_flex_vs_unpacked" in r else None
-            rows.append((name, "train tok/s (bf16)", speed, f"flex >= unpacked: {_verdict(ok)}"))
+            for dtype in ("fp32", "bf16"):
+                case(name, f"flex - dense max |diff| {dtype}", r[dtype], lambda c: (
+                    ", ".join(f"{k.removesuffix('_max_diff')} {v:.1e}" for k, v in c.items()),
+                    ""))
+            for run in ("unpacked", "packed_dense", "packed_flex"):
+                if run not in r:
+                    continue
+                case(name, f"train tok/s bf16 {run}", r[run], lambda c, run=run: (
+                    f"{c['tok_s']:,.0f}" + (f" ({c['vs_unpacked']:.2f}x unpacked)"
+                                            if "vs_unpacked" in c else ""),
+                    f">= unpacked: {_verdict(c['vs_unpacked'] >= 1.0)}"
+                    if run == "packed_flex" and "vs_unpacked" in c else ""))
         elif name == "memory":
             if "measured_gb" in r:
                 ok = abs(r["plan_error"]) <= TARGETS["plan_error"]
@@ -547,14 +605,14 @@ def table_rows(res: dict[str, dict], smoke: bool) -> list[tuple[str, str, str, s
                 rows.append((name, "plan (measured: CUDA only)", f"{r['plan_gb']:.2f} GB", "n/a"))
         elif name == "loss_curve":
             for p in ("bf16", "fp16"):
-                c = r[p]
-                rows.append((name, f"{p} {r['steps']} steps", f"{c['first_tenth']:.3f} -> "
-                             f"{c['last_tenth']:.3f}", _verdict(bool(c["falling"]))))
+                case(name, f"{p} {r['steps']} steps", r[p], lambda c: (
+                    f"{c['first_tenth']:.3f} -> {c['last_tenth']:.3f}",
+                    _verdict(bool(c["falling"]))))
         elif name == "decode":
             for B in (1, 8):
-                c = r[f"batch{B}"]
-                rows.append((name, f"bf16 batch {B}", f"{c['forge_tok_s']:,.0f} vs HF "
-                             f"{c['hf_tok_s']:,.0f} tok/s = {c['ratio']:.2f}x", ""))
+                case(name, f"bf16 batch {B}", r[f"batch{B}"], lambda c: (
+                    f"{c['forge_tok_s']:,.0f} vs HF {c['hf_tok_s']:,.0f} tok/s = "
+                    f"{c['ratio']:.2f}x", ""))
         rows.append((name, "seconds", f"{r['seconds']:.1f}", ""))
     return rows
 
@@ -603,7 +661,7 @@ def main(argv: list[str] | None = None) -> int:
         results = run_guarded({name: sections[name] for name in SECTIONS if name in wanted})
     total = time.perf_counter() - start
     print(format_table(table_rows(results, args.smoke)))
-    failed = [name for name, r in results.items() if r["status"] != "ok"]
+    failed = failures(results)
     print(f"\n{len(results) - len(failed)}/{len(results)} sections ran in {total:.0f} s "
           f"(target on one GPU: under {TARGETS['total_s']:.0f} s)"
           + (f"; errors in {', '.join(failed)}" if failed else ""))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aethermind.data.preprocess import main  # noqa: E402
+from aethermind.cli import run_module  # noqa: E402
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_module("aethermind.data.preprocess", label="data/preprocess.py"))

@@ -1,6 +1,7 @@
 """Prepare a Google Colab runtime: mount Drive (checkpoints survive disconnects), install deps.
 
-Outside Colab it only installs the package. Usage (in a Colab cell, from the repo root):
+Outside Colab it changes nothing: it explains what it would do there and exits 0 (install the
+package yourself with `pip install -e .`). Usage (in a Colab cell, from the repo root):
 `!python scripts/colab_setup.py`.
 """
 
@@ -18,7 +19,10 @@ LOCAL_CHECKPOINTS = REPO / "outputs" / "checkpoints"  # colab_config.yaml's chec
 
 
 def in_colab() -> bool:
-    return importlib.util.find_spec("google.colab") is not None
+    try:  # find_spec imports the parent package: without `google` it raises, not returns None
+        return importlib.util.find_spec("google.colab") is not None
+    except ImportError:
+        return False
 
 
 def mount_drive() -> bool:
@@ -50,6 +54,13 @@ def link_checkpoints() -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if not in_colab():
+        print("not running in Google Colab: nothing changed. In Colab this script would "
+              f"pip install -e {REPO} (keeping Colab's CUDA torch), mount Google Drive at "
+              f"/content/drive and link {LOCAL_CHECKPOINTS} -> {DRIVE_CHECKPOINTS} so "
+              "checkpoints survive a disconnect. Here: pip install -e . and train with "
+              "configs/local_config.yaml or configs/cpu_config.yaml.")
+        return 0
     # Colab ships a CUDA torch already; installing the package must not replace it.
     cmd = [sys.executable, "-m", "pip", "install", "-q", "-e", str(REPO)]
     print("installing:", " ".join(cmd))

@@ -8,6 +8,6 @@ from pathlib import Path
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout
-    from aethermind.train import main
+    from aethermind.cli import run_module
 
-    raise SystemExit(main())
+    raise SystemExit(run_module("aethermind.train", label="scripts/train.py"))

@@ -42,7 +42,7 @@ def _trained(tied: bool) -> dict[str, torch.Tensor]:
             targets[i, :len(ids) - 1] = torch.tensor(ids[1:])
         opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
         for _ in range(120):
-            _, loss = model(tokens, targets)
+            loss = model(tokens, targets=targets)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -64,7 +64,3 @@ def trained_folder(out: Path, tied: bool = True) -> Path:
     model, tok = trained_model(tied)
     return save_final(model, tok, out, variant="custom")
 
-
-def logits(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
-    out = model(ids)
-    return out[0] if isinstance(out, tuple) else out

@@ -50,7 +50,7 @@ def test_chat_session_commands_streaming_and_save(ckpt, tmp_path):
     assert "2 plus 2" not in out  # thinking hidden by default
     out = _say(child, "/save")
     saved = Path(re.search(r"saved 1 turn\(s\) to (\S+\.json)", out).group(1))
-    assert saved.parent == tmp_path.resolve()
+    assert saved.parent == (ckpt.parent.parent / "chats").resolve()  # the output folder
     data = json.loads(saved.read_text(encoding="utf-8"))
     assert data["turns"] == [{"user": "What is 2+2?", "assistant": "The answer is 4.",
                               "thinking": "2 plus 2 makes 4."}]

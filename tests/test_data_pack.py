@@ -50,7 +50,8 @@ def test_packed_windows_tile_the_stream_with_padding_only_at_the_end(packed, syn
     assert tokens[:len(ids)].tolist() == ids
     assert (tokens[len(ids):] == tiny_tokenizer.pad_id).all()
     assert np.fromfile(packed / "mask.bin", dtype=np.uint8)[:len(ids)].tolist() == mask
-    assert index["dtype"] == "uint16" and index["n_documents"] == 300
+    n_lines = len(synth_jsonl.read_text(encoding="utf-8").splitlines())
+    assert index["dtype"] == "uint16" and index["n_documents"] == n_lines
 
 
 def test_token_dtype_widens_past_uint16():
@@ -122,10 +123,11 @@ def test_ensure_shards_reuses_then_rebuilds_on_input_or_tokenizer_change(tiny_to
     stamp = (first / "index.json").stat().st_mtime_ns
     again = pack.ensure_shards(src, tiny_tokenizer, tmp_path / "cache", context_length=T)
     assert again == first and (again / "index.json").stat().st_mtime_ns == stamp
+    n_lines = len(src.read_text(encoding="utf-8").splitlines())
     with src.open("a") as f:
         f.write(json.dumps({"text": "one more document"}) + "\n")
     pack.ensure_shards(src, tiny_tokenizer, tmp_path / "cache", context_length=T)
-    assert pack.read_index(first)["n_documents"] == 41
+    assert pack.read_index(first)["n_documents"] == n_lines + 1
     other = Forge1Tokenizer.train(["a different corpus entirely " * 5] * 10, vocab_size=320)
     pack.ensure_shards(src, other, tmp_path / "cache", context_length=T)
     assert pack.read_index(first)["tokenizer_fingerprint"] == other.fingerprint()
@@ -205,5 +207,35 @@ def test_drop_last_false_wraps_the_tail_so_ranks_stay_equal(packed):
     seen = np.concatenate([r._rank_indices(r._order(0), b) for b in range(len(ranks[0]))
                            for r in ranks])
     assert set(seen.tolist()) == set(range(n))
-    tiny = BatchLoader(packed, n + 3, shuffle=False, drop_last=False)
-    assert len(tiny) == 1 and next(iter(tiny))["tokens"].shape[0] == n + 3
+    one = BatchLoader(packed, n + 3, shuffle=False, drop_last=False)  # one process: no wrap,
+    assert len(one) == 1 and next(iter(one))["tokens"].shape[0] == n  # every sample once
+
+
+def test_bestfit_rows_hold_whole_documents_and_lose_none(synth_jsonl, tiny_tokenizer, tmp_path):
+    out = pack.build_shards(synth_jsonl, tiny_tokenizer, tmp_path / "bf", context_length=T * 4,
+                            layout="bestfit")
+    index = pack.read_index(out)
+    rows = np.fromfile(out / "tokens.bin", dtype=index["dtype"]).reshape(-1, T * 4 + 1)
+    masks = np.fromfile(out / "mask.bin", dtype=np.uint8).reshape(rows.shape)
+    bos, eos, pad = tiny_tokenizer.bos_id, tiny_tokenizer.eos_id, tiny_tokenizer.pad_id
+    docs = []
+    for row, mask in zip(rows, masks, strict=True):
+        assert row[0] == bos  # every row starts a document: nothing is cut
+        real = row != pad
+        assert real[:real.sum()].all() and not mask[~real].any()  # padding only at the end
+        starts = np.flatnonzero(row == bos).tolist() + [int(real.sum())]
+        docs += [tuple(row[a:b]) for a, b in itertools.pairwise(starts)]
+    assert all(d[-1] == eos for d in docs)
+    ids, _ = _stream(tiny_tokenizer, synth_jsonl)
+    stream_docs = []
+    for tok in ids:
+        stream_docs.append([tok]) if tok == bos else stream_docs[-1].append(tok)
+    kept = [tuple(d) for d in stream_docs if len(d) <= T * 4 + 1]
+    assert sorted(docs) == sorted(kept)
+    assert index["dropped_too_long"] == len(stream_docs) - len(kept)
+    padded = pack.read_index(pack.build_shards(synth_jsonl, tiny_tokenizer, tmp_path / "pd",
+                                               context_length=T * 4, layout="padded"))
+    assert index["n_tokens"] - index["real_tokens"] < \
+        0.5 * (padded["n_tokens"] - padded["real_tokens"])  # far less padding than one per row
+    batch = next(iter(BatchLoader(out, 4, shuffle=False)))
+    assert batch["doc_ids"] is not None and (batch["doc_ids"][:, 0] == 1).all()

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
 
 import pytest
 
 from aethermind.chat_format import parse
 from aethermind.data import synth
+from aethermind.tokenizer import Forge1Tokenizer
 
 
 def test_make_split_is_deterministic_for_a_seed():
@@ -15,16 +18,75 @@ def test_make_split_is_deterministic_for_a_seed():
     assert synth.make_split("train", 300, seed=3) != synth.make_split("train", 300, seed=4)
 
 
-def test_train_and_test_never_share_a_question_across_seeds():
-    train = {e.question for e in synth.make_split("train", 4000, seed=0)}
-    test = {e.question for e in synth.make_split("test", 1000, seed=1)}
+def test_train_and_test_never_share_an_operand_combination_across_seeds():
+    train = {synth.split_key(e.question) for e in synth.make_split("train", 4000, seed=0)}
+    test = {synth.split_key(e.question) for e in synth.make_split("test", 1000, seed=1)}
     assert train and test and not train & test
 
 
-def test_every_task_appears_in_both_splits():
-    for split in ("train", "test"):
-        tasks = {e.task for e in synth.make_split(split, 200)}
-        assert tasks == set(synth.TASKS), split
+def test_split_key_ignores_phrasing_but_not_operands():
+    key = synth.split_key
+    assert key("What is 12 + 5?") == key("Calculate 12 + 5.") != key("What is 12 + 6?")
+    assert key("I have 9 pens and eat five. How many pens are left?") == \
+        key("Zoe has 9 books and sells 5. How many books are left?")
+    assert key("What is the capital of Peru?") != key("Name the capital of Peru.")
+
+
+def test_every_task_appears_in_both_splits_and_test_is_balanced():
+    assert {e.task for e in synth.make_split("train", 200)} == {*synth.TASKS, synth.DRILL}
+    counts = Counter(e.task for e in synth.make_split("test", 40 * len(synth.TASKS)))
+    assert counts == {task: 40 for task in synth.TASKS}
+
+
+def test_test_split_has_40_distinct_questions_per_family():
+    test = synth.make_split("test", 40 * len(synth.TASKS))
+    for task in synth.TASKS:
+        assert len({e.question for e in test if e.task == task}) == 40, task
+
+
+_FACT = re.compile(r"(\d+)([*+-])(\d+)(?:([+-])(\d+))?(?:([+-])(\d+))?=(\d+)")
+
+
+def _facts(line: str) -> list[tuple[list[int], str, int]]:
+    out = []
+    for m in _FACT.finditer(line):
+        g = m.groups()
+        nums = [int(g[0]), int(g[2])] + [int(x) for x in (g[4], g[6]) if x]
+        ops = [g[1]] + [o for o in (g[3], g[5]) if o]
+        out.append((nums, "".join(ops), int(g[7])))
+    return out
+
+
+def _value(nums: list[int], ops: str) -> int:
+    value = nums[0]
+    for op, n in zip(ops, nums[1:], strict=True):
+        value = value * n if op == "*" else value + n if op == "+" else value - n
+    return value
+
+
+@pytest.mark.parametrize("task", ["add", "sub", "mul", "convert", "rate", "word"])
+def test_traces_compute_only_single_digit_facts(task):
+    """Every fact a trace computes (not one it restates after "So" or a shift by a power of
+    ten) is true and single-digit: a digit op a digit (plus a carry), or a product up to 81
+    plus a carry. Only duration questions list a speed's whole-hour multiples."""
+    examples = [e for e in synth.make_split("train", 3000) if e.task == task]
+    assert examples
+    for ex in examples:
+        for line in ex.thinking.splitlines():
+            for nums, ops, result in _facts(line):
+                assert _value(nums, ops) == result, (ex.question, line)
+                if line.startswith("So ") or line.endswith(":") or "mph" in ex.question \
+                        and "Try whole hours" in ex.thinking:
+                    continue
+                if ops == "*" and nums[1] == 1:
+                    continue  # times one: a copy
+                if ops == "*" and re.search(rf"{nums[0]}\*{nums[1]}={result}\.$", line) \
+                        and str(nums[1]).rstrip("0") in "123456789" and nums[1] >= 10:
+                    continue  # x*d0=...0: the product by d with its place's zeros appended
+                if ops in ("-", "--") and nums[0] >= 10:  # a borrow: 13-5, 13-1-5
+                    assert nums[0] <= 19 and all(n <= 9 for n in nums[1:]), (ex.question, line)
+                    continue
+                assert nums[0] <= 81 and all(n <= 9 for n in nums[1:]), (ex.question, line)
 
 
 def test_every_generated_answer_scores_correct():
@@ -94,9 +156,46 @@ def test_score_raises_for_unknown_question():
         synth.score("Write a haiku about programming", "anything")
 
 
-def test_think_tasks_have_traces_and_chat_has_none():
+def test_think_tasks_have_traces_and_chat_and_drills_have_none():
     for ex in synth.make_split("train", 400):
-        assert (ex.thinking is None) == (ex.task == "chat"), ex
+        assert (ex.thinking is None) == (ex.task in ("chat", synth.DRILL)), ex
+
+
+def test_repeat_after_me_is_a_token_exact_copy():
+    tok = Forge1Tokenizer()
+    q = "Repeat after me: kitten bottle"
+    words = tok.encode(" kitten bottle")
+    answer = tok.encode(synth.solve(q)[1].answer)
+    assert any(answer[i:i + len(words)] == words for i in range(len(answer)))
+    assert synth.score(q, "You said: kitten bottle.") and synth.score(q, "kitten bottle")
+    assert not synth.score(q, "You said: kitten.")
+
+
+def test_sort_trace_compares_digits_not_lengths():
+    thinking = synth.solve("Sort these numbers: 29, 7, 31, 3")[1].thinking
+    assert "Tens 0: 3, 7." in thinking and thinking.endswith("So the sorted list is 3, 7, 29, 31.")
+
+
+def test_count_trace_steps_every_letter():
+    thinking = synth.solve('How many times does the letter "r" appear in "strawberry"?')[1]
+    assert "r yes 1" in thinking.thinking and "r yes 3" in thinking.thinking
+    assert thinking.answer == "The answer is 3."
+
+
+def test_guide_questions_are_fresh_and_in_the_guides_phrasing():
+    fresh = synth.guide_questions(12)
+    train = {synth.split_key(e.question) for e in synth.make_split("train", 4000)}
+    assert len({e.question for e in fresh}) == 12
+    assert {e.task for e in fresh} >= {"mul", "rate", "capital", "sort"}
+    assert not {synth.split_key(e.question) for e in fresh} & train
+    assert all(synth.score(e.question, e.answer) for e in fresh)
+
+
+def test_some_conversations_have_several_turns():
+    convs = synth.to_conversations(synth.make_split("train", 400))
+    turns = Counter(len(c.turns) for c in convs)
+    assert turns[1] and turns[2] + turns[3] > 0.1 * len(convs)
+    assert sum(len(c.turns) for c in convs) == 400
 
 
 def test_corpus_texts_holds_message_text_only():
@@ -108,9 +207,11 @@ def test_corpus_texts_holds_message_text_only():
 def test_write_synth_writes_parseable_train_and_val(tmp_path):
     train, val = synth.write_synth(tmp_path, n_train=120, n_val=30, seed=0)
     rows = [json.loads(line) for line in train.read_text(encoding="utf-8").splitlines()]
-    assert len(rows) == 120 and len(val.read_text(encoding="utf-8").splitlines()) == 30
+    assert sum(len(parse(r["text"]).turns) for r in rows) == 120
+    assert sum(len(parse(json.loads(line)["text"]).turns)
+               for line in val.read_text(encoding="utf-8").splitlines()) == 30
     conv = parse(rows[0]["text"])
-    assert synth.to_conversation(synth.make_split("train", 1)[0]) == conv
+    assert synth.to_conversations(synth.make_split("train", 120))[0] == conv
     assert not list(tmp_path.glob(".*.tmp"))
 
 

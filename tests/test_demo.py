@@ -12,37 +12,56 @@ from aethermind.config import PRESETS
 from aethermind.dashboard import read_metrics
 from aethermind.data import synth
 from aethermind.prompts import TEST_PROMPTS
+from aethermind.tokenizer import Forge1Tokenizer
 
 
 def test_demo_runs_every_stage_and_writes_its_outputs(tmp_path, capsys, monkeypatch):
-    # The wiring, not the learning, is under test: a one-layer "tiny", short rows, few
-    # validation chats (the 16k-token output layer is most of the cost) keep it to seconds.
+    # The wiring, not the learning, is under test: a one-layer "tiny" and few validation
+    # chats and fresh questions keep it to seconds.
     monkeypatch.setitem(PRESETS, "tiny", dict(dim=32, n_layers=1, n_heads=2, n_kv_heads=1,
-                                              ffn_dim=64, max_seq_len=256))
-    real_config, real_synth = demo._train_config, synth.write_synth
-    monkeypatch.setattr(demo, "_train_config", lambda *a, **k: real_config(*a, **k).replace(
-        batch_size=2, context_length=64, eval_batches=1))
+                                              ffn_dim=64, max_seq_len=512))
+    real_config, real_synth = demo.train_config, synth.write_synth
+    monkeypatch.setattr(demo, "train_config", lambda *a, **k: real_config(*a, **k).replace(
+        batch_size=2, eval_batches=1))
     monkeypatch.setattr(synth, "write_synth", lambda *a, **k: real_synth(*a, **k | {"n_val": 8}))
+    monkeypatch.setattr(demo, "N_FRESH", 6)
     out = tmp_path / "demo"
-    rc = demo.main(["--out", str(out), "--steps", "2", "--n-train", "100", "--n-test", "3",
+    rc = demo.main(["--out", str(out), "--steps", "2", "--n-train", "100", "--n-test", "11",
                     "--max-new-tokens", "4"])
     assert rc == 0
     final = out / "final_model" / "forge1_tiny_final.pt"
-    assert final.is_file() and (out / "final_model" / "tokenizer" / "tokenizer.json").is_file()
-    assert json.loads((out / "final_model" / "config.json").read_text())["dim"] == 32
+    assert final.is_file()
+    # The demo vocabulary: the bundled one cut to what the data uses, shipped with the model.
+    vocab = Forge1Tokenizer(out / "final_model" / "tokenizer")
+    assert vocab.fingerprint() == Forge1Tokenizer(out / "tokenizer").fingerprint()
+    assert vocab.get_vocab_size() < Forge1Tokenizer().get_vocab_size() // 4
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2]
     report = json.loads((out / "eval.json").read_text())
     assert [r["prompt"] for r in report["prompts"]] == list(TEST_PROMPTS)
     assert all(0 < r["completion_tokens"] <= 4 for r in report["prompts"])
     val_lines = (out / "data" / "val.jsonl").read_text(encoding="utf-8").splitlines()
-    assert report["validation"]["documents"] == len(val_lines) == 8
+    assert report["validation"]["documents"] == len(val_lines)
     reasoning = report["reasoning"]
-    assert reasoning["n"] == 3 == sum(t["n"] for t in reasoning["per_task"].values())
+    assert reasoning["n"] == 11 and set(reasoning["per_task"]) == set(synth.TASKS)
+    assert all(0 <= t["accuracy"] <= 1 for t in reasoning["per_task"].values())
     assert reasoning["correct"] == sum(s["correct"] for s in reasoning["samples"])
+    assert set(report["before_training"]["per_task"]) == set(synth.TASKS)
+    fresh = report["fresh_guide_questions"]
+    assert fresh["n"] == 6 and report["demo"]["steps"] == 2
     transcript = (out / "chat_transcript.md").read_text()
-    assert transcript.count("**you:**") == len(demo.CHAT_SCRIPT)
+    assert transcript.count("**you:**") == len(demo.CHAT_SCRIPT) + 6
     assert all(f"**you:** {message}" in transcript for message in demo.CHAT_SCRIPT)
-    assert "done in" in capsys.readouterr().out
+    assert all(f"**you:** {s['question']}" in transcript for s in fresh["samples"])
+    printed = capsys.readouterr().out
+    assert "held-out accuracy per task family" in printed and "done in" in printed
+
+
+def test_minutes_become_steps_and_too_few_minutes_is_a_clear_error(capsys):
+    assert demo.steps_for(10) == round((10 - demo.OVERHEAD_MINUTES) * demo.STEPS_PER_MINUTE)
+    assert demo.steps_for(30) > demo.steps_for(10)
+    with pytest.raises(SystemExit) as exc:
+        demo.main(["--minutes", "1"])
+    assert exc.value.code == 2 and "--minutes 1" in capsys.readouterr().err
 
 
 def test_demo_refuses_to_clear_a_directory_it_did_not_make(tmp_path):

@@ -48,6 +48,7 @@ def test_smoke_run_reports_every_section_with_finite_figures(gpu_check, tmp_path
     report = json.loads(out.read_text())
     sections = report["sections"]
     assert tuple(sections) == gpu_check.SECTIONS
+    assert gpu_check.failures(sections) == []  # no section and no case inside one failed
     for name, section in sections.items():
         assert section["status"] == "ok", (name, section.get("traceback"))
         assert f"| {name} " in proc.stdout  # one table, a row per section
@@ -62,7 +63,8 @@ def test_smoke_run_reports_every_section_with_finite_figures(gpu_check, tmp_path
         first = speed[case]["first_loss_forge"], speed[case]["first_loss_hf"]
         assert abs(first[0] - first[1]) < 0.05 and abs(first[0] - math.log(512)) < 0.5
     attn = sections["packed_attention"]
-    assert attn["fp32_out_max_diff"] < 1e-5  # flex == dense where it runs (CPU: forward)
+    assert attn["fp32"]["out_max_diff"] < 1e-5  # flex == dense where it runs (CPU: forward)
+    assert attn["unpacked"]["tok_s"] > 0 and attn["packed_dense"]["vs_unpacked"] > 0
     assert attn["skipped"]  # the CPU cannot do flex backward: said, not hidden
     for precision in ("bf16", "fp16"):
         curve = sections["loss_curve"][precision]
@@ -72,18 +74,25 @@ def test_smoke_run_reports_every_section_with_finite_figures(gpu_check, tmp_path
         assert sections["decode"][batch]["forge_tok_s"] > 0
 
 
-def test_a_failing_section_is_reported_and_the_rest_still_run(gpu_check):
+def test_a_failing_section_or_case_is_reported_and_the_rest_still_run(gpu_check):
     def broken():
         raise RuntimeError("CUDA out of memory")
 
-    results = gpu_check.run_guarded({"env": broken, "peak": lambda: {"bf16_tflops": 1.0,
-                                                                      "fp16_tflops": 1.0}})
+    ok_case = {"forge_tok_s": 2.0, "hf_tok_s": 1.0, "ratio": 2.0}
+    results = gpu_check.run_guarded({
+        "env": broken,
+        "peak": lambda: {"bf16_tflops": 1.0, "fp16_tflops": 1.0},
+        "train_speed": lambda: {"batch": 2, "context": 8, "bf16_eager": ok_case,
+                                "fp16_eager": ok_case, "bf16_compiled": gpu_check.guard(broken)},
+    })
     assert results["env"]["status"] == "error"
     assert "RuntimeError: CUDA out of memory" in results["env"]["error"]
     assert results["peak"]["status"] == "ok" and results["peak"]["bf16_tflops"] == 1.0
+    assert results["train_speed"]["status"] == "ok"  # one case failed, the others stand
+    assert gpu_check.failures(results) == ["env", "train_speed.bf16_compiled"]
     table = gpu_check.format_table(gpu_check.table_rows(results, smoke=True))
-    assert "| env " in table and "ERROR" in table and "CUDA out of memory" in table
-    assert "| peak " in table
+    assert "| env " in table and "CUDA out of memory" in table
+    assert "bf16_compiled 2x8: ERROR" in table and "2 vs HF 1 tok/s = 2.00x" in table
 
 
 def test_bad_arguments_are_one_line_errors(gpu_check, capsys):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from _export_helpers import logits, trained_folder, trained_model
+from _export_helpers import trained_folder, trained_model
 
 from aethermind import chat_format as cf
 from aethermind.chat_template import CHAT_TEMPLATE, conversation_messages
@@ -53,7 +54,7 @@ def test_transformers_logits_match_forge1(hf_dir):
     assert (hf.lm_head.weight is hf.model.embed_tokens.weight) == ours.config.tie_embeddings
     ids = torch.randint(0, tok.get_vocab_size(), (2, 100))
     with torch.no_grad():
-        diff = (hf(ids).logits - logits(ours, ids)).abs().max().item()
+        diff = (hf(ids).logits - ours(ids)).abs().max().item()
     assert diff <= 1e-4
 
 
@@ -122,7 +123,16 @@ def test_import_hf_refuses_what_it_cannot_convert(hf_dir, tmp_path, capsys):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
-    for target, message in ((tmp_path / "missing", "no config.json"), (bad, "only Llama")):
+    wrong = {}
+    for name, edit in (("ffn", {"intermediate_size": 96}), ("layers", {"num_hidden_layers": 3}),
+                       ("vocab", {"vocab_size": 448})):
+        wrong[name] = shutil.copytree(hf_dir, tmp_path / name)
+        cfg = json.loads((hf_dir / "config.json").read_text())
+        (wrong[name] / "config.json").write_text(json.dumps({**cfg, **edit}))
+    for target, message in ((tmp_path / "missing", "no config.json"), (bad, "only Llama"),
+                            (wrong["ffn"], "weights do not fit the config"),
+                            (wrong["layers"], "weights lack tensor"),
+                            (wrong["vocab"], "must belong together")):
         with pytest.raises(SystemExit) as exc:
             import_main([str(target), "--output", str(tmp_path / "out")])
         err = capsys.readouterr().err

@@ -11,14 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _export_helpers import logits, trained_folder, trained_model
+from _export_helpers import trained_folder, trained_model
 from _infer_helpers import CONVERSATIONS
 
 from aethermind import chat_format as cf
+from aethermind.config import Forge1Config
 from aethermind.engine import Engine, SamplingParams
-from aethermind.export import export_model
+from aethermind.export import ExportMeta, export_model
+from aethermind.gguf_export import write_gguf
+from aethermind.model import Forge1Model
+from aethermind.tokenizer import Forge1Tokenizer
 
 pytestmark = pytest.mark.interop
+REPO = Path(__file__).resolve().parents[1]
 
 MIXED = ("Hello world! 12345 + 0.75 = 12345.75; x=3.14e-2, 1,000,000 ½ ² ٣٤ ⅷ\n"
          "café naïve Ñandú ß İstanbul 東京タワー 한국어 Привет мир 😀👍🏽 🗼\n"
@@ -35,11 +40,23 @@ def ggufs(tmp_path_factory) -> dict[str, Path]:
             for dtype in ("f32", "q8_0")}
 
 
-def _llama(path: Path):
-    from llama_cpp import Llama  # the `interop` extra; make test-interop installs it
+@pytest.fixture
+def llama():
+    """Open a GGUF in llama.cpp (the `interop` extra; make test-interop installs it)."""
+    import llama_cpp
 
-    return Llama(model_path=str(path), n_ctx=128, logits_all=True, verbose=False,
-                 n_threads=1, n_batch=128)
+    opened = []
+
+    def open_gguf(path: Path):
+        f32 = llama_cpp.GGML_TYPE_F32  # llama.cpp's KV cache is f16 by default: compare in f32
+        opened.append(llama_cpp.Llama(model_path=str(path), n_ctx=128, logits_all=True,
+                                      verbose=False, n_threads=1, n_batch=128, type_k=f32,
+                                      type_v=f32))
+        return opened[-1]
+
+    yield open_gguf
+    for llm in opened:
+        llm.close()
 
 
 def _chat_prompt(tok) -> list[int]:
@@ -47,8 +64,8 @@ def _chat_prompt(tok) -> list[int]:
     return cf.encode_prompt(conv, "What is 2+2?", tok)
 
 
-def test_llama_cpp_tokenizes_like_forge1(ggufs):
-    llm = _llama(ggufs["f32"])
+def test_llama_cpp_tokenizes_like_forge1(ggufs, llama):
+    llm = llama(ggufs["f32"])
     _, tok = trained_model()
     for text in (MIXED, *MIXED.split("\n"), " 1 22 333", "a\u00a0b\u3000c", "x" * 300):
         data = text.encode("utf-8")
@@ -59,42 +76,78 @@ def test_llama_cpp_tokenizes_like_forge1(ggufs):
     assert llm.detokenize(ids, special=True).decode("utf-8") == tok.decode(ids) == MIXED
 
 
-def test_llama_cpp_f32_logits_and_greedy_tokens_match_forge1(ggufs):
-    llm = _llama(ggufs["f32"])
+def test_llama_cpp_tokenizes_the_guide_like_the_bundled_tokenizer(tmp_path):
+    """The bundled 16k tokenizer on real text. Its merges tell pre-tokenizers apart: on this
+    text llama.cpp's "qwen2" and "gpt-2" give different ids, "smollm" the same ones."""
+    import llama_cpp
+
+    tok = Forge1Tokenizer()
+    cfg = Forge1Config(vocab_size=tok.get_vocab_size_padded(), dim=32, n_layers=1, n_heads=2,
+                       n_kv_heads=1, ffn_dim=64, max_seq_len=64)
+    model = Forge1Model(cfg)
+    path = write_gguf(model, tok, ExportMeta.of(model, tok), tmp_path / "vocab.gguf", "f32")
+    llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    try:
+        for name in ("docs/guide.md", "README.md"):
+            text = (REPO / name).read_text(encoding="utf-8")
+            assert llm.tokenize(text.encode("utf-8"), add_bos=False, special=True) \
+                == tok.encode(text, allow_special=True), name
+        assert llm.tokenize(MIXED.encode("utf-8"), add_bos=False, special=True) \
+            == tok.encode(MIXED, allow_special=True)
+    finally:
+        llm.close()
+
+
+def test_llama_cpp_f32_logits_and_greedy_tokens_match_forge1(ggufs, llama):
+    llm = llama(ggufs["f32"])
     model, tok = trained_model()
     prompt = _chat_prompt(tok)
     llm.eval(prompt)
     theirs = np.array(llm.scores[: len(prompt)])
     with torch.no_grad():
-        ours = logits(model, torch.tensor([prompt]))[0].numpy()
+        ours = model(torch.tensor([prompt]))[0].numpy()
     assert np.abs(theirs - ours).max() <= 1e-3
     stops = {tok.special_ids[cf.END_ASSISTANT], tok.eos_id}
-    ref = Engine(model).generate(prompt, SamplingParams(max_new_tokens=40), stop_ids=stops)
+    for conv in CONVERSATIONS:
+        prompt = cf.encode_prompt(cf.Conversation(), conv.turns[0].user, tok)
+        ref = Engine(model).generate(prompt, SamplingParams(max_new_tokens=40), stop_ids=stops)
+        out = _greedy(llm, prompt, stops)
+        assert out == ref.tokens and len(out) > 5
+
+
+def _greedy(llm, prompt: list[int], stops: set[int], limit: int = 40) -> list[int]:
     llm.reset()
     out: list[int] = []
     for token in llm.generate(prompt, temp=0.0, top_k=1, repeat_penalty=1.0):
-        if token in stops or len(out) == 40:
+        if token in stops or len(out) == limit:
             break
         out.append(token)
-    assert out == ref.tokens and len(out) > 5
+    return out
 
 
-def test_q8_0_stays_close_to_f32(ggufs):
+def test_q8_0_stays_close_to_f32(ggufs, llama):
+    """Measured: relative RMS logit error 1.4%, the same argmax everywhere (f32: 6e-7)."""
     model, tok = trained_model()
     prompt = _chat_prompt(tok)
     with torch.no_grad():
-        ours = logits(model, torch.tensor([prompt]))[0].numpy()
-    llm = _llama(ggufs["q8_0"])
+        ours = model(torch.tensor([prompt]))[0].numpy()
+    llm = llama(ggufs["q8_0"])
     llm.eval(prompt)
     q8 = np.array(llm.scores[: len(prompt)])
-    assert np.abs(q8 - ours).max() <= 0.02 * np.abs(ours).max()
+    assert np.linalg.norm(q8 - ours) <= 0.03 * np.linalg.norm(ours)
     assert (q8.argmax(-1) == ours.argmax(-1)).mean() >= 0.95
-    assert ggufs["q8_0"].stat().st_size < 0.5 * ggufs["f32"].stat().st_size
+    stops = {tok.special_ids[cf.END_ASSISTANT], tok.eos_id}
+    for conv in CONVERSATIONS:
+        prompt = cf.encode_prompt(cf.Conversation(), conv.turns[0].user, tok)
+        ref = Engine(model).generate(prompt, SamplingParams(max_new_tokens=40), stop_ids=stops)
+        assert _greedy(llm, prompt, stops) == ref.tokens
+    assert ggufs["q8_0"].stat().st_size < 0.35 * ggufs["f32"].stat().st_size
 
 
-def test_llama_cpp_chat_completion_uses_the_embedded_template_and_stops(ggufs):
+
+def test_llama_cpp_chat_completion_uses_the_embedded_template_and_stops(ggufs, llama):
     """create_chat_completion renders the GGUF's chat template and stops at <|/assistant|>."""
-    llm = _llama(ggufs["f32"])
+    llm = llama(ggufs["f32"])
     model, tok = trained_model()
     for conv in CONVERSATIONS[:2]:
         question = conv.turns[0].user

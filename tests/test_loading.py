@@ -128,7 +128,7 @@ def test_not_a_state_dict_is_an_error(tmp_path):
     with pytest.raises(LoadError, match="not a Forge-1 state dict"):
         load_model(bad)
     bad.write_bytes(b"garbage")
-    with pytest.raises(LoadError, match="cannot read checkpoint"):
+    with pytest.raises(LoadError, match="not a PyTorch checkpoint"):
         load_model(bad)
 
 

@@ -32,8 +32,9 @@ def test_the_cli_keys_are_frozen():
     assert keys() == [
         "variant", "train_data", "val_data", "tokenizer", "tokenizer_vocab_size",
         "data_cache_dir", "layout", "loss_on_all_tokens", "device", "precision",
-        "gradient_checkpointing", "compile", "fsdp", "num_workers", "pin_memory", "batch_size",
-        "gradient_accumulation_steps", "context_length", "learning_rate", "min_lr_ratio",
+        "gradient_checkpointing", "compile", "attention", "fsdp", "num_workers", "pin_memory",
+        "batch_size", "gradient_accumulation_steps", "context_length", "learning_rate",
+        "min_lr_ratio",
         "warmup_ratio", "lr_scheduler", "weight_decay", "beta1", "beta2", "max_grad_norm",
         "epochs", "max_steps", "max_bad_steps", "output_dir", "checkpoint_dir",
         "checkpoint_every", "keep_checkpoints", "eval_every", "eval_batches", "log_every",

@@ -30,19 +30,22 @@ def synth_main(argv: list[str] | None = None) -> int:
                                      description="Write the built-in reasoning conversations.")
     parser.add_argument("--out", type=Path, default=Path("data"),
                         help="directory for train.jsonl and val.jsonl (default: data)")
-    parser.add_argument("--n-train", type=int, default=20000)
-    parser.add_argument("--n-val", type=int, default=500)
+    parser.add_argument("--n-train", type=int, default=20000, help="training examples (turns)")
+    parser.add_argument("--n-val", type=int, default=500, help="validation examples (turns)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.n_train < 1 or args.n_val < 0:
         print("synth: --n-train must be at least 1 and --n-val at least 0", file=sys.stderr)
         return 2
     train, val = write_synth(args.out, args.n_train, args.n_val, args.seed)
-    print(f"wrote {args.n_train} conversations to {train} and {args.n_val} to {val}")
+    chats = [len(p.read_text(encoding="utf-8").splitlines()) for p in (train, val)]
+    print(f"wrote {args.n_train} examples in {chats[0]} conversations to {train} and "
+          f"{args.n_val} in {chats[1]} to {val}")
     return 0
 
 
 def pack_main(argv: list[str] | None = None) -> int:
+    from aethermind.data.jsonl import skipped_note
     from aethermind.data.pack import LAYOUTS, build_shards, read_index
     from aethermind.tokenizer import Forge1Tokenizer
 
@@ -61,10 +64,16 @@ def pack_main(argv: list[str] | None = None) -> int:
         tok = Forge1Tokenizer(args.tokenizer)
         out = build_shards(args.input, tok, args.out, context_length=args.context_length,
                            layout=args.layout, workers=args.workers)
-    except (FileNotFoundError, ValueError) as err:
+    except (OSError, ValueError) as err:
         print(f"pack: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"pack: interrupted; {args.out} left as it was", file=sys.stderr)
+        return 130
     idx = read_index(out)
+    if idx["malformed_lines"]:
+        note = skipped_note(args.input, idx["malformed_first"], idx["malformed_lines"])
+        print(f"warning: {note}", file=sys.stderr)
     secs = time.perf_counter() - start
     print(f"packed {idx['n_documents']} documents into {idx['n_samples']} {args.layout} samples "
           f"of {args.context_length} tokens ({idx['real_tokens']:,} tokens, "

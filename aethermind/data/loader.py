@@ -34,8 +34,9 @@ class BatchLoader:
                  tokenizer_fingerprint: str | None = None) -> None:
         """Open the shards in `shard_dir`. Pass `tokenizer_fingerprint` to refuse shards that
         were built with another tokenizer (their ids would mean different tokens).
-        `drop_last=False` (for small validation sets) keeps the tail: the last global batch is
-        filled by wrapping around to the epoch's first samples, as DistributedSampler does."""
+        `drop_last=False` (small data, validation) keeps the tail: one process gets a shorter
+        last batch; under several processes the last global batch is filled by wrapping around
+        to the epoch's first samples, as DistributedSampler does."""
         if not 0 <= rank < world_size:
             raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
         if batch_size < 1:
@@ -53,14 +54,14 @@ class BatchLoader:
         self.layout: str = self.index["layout"]
         self.n_samples: int = self.index["n_samples"]
         self._len, self._stride = self.index["sample_len"], self.index["sample_stride"]
-        dtype = np.dtype(self.index["dtype"])
-        self._tokens = np.memmap(self.shard_dir / "tokens.bin", dtype=dtype, mode="r")
-        self._mask = np.memmap(self.shard_dir / "mask.bin", dtype=np.uint8, mode="r")
         self.epoch, self.offset = 0, 0
-        if len(self) == 0 or self.n_samples == 0:
+        if len(self) == 0 or self.n_samples == 0:  # checked first: an empty file cannot be mapped
             raise ValueError(
                 f"{shard_dir} holds {self.n_samples} samples, fewer than batch_size * world_size "
                 f"= {batch_size * world_size}: use more data, a smaller batch or drop_last=False")
+        dtype = np.dtype(self.index["dtype"])
+        self._tokens = np.memmap(self.shard_dir / "tokens.bin", dtype=dtype, mode="r")
+        self._mask = np.memmap(self.shard_dir / "mask.bin", dtype=np.uint8, mode="r")
 
     def __len__(self) -> int:
         """Batches per epoch for this rank (the same on every rank)."""
@@ -71,7 +72,9 @@ class BatchLoader:
         order = np.arange(self.n_samples) if not self.shuffle \
             else np.random.default_rng([self.seed, epoch]).permutation(self.n_samples)
         need = len(self) * self.batch_size * self.world_size
-        return order if need <= len(order) else np.resize(order, need)  # wrap-around tail
+        if self.world_size == 1 or need <= len(order):
+            return order  # one process: the last batch is just shorter, every sample once
+        return np.resize(order, need)  # wrap-around tail: every rank gets full batches
 
     def _rank_indices(self, order: np.ndarray, batch: int) -> np.ndarray:
         glob = self.batch_size * self.world_size
@@ -88,7 +91,7 @@ class BatchLoader:
             keep = np.stack([self._mask[a + 1:b] for a, b in rows]).astype(bool)  # (B, T)
         targets = np.where(keep, nxt, IGNORE_INDEX)
         doc_ids = None
-        if self.layout == "packed":
+        if self.layout in ("packed", "bestfit"):
             # A new document starts at each <|bos|>; tokens before the first one in a window
             # continue the previous document (id 0). The model masks attention across ids.
             doc_ids = torch.from_numpy(np.cumsum(tokens == self.index["bos_id"], axis=1))

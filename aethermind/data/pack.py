@@ -11,6 +11,11 @@ context length, layout, source size/mtime/hash). Two layouts, both read as sampl
 - padded: one conversation per row, right-padded with `<|pad|>` (never a target); a
   conversation longer than `context_length + 1` tokens is dropped, not truncated (a cut answer
   would teach answers without an end), and counted in `index.json` as `dropped_too_long`.
+- bestfit: whole documents packed best-fit decreasing into padded rows (within windows of
+  BESTFIT_WINDOW documents), attention masked at document boundaries as in packed: no
+  document is cut (packed cuts ~1 in 4 short chats mid-question), for ~3% padding. Documents
+  too long for a row are dropped and counted as in padded. Measured better for many short
+  documents (the built-in reasoning data); packed stays the default.
 A line whose text is a Forge-1 conversation is encoded with `chat_format.encode` (loss on the
 think block and answers only); any other text is a plain document with loss on every token.
 Tokenization runs in `workers` spawned processes over chunks of lines (inputs under
@@ -21,11 +26,13 @@ Usage: `shard_dir = ensure_shards("data/train.jsonl", tok, "data/cache", context
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import multiprocessing as mp
 import os
 import shutil
+import signal
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
@@ -33,10 +40,13 @@ from pathlib import Path
 import numpy as np
 
 from aethermind.chat_format import encode, parse
+from aethermind.data.jsonl import numbered_lines
+from aethermind.runlock import pid_alive
 from aethermind.tokenizer import Forge1Tokenizer
 
 FORMAT_VERSION = 1
-LAYOUTS = ("packed", "padded")
+LAYOUTS = ("packed", "padded", "bestfit")
+BESTFIT_WINDOW = 16384  # documents packed together: bounds RAM, ~1% more padding than all
 CHUNK_LINES = 256  # lines per worker task: big enough to amortise IPC, small enough to balance
 # Below this input size one process is faster: a spawned worker pays ~0.5 s of imports (numpy,
 # tokenizers; not torch), and the Rust tokenizer already uses every core inside one process.
@@ -70,6 +80,7 @@ _WORKER_TOK: Forge1Tokenizer | None = None
 
 def _init_worker(tokenizer_dir: str) -> None:
     global _WORKER_TOK
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the pool is the parallelism now
     _WORKER_TOK = Forge1Tokenizer(tokenizer_dir)
 
@@ -112,10 +123,9 @@ def _encode_chunk(chunk: list[tuple[int, str]], tok: Forge1Tokenizer | None = No
 
 # --- main side ----------------------------------------------------------------------------
 def _chunks(path: Path) -> Iterator[list[tuple[int, str]]]:
-    with path.open(encoding="utf-8") as f:
-        numbered = ((i, line) for i, line in enumerate(f, 1) if line.strip())
-        while chunk := list(islice(numbered, CHUNK_LINES)):
-            yield chunk
+    numbered = numbered_lines(path)  # UTF-8 (BOM or not); UTF-16/binary is a DataFileError
+    while chunk := list(islice(numbered, CHUNK_LINES)):
+        yield chunk
 
 
 def _encoded_chunks(path: Path, tokenizer: Forge1Tokenizer, workers: int, tmp: Path
@@ -143,6 +153,7 @@ class _Writer:
         self.f_ids = (out / "tokens.bin").open("wb")
         self.f_mask = (out / "mask.bin").open("wb")
         self.n_tokens = self.n_docs = self.n_rows = self.dropped = self.real_tokens = 0
+        self._window: list[tuple[np.ndarray, np.ndarray]] = []
 
     def _write(self, ids: np.ndarray, mask: np.ndarray) -> None:
         self.f_ids.write(ids.astype(self.dtype).tobytes())
@@ -156,6 +167,13 @@ class _Writer:
             self.real_tokens += len(enc["ids"])
             return
         start = 0
+        if self.layout == "bestfit":
+            for n in enc["lengths"]:
+                self._window.append((enc["ids"][start:start + n], enc["mask"][start:start + n]))
+                start += n
+            if len(self._window) >= BESTFIT_WINDOW:
+                self._flush_bestfit()
+            return
         for n in enc["lengths"]:
             ids, mask, start = enc["ids"][start:start + n], enc["mask"][start:start + n], start + n
             self.n_docs += 1
@@ -168,9 +186,42 @@ class _Writer:
             self.n_rows += 1
             self.real_tokens += n
 
+    def _flush_bestfit(self) -> None:
+        """Best-fit decreasing: longest documents first, each into the fullest row it fits."""
+        docs, self._window = self._window, []
+        order = sorted(range(len(docs)), key=lambda i: (-len(docs[i][0]), i))
+        rows: list[list[int]] = []
+        free: list[tuple[int, int]] = []  # (room left, row index), sorted
+        for i in order:
+            n = len(docs[i][0])
+            self.n_docs += 1
+            if n > self.row:
+                self.dropped += 1
+                continue
+            at = bisect.bisect_left(free, (n, -1))
+            if at == len(free):
+                rows.append([i])
+                room, r = self.row - n, len(rows) - 1
+            else:
+                room, r = free.pop(at)
+                rows[r].append(i)
+                room -= n
+            if room:
+                bisect.insort(free, (room, r))
+        for members in rows:
+            ids = np.concatenate([docs[i][0] for i in members])
+            mask = np.concatenate([docs[i][1] for i in members])
+            pad = self.row - len(ids)
+            self._write(np.concatenate([ids, np.full(pad, self.pad)]),
+                        np.concatenate([mask, np.zeros(pad, np.uint8)]))
+            self.real_tokens += len(ids)
+        self.n_rows += len(rows)
+
     def close(self) -> dict:
         """Pad the packed stream to whole windows; return the counts for index.json."""
-        stride = self.row if self.layout == "padded" else self.row - 1
+        if self.layout == "bestfit":
+            self._flush_bestfit()
+        stride = self.row - 1 if self.layout == "packed" else self.row
         if self.layout == "packed":
             self.n_rows = max(0, -(-(self.n_tokens - 1) // stride))
             pad = self.n_rows * stride + 1 - self.n_tokens if self.n_rows else 0
@@ -180,6 +231,16 @@ class _Writer:
         return {"n_samples": self.n_rows, "sample_len": self.row, "sample_stride": stride,
                 "n_tokens": self.n_tokens, "real_tokens": self.real_tokens,
                 "n_documents": self.n_docs, "dropped_too_long": self.dropped}
+
+
+def _remove_stale_tmp(out: Path) -> None:
+    """Delete half-built shard dirs of dead processes (a kill -9 during packing)."""
+    if not out.parent.is_dir():
+        return
+    for tmp in out.parent.glob(f".{out.name}.tmp-*"):
+        pid = tmp.name.rpartition("-")[2]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def build_shards(input_jsonl: str | Path, tokenizer: Forge1Tokenizer, out_dir: str | Path, *,
@@ -193,6 +254,7 @@ def build_shards(input_jsonl: str | Path, tokenizer: Forge1Tokenizer, out_dir: s
     if not src.is_file():
         raise FileNotFoundError(f"no input file {src}: run `aethermind data preprocess` or "
                                 "`aethermind data synth` first")
+    _remove_stale_tmp(out)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -243,11 +305,12 @@ def stale_reason(index: dict, input_jsonl: Path, tokenizer: Forge1Tokenizer, *,
         return "tokenizer changed"
     if (index.get("context_length"), index.get("layout")) != (context_length, layout):
         return "context length or layout changed"
-    old, quick = index.get("source", {}), file_signature(input_jsonl, full_hash=False)
-    if old.get("size") != quick["size"]:
+    old = index.get("source", {})
+    if old.get("size") != file_signature(input_jsonl, full_hash=False)["size"]:
         return "input file changed"
-    if old.get("mtime_ns") != quick["mtime_ns"] and \
-            old.get("sha256") != file_signature(input_jsonl)["sha256"]:
+    # Content, not mtime: an edit that keeps the size and the mtime (a copy with -p, a
+    # restored backup) must still rebuild. Hashing reads the file once (~1 GB/s).
+    if old.get("sha256") != file_signature(input_jsonl)["sha256"]:
         return "input file changed"
     return None
 

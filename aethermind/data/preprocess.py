@@ -23,6 +23,7 @@ from typing import Any
 
 from aethermind.chat_format import encode, render
 from aethermind.data import schemas
+from aethermind.data.jsonl import check_text_file, numbered_lines
 from aethermind.tokenizer import Forge1Tokenizer
 
 GUIDE_FILES = ("openhermes", "platypus", "openthoughts")
@@ -90,15 +91,12 @@ def is_val(text: str, fraction: float) -> bool:
 
 
 def _records(path: Path, stats: Stats):
-    with path.open(encoding="utf-8", errors="replace") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            stats.read += 1
-            try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError:
-                _malformed(stats, path, lineno)
+    for lineno, line in numbered_lines(path):
+        stats.read += 1
+        try:
+            yield lineno, json.loads(line)
+        except json.JSONDecodeError:
+            _malformed(stats, path, lineno)
 
 
 def _malformed(stats: Stats, path: Path, lineno: int) -> None:
@@ -144,6 +142,8 @@ def _process_file(path: Path, cfg: PreprocessConfig, tok: Forge1Tokenizer, seen:
 def preprocess(cfg: PreprocessConfig, tokenizer: Forge1Tokenizer | None = None) -> list[Stats]:
     """Write cfg.output and the val file (atomically); returns per-dataset stats."""
     files = raw_files(cfg)
+    for path in files:  # every input readable before any work (DataFileError is a ValueError)
+        check_text_file(path)
     tok = tokenizer or Forge1Tokenizer()
     val_path = cfg.val_output or cfg.output.with_name("val.jsonl")
     if val_path.resolve() == cfg.output.resolve():
@@ -157,6 +157,15 @@ def preprocess(cfg: PreprocessConfig, tokenizer: Forge1Tokenizer | None = None) 
         with tmp_train.open("w", encoding="utf-8") as f_train, \
                 tmp_val.open("w", encoding="utf-8") as f_val:
             stats = [_process_file(p, cfg, tok, seen, f_train, f_val) for p in files]
+        if not sum(st.kept for st in stats):  # never replace good data with nothing
+            reasons: Counter = Counter()
+            for st in stats:
+                reasons.update(st.dropped)
+            detail = ", ".join(f"{n} {r}" for r, n in reasons.items()) or "no records"
+            places = [at for st in stats for at in st.malformed_at][:3]
+            where = f", malformed at {', '.join(places)}" if places else ""
+            raise ValueError(f"no samples kept from {len(files)} file(s) ({detail}{where}); "
+                             f"{cfg.output} and {val_path} left unchanged")
     except BaseException:
         tmp_train.unlink(missing_ok=True)
         tmp_val.unlink(missing_ok=True)
@@ -224,9 +233,12 @@ def main(argv: list[str] | None = None) -> int:
         cfg = PreprocessConfig(**values | {"inputs": tuple(args.inputs)})
         tok = Forge1Tokenizer(args.tokenizer) if args.tokenizer else None
         stats = preprocess(cfg, tok)
-    except (FileNotFoundError, ValueError) as err:
+    except (OSError, ValueError) as err:
         print(f"preprocess: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("preprocess: interrupted; existing outputs left unchanged", file=sys.stderr)
+        return 130
     print_summary(stats, cfg)
     return 0
 

@@ -62,7 +62,7 @@ def detect_schema(record: dict) -> str:
         raise Malformed("record is not a JSON object")
     if "conversations" in record:
         turns = _list_of_dicts(record["conversations"], "conversations")
-        senders = {m.get("from") for m in turns}
+        senders = {_str(m.get("from"), "from") for m in turns}  # a list is not hashable
         return "openthoughts" if "system" in record and senders <= {"user", "assistant"} \
             else "openhermes"
     if "messages" in record:

@@ -11,6 +11,7 @@ Usage: `write_synth("data", n_train=20000, n_val=500, seed=0)` or `aethermind da
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -29,14 +30,18 @@ from aethermind.data.synth_questions import fmt as _fmt
 
 TASKS = ("add", "sub", "mul", "compare", "sort", "count", "convert", "rate", "word", "capital",
          "chat")
-# Round-robin order of tasks: arithmetic twice as often, it is the hardest to learn.
-_MIX = ("add", "mul", "chat", "compare", "sort", "sub", "capital", "word", "count", "add",
-        "rate", "mul", "convert", "chat", "capital", "sub", "sort", "word")
+DRILL = "drill"  # train-only practice of the facts and spellings the traces use; never scored
+# Round-robin order of training tasks: the families with the longest traces come most often.
+_MIX = ("add", "mul", "rate", "chat", "sort", "count", "drill", "sub", "capital", "convert",
+        "mul", "compare", "rate", "sort", "count", "word", "add", "mul", "drill", "convert",
+        "rate", "sub", "capital", "count", "sort", "compare", "chat", "drill")
+MULTI_TURN = 0.25  # share of written conversations that hold 2-3 turns (chat keeps context)
+_MULTI_TURN_CHARS = 420  # only short exchanges are joined, so a conversation fits one row
 # The guide's prompts that have a checkable answer (all but the haiku).
 GUIDE_PROMPTS = tuple(p for p in prompts.GUIDE_PROMPTS if p != prompts.CREATIVE)
-# Never in test: the demo's prompts and the most common greetings.
-_PINNED = frozenset((*GUIDE_PROMPTS, "Hello!", "Hi!", "Who are you?", "What is your name?",
-                     prompts.GREETING, "Thank you!"))
+# Never in test: the demo's prompts and every fixed chat question as written in the table
+# (their replies must be learned; test asks them with other punctuation or case).
+_PINNED = frozenset((*GUIDE_PROMPTS, prompts.GREETING, *tables.CHAT_REPLIES))
 _PIN_EVERY = 100  # every 100th train example is a guide prompt, so the demo prompts are known
 _TEST_BUCKETS = 10  # 1 in 10 question strings belongs to the test split
 
@@ -73,64 +78,124 @@ def _norm_text(text: str) -> str:
     return " ".join(unicodedata.normalize("NFC", text).lower().split()).rstrip(".!? ")
 
 
-# --- arithmetic ---------------------------------------------------------------------------
-def _solve_add(m: re.Match) -> _Solution:
-    a, b = int(m.group(1)), int(m.group(2))
+# --- digit-local traces -------------------------------------------------------------------
+# Every computed step below is one single-digit fact written the same way in every family
+# ("7*6=42", "7+5+1=13", "13-1-5=7"), so the facts a small model must learn are few (about
+# 300) and shared: a multi-digit result is always assembled from written-down digits, never
+# produced in one step (`57 * 6 = 342` in one step is 2,000 facts, most seen twice an epoch).
+def _add_lines(a: int, b: int) -> list[str]:
+    """Column addition, right to left: one digit sum per line with its carry."""
     da, db = str(a)[::-1], str(b)[::-1]
-    lines, carry = ["Add the digits from right to left."], 0
+    lines, carry = [f"{a}+{b}:"], 0
     for i in range(max(len(da), len(db))):
         terms = [int(da[i]) if i < len(da) else 0, int(db[i]) if i < len(db) else 0]
         terms += [carry] if carry else []
         s = sum(terms)
         carry = s // 10
-        lines.append(" + ".join(map(str, terms)) + f" = {s}, write {s % 10}"
-                     + (f", carry {carry}." if carry else "."))
+        lines.append("+".join(map(str, terms)) + f"={s}" + (f", carry {carry}." if carry else "."))
     if carry:
         lines.append(f"Write the last carry {carry}.")
-    lines.append(f"So {a} + {b} = {a + b}.")
-    return _Solution("\n".join(lines), f"The answer is {a + b}.", "num", Decimal(a + b))
+    lines.append(f"So {a}+{b}={a + b}.")
+    return lines
+
+
+def _sub_lines(a: int, b: int) -> list[str]:
+    """Column subtraction of b <= a, right to left: one digit difference (and borrow) a line."""
+    da, db = str(a)[::-1], str(b)[::-1]
+    lines, borrow = [f"{a}-{b}:"], 0
+    for i in range(len(da)):
+        x, y = int(da[i]), int(db[i]) if i < len(db) else 0
+        left = f"{x}-1-{y}" if borrow else f"{x}-{y}"
+        if x - borrow < y:
+            lines.append(f"{left} needs a borrow: 1{left}={x + 10 - borrow - y}.")
+            borrow = 1
+        else:
+            lines.append(f"{left}={x - borrow - y}.")
+            borrow = 0
+    lines.append(f"So {a}-{b}={a - b}.")
+    return lines
+
+
+def _times_digit_lines(x: int, d: int) -> list[str]:
+    """x * d (d one digit), right to left: one single-digit product per line, carry explicit."""
+    digits, lines, carry = str(x)[::-1], [f"{x}*{d}:"], 0
+    for i, c in enumerate(digits):
+        v = int(c) * d
+        s = v + carry
+        line = f"{c}*{d}={v}" + (f", {v}+{carry}={s}" if carry else "")
+        last = i == len(digits) - 1
+        lines.append(f"{line}." if last else f"{line}, carry {s // 10}.")
+        carry = s // 10
+    lines.append(f"So {x}*{d}={x * d}.")
+    return lines
+
+
+def _mul_lines(a: int, b: int) -> list[str]:
+    """a * b for whole numbers: one `_times_digit_lines` per non-zero digit of the operand with
+    fewer non-zero digits, zeros appended for its place, partial products added in columns."""
+    def cost(n: int) -> tuple[int, int]:
+        return sum(c != "0" for c in str(n)), n
+
+    x, y = (a, b) if cost(b) <= cost(a) else (b, a)  # y: the multiplier
+    if x < 10 and y < 10:
+        return [f"{x}*{y}={x * y}."]
+    if y == 0:
+        return [f"Anything times 0 is 0: {a}*{b}=0."]
+    lines, partials = [], []
+    for place, c in enumerate(str(y)[::-1]):
+        if c == "0":
+            continue
+        d = int(c)
+        if x < 10 or d == 1:
+            lines.append(f"{x}*{d}={x * d}.")
+        else:
+            lines += _times_digit_lines(x, d)
+        if place:
+            zeros = "0" * place
+            lines.append(f"{x}*{d}{zeros}={x * d}{zeros}.")
+        partials.append(x * d * 10 ** place)
+    total = partials[0]
+    for part in partials[1:]:
+        lines += _add_lines(total, part)
+        total += part
+    final = f"So {a}*{b}={a * b}."
+    return lines if lines[-1] == final else [*lines, final]
+
+
+def _decimal_mul_lines(a: Decimal, b: Decimal) -> list[str]:
+    """a * b where either may have one decimal place: multiply the digits, then put the point
+    back (one place per decimal operand), so the arithmetic is `_mul_lines` unchanged."""
+    places = sum(_fmt(v).count(".") and len(_fmt(v).split(".")[1]) for v in (a, b))
+    ia, ib = (int(_fmt(v).replace(".", "")) for v in (a, b))
+    if not places:
+        return _mul_lines(ia, ib)
+    lines = [f"{_fmt(a)}*{_fmt(b)}: use {ia}*{ib}, then put the point back."]
+    lines += _mul_lines(ia, ib)
+    lines.append(f"{ia * ib} with the point {places} place{'s' if places > 1 else ''} left is "
+                 f"{_fmt(a * b)}.")
+    return lines
+
+
+def _solve_add(m: re.Match) -> _Solution:
+    a, b = int(m.group(1)), int(m.group(2))
+    return _Solution("\n".join(_add_lines(a, b)), f"The answer is {a + b}.", "num",
+                     Decimal(a + b))
 
 
 def _solve_sub(m: re.Match) -> _Solution:
     a, b = int(m.group(1)), int(m.group(2))
     if a < b:  # keep the column method honest: answer -(b - a)
-        inner = _solve_sub(re.match(r"(\d+) (\d+)", f"{b} {a}"))
-        lines = [f"{a} is less than {b}, so compute {b} - {a} and make it negative.",
-                 inner.thinking, f"So {a} - {b} = {a - b}."]
-        return _Solution("\n".join(lines), f"The answer is {a - b}.", "num", Decimal(a - b))
-    da, db = str(a)[::-1], str(b)[::-1]
-    lines, borrow = ["Subtract the digits from right to left."], 0
-    for i in range(len(da)):
-        x, y = int(da[i]), int(db[i]) if i < len(db) else 0
-        left = f"{x} - 1 - {y}" if borrow else f"{x} - {y}"
-        if x - borrow < y:
-            lines.append(f"{left} needs a borrow: 1{left} = {x + 10 - borrow - y}.")
-            borrow = 1
-        else:
-            lines.append(f"{left} = {x - borrow - y}.")
-            borrow = 0
-    lines.append(f"So {a} - {b} = {a - b}.")
+        lines = [f"{a} is less than {b}, so compute {b}-{a} and make it negative.",
+                 *_sub_lines(b, a), f"So {a}-{b}={a - b}."]
+    else:
+        lines = _sub_lines(a, b)
     return _Solution("\n".join(lines), f"The answer is {a - b}.", "num", Decimal(a - b))
 
 
 def _solve_mul(m: re.Match) -> _Solution:
     a, b = int(m.group(1)), int(m.group(2))
-    big, small = (a, b) if b < 10 <= a else (b, a) if a < 10 <= b else (a, b)
-    parts = [int(d) * 10 ** p for p, d in enumerate(str(small)[::-1]) if d != "0"][::-1]
-    lines = [f"Split {small} into {' + '.join(map(str, parts))}."] if len(parts) > 1 else []
-    for part in parts:
-        if part >= 10:
-            digit, zeros = int(str(part)[0]), len(str(part)) - 1
-            lines.append(f"{big} * {digit} = {big * digit}, so {big} * {part} = {big * part}.")
-            assert zeros >= 1
-        else:
-            lines.append(f"{big} * {part} = {big * part}.")
-    if len(parts) > 1:
-        lines.append(" + ".join(str(big * p) for p in parts) + f" = {a * b}.")
-    if not parts:
-        lines.append("Anything times 0 is 0.")
-    lines.append(f"So {a} * {b} = {a * b}.")
-    return _Solution("\n".join(lines), f"The answer is {a * b}.", "num", Decimal(a * b))
+    return _Solution("\n".join(_mul_lines(a, b)), f"The answer is {a * b}.", "num",
+                     Decimal(a * b))
 
 
 def _solve_compare(m: re.Match) -> _Solution:
@@ -148,34 +213,42 @@ def _solve_compare(m: re.Match) -> _Solution:
                 break
     pick = max(a, b) if want_max else min(a, b)
     lines.append(f"So {max(a, b)} is larger and {min(a, b)} is smaller.")
+    lines.append(f"The {'larger' if want_max else 'smaller'} one is {pick}.")
     return _Solution("\n".join(lines), f"The answer is {pick}.", "num", Decimal(pick))
 
 
 def _solve_sort(m: re.Match) -> _Solution:
+    """Bucket by the tens digit (a one-digit number has tens digit 0), then order each small
+    bucket by its ones digit: every comparison is between single digits, so 7 never loses
+    to 29 for looking shorter, and six numbers stay about 100 tokens."""
     order = f"{m.group(1)} {m.group(3)}".lower()
     descending = "largest to" in order or "descending" in order
     nums = [int(x) for x in re.findall(r"\d+", m.group(2))]
-    word = "Largest" if descending else "Smallest"
-    left, lines = list(nums), []
-    while len(left) > 1:
-        pick = max(left) if descending else min(left)
-        lines.append(f"{word} of {', '.join(map(str, left))} is {pick}.")
-        left.remove(pick)
-    lines.append(f"Last is {left[0]}.")
+    lines = ["Tens digits: " + ", ".join(f"{n} has {n // 10}" for n in nums) + "."]
+    for tens in sorted({n // 10 for n in nums}, reverse=descending):
+        bucket = sorted((n for n in nums if n // 10 == tens), reverse=descending)
+        lines.append(f"Tens {tens}: {', '.join(map(str, bucket))}.")
     out = sorted(nums, reverse=descending)
     joined = ", ".join(map(str, out))
     lines.append(f"So the sorted list is {joined}.")
     return _Solution("\n".join(lines), f"The answer is {joined}.", "list", tuple(out))
 
 
+def _spell_line(word: str) -> str:
+    return f"Spell {word}: {' '.join(word)}."
+
+
 def _solve_count(m: re.Match) -> _Solution:
-    letter, word = m.group(1).lower(), m.group(2)
+    """Spell the word, then one match step per letter (yes/no, tally) so the tally only ever
+    grows by one fact: "r yes 2"."""
+    letter, word = m.group(1).lower(), m.group(2).lower()
     running, steps = 0, []
     for ch in word:
-        running += ch.lower() == letter
-        steps.append(f"{ch} {running}")
-    lines = [f"Spell it out: {' '.join(word)}.", "Keep a running count of "
-             f"{letter}: {', '.join(steps)}.", f"So {letter} appears {running} times."]
+        hit = ch == letter
+        running += hit
+        steps.append(f"{ch} {'yes' if hit else 'no'} {running}")
+    lines = [_spell_line(word), f"Count {letter}: {', '.join(steps)}.",
+             f"So {letter} appears {running} times."]
     return _Solution("\n".join(lines), f"The answer is {running}.", "num", Decimal(running),
                      ("times", "time"))
 
@@ -184,8 +257,8 @@ def _solve_convert(m: re.Match) -> _Solution:
     value, src, dst = _num(m.group(1)), m.group(2).lower(), m.group(3).lower()
     factor = tables.CONVERSIONS[(src, dst)]
     out = value * factor
-    lines = [f"1 {tables.UNITS[src][1]} = {factor} {dst}.", f"{_fmt(value)} * {factor} = "
-             f"{_fmt(out)}.", f"So {_fmt(value)} {src} = {_fmt(out)} {dst}."]
+    lines = [f"1 {tables.UNITS[src][1]} = {factor} {dst}.", *_decimal_mul_lines(value, factor),
+             f"So {_fmt(value)} {src} = {_fmt(out)} {dst}."]
     return _Solution("\n".join(lines), f"The answer is {_fmt(out)} {dst}.", "num", out,
                      tables.UNITS[dst])
 
@@ -193,17 +266,28 @@ def _solve_convert(m: re.Match) -> _Solution:
 def _solve_distance(m: re.Match) -> _Solution:
     speed, hours = _num(m.group(2)), _num(m.group(3))
     dist = speed * hours
-    lines = ["Distance = speed * time.", f"{_fmt(speed)} * {_fmt(hours)} = {_fmt(dist)}.",
+    lines = ["Distance = speed * time.", *_decimal_mul_lines(speed, hours),
              f"So it travels {_fmt(dist)} miles."]
     return _Solution("\n".join(lines), f"The answer is {_fmt(dist)} miles.", "num", dist,
                      tables.UNITS["miles"])
 
 
 def _solve_duration(m: re.Match) -> _Solution:
+    """Division as multiplication: whole hours times the speed until the distance is reached
+    (the trips last a whole or half number of hours, so it is hit or halfway passed)."""
     dist, speed = _num(m.group(2)), _num(m.group(3))
     hours = dist / speed
-    lines = ["Time = distance / speed.", f"{_fmt(dist)} / {_fmt(speed)} = {_fmt(hours)}.",
-             f"So it takes {_fmt(hours)} hours."]
+    lines = ["Time = distance / speed. Try whole hours:"]
+    k = 1
+    while speed * k < dist:
+        lines.append(f"{_fmt(speed)}*{k}={_fmt(speed * k)}, less than {_fmt(dist)}.")
+        k += 1
+    if speed * k == dist:
+        lines.append(f"{_fmt(speed)}*{k}={_fmt(speed * k)}, exactly {_fmt(dist)}.")
+    else:
+        lines.append(f"{_fmt(speed)}*{k}={_fmt(speed * k)}, more than {_fmt(dist)}, so "
+                     f"half an hour less: {_fmt(hours)}.")
+    lines.append(f"So it takes {_fmt(hours)} hours.")
     return _Solution("\n".join(lines), f"The answer is {_fmt(hours)} hours.", "num", hours,
                      tables.UNITS["hours"])
 
@@ -211,24 +295,25 @@ def _solve_duration(m: re.Match) -> _Solution:
 def _solve_cost(m: re.Match) -> _Solution:
     price, count, item = _num(m.group(2)), _num(m.group(3)), m.group(4).lower()
     total = price * count
-    lines = ["Total = price * count.", f"{_fmt(price)} * {_fmt(count)} = {_fmt(total)}.",
+    lines = ["Total = price * count.", *_decimal_mul_lines(price, count),
              f"So {_fmt(count)} {item} cost {_fmt(total)} dollars."]
     return _Solution("\n".join(lines), f"The answer is {_fmt(total)} dollars.", "num", total,
                      tables.UNITS["dollars"])
 
 
 def _solve_word(m: re.Match) -> _Solution:
+    """The story becomes one column addition or subtraction (the same trace as add/sub)."""
     a, items, verb = int(m.group(2)), m.group(3).lower(), m.group(4).lower()
     b_text = m.group(5).lower()
     b = questions.NUMBER_WORDS.index(b_text) if b_text.isalpha() else int(b_text)
     adding = verb in ("buy", "buys", "get", "gets")
     result = a + b if adding else a - b
-    step = f"Add {b}: {a} + {b} = {result}." if adding else \
-        f"Take away {b}: {a} - {b} = {result}."
-    end = f"So there are {result} {items} now." if adding else f"So {result} {items} are left."
+    lines = [f"Start with {a} {items}.", f"Add {b}." if adding else f"Take away {b}."]
+    lines += _add_lines(a, b) if adding else _sub_lines(a, b)
+    lines.append(f"So there are {result} {items} now." if adding else
+                 f"So {result} {items} are left.")
     units = (items, _SINGULAR.get(items, items.rstrip("s")))
-    return _Solution("\n".join([f"Start with {a} {items}.", step, end]),
-                     f"The answer is {result}.", "num", Decimal(result), units)
+    return _Solution("\n".join(lines), f"The answer is {result}.", "num", Decimal(result), units)
 
 
 def _solve_capital(m: re.Match) -> _Solution:
@@ -251,7 +336,29 @@ def _solve_chat_name(m: re.Match) -> _Solution:
 
 
 def _solve_chat_repeat(m: re.Match) -> _Solution:
-    return _Solution(None, m.group(1), "text", _norm_text(m.group(1)))
+    # "You said:" keeps every word after a space, as in the question: " kitten" and "kitten"
+    # are different tokens, and an identity copy must copy tokens, not respell them.
+    return _Solution(None, f"You said: {m.group(1)}.", "text", _norm_text(m.group(1)),
+                     ("you said",))
+
+
+def _solve_drill_facts(m: re.Match) -> _Solution:
+    """Single-digit fact drills (train only): the facts every trace is built from, each
+    written exactly as the traces write it."""
+    facts = [f.strip() for f in m.group(1).split(",")]
+    out = []
+    for fact in facts:
+        nums = [int(x) for x in re.findall(r"\d+", fact)]
+        value = nums[0] * nums[1] if "*" in fact else \
+            nums[0] - sum(nums[1:]) if "-" in fact else sum(nums)
+        out.append(f"{fact}={value}")
+    reply = ". ".join(out) + "."
+    return _Solution(None, reply, "text", _norm_text(reply))
+
+
+def _solve_drill_spell(m: re.Match) -> _Solution:
+    reply = _spell_line(m.group(1).lower())
+    return _Solution(None, reply, "text", _norm_text(reply))
 
 
 _N = r"(\d+(?:\.\d+)?)"
@@ -285,11 +392,14 @@ _SOLVERS: tuple[tuple[str, str, Callable[[re.Match], _Solution]], ...] = (
      _solve_cost),
     ("word", rf"(?:i have|([a-z]+) has) (\d+) ([a-z]+) and ({_VERBS}) (\d+|{_SMALL})(?: more)?\. "
      r"how many ([a-z]+) (?:are left|do i have now|does [a-z]+ have now)\??", _solve_word),
-    ("capital", rf"(?:what is|which city is|name) the capital of ({_COUNTRIES})[?.]?",
-     _solve_capital),
+    ("capital", rf"(?:what is|what's|which city is|what city is|name|tell me) the capital of "
+     rf"({_COUNTRIES})[?.]?", _solve_capital),
     ("chat", rf"(?:{_FIXED})[!?.]*", _solve_chat_fixed),
     ("chat", r"(?:hi|hello)[,!]? (?:my name is|i am|i'm) ([A-Z][a-z]+)[.!]?", _solve_chat_name),
     ("chat", r"repeat after me: ([a-z]+(?: [a-z]+)*)\.?", _solve_chat_repeat),
+    ("drill", r"facts: (\d+[*+-]\d+(?:[+-]\d+)?(?:, \d+[*+-]\d+(?:[+-]\d+)?)*)",
+     _solve_drill_facts),
+    ("drill", r"spell ([a-z]+)\.", _solve_drill_spell),
 )
 _COMPILED = tuple((t, re.compile(p, re.IGNORECASE), f) for t, p, f in _SOLVERS)
 
@@ -344,10 +454,39 @@ def score(question: str, model_answer: str) -> bool:
 
 
 # --- generation ---------------------------------------------------------------------------
+_KEY_RE = re.compile(r'\d+(?:\.\d+)?|"[a-z]+"|\b(?:'
+                     + "|".join((*questions.NUMBER_WORDS, *tables.UNITS)) + r")\b")
+
+
+def _task_of(question: str) -> str | None:
+    q = _norm_question(question)
+    return next((task for task, pattern, _ in _COMPILED if pattern.fullmatch(q)), None)
+
+
+def split_key(question: str) -> str:
+    """What train and test must not share: the task and its operands (numbers, quoted letters
+    and words; number words count as digits), so a test question's operand combination is
+    never trained in any phrasing. Capitals and chat, whose content is the phrasing, are keyed
+    by the whole question; drills are train-only."""
+    task = _task_of(question)
+    q = _norm_question(question).lower()
+    if task in ("capital", "chat", DRILL, None):
+        return f"{task}:{q}"
+    parts = [str(questions.NUMBER_WORDS.index(p)) if p in questions.NUMBER_WORDS else p
+             for p in _KEY_RE.findall(q)]
+    return f"{task}:{' '.join(parts)}"
+
+
+@functools.cache
+def _pinned_keys() -> frozenset[str]:
+    return frozenset(split_key(q) for q in _PINNED)
+
+
 def _is_test(question: str) -> bool:
-    if question in _PINNED:
+    key = split_key(question)
+    if question in _PINNED or key in _pinned_keys() or key.startswith(f"{DRILL}:"):
         return False
-    digest = hashlib.sha256(_norm_question(question).lower().encode("utf-8")).digest()
+    digest = hashlib.sha256(key.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") % _TEST_BUCKETS == 0
 
 
@@ -361,8 +500,9 @@ def _example(question: str) -> SynthExample:
 def make_split(split: str, n: int, seed: int = 0) -> list[SynthExample]:
     """`n` examples of `split` ("train" | "test"); the same (split, n, seed) gives the same list.
 
-    Train and test never share a question, whatever their seeds (the partition is a hash of the
-    question text). Tasks come round-robin in a fixed mix, so any prefix is balanced.
+    Train and test never share an operand combination, whatever their seeds (the partition is
+    a hash of `split_key`). Train tasks come round-robin in a fixed mix with drills; test
+    tasks round-robin over TASKS, so any prefix is balanced and n = 40 * 11 gives 40 each.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split={split!r}: must be 'train' or 'test'")
@@ -375,7 +515,7 @@ def make_split(split: str, n: int, seed: int = 0) -> list[SynthExample]:
         if not want_test and (len(out) + 1) % _PIN_EVERY == 0:
             out.append(_example(GUIDE_PROMPTS[(len(out) // _PIN_EVERY) % len(GUIDE_PROMPTS)]))
             continue
-        task = _MIX[slot % len(_MIX)]
+        task = TASKS[slot % len(TASKS)] if want_test else _MIX[slot % len(_MIX)]
         slot += 1
         for tries in range(200):  # rejection sampling into this split's part of the space
             question = questions.MAKERS[task](rng)
@@ -393,17 +533,39 @@ def to_conversation(ex: SynthExample) -> Conversation:
     return Conversation(turns=[Turn(ex.question, ex.answer, ex.thinking)])
 
 
+def _size(ex: SynthExample) -> int:
+    return len(ex.question) + len(ex.thinking or "") + len(ex.answer)
+
+
+def to_conversations(examples: list[SynthExample], seed: int = 0,
+                     multi_turn: float = MULTI_TURN) -> list[Conversation]:
+    """Examples in order as conversations; about `multi_turn` of them get 2-3 turns (short
+    exchanges only), so a model trained on them answers the latest question of a chat."""
+    rng = random.Random(f"forge1-synth-turns-{seed}")
+    out: list[Conversation] = []
+    i = 0
+    while i < len(examples):
+        turns = [examples[i]]
+        want = rng.choice((2, 3)) if rng.random() < multi_turn else 1
+        while len(turns) < want and i + len(turns) < len(examples) and \
+                sum(map(_size, turns)) + _size(examples[i + len(turns)]) <= _MULTI_TURN_CHARS:
+            turns.append(examples[i + len(turns)])
+        out.append(Conversation(turns=[Turn(e.question, e.answer, e.thinking) for e in turns]))
+        i += len(turns)
+    return out
+
+
 def corpus_texts(n: int) -> Iterator[str]:
     """Message text (question, trace, answer) of `n` train examples, for tokenizer training."""
     for ex in make_split("train", n, seed=0):
         yield "\n".join(p for p in (ex.question, ex.thinking, ex.answer) if p)
 
 
-def _write_jsonl(path: Path, examples: list[SynthExample]) -> None:
+def _write_jsonl(path: Path, conversations: list[Conversation]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w", encoding="utf-8") as f:
-        for ex in examples:
-            f.write(json.dumps({"text": render(to_conversation(ex))}, ensure_ascii=False) + "\n")
+        for conv in conversations:
+            f.write(json.dumps({"text": render(conv)}, ensure_ascii=False) + "\n")
     tmp.replace(path)
 
 
@@ -413,6 +575,36 @@ def write_synth(out_dir: str | Path, n_train: int = 20000, n_val: int = 500, see
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     train, val = out_dir / "train.jsonl", out_dir / "val.jsonl"
-    _write_jsonl(train, make_split("train", n_train, seed))
-    _write_jsonl(val, make_split("test", n_val, seed))
+    _write_jsonl(train, to_conversations(make_split("train", n_train, seed), seed))
+    _write_jsonl(val, to_conversations(make_split("test", n_val, seed), seed))
     return train, val
+
+
+# The guide's own phrasings (its demo prompts and evaluate's extra ones), with new operands.
+_GUIDE_TEMPLATES: tuple[Callable[[random.Random], str], ...] = (
+    lambda r: f"What is {r.randint(11, 99)} * {r.randint(11, 99)}?",
+    lambda r: (f"If a train travels at {r.randrange(20, 95, 5)} mph for "
+               f"{_fmt(Decimal(r.randint(2, 12)) / 2)} hours, how far does it go?"),
+    lambda r: f"What is the capital of {r.choice(sorted(tables.CAPITALS))}?",
+    lambda r: "Sort these numbers: " + ", ".join(map(str, r.sample(range(100), 5))),
+    lambda r: f"What is {r.randint(2, 99)} + {r.randint(2, 99)}?",
+    lambda r: (f"I have {r.randint(5, 20)} apples and eat "
+               f"{questions.NUMBER_WORDS[r.randint(1, 4)]}. How many apples are left?"),
+)
+
+
+def guide_questions(n: int, seed: int = 0) -> list[SynthExample]:
+    """`n` fresh questions in the guide's phrasing, round-robin over its templates, each with
+    an operand combination (or, for capitals, a question) of the test split: never trained."""
+    rng = random.Random(f"forge1-guide-{seed}")
+    out: list[SynthExample] = []
+    seen: set[str] = set()
+    while len(out) < n:
+        make = _GUIDE_TEMPLATES[len(out) % len(_GUIDE_TEMPLATES)]
+        for _ in range(1000):
+            question = make(rng)
+            if question not in seen and question not in _PINNED and _is_test(question):
+                break
+        seen.add(question)
+        out.append(_example(question))
+    return out

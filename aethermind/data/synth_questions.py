@@ -118,15 +118,45 @@ def q_capital(rng: random.Random) -> str:
 def q_chat(rng: random.Random) -> str:
     kind = rng.random()
     if kind < 0.5:
-        return rng.choice(sorted(tables.CHAT_REPLIES))
+        question = rng.choice(sorted(tables.CHAT_REPLIES))
+        if rng.random() < 0.4:  # the same question with other punctuation or a lower-case start
+            question = question.rstrip("!?.") + rng.choice(("", ".", "!", "?"))
+            question = question[0].lower() + question[1:] if rng.random() < 0.5 else question
+        return question
     if kind < 0.75:
-        name = rng.choice(tables.NAMES)
-        return rng.choice(("Hi, my name is {}.", "Hello! I am {}.")).format(name)
+        return rng.choice(NAME_PHRASINGS).format(rng.choice(tables.NAMES))
     return "Repeat after me: " + " ".join(rng.sample(tables.WORDS, rng.randint(1, 4)))
+
+
+NAME_PHRASINGS = ("Hi, my name is {}.", "Hello! I am {}.", "Hello, I'm {}.", "Hi! My name is {}.",
+                  "Hi, I am {}.")
+
+
+def _fact(rng: random.Random) -> str:
+    """One single-digit fact in the form the traces write it."""
+    kind = rng.random()
+    x, y = rng.randint(0, 9), rng.randint(0, 9)
+    if kind < 0.35:
+        return f"{rng.randint(1, 9)}*{rng.randint(1, 9)}"
+    if kind < 0.55:
+        return f"{x}+{y}+1" if rng.random() < 0.3 else f"{x}+{y}"
+    if kind < 0.75:  # column subtraction, with and without a borrow
+        borrow = rng.random() < 0.4
+        lo, hi = (x, y) if x <= y else (y, x)
+        top = hi if lo + borrow <= hi else hi + 10
+        return f"{top}-1-{lo}" if borrow else f"{top}-{lo}"
+    d, e = rng.randint(2, 9), rng.randint(2, 9)  # a product plus the carry coming in
+    return f"{d * e}+{rng.randint(1, min(8, d))}"
+
+
+def q_drill(rng: random.Random) -> str:
+    if rng.random() < 0.3:
+        return f"Spell {rng.choice(tables.WORDS)}."
+    return "Facts: " + ", ".join(_fact(rng) for _ in range(8))
 
 
 MAKERS: dict[str, Callable[[random.Random], str]] = {
     "add": q_add, "sub": q_sub, "mul": q_mul, "compare": q_compare, "sort": q_sort,
     "count": q_count, "convert": q_convert, "rate": q_rate, "word": q_word,
-    "capital": q_capital, "chat": q_chat,
+    "capital": q_capital, "chat": q_chat, "drill": q_drill,
 }

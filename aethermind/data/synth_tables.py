@@ -30,9 +30,31 @@ CAPITALS: dict[str, tuple[str, str]] = {
     "Brazil": ("Brasilia", "South America"), "Argentina": ("Buenos Aires", "South America"),
     "Peru": ("Lima", "South America"), "Chile": ("Santiago", "South America"),
     "Australia": ("Canberra", "Oceania"), "New Zealand": ("Wellington", "Oceania"),
+    "Switzerland": ("Bern", "Europe"), "Czechia": ("Prague", "Europe"),
+    "Romania": ("Bucharest", "Europe"), "Bulgaria": ("Sofia", "Europe"),
+    "Serbia": ("Belgrade", "Europe"), "Croatia": ("Zagreb", "Europe"),
+    "Ukraine": ("Kyiv", "Europe"), "Iceland": ("Reykjavik", "Europe"),
+    "Estonia": ("Tallinn", "Europe"), "Latvia": ("Riga", "Europe"),
+    "Lithuania": ("Vilnius", "Europe"), "Slovakia": ("Bratislava", "Europe"),
+    "Pakistan": ("Islamabad", "Asia"), "Bangladesh": ("Dhaka", "Asia"),
+    "Nepal": ("Kathmandu", "Asia"), "Philippines": ("Manila", "Asia"),
+    "Malaysia": ("Kuala Lumpur", "Asia"), "Iran": ("Tehran", "Asia"),
+    "Iraq": ("Baghdad", "Asia"), "Israel": ("Jerusalem", "Asia"),
+    "Jordan": ("Amman", "Asia"), "Saudi Arabia": ("Riyadh", "Asia"),
+    "Mongolia": ("Ulaanbaatar", "Asia"), "Afghanistan": ("Kabul", "Asia"),
+    "Senegal": ("Dakar", "Africa"), "Tunisia": ("Tunis", "Africa"),
+    "Algeria": ("Algiers", "Africa"), "Uganda": ("Kampala", "Africa"),
+    "Tanzania": ("Dodoma", "Africa"), "Zimbabwe": ("Harare", "Africa"),
+    "Angola": ("Luanda", "Africa"), "Mali": ("Bamako", "Africa"),
+    "Colombia": ("Bogota", "South America"), "Venezuela": ("Caracas", "South America"),
+    "Ecuador": ("Quito", "South America"), "Uruguay": ("Montevideo", "South America"),
+    "Paraguay": ("Asuncion", "South America"), "Bolivia": ("Sucre", "South America"),
+    "Jamaica": ("Kingston", "North America"), "Panama": ("Panama City", "North America"),
+    "Honduras": ("Tegucigalpa", "North America"), "Fiji": ("Suva", "Oceania"),
 }
 CAPITAL_PHRASINGS = ("What is the capital of {}?", "Which city is the capital of {}?",
-                     "Name the capital of {}.")
+                     "Name the capital of {}.", "What's the capital of {}?",
+                     "Tell me the capital of {}.", "What city is the capital of {}?")
 
 # unit name (as written in questions, plural) -> accepted answer spellings
 UNITS: dict[str, tuple[str, ...]] = {

@@ -10,23 +10,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from aethermind.data.jsonl import numbered_lines, skipped_note
 from aethermind.tokenizer import Forge1Tokenizer
 
 
 def read_jsonl_texts(path: Path, key: str) -> Iterator[str]:
-    """The `key` string of every JSONL line; a bad line is a ValueError naming file:line."""
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield json.loads(line)[key]
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise ValueError(f"{path}:{lineno}: expected a JSON object with a {key!r} "
-                                 f"string ({err})") from None
+    """The `key` string of every JSONL line. Malformed lines are skipped and reported on stderr
+    (count + first places), as every data reader does; an unreadable file is a DataFileError."""
+    bad: list[int] = []
+    for lineno, line in numbered_lines(path):
+        try:
+            text = json.loads(line)[key]
+        except (json.JSONDecodeError, KeyError, TypeError, IndexError):
+            text = None
+        if isinstance(text, str):
+            yield text
+        else:
+            bad.append(lineno)
+    if bad:
+        print(f"warning: {skipped_note(path, bad, what=f'a JSON object with a {key!r} string')}",
+              file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,9 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         texts = read_jsonl_texts(args.input, args.key)
     try:
         tok = Forge1Tokenizer.train(texts, args.vocab_size, args.min_frequency)
-    except ValueError as err:
-        parser.error(str(err))
-    out = tok.save(args.output)
+        out = tok.save(args.output)
+    except (OSError, ValueError) as err:  # ValueError includes an unreadable --input
+        parser.exit(1, f"aethermind tokenizer: {err}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, "aethermind tokenizer: interrupted; nothing written\n")
     print(f"tokenizer: {tok.get_vocab_size()} tokens (padded {tok.get_vocab_size_padded()}), "
           f"fingerprint {tok.fingerprint()} -> {out}/tokenizer.json")
     return 0

@@ -1,0 +1,321 @@
+"""`aethermind serve`: an OpenAI-compatible HTTP server and a web chat for a trained Forge-1.
+
+Endpoints: `POST /v1/chat/completions` (plain JSON or server-sent events ending in `[DONE]`),
+`GET /v1/models`, `GET /health`, and the web chat at `/` (one static page, no build step, works
+offline). Concurrent requests share one continuous-batching decode loop (`serve_scheduler.py`);
+the protocol and text decoding are in `serve_api.py`. Binds to 127.0.0.1 unless told otherwise;
+`--api-key` (or AETHERMIND_API_KEY) makes /v1/* require `Authorization: Bearer KEY`.
+Usage: `aethermind serve --model outputs/final_model --port 8000`, then any OpenAI client with
+`base_url="http://127.0.0.1:8000/v1"`.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import socket
+import sys
+from collections.abc import AsyncIterator
+from importlib import resources
+from typing import Any
+
+API_KEY_ENV = "AETHERMIND_API_KEY"
+DEFAULT_HOST, DEFAULT_PORT, DEFAULT_BATCH = "127.0.0.1", 8000, 8
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def web_page() -> str:
+    """The web chat: one HTML file shipped as package data."""
+    return resources.files("aethermind").joinpath("assets/web/chat.html").read_text("utf-8")
+
+
+class ServerState:
+    """What the handlers share: model id, tokenizer, context length, the scheduler, the key."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, model_id: str, api_key: str | None,
+                 max_batch_size: int = DEFAULT_BATCH) -> None:
+        from aethermind.engine import Engine
+        from aethermind.serve_scheduler import Scheduler
+
+        self.tokenizer, self.model_id, self.api_key = tokenizer, model_id, api_key
+        self.max_seq_len = int(model.config.max_seq_len)
+        self.scheduler = Scheduler(Engine(model, max_batch_size=max_batch_size))
+
+
+def create_app(state: ServerState):  # -> fastapi.FastAPI (imported lazily: an optional extra)
+    """The FastAPI app; the scheduler thread runs for the app's lifespan."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+    from starlette.exceptions import HTTPException
+
+    from aethermind.serve_api import APIError
+    from aethermind.serve_scheduler import EngineFailure
+
+    class EventStream(StreamingResponse):
+        """Closes the event generator however the response ends, so a client that hangs up
+        between two events still cancels its sequence at once (not when garbage collected)."""
+
+        async def stream_response(self, send) -> None:
+            try:
+                await super().stream_response(send)
+            finally:
+                await self.body_iterator.aclose()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        state.scheduler.start()
+        try:
+            yield
+        finally:
+            state.scheduler.stop()
+
+    app = FastAPI(title="aethermind serve", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+
+    def error(err: APIError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
+        return JSONResponse(err.body(), status_code=err.status, headers=headers)
+
+    @app.exception_handler(APIError)
+    async def _api_error(_request: Request, err: APIError) -> JSONResponse:
+        return error(err)
+
+    @app.exception_handler(EngineFailure)
+    async def _engine_error(_request: Request, err: EngineFailure) -> JSONResponse:
+        return error(APIError(500, str(err), type="server_error"))
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(_request: Request, err: HTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code)
+        return error(APIError(err.status_code, str(err.detail), code=code))
+
+    def check_key(request: Request) -> None:
+        if state.api_key is None:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(
+                token.strip().encode(), state.api_key.encode()):
+            raise APIError(401, "invalid or missing API key: send 'Authorization: Bearer KEY' "
+                           "with the key the server was started with", code="invalid_api_key")
+
+    @app.get("/", response_class=HTMLResponse)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(web_page())
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", "model": state.model_id,
+                "requests_in_flight": state.scheduler.in_flight}
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> dict:
+        check_key(request)
+        return {"object": "list", "data": [
+            {"id": state.model_id, "object": "model", "created": 0, "owned_by": "aethermind",
+             "max_model_len": state.max_seq_len}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        from aethermind.serve_api import parse_request
+
+        check_key(request)
+        try:
+            raw = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise APIError(400, f"the request body is not valid JSON ({err})") from None
+        req = parse_request(raw, state.tokenizer, max_seq_len=state.max_seq_len,
+                            model_id=state.model_id)
+        if req.stream:
+            return EventStream(_sse(state, req), media_type="text/event-stream",
+                               headers=SSE_HEADERS)
+        return JSONResponse(await _complete(state, req, request))
+
+    return app
+
+
+async def _generate(state: ServerState, req: Any, decoder: Any, counts: dict
+                    ) -> AsyncIterator[tuple[str, str]]:
+    """Run one request through the scheduler; yields (part, text) pieces as they decode.
+
+    Sets counts["tokens"] and counts["finish"]. Leaving early (stop string, disconnect,
+    cancellation) cancels the sequence, which frees its batch slot at the next step.
+    """
+    stream = state.scheduler.submit(req.prompt_ids, req.params, req.stop_ids)
+    counts.update(tokens=0, finish="length")
+    try:
+        async for event in stream:
+            if event.token is not None:
+                counts["tokens"] += 1
+                for piece in decoder.push(event.token):
+                    yield piece
+            if decoder.stopped:
+                counts["finish"] = "stop"
+                break
+            if event.finished:
+                counts["finish"] = "length" if event.finish_reason == "length" else "stop"
+                if event.token is None and event.finish_reason == "stop":
+                    counts["tokens"] += 1  # the stop token was sampled too (as vLLM counts)
+        for piece in decoder.finish():
+            yield piece
+    finally:
+        state.scheduler.cancel(stream)
+
+
+async def _until_disconnect(request: Any) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _complete(state: ServerState, req: Any, request: Any) -> dict:
+    """A non-streamed completion; a client that hangs up cancels it (and frees the slot)."""
+    from aethermind.serve_api import ReplyDecoder, completion_body, new_completion_id, now
+
+    decoder = ReplyDecoder(state.tokenizer, req.think, req.stop_strings)
+    counts: dict = {}
+
+    async def run() -> None:
+        async for _ in _generate(state, req, decoder, counts):
+            pass
+
+    work = asyncio.ensure_future(run())
+    watch = asyncio.ensure_future(_until_disconnect(request))
+    try:
+        await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not work.done():
+            work.cancel()  # the client left: _generate's finally cancels the sequence
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
+    if work.cancelled():
+        raise asyncio.CancelledError  # nobody is left to answer
+    work.result()  # re-raise a generation failure
+    return completion_body(new_completion_id(), req, decoder, counts["finish"],
+                           counts["tokens"], now())
+
+
+async def _sse(state: ServerState, req: Any) -> AsyncIterator[str]:
+    """Server-sent events: role chunk, one chunk per piece, finish chunk, [usage], [DONE]."""
+    from aethermind.serve_api import (
+        ReplyDecoder,
+        chunk_body,
+        new_completion_id,
+        now,
+        piece_delta,
+        usage,
+    )
+    from aethermind.serve_scheduler import EngineFailure
+
+    cid, created = new_completion_id(), now()
+    decoder = ReplyDecoder(state.tokenizer, req.think, req.stop_strings)
+    counts: dict = {}
+
+    def event(body: dict) -> str:
+        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+    yield event(chunk_body(cid, req, created, {"role": "assistant", "content": ""}))
+    try:
+        async for part, text in _generate(state, req, decoder, counts):
+            yield event(chunk_body(cid, req, created, piece_delta(part, text)))
+    except EngineFailure as err:
+        yield event({"error": {"message": str(err), "type": "server_error", "param": None,
+                               "code": None}})
+        yield "data: [DONE]\n\n"
+        return
+    yield event(chunk_body(cid, req, created, {}, counts["finish"]))
+    if req.include_usage:
+        yield event(chunk_body(cid, req, created, None,
+                               usage_=usage(len(req.prompt_ids), counts["tokens"])))
+    yield "data: [DONE]\n\n"
+
+
+# --- command line -----------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    from aethermind.loading import add_model_args
+
+    p = argparse.ArgumentParser(prog="aethermind serve", description=__doc__.splitlines()[0])
+    add_model_args(p)
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help=f"address to bind (default {DEFAULT_HOST}: this machine only)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT,
+                   help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
+    p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
+                   help=f"require this bearer key on /v1/* (default: ${API_KEY_ENV}, else none)")
+    p.add_argument("--max-batch-size", type=int, default=DEFAULT_BATCH,
+                   help="requests decoded together; more wait in a queue "
+                   f"(default {DEFAULT_BATCH})")
+    p.add_argument("--model-name", help="id clients use as `model` (default: checkpoint name)")
+    return p
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket, so a taken port is a one-line error and --port 0 can be reported."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        raise ValueError(f"cannot listen on {host}:{port} ({err.strerror}): pick another "
+                         "--port or stop what uses it") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port {args.port}: must be between 0 and 65535")
+    if args.max_batch_size < 1:
+        parser.error(f"--max-batch-size {args.max_batch_size}: must be at least 1")
+    try:
+        import uvicorn
+    except ImportError:
+        parser.exit(2, "error: the server needs FastAPI and uvicorn: pip install -e '.[serve]'\n")
+    from aethermind.loading import LoadError, find_checkpoint, load_model
+
+    try:
+        model, tok = load_model(args.model, args.variant, args.tokenizer, args.device)
+        sock = bind(args.host, args.port)
+    except (LoadError, ValueError) as err:
+        parser.exit(2, f"error: {err}\n")
+    model_id = args.model_name or find_checkpoint(args.model).stem
+    state = ServerState(model, tok, model_id=model_id, api_key=args.api_key,
+                        max_batch_size=args.max_batch_size)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"serving {model_id} on http://{shown}:{port} (web chat at /, OpenAI API at /v1)",
+          flush=True)
+    if not _is_loopback(args.host) and args.api_key is None:
+        print(f"warning: listening on {args.host} without --api-key: anyone who can reach this "
+              "machine can use the model", file=sys.stderr, flush=True)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Ctrl-C waits this long for answers in progress, then closes their connections.
+    config = uvicorn.Config(create_app(state), log_level="warning", access_log=False,
+                            timeout_graceful_shutdown=5)
+    # uvicorn shuts down gracefully on Ctrl-C / SIGTERM, then re-raises the signal.
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.Server(config).run(sockets=[sock])
+    print("server stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,70 @@
+"""`aethermind serve` as a program: start-up line, the web page, one-line errors, shutdown."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from _serve_helpers import random_checkpoint, request
+
+from aethermind.serve import bind
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _serve(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "aethermind.cli", "serve", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return random_checkpoint(tmp_path_factory.mktemp("cli"))
+
+
+def test_serve_command_starts_serves_the_page_and_stops_cleanly(ckpt):
+    proc = _serve("--model", str(ckpt.parent), "--port", "0", "--device", "cpu")
+    try:
+        line = proc.stdout.readline()
+        m = re.fullmatch(r"serving (\S+) on (http://127\.0\.0\.1:\d+) \(.*\)\n", line)
+        assert m, line + proc.stderr.read() if proc.poll() is not None else line
+        name, url = m.groups()
+        assert name == ckpt.stem
+        status, headers, page = request(url + "/")
+        assert status == 200 and headers["content-type"].startswith("text/html")
+        assert 'id="think-toggle"' in page and 'id="new-chat"' in page
+        # Works offline: nothing is loaded from another host.
+        assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
+        assert json.loads(request(url + "/health")[2])["model"] == ckpt.stem
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("case", ["no checkpoint", "port taken", "bad port"])
+def test_serve_command_errors_are_one_line(ckpt, tmp_path, case):
+    args = ["--model", str(ckpt), "--device", "cpu"]
+    held = None
+    if case == "no checkpoint":
+        args[1] = str(tmp_path / "missing.pt")
+    elif case == "port taken":
+        held = bind("127.0.0.1", 0)
+        args += ["--port", str(held.getsockname()[1])]
+    else:
+        args += ["--port", "70000"]
+    try:
+        proc = _serve(*args)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if held is not None:
+            held.close()
+    assert proc.returncode == 2 and "Traceback" not in err
+    message = err.strip().splitlines()[-1]
+    assert {"no checkpoint": "checkpoint not found", "port taken": "cannot listen on",
+            "bad port": "--port 70000"}[case] in message
