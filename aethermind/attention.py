@@ -4,8 +4,9 @@ A packed row holds several conversations; each token may attend only to earlier 
 own document. The dense (B, 1, T, T) boolean mask says so exactly, but a mask tensor keeps
 SDPA off its flash kernel and costs O(T^2) memory per row. On CUDA the same rule is given to
 FlexAttention as a `mask_mod` over `doc_ids`; its `BlockMask` skips the blocks that cross a
-document boundary and the fused Triton kernel computes the rest, so packing costs nothing per
-token. FlexAttention has no CPU backward (torch 2.13), so CPU training keeps the dense mask.
+document boundary and the fused Triton kernel computes the rest, so a packed row should cost
+no more per token than an unpacked one (`bench/gpu_check.py` measures it). FlexAttention has
+no CPU backward (torch 2.13), so CPU training keeps the dense mask.
 Usage: `mask = document_mask(doc_ids)`; then `attend(q, k, v, mask)` inside attention.
 """
 
@@ -13,13 +14,11 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-AttentionBackend = Literal["auto", "dense", "flex"]
-BACKENDS: tuple[str, ...] = ("auto", "dense", "flex")
+BACKENDS = ("auto", "dense", "flex")  # the training key `attention` takes these
 
 
 def document_causal_mask(doc_ids: torch.Tensor) -> torch.Tensor:

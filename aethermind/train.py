@@ -281,6 +281,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
     """
     from aethermind.runlock import LockedError, OutputLock
 
+    _preflight(cfg)  # before the lock creates the output folder: a refused run leaves nothing
     lock = OutputLock(cfg.output_dir) if dist.is_main() else contextlib.nullcontext()
     try:
         lock.__enter__()
@@ -290,6 +291,16 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
         return _train(cfg, resume=resume, stop_after=stop_after, overwrite=overwrite)
     finally:
         lock.__exit__(None, None, None)
+
+
+def _preflight(cfg: TrainConfig) -> None:
+    """Checks that need no work done yet, so a bad config fails before anything is written."""
+    if cfg.variant is None:
+        raise ConfigError("no variant: pass --variant " + "|".join(VARIANTS) +
+                          " or set variant: in the config")
+    if cfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise TrainingError("tensorboard: true needs the tensorboard package: "
+                            "pip install tensorboard (or set tensorboard: false)")
 
 
 def _claim_checkpoint_dir(ckpt_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -311,12 +322,6 @@ def _claim_checkpoint_dir(ckpt_dir: Path, resume: bool, overwrite: bool) -> None
 
 def _train(cfg: TrainConfig, *, resume: bool, stop_after: int | None, overwrite: bool
            ) -> dict[str, Any]:
-    if cfg.variant is None:
-        raise ConfigError("no variant: pass --variant " + "|".join(VARIANTS) +
-                          " or set variant: in the config")
-    if cfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
-        raise TrainingError("tensorboard: true needs the tensorboard package: "
-                            "pip install tensorboard (or set tensorboard: false)")
     # ------------------------------------------------------------------ setup: device + seed
     ctx = dist.setup(cfg.device)
     precision = dist.resolve_precision(cfg.precision, ctx.device)
