@@ -56,13 +56,17 @@ def train_tiny(tok: Forge1Tokenizer, steps: int = 150, max_seq_len: int = 128) -
 _TRAINED: dict[tuple, dict[str, torch.Tensor]] = {}
 
 
-def _train(tok: Forge1Tokenizer, steps: int, max_seq_len: int) -> dict[str, torch.Tensor]:
-    """Plain AdamW loop, one thread: tiny ops on a busy shared CPU stall on OpenMP barriers."""
+def fit_conversations(model: Forge1Model, tok: Forge1Tokenizer, steps: int, *,
+                      stabilise: bool = True) -> float:
+    """Overfit `model` on CONVERSATIONS with plain AdamW (lr 1e-2) on one thread; final loss.
+
+    One thread because tiny ops on a busy shared CPU stall on OpenMP barriers. `stabilise` adds
+    clipping and a linear decay to zero: at a constant 1e-2 the loss spikes now and then (to
+    0.7 at step 130), so where it ends would depend on the step count.
+    """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        torch.manual_seed(0)
-        model = Forge1Model(tiny_config(tok, max_seq_len))
         rows = [cf.encode(c, tok)[0] for c in CONVERSATIONS]
         T = max(map(len, rows))
         tokens = torch.full((len(rows), T), tok.pad_id, dtype=torch.long)
@@ -71,20 +75,27 @@ def _train(tok: Forge1Tokenizer, steps: int, max_seq_len: int) -> dict[str, torc
             tokens[i, :len(ids)] = torch.tensor(ids)
             targets[i, :len(ids) - 1] = torch.tensor(ids[1:])
         opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
-        # Clipping and a linear decay to zero: at a constant 1e-2 the loss spikes now and then
-        # (to 0.7 at step 130), so where it ends depended on the step count.
-        decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1 - step / steps)
+        decay = torch.optim.lr_scheduler.LambdaLR(
+            opt, (lambda step: 1 - step / steps) if stabilise else (lambda step: 1.0))
         model.train()
         for _ in range(steps):
             loss = model(tokens, targets=targets)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            if stabilise:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             decay.step()
     finally:
         torch.set_num_threads(threads)
-    assert loss.item() < 0.05, f"tiny model failed to overfit (loss {loss.item():.3f})"
+    return loss.item()
+
+
+def _train(tok: Forge1Tokenizer, steps: int, max_seq_len: int) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    model = Forge1Model(tiny_config(tok, max_seq_len))
+    loss = fit_conversations(model, tok, steps)
+    assert loss < 0.05, f"tiny model failed to overfit (loss {loss:.3f})"
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
