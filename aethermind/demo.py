@@ -22,6 +22,7 @@ from typing import Any
 from rich.console import Console
 
 from aethermind import prompts
+from aethermind.checkpoint import atomic_text
 
 MARKER = ".aethermind-demo"  # only a directory holding this marker is ever cleared
 # One conversation: each turn is answered with the earlier turns in context, as in `chat`.
@@ -165,19 +166,13 @@ def _transcript(engine: Any, tokenizer: Any, fresh: dict, examples: list, out: P
         if result.used_thinking:
             lines += ["*thinking:*", "", *[f"> {t}" for t in result.thinking.splitlines()], ""]
         lines += [f"**forge-1:** {result.answer}", ""]
-    path = out / "chat_transcript.md"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_text("\n".join(lines), out / "chat_transcript.md")
 
 
 def _add_to_report(path: Path, extra: dict[str, Any]) -> None:
     report = json.loads(path.read_text(encoding="utf-8"))
     report.update(extra)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
-    tmp.replace(path)
+    atomic_text(json.dumps(report, indent=2, ensure_ascii=False), path)
 
 
 def main(argv: list[str] | None = None) -> int:
