@@ -137,6 +137,11 @@ def _family_table(console: Console, before: dict, after: dict, fresh: dict) -> N
     console.print(table)
 
 
+def _thinking_lines(thinking: str) -> list[str]:
+    """A thinking block as a Markdown quote, the transcript's one way of showing it."""
+    return ["*thinking:*", "", *[f"> {t}" for t in thinking.splitlines()], ""]
+
+
 def _transcript(engine: Any, tokenizer: Any, fresh: dict, examples: list, out: Path,
                 console: Console, max_new_tokens: int) -> Path:
     """Fresh guide-phrased questions (scored) and a multi-turn chat, with their thinking."""
@@ -148,7 +153,7 @@ def _transcript(engine: Any, tokenizer: Any, fresh: dict, examples: list, out: P
     for sample, ex in zip(fresh["samples"], examples, strict=True):
         mark = "right" if sample["correct"] else f"wrong (expected: {ex.answer})"
         lines += [f"**you:** {ex.question}", ""]
-        lines += ["*thinking:*", "", *[f"> {t}" for t in sample["thinking"].splitlines()], ""]
+        lines += _thinking_lines(sample["thinking"])
         lines += [f"**forge-1:** {sample['answer']}  _{mark}_", ""]
     lines += ["## A conversation (each turn sees the earlier ones)", ""]
     history: list[dict[str, Any]] = []
@@ -164,7 +169,7 @@ def _transcript(engine: Any, tokenizer: Any, fresh: dict, examples: list, out: P
         console.print(f"[bold green]forge[/] {result.answer}\n")
         lines += [f"**you:** {message}", ""]
         if result.used_thinking:
-            lines += ["*thinking:*", "", *[f"> {t}" for t in result.thinking.splitlines()], ""]
+            lines += _thinking_lines(result.thinking)
         lines += [f"**forge-1:** {result.answer}", ""]
     return atomic_text("\n".join(lines), out / "chat_transcript.md")
 
