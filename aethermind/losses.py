@@ -59,6 +59,12 @@ def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.T
     1024 rows per chunk: a chunk's logits stay at most 131 MB (vocab 32k, fp32), and on CPU
     smaller chunks measured slower at nano width (the weight-gradient matmul wants long rows).
     """
+    if not torch.compiler.is_compiling():
+        # Rows without a target (prompts, padding: a third of a chat's tokens) need no logits.
+        # Not under torch.compile, where the data-dependent row count would break the graph.
+        keep = (targets != -100).nonzero().squeeze(1)
+        if keep.numel() < targets.numel():
+            x, targets = x[keep], targets[keep]
     if not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
         return _chunked_loss(x, weight, targets, chunk)
     return _LinearCrossEntropy.apply(x, weight, targets, chunk)

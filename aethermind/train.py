@@ -378,7 +378,7 @@ def _train(cfg: TrainConfig, *, resume: bool, stop_after: int | None, overwrite:
     # After wrapping: FSDP2 swaps parameters for sharded DTensors, which the optimizer must hold.
     optimizer = build_optimizer(model, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
                                 betas=(cfg.beta1, cfg.beta2),
-                                fused=None if not cfg.fsdp else False)
+                                fused=None if not cfg.fsdp else False, name=cfg.optimizer)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=precision == "fp16")
     amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
     autocast = torch.autocast(ctx.device.type, dtype=amp_dtype or torch.float32,

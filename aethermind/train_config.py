@@ -29,6 +29,7 @@ class ConfigError(ValueError):
 
 Precision = Literal["fp32", "fp16", "bf16"]
 Scheduler = Literal["cosine", "linear", "constant"]
+OptimizerName = Literal["adamw", "muon"]
 Dashboard = Literal["auto", "rich", "plain", "off"]
 
 
@@ -57,6 +58,7 @@ class TrainConfig:
     batch_size: int = 8  # sequences per micro-batch per process
     gradient_accumulation_steps: int = 1  # micro-batches per optimizer step (global, see dist)
     context_length: int = 512  # tokens per row; must be <= the variant's max_seq_len
+    optimizer: OptimizerName = "adamw"  # adamw | muon (Muon on hidden matrices, AdamW rest)
     learning_rate: float = 3e-4  # peak LR
     min_lr_ratio: float = 0.1  # cosine/linear decay floor as a fraction of the peak
     warmup_ratio: float = 0.02  # fraction of the total steps spent warming up linearly
@@ -107,6 +109,9 @@ class TrainConfig:
             _fail("variant", self.variant, "one of " + ", ".join(VARIANTS))
         if self.layout not in LAYOUTS:
             _fail("layout", self.layout, "one of " + ", ".join(LAYOUTS))
+        if self.fsdp and self.optimizer == "muon":
+            _fail("optimizer", self.optimizer, "adamw with fsdp: true (Muon orthogonalizes "
+                  "whole matrices, FSDP shards them; DDP works with muon)")
         if self.attention not in ATTENTION_BACKENDS:
             _fail("attention", self.attention, "one of " + ", ".join(ATTENTION_BACKENDS))
         dev = self.device

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
 
 from aethermind.model import Forge1Model
-from aethermind.optim import build_optimizer, lr_at, param_groups, warmup_steps_for
+from aethermind.optim import (
+    build_optimizer,
+    lr_at,
+    orthogonalize,
+    param_groups,
+    set_lr,
+    warmup_steps_for,
+)
 
 
 def test_no_weight_decay_on_norms_and_embeddings(tiny_config):
@@ -68,3 +76,74 @@ def test_warmup_steps_from_ratio():
     assert warmup_steps_for(10, 0.0) == 0
     assert math.isclose(lr_at(0, max_lr=1.0, warmup_steps=0, total_steps=10, min_lr_ratio=0.1,
                               schedule="cosine"), 1.0)
+
+
+# --- Muon ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(64, 16), (16, 64), (32, 32)])
+def test_orthogonalize_sets_every_singular_value_near_one(shape):
+    gen = torch.Generator().manual_seed(0)
+    k = min(shape)
+    u, _ = torch.linalg.qr(torch.randn(shape[0], k, generator=gen))
+    v, _ = torch.linalg.qr(torch.randn(shape[1], k, generator=gen))
+    g = u @ torch.diag(torch.logspace(0, 2, k)) @ v.T  # directions 100x apart in size
+    s = torch.linalg.svdvals(orthogonalize(g))
+    assert s.min() > 0.5 and s.max() < 1.5
+    assert orthogonalize(g).shape == g.shape
+
+
+def _muon(model):
+    return build_optimizer(model, lr=2e-3, weight_decay=0.1, betas=(0.9, 0.95), name="muon")
+
+
+def test_muon_takes_the_hidden_matrices_and_adamw_the_rest(tiny_config):
+    tiny_config.tie_embeddings = False
+    model = Forge1Model(tiny_config)
+    opt = _muon(model)
+    names = {id(p): n for n, p in model.named_parameters()}
+    on_muon = {names[id(p)] for p in opt.param_groups[0]["params"]}
+    on_adamw = {names[id(p)] for g in opt.param_groups[1:] for p in g["params"]}
+    assert "layers.0.attn.wqkv.weight" in on_muon and "layers.1.mlp.w_down.weight" in on_muon
+    assert {"lm_head.weight", "tok_emb.weight", "norm.weight"} <= on_adamw
+    assert not on_muon & on_adamw and len(on_muon | on_adamw) == len(names)
+
+
+def test_muon_steps_lower_the_loss_and_set_lr_reaches_both_halves(tiny_config):
+    torch.manual_seed(0)
+    model = Forge1Model(tiny_config)
+    opt = _muon(model)
+    tokens = torch.randint(0, tiny_config.vocab_size, (2, 16))
+    losses = []
+    for _ in range(8):
+        loss = model(tokens, targets=tokens)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.5
+    set_lr(opt, 5e-4)
+    assert all(g["lr"] == 5e-4 for g in opt.param_groups)
+    assert all(g["lr"] == 5e-4 for g in opt._adamw.param_groups)
+
+
+def test_muon_state_dict_round_trip_continues_exactly(tiny_config):
+    tokens = torch.randint(0, tiny_config.vocab_size, (2, 16))
+
+    def run(model, opt, steps):
+        for _ in range(steps):
+            model(tokens, targets=tokens).backward()
+            opt.step()
+            opt.zero_grad()
+
+    torch.manual_seed(0)
+    a = Forge1Model(tiny_config)
+    opt_a = _muon(a)
+    run(a, opt_a, 3)
+    b = Forge1Model(tiny_config)
+    b.load_state_dict(a.state_dict())
+    opt_b = _muon(b)
+    opt_b.load_state_dict(copy.deepcopy(opt_a.state_dict()))  # as torch.load would give it
+    assert all("momentum_buffer" in opt_b.state[p] for p in opt_b.param_groups[0]["params"])
+    run(a, opt_a, 2)
+    run(b, opt_b, 2)
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb)

@@ -86,10 +86,12 @@ def test_loss_is_summed_over_masked_tokens_only(tiny_config):
     assert torch.allclose(train.compute_loss(model, tokens, targets), expected)
 
 
-def test_resume_gives_the_same_losses_step_for_step(assets, tmp_path):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_gives_the_same_losses_step_for_step(assets, tmp_path, optimizer):
     straight = train.train(make_cfg(assets, tmp_path / "a", max_steps=20, val_data=assets.val,
-                                    eval_every=5))
-    cfg = make_cfg(assets, tmp_path / "b", max_steps=20, val_data=assets.val, eval_every=5)
+                                    eval_every=5, optimizer=optimizer))
+    cfg = make_cfg(assets, tmp_path / "b", max_steps=20, val_data=assets.val, eval_every=5,
+                   optimizer=optimizer)
     first = train.train(cfg, stop_after=10)
     assert first["status"] == "interrupted" and first["step"] == 10
     second = train.train(cfg, resume=True)

@@ -33,7 +33,7 @@ def test_the_cli_keys_are_frozen():
         "variant", "train_data", "val_data", "tokenizer", "tokenizer_vocab_size",
         "data_cache_dir", "layout", "loss_on_all_tokens", "device", "precision",
         "gradient_checkpointing", "compile", "attention", "fsdp", "num_workers", "pin_memory",
-        "batch_size", "gradient_accumulation_steps", "context_length", "learning_rate",
+        "batch_size", "gradient_accumulation_steps", "context_length", "optimizer", "learning_rate",
         "min_lr_ratio",
         "warmup_ratio", "lr_scheduler", "weight_decay", "beta1", "beta2", "max_grad_norm",
         "epochs", "max_steps", "max_bad_steps", "output_dir", "checkpoint_dir",
@@ -90,11 +90,17 @@ def test_unknown_set_key_is_an_error():
     ("variant=huge", r"'variant' has value 'huge': expected one of tiny, nano, mini"),
     ("layout=diagonal", r"'layout' has value 'diagonal': expected one of " + ", ".join(LAYOUTS)),
     ("compile=maybe", r"'compile' has value 'maybe': expected true/false"),
+    ("optimizer=sgd", r"'optimizer' has value 'sgd': expected one of adamw, muon"),
     ("max_steps", r"expected key=value"),
 ])
 def test_bad_values_name_key_value_and_what_is_allowed(item, pattern):
     with pytest.raises(ConfigError, match=pattern):
         load_config(None, [item])
+
+
+def test_muon_with_fsdp_is_refused_before_any_work():
+    with pytest.raises(ConfigError, match=r"'optimizer' has value 'muon': expected adamw with"):
+        load_config(None, ["optimizer=muon", "fsdp=true"])
 
 
 def test_wrong_yaml_type_is_an_error(tmp_path):
