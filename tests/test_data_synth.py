@@ -178,7 +178,7 @@ def test_sort_trace_compares_digits_not_lengths():
 
 def test_count_trace_steps_every_letter():
     thinking = synth.solve('How many times does the letter "r" appear in "strawberry"?')[1]
-    assert "r yes 1" in thinking.thinking and "r yes 3" in thinking.thinking
+    assert "r = r? yes 1" in thinking.thinking and "r = r? yes 3" in thinking.thinking
     assert thinking.answer == "The answer is 3."
 
 

@@ -69,3 +69,20 @@ def test_demo_refuses_to_clear_a_directory_it_did_not_make(tmp_path):
     with pytest.raises(SystemExit, match="not a demo directory"):
         demo.main(["--out", str(tmp_path), "--steps", "1"])
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_training_examples_cover_the_steps_and_match_the_measured_size():
+    """`examples_for` sizes the data from TOKENS_PER_EXAMPLE; if traces grow or shrink, the
+    constant must follow, or the demo repeats examples (or builds data it never reads)."""
+    from aethermind.chat_format import render
+    from aethermind.data import synth
+    from aethermind.tokenizer import Forge1Tokenizer
+
+    tok = Forge1Tokenizer()
+    convs = synth.to_conversations(synth.make_split("train", 2000))
+    per_example = sum(len(tok.encode(render(c))) for c in convs) / 2000
+    assert 0.85 < per_example / demo.TOKENS_PER_EXAMPLE < 1.15, per_example
+    steps = demo.steps_for(10)
+    n = demo.examples_for(steps, 8, 384)
+    assert n * per_example >= steps * 8 * 384  # one pass never runs out of examples
+    assert demo.examples_for(2 * steps, 8, 384) > 1.9 * n

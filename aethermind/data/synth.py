@@ -31,10 +31,11 @@ from aethermind.data.synth_questions import fmt as _fmt
 TASKS = ("add", "sub", "mul", "compare", "sort", "count", "convert", "rate", "word", "capital",
          "chat")
 DRILL = "drill"  # train-only practice of the facts and spellings the traces use; never scored
-# Round-robin order of training tasks: the families with the longest traces come most often.
-_MIX = ("add", "mul", "rate", "chat", "sort", "count", "drill", "sub", "capital", "convert",
-        "mul", "compare", "rate", "sort", "count", "word", "add", "mul", "drill", "convert",
-        "rate", "sub", "capital", "count", "sort", "compare", "chat", "drill")
+# Round-robin order of training tasks: the families whose traces take longest to learn come
+# most often; sort stays at two slots (it is learned last, BENCHMARKS "Demo").
+_MIX = ("add", "mul", "rate", "chat", "sub", "count", "drill", "compare", "capital", "convert",
+        "mul", "sort", "rate", "add", "word", "chat", "sub", "mul", "drill", "convert", "rate",
+        "count", "compare", "capital", "add", "sort", "chat", "drill", "sub", "word")
 MULTI_TURN = 0.25  # share of written conversations that hold 2-3 turns (chat keeps context)
 _MULTI_TURN_CHARS = 420  # only short exchanges are joined, so a conversation fits one row
 # The guide's prompts that have a checkable answer (all but the haiku).
@@ -220,7 +221,9 @@ def _solve_compare(m: re.Match) -> _Solution:
 def _solve_sort(m: re.Match) -> _Solution:
     """Bucket by the tens digit (a one-digit number has tens digit 0), then order each small
     bucket by its ones digit: every comparison is between single digits, so 7 never loses
-    to 29 for looking shorter, and six numbers stay about 100 tokens."""
+    to 29 for looking shorter, and six numbers stay about 100 tokens. (A sweep over all ten
+    buckets, so the next bucket is never a choice, measured no better at 900 steps, 0% vs
+    5%, and costs 40% more tokens.)"""
     order = f"{m.group(1)} {m.group(3)}".lower()
     descending = "largest to" in order or "descending" in order
     nums = [int(x) for x in re.findall(r"\d+", m.group(2))]
@@ -239,14 +242,15 @@ def _spell_line(word: str) -> str:
 
 
 def _solve_count(m: re.Match) -> _Solution:
-    """Spell the word, then one match step per letter (yes/no, tally) so the tally only ever
-    grows by one fact: "r yes 2"."""
+    """Spell the word, then one match step per letter that sets the letter beside the one
+    sought ("t = r? no 1"), so the yes/no is a look at two neighbouring tokens and the tally
+    only ever grows by one."""
     letter, word = m.group(1).lower(), m.group(2).lower()
     running, steps = 0, []
     for ch in word:
         hit = ch == letter
         running += hit
-        steps.append(f"{ch} {'yes' if hit else 'no'} {running}")
+        steps.append(f"{ch} = {letter}? {'yes' if hit else 'no'} {running}")
     lines = [_spell_line(word), f"Count {letter}: {', '.join(steps)}.",
              f"So {letter} appears {running} times."]
     return _Solution("\n".join(lines), f"The answer is {running}.", "num", Decimal(running),
@@ -356,6 +360,13 @@ def _solve_drill_facts(m: re.Match) -> _Solution:
     return _Solution(None, reply, "text", _norm_text(reply))
 
 
+def _solve_drill_copy(m: re.Match) -> _Solution:
+    """Copy drill (train only): word-for-word copying, the skill behind "Repeat after me",
+    names in greetings and country names carried from question to trace to answer."""
+    reply = f"Copy: {m.group(1)}."  # the same tokens as the question: " pencil" != "pencil"
+    return _Solution(None, reply, "text", _norm_text(reply))
+
+
 def _solve_drill_spell(m: re.Match) -> _Solution:
     reply = _spell_line(m.group(1).lower())
     return _Solution(None, reply, "text", _norm_text(reply))
@@ -400,6 +411,7 @@ _SOLVERS: tuple[tuple[str, str, Callable[[re.Match], _Solution]], ...] = (
     ("drill", r"facts: (\d+[*+-]\d+(?:[+-]\d+)?(?:, \d+[*+-]\d+(?:[+-]\d+)?)*)",
      _solve_drill_facts),
     ("drill", r"spell ([a-z]+)\.", _solve_drill_spell),
+    ("drill", r"copy: ([A-Za-z]+(?: [A-Za-z]+)*)", _solve_drill_copy),
 )
 _COMPILED = tuple((t, re.compile(p, re.IGNORECASE), f) for t, p, f in _SOLVERS)
 

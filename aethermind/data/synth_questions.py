@@ -150,8 +150,12 @@ def _fact(rng: random.Random) -> str:
 
 
 def q_drill(rng: random.Random) -> str:
-    if rng.random() < 0.3:
+    kind = rng.random()
+    if kind < 0.25:
         return f"Spell {rng.choice(tables.WORDS)}."
+    if kind < 0.5:  # copying: words, names and countries, as chats and capitals copy them
+        pool = (tables.WORDS, tables.NAMES, sorted(tables.CAPITALS))[rng.randrange(3)]
+        return "Copy: " + " ".join(rng.choice(pool) for _ in range(rng.randint(2, 6)))
     return "Facts: " + ", ".join(_fact(rng) for _ in range(8))
 
 
