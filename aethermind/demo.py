@@ -32,10 +32,10 @@ CHAT_SCRIPT = (prompts.GREETING, prompts.ARITHMETIC, "Which is bigger, 345 or 35
 # "Demo"), and what set-up, data, evaluation and chat cost besides: --minutes is turned into
 # steps with these, so a run is reproducible (the same steps on any machine) instead of racing
 # the clock; a busy or slower machine takes longer for the same result.
-STEPS_PER_MINUTE = 210
+STEPS_PER_MINUTE = 200
 OVERHEAD_MINUTES = 3.0
 N_TEST = 440  # 40 held-out questions per task family
-TOKENS_PER_EXAMPLE = 160  # built-in examples average ~160 tokens once rendered and packed
+TOKENS_PER_EXAMPLE = 100  # built-in examples average ~100 tokens once encoded (chats of 1-3)
 N_FRESH = 24  # fresh questions in the guide's phrasing (4 per template)
 N_BEFORE = 44  # held-out questions asked of the untrained model (4 per family)
 GEN_BATCH = 32  # questions generated at once (the engine's batch)

@@ -66,7 +66,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("outputs/curve"))
     p.add_argument("--steps", type=int, default=1200)
     p.add_argument("--every", type=int, default=300)
-    p.add_argument("--n-train", type=int, default=60000)
+    p.add_argument("--n-train", type=int, help="default: what the demo builds for --steps")
     p.add_argument("--n-test", type=int, default=220)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -79,7 +79,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     data = args.out / "data"
     if not (data / "train.jsonl").is_file():
-        demo.build_data(args.out, args.n_train, args.n_test)
+        recipe = demo.train_config(args.out, data, data, data, args.steps)
+        n_train = args.n_train or demo.examples_for(args.steps, recipe.batch_size,
+                                                    recipe.context_length)
+        demo.build_data(args.out, n_train, args.n_test)
     tok_dir = args.out / "tokenizer"
     overrides = dict(checkpoint_every=args.every, keep_checkpoints=1000, eval_every=0,
                      dashboard="plain", log_every=100, data_cache_dir=str(args.out / "cache"))

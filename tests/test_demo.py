@@ -74,13 +74,13 @@ def test_demo_refuses_to_clear_a_directory_it_did_not_make(tmp_path):
 def test_training_examples_cover_the_steps_and_match_the_measured_size():
     """`examples_for` sizes the data from TOKENS_PER_EXAMPLE; if traces grow or shrink, the
     constant must follow, or the demo repeats examples (or builds data it never reads)."""
-    from aethermind.chat_format import render
+    from aethermind.chat_format import encode
     from aethermind.data import synth
     from aethermind.tokenizer import Forge1Tokenizer
 
     tok = Forge1Tokenizer()
     convs = synth.to_conversations(synth.make_split("train", 2000))
-    per_example = sum(len(tok.encode(render(c))) for c in convs) / 2000
+    per_example = sum(len(encode(c, tok)[0]) for c in convs) / 2000  # what packing stores
     assert 0.85 < per_example / demo.TOKENS_PER_EXAMPLE < 1.15, per_example
     steps = demo.steps_for(10)
     n = demo.examples_for(steps, 8, 384)
