@@ -29,24 +29,29 @@ from aethermind.train_config import parse_override
 
 
 def time_steps(threads: int, repeats: int = 8) -> None:
-    """s/step of the recipe's shape with the fitted vocabulary against the bundled one, and at
-    the old 256-token rows, interleaved in one run (median of `repeats`)."""
+    """s/step of the recipe's shape and optimizer against the bundled vocabulary, 256-token
+    rows and AdamW, interleaved in one run (median of `repeats`)."""
     from aethermind.losses import summed_loss
+    from aethermind.optim import build_optimizer
 
     torch.set_num_threads(threads)
     fitted = 1664  # the demo vocabulary, padded to 64
-    cases = {"8x384, fitted vocab": (8, 384, fitted), "8x384, bundled vocab": (8, 384, 16384),
-             "8x256, fitted vocab": (8, 256, fitted)}
+    cases = {"8x384, fitted vocab, muon (recipe)": (8, 384, fitted, "muon"),
+             "8x384, fitted vocab, adamw": (8, 384, fitted, "adamw"),
+             "8x384, bundled vocab, muon": (8, 384, 16384, "muon"),
+             "8x256, fitted vocab, muon": (8, 256, fitted, "muon")}
     times: dict[str, list[float]] = {name: [] for name in cases}
     setups = {}
-    for name, (b, t, v) in cases.items():
+    for name, (b, t, v, opt_name) in cases.items():
         torch.manual_seed(0)
         model = Forge1Model(Forge1Config.from_variant("tiny", vocab_size=v))
         x = torch.randint(12, v, (b, t))
         y = x.clone()
         y[:, : t // 3] = -100  # prompts carry no loss
-        docs = torch.cumsum((torch.rand(b, t) < 0.007).long(), 1)  # ~140-token chats
-        setups[name] = (model, torch.optim.AdamW(model.parameters(), lr=1e-3), x, y, docs)
+        docs = torch.cumsum((torch.rand(b, t) < 0.008).long(), 1)  # ~130-token chats
+        opt = build_optimizer(model, lr=1e-3, weight_decay=0.1, betas=(0.9, 0.95),
+                              name=opt_name)
+        setups[name] = (model, opt, x, y, docs)
     for _ in range(repeats):
         for name, (model, opt, x, y, docs) in setups.items():
             start = time.perf_counter()
@@ -54,7 +59,7 @@ def time_steps(threads: int, repeats: int = 8) -> None:
             opt.step()
             opt.zero_grad()
             times[name].append(time.perf_counter() - start)
-    base = sorted(times["8x384, fitted vocab"])[repeats // 2]
+    base = sorted(times[next(iter(cases))])[repeats // 2]
     for name, ts in times.items():
         med = sorted(ts)[repeats // 2]
         print(f"{name}: {med:.3f} s/step ({med / base:.2f}x the recipe)")
