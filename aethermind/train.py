@@ -137,9 +137,14 @@ def build_shards(cfg: TrainConfig, path: str, split: str, tokenizer: Forge1Token
 
 
 def check_resumable(state: dict[str, Any], path: Path, variant: str,
-                    tokenizer: Forge1Tokenizer) -> None:
-    """Refuse to continue a run with a different model size or tokenizer."""
+                    tokenizer: Forge1Tokenizer, optimizer: str = "adamw") -> None:
+    """Refuse to continue a run with a different model size, tokenizer or optimizer."""
     saved = state["config"]
+    was = saved.get("optimizer", "adamw")  # checkpoints from before the key trained AdamW
+    if was != optimizer:
+        raise TrainingError(f"cannot resume: {path} was trained with optimizer {was} but "
+                            f"optimizer={optimizer} was asked; use --set optimizer={was} or a "
+                            "new output_dir/checkpoint_dir")
     if saved.get("variant") != variant:
         raise TrainingError(f"cannot resume: {path} is a {saved.get('variant')} run but "
                             f"--variant {variant} was asked; use --variant {saved.get('variant')} "
@@ -348,7 +353,7 @@ def _train(cfg: TrainConfig, *, resume: bool, stop_after: int | None, overwrite:
                           f"{cfg.variant} variant allows at most {model_cfg.max_seq_len}")
     found = ckpt.latest_valid(ckpt_dir) if resume else None
     if found is not None:  # refuse a mismatched resume before any expensive work
-        check_resumable(found[1], found[0], cfg.variant, tokenizer)
+        check_resumable(found[1], found[0], cfg.variant, tokenizer, cfg.optimizer)
     elif resume:
         warnings.warn(f"--resume: no valid checkpoint in {ckpt_dir}; starting from step 0",
                       stacklevel=2)

@@ -336,6 +336,16 @@ def _(d):
     return r + (f"checkpoints left: {left}",)
 
 
+@case("train: --resume an AdamW run with --set optimizer=muon")
+def _(d):
+    jl(d / "train.jsonl", 20)
+    c = cfg(d)
+    run(T + [c], d)
+    r = run(T + [c, "--resume", "--set", "optimizer=muon", "--set", "max_steps=5"], d)
+    left = sorted(p.name for p in (d / "out" / "checkpoints").glob("step_*"))
+    return r + (f"checkpoints left: {left}",)
+
+
 def _wait_ckpt(d, name="step_0000002.pt", limit=240):
     def wait(proc):
         t0 = time.time()

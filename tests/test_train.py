@@ -186,7 +186,7 @@ def test_corrupt_newest_checkpoint_is_skipped_on_resume(assets, tmp_path):
     assert result["step"] == 6 and len(result["losses"]) == 4  # resumed from step 2
 
 
-def test_resume_with_another_variant_or_tokenizer_is_refused(assets, tmp_path, capsys):
+def test_resume_with_another_variant_tokenizer_or_optimizer_is_refused(assets, tmp_path, capsys):
     cfg = make_cfg(assets, tmp_path, max_steps=2)
     train.train(cfg)
     config = write_yaml(cfg, tmp_path / "run.yaml")
@@ -196,6 +196,10 @@ def test_resume_with_another_variant_or_tokenizer_is_refused(assets, tmp_path, c
         train.train(cfg.replace(variant="nano"), resume=True)
     with pytest.raises(train.TrainingError, match="trained with tokenizer"):
         train.train(cfg.replace(tokenizer="default"), resume=True)
+    # Optimizer states do not convert: AdamW's moments are no Muon momentum (was a KeyError).
+    with pytest.raises(train.TrainingError, match="trained with optimizer adamw but "
+                                                  "optimizer=muon"):
+        train.train(cfg.replace(optimizer="muon"), resume=True)
 
 
 def test_nan_losses_skip_steps_then_stop_with_the_last_checkpoint_intact(
