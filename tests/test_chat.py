@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -24,8 +25,11 @@ def ckpt(tmp_path_factory):
 
 
 def _spawn(*args, cwd=ROOT):
+    # SIGINT as in a terminal: a runner that starts the suite in the background (`cmd &` in a
+    # script) hands it down ignored, and Python then never raises KeyboardInterrupt on Ctrl-C.
     child = pexpect.spawn(sys.executable, [str(ROOT / "scripts" / "chat.py"), *args], cwd=cwd,
-                          env=ENV, encoding="utf-8", timeout=60, dimensions=(50, 200))
+                          env=ENV, encoding="utf-8", timeout=60, dimensions=(50, 200),
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return child
 
 
