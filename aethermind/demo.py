@@ -46,10 +46,13 @@ def steps_for(minutes: float) -> int:
     return max(1, round((minutes - OVERHEAD_MINUTES) * STEPS_PER_MINUTE))
 
 
-def examples_for(steps: int, batch_size: int, context_length: int) -> int:
-    """Built-in examples enough for `steps` without repeating one (10% spare): generating,
-    fitting and packing data the run never reaches is set-up time taken from training."""
-    return max(1000, round(steps * batch_size * context_length / TOKENS_PER_EXAMPLE * 1.1))
+def examples_for(steps: int) -> int:
+    """Built-in examples enough for `steps` of the recipe without repeating one (10% spare):
+    generating, fitting and packing data the run never reaches is set-up time taken from
+    training."""
+    recipe = train_config(Path(), Path(), Path(), Path(), steps)
+    tokens = steps * recipe.batch_size * recipe.context_length
+    return max(1000, round(tokens / TOKENS_PER_EXAMPLE * 1.1))
 
 
 def _prepare_out(out: Path) -> None:
@@ -210,8 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                      "(set-up, data and evaluation take about that); or pass --steps")
     steps = args.steps if args.steps is not None else steps_for(args.minutes)
     if args.n_train is None:
-        recipe = train_config(args.out, Path(), Path(), Path(), steps)
-        args.n_train = examples_for(steps, recipe.batch_size, recipe.context_length)
+        args.n_train = examples_for(steps)
     if steps < 1 or args.n_train < 1 or args.n_test < 1:
         parser.error("--steps, --n-train and --n-test must be at least 1")
     console = Console()

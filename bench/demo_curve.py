@@ -84,10 +84,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     data = args.out / "data"
     if not (data / "train.jsonl").is_file():
-        recipe = demo.train_config(args.out, data, data, data, args.steps)
-        n_train = args.n_train or demo.examples_for(args.steps, recipe.batch_size,
-                                                    recipe.context_length)
-        demo.build_data(args.out, n_train, args.n_test)
+        demo.build_data(args.out, args.n_train or demo.examples_for(args.steps), args.n_test)
     tok_dir = args.out / "tokenizer"
     overrides = dict(checkpoint_every=args.every, keep_checkpoints=1000, eval_every=0,
                      dashboard="plain", log_every=100, data_cache_dir=str(args.out / "cache"))

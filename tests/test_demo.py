@@ -83,6 +83,6 @@ def test_training_examples_cover_the_steps_and_match_the_measured_size():
     per_example = sum(len(encode(c, tok)[0]) for c in convs) / 2000  # what packing stores
     assert 0.85 < per_example / demo.TOKENS_PER_EXAMPLE < 1.15, per_example
     steps = demo.steps_for(10)
-    n = demo.examples_for(steps, 8, 384)
+    n = demo.examples_for(steps)
     assert n * per_example >= steps * 8 * 384  # one pass never runs out of examples
-    assert demo.examples_for(2 * steps, 8, 384) > 1.9 * n
+    assert demo.examples_for(2 * steps) > 1.9 * n
