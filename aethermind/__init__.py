@@ -11,12 +11,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from aethermind.config import Forge1Config
-    from aethermind.model import Forge1Model
-    from aethermind.tokenizer import Forge1Tokenizer
+    from aethermind.model.config import Forge1Config
+    from aethermind.model.transformer import Forge1Model
+    from aethermind.text.tokenizer import Forge1Tokenizer
 
-_LAZY = {"Forge1Config": "aethermind.config", "Forge1Model": "aethermind.model",
-         "Forge1Tokenizer": "aethermind.tokenizer"}
+_LAZY = {"Forge1Config": "aethermind.model.config", "Forge1Model": "aethermind.model.transformer",
+         "Forge1Tokenizer": "aethermind.text.tokenizer"}
 __all__ = ["Forge1Config", "Forge1Model", "Forge1Tokenizer"]
 __version__ = "0.1.0"
 

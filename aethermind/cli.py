@@ -13,13 +13,14 @@ import sys
 COMMANDS = {
     "tokenizer": ("aethermind.data.tokenizer_train", "train a byte-level BPE tokenizer"),
     "data": ("aethermind.data.cli", "download | preprocess | synth | pack training data"),
-    "train": ("aethermind.train", "train Forge-1 from a YAML config (resumable)"),
-    "plan": ("aethermind.plan", "estimate GPU memory for a config before training"),
-    "evaluate": ("aethermind.evaluate", "test prompts, validation loss and reasoning accuracy"),
-    "chat": ("aethermind.chat", "interactive chat with a trained model"),
-    "serve": ("aethermind.serve", "OpenAI-compatible server and web chat (batched)"),
-    "export": ("aethermind.export", "write .pt, safetensors, a Hugging Face directory or GGUF"),
-    "import-hf": ("aethermind.hf_export", "Hugging Face Llama directory -> Forge-1 checkpoint"),
+    "train": ("aethermind.training.train", "train Forge-1 from a YAML config (resumable)"),
+    "plan": ("aethermind.training.plan", "estimate GPU memory for a config before training"),
+    "evaluate": ("aethermind.evaluation.evaluate",
+                 "test prompts, validation loss and reasoning accuracy"),
+    "chat": ("aethermind.inference.chat", "interactive chat with a trained model"),
+    "serve": ("aethermind.serve.server", "OpenAI-compatible server and web chat (batched)"),
+    "export": ("aethermind.export.cli", "write .pt, safetensors, a Hugging Face directory or GGUF"),
+    "import-hf": ("aethermind.export.hf", "Hugging Face Llama directory -> Forge-1 checkpoint"),
     "demo": ("aethermind.demo", "the offline quickstart: data, train, evaluate, chat"),
 }
 

@@ -21,8 +21,8 @@ from typing import Any
 
 from rich.console import Console
 
-from aethermind import prompts
-from aethermind.checkpoint import atomic_text
+from aethermind.artifacts.checkpoint import atomic_text
+from aethermind.text import prompts
 
 MARKER = ".aethermind-demo"  # only a directory holding this marker is ever cleared
 # One conversation: each turn is answered with the earlier turns in context, as in `chat`.
@@ -67,10 +67,10 @@ def _prepare_out(out: Path) -> None:
 
 def build_data(out: Path, n_train: int, n_test: int, seed: int = 0) -> tuple[Path, Path, Path]:
     """Train/val JSONL under out/data and the demo vocabulary under out/tokenizer."""
-    from aethermind.chat_format import Conversation, Turn, render
     from aethermind.data import synth
     from aethermind.data.vocab_fit import fit_vocabulary
-    from aethermind.tokenizer import Forge1Tokenizer
+    from aethermind.text.chat_format import Conversation, Turn, render
+    from aethermind.text.tokenizer import Forge1Tokenizer
 
     train_path, val_path = synth.write_synth(out / "data", n_train, n_val=200, seed=seed)
     texts = [json.loads(line)["text"] for path in (train_path, val_path)
@@ -88,7 +88,7 @@ def train_config(out: Path, train: Path, val: Path, tokenizer: Path, steps: int,
     """The demo recipe (BENCHMARKS.md, "Demo"): tiny, fp32, whole chats best-fit packed,
     Muon at a high learning rate (per step: 2.0x AdamW's held-out accuracy at 900 steps; lr
     2e-3 -> 4e-3 -> 8e-3 gave 32% -> 50% -> 64%, 1.6e-2 diverged early)."""
-    from aethermind.train_config import TrainConfig
+    from aethermind.training.config import TrainConfig
 
     recipe: dict[str, Any] = dict(
         variant="tiny", device="cpu", precision="fp32", train_data=str(train),
@@ -103,7 +103,7 @@ def train_config(out: Path, train: Path, val: Path, tokenizer: Path, steps: int,
 
 def max_new_tokens_for(tokenizer: Any, examples: list) -> int:
     """A generation cap that fits the longest reference trace and answer, plus slack."""
-    from aethermind.chat_format import Conversation, Turn, encode
+    from aethermind.text.chat_format import Conversation, Turn, encode
 
     longest = max(sum(encode(Conversation(turns=[Turn(e.question, e.answer, e.thinking)]),
                              tokenizer)[1]) for e in examples)
@@ -113,7 +113,7 @@ def max_new_tokens_for(tokenizer: Any, examples: list) -> int:
 def score_examples(engine: Any, tokenizer: Any, examples: list, max_new_tokens: int
                    ) -> dict[str, Any]:
     """Greedy exact-match accuracy of `examples`, overall and per task (evaluate's scorer)."""
-    from aethermind.evaluate import reasoning_accuracy
+    from aethermind.evaluation.evaluate import reasoning_accuracy
 
     return reasoning_accuracy(engine, tokenizer, examples=examples, max_new_tokens=max_new_tokens)
 
@@ -121,10 +121,10 @@ def score_examples(engine: Any, tokenizer: Any, examples: list, max_new_tokens: 
 def _untrained_accuracy(tok_dir: Path, examples: list, max_new_tokens: int) -> dict[str, Any]:
     import torch
 
-    from aethermind.config import Forge1Config
-    from aethermind.engine import Engine
-    from aethermind.model import Forge1Model
-    from aethermind.tokenizer import Forge1Tokenizer
+    from aethermind.inference.engine import Engine
+    from aethermind.model.config import Forge1Config
+    from aethermind.model.transformer import Forge1Model
+    from aethermind.text.tokenizer import Forge1Tokenizer
 
     tok = Forge1Tokenizer(tok_dir)
     torch.manual_seed(0)
@@ -158,7 +158,7 @@ def _thinking_lines(thinking: str) -> list[str]:
 def _transcript(engine: Any, tokenizer: Any, fresh: dict, examples: list, out: Path,
                 console: Console, max_new_tokens: int) -> Path:
     """Fresh guide-phrased questions (scored) and a multi-turn chat, with their thinking."""
-    from aethermind.thinking import run_thinking_pipeline
+    from aethermind.inference.thinking import run_thinking_pipeline
 
     lines = ["# Forge-1 tiny after the demo's training (greedy)", "",
              f"## Fresh questions in the guide's phrasing: {fresh['correct']}/{fresh['n']} right",
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
 
     console.rule("[bold]1/5  data: built-in reasoning conversations and their vocabulary")
     from aethermind.data import synth
-    from aethermind.tokenizer import Forge1Tokenizer
+    from aethermind.text.tokenizer import Forge1Tokenizer
 
     train_path, val_path, tok_dir = build_data(args.out, args.n_train, args.n_test)
     tok = Forge1Tokenizer(tok_dir)
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"untrained: {before['accuracy']:.0%} of {before['n']} held-out questions")
 
     console.rule(f"[bold]3/5  train: Forge-1 tiny on the CPU, {steps} steps")
-    from aethermind.train import train
+    from aethermind.training.train import train
 
     result = train(train_config(args.out, train_path, val_path, tok_dir, steps))
     if result["status"] != "completed":
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     final = Path(result["final_model"])
 
     console.rule("[bold]4/5  evaluate: test prompts, validation loss, held-out accuracy")
-    from aethermind.evaluate import main as evaluate_main
+    from aethermind.evaluation.evaluate import main as evaluate_main
 
     eval_json = args.out / "eval.json"
     code = evaluate_main(["--model", str(final), "--val", str(val_path), "--n-test",
@@ -259,8 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         return code
 
     console.rule("[bold]5/5  chat: fresh questions in the guide's phrasing, then a conversation")
-    from aethermind.engine import Engine
-    from aethermind.loading import load_model
+    from aethermind.artifacts.loading import load_model
+    from aethermind.inference.engine import Engine
 
     model, tokenizer = load_model(final)
     engine = Engine(model, max_batch_size=GEN_BATCH)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from aethermind.data import pack, preprocess, schemas, synth
 from aethermind.data.tokenizer_corpus import builtin_corpus
-from aethermind.tokenizer import Forge1Tokenizer
+from aethermind.text.tokenizer import Forge1Tokenizer
 
 OT_SYSTEM = ("Your role as an assistant involves thoroughly exploring questions through a "
              "systematic long thinking process before providing the final precise and accurate "

@@ -1,6 +1,6 @@
 """Decode speed and time to first token: Forge-1's engine vs Hugging Face `generate`, same weights.
 
-Greedy, batch 1, the same prompt, random weights converted with `aethermind.hf_convert.to_hf`
+Greedy, batch 1, the same prompt, random weights converted with `aethermind.model.hf_convert.to_hf`
 (speed does not depend on what the weights say; the first run checks both emit the same tokens).
 Also measures the machine's memory read bandwidth in the same run, because decoding one token
 reads every weight once: bandwidth / weight bytes is the ceiling we report a fraction of.
@@ -27,10 +27,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout
 
-from aethermind.config import VARIANTS, Forge1Config  # noqa: E402
-from aethermind.engine import Engine, SamplingParams  # noqa: E402
-from aethermind.hf_convert import to_hf  # noqa: E402
-from aethermind.model import Forge1Model  # noqa: E402
+from aethermind.inference.engine import Engine, SamplingParams  # noqa: E402
+from aethermind.model.config import VARIANTS, Forge1Config  # noqa: E402
+from aethermind.model.hf_convert import to_hf  # noqa: E402
+from aethermind.model.transformer import Forge1Model  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # Every timing reads this clock: wall time by default; `--cpu-time` switches to this process's

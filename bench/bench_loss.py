@@ -17,8 +17,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aethermind.config import Forge1Config  # noqa: E402
-from aethermind.model import Forge1Model  # noqa: E402
+from aethermind.model.config import Forge1Config  # noqa: E402
+from aethermind.model.transformer import Forge1Model  # noqa: E402
 
 
 def bench(variant: str, batch: int, seq: int, repeats: int) -> dict[str, float]:

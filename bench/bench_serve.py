@@ -32,10 +32,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a plain checkout
 
-from aethermind.checkpoint import export_final  # noqa: E402
-from aethermind.config import Forge1Config  # noqa: E402
-from aethermind.model import Forge1Model  # noqa: E402
-from aethermind.tokenizer import Forge1Tokenizer  # noqa: E402
+from aethermind.artifacts.checkpoint import export_final  # noqa: E402
+from aethermind.model.config import Forge1Config  # noqa: E402
+from aethermind.model.transformer import Forge1Model  # noqa: E402
+from aethermind.text.tokenizer import Forge1Tokenizer  # noqa: E402
 
 
 def _start_server(ckpt: Path, max_batch_size: int) -> tuple[subprocess.Popen, str]:

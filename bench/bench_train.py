@@ -2,7 +2,7 @@
 
 One training step = forward, loss, backward, fused AdamW step, for both models, on random
 tokens (speed does not depend on the values). Weights are converted with
-`aethermind.hf_convert.to_hf`, and the first step checks both give the same loss. Runs are
+`aethermind.model.hf_convert.to_hf`, and the first step checks both give the same loss. Runs are
 interleaved (Forge, HF, Forge, HF, ...) and the best of `--repeats` is kept, so a noisy
 neighbour hurts both alike. The machine's fp32 (and bf16) matmul peak is measured in the same
 run; "of peak" = model FLOP/s (6 N + attention, per token) / that peak.
@@ -28,10 +28,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout
 
-from aethermind.chat_format import Conversation, Turn, render  # noqa: E402
-from aethermind.config import Forge1Config  # noqa: E402
-from aethermind.hf_convert import to_hf  # noqa: E402
-from aethermind.model import Forge1Model  # noqa: E402
+from aethermind.model.config import Forge1Config  # noqa: E402
+from aethermind.model.hf_convert import to_hf  # noqa: E402
+from aethermind.model.transformer import Forge1Model  # noqa: E402
+from aethermind.text.chat_format import Conversation, Turn, render  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -160,7 +160,7 @@ def chat_mix(n: int, seed: int = 0) -> list[str]:
 def packed_vs_padded(T: int, B: int, steps: int, n_chats: int) -> dict[str, Any]:
     from aethermind.data.loader import BatchLoader
     from aethermind.data.pack import ensure_shards
-    from aethermind.tokenizer import Forge1Tokenizer
+    from aethermind.text.tokenizer import Forge1Tokenizer
 
     tok = Forge1Tokenizer()
     cfg = Forge1Config.tiny(vocab_size=tok.get_vocab_size_padded(), max_seq_len=T)

@@ -18,21 +18,21 @@ from pathlib import Path
 import torch
 
 from aethermind import demo
-from aethermind.checkpoint import list_checkpoints, load_checkpoint
-from aethermind.config import Forge1Config
+from aethermind.artifacts.checkpoint import list_checkpoints, load_checkpoint
 from aethermind.data import synth
-from aethermind.engine import Engine
-from aethermind.model import Forge1Model
-from aethermind.tokenizer import Forge1Tokenizer
-from aethermind.train import train
-from aethermind.train_config import parse_override
+from aethermind.inference.engine import Engine
+from aethermind.model.config import Forge1Config
+from aethermind.model.transformer import Forge1Model
+from aethermind.text.tokenizer import Forge1Tokenizer
+from aethermind.training.config import parse_override
+from aethermind.training.train import train
 
 
 def time_steps(threads: int, repeats: int = 8) -> None:
     """s/step of the recipe's shape and optimizer against the bundled vocabulary, 256-token
     rows and AdamW, interleaved in one run (median of `repeats`)."""
-    from aethermind.losses import summed_loss
-    from aethermind.optim import build_optimizer
+    from aethermind.model.losses import summed_loss
+    from aethermind.training.optim import build_optimizer
 
     torch.set_num_threads(threads)
     fitted = 1664  # the demo vocabulary, padded to 64

@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from bench_train import build_pair, flops_per_token, matmul_peak  # noqa: E402
 
-from aethermind.config import Forge1Config  # noqa: E402
+from aethermind.model.config import Forge1Config  # noqa: E402
 
 LOCAL_CONFIG = REPO / "configs" / "local_config.yaml"
 AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -77,7 +77,7 @@ class Shapes:
 
 
 def shapes_for(device: torch.device, smoke: bool, batch: int) -> Shapes:
-    from aethermind.tokenizer import Forge1Tokenizer
+    from aethermind.text.tokenizer import Forge1Tokenizer
 
     vocab = Forge1Tokenizer().get_vocab_size_padded()  # the bundled tokenizer users train with
     if smoke:
@@ -134,7 +134,7 @@ def train_step(model: torch.nn.Module, is_hf: bool, tokens: torch.Tensor,
     Forge-1 computes its loss with `losses.summed_loss` (train()'s definition), HF from its
     logits; all targets count, so sum / numel is the mean for both.
     """
-    from aethermind.losses import summed_loss
+    from aethermind.model.losses import summed_loss
 
     device = tokens.device
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
@@ -252,7 +252,7 @@ def _speed_case(s: Shapes, precision: str, compiled: bool, tokens: torch.Tensor,
 
 
 def _param_count(cfg: Forge1Config) -> int:
-    from aethermind.plan import count_params
+    from aethermind.training.plan import count_params
 
     return count_params(cfg)
 
@@ -283,7 +283,7 @@ def section_packed_attention(s: Shapes) -> dict[str, Any]:
 
 def _flex_vs_dense(s: Shapes, dtype: torch.dtype, can_backward: bool) -> dict[str, Any]:
     """Max |flex - dense| of outputs (and of q/k/v gradients where flex has a backward)."""
-    from aethermind.attention import attend, document_block_mask, document_causal_mask
+    from aethermind.model.attention import attend, document_block_mask, document_causal_mask
 
     cfg, B, T = s.model, 2, s.context
     doc_ids = packed_doc_ids(B, T, mean_len=max(16, T // 5), seed=1).to(s.device)
@@ -309,7 +309,7 @@ def _flex_vs_dense(s: Shapes, dtype: torch.dtype, can_backward: bool) -> dict[st
 
 def _attention_speed(s: Shapes, backend: str, doc_ids: torch.Tensor | None) -> dict[str, Any]:
     """bf16 training tokens/s of Forge-1 with `backend` masking `doc_ids` (None: unpacked)."""
-    from aethermind.model import Forge1Model
+    from aethermind.model.transformer import Forge1Model
 
     g = torch.Generator().manual_seed(0)
     shape = (s.batch, s.context)
@@ -327,8 +327,8 @@ def _attention_speed(s: Shapes, backend: str, doc_ids: torch.Tensor | None) -> d
 
 def _train_run(s: Shapes, data: Path, out_dir: Path, overrides: list[str]) -> dict[str, Any]:
     """The real `train()` on configs/local_config.yaml with `overrides` (no dashboard)."""
-    from aethermind import train as train_mod
-    from aethermind.train_config import load_config
+    from aethermind.training import train as train_mod
+    from aethermind.training.config import load_config
 
     base = [f"train_data={data}", "val_data=none", f"output_dir={out_dir}", "dashboard=off",
             f"data_cache_dir={data.parent / 'cache'}",  # tokenized and packed once
@@ -352,7 +352,7 @@ def section_memory(s: Shapes, data: Path, tmp: Path, context: float | None
     kernels) + the run's peak of memory reserved by torch's caching allocator above what
     earlier sections left behind; that is what the GPU must hold, which the plan predicts.
     """
-    from aethermind.plan import FRAGMENTATION, estimate, model_config
+    from aethermind.training.plan import FRAGMENTATION, estimate, model_config
 
     out: dict[str, Any] = {"skipped": []}
     cuda = s.device.type == "cuda"
@@ -425,7 +425,7 @@ def section_decode(s: Shapes) -> dict[str, Any]:
 
 def _decode_case(s: Shapes, forge: torch.nn.Module, hf: Any, prompts: torch.Tensor
                  ) -> dict[str, Any]:
-    from aethermind.engine import Engine, SamplingParams
+    from aethermind.inference.engine import Engine, SamplingParams
 
     B = len(prompts)
     engine = Engine(forge, max_batch_size=B)  # its fixed KV cache holds B rows
@@ -647,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         parser.error(f"no CUDA GPU visible to torch {torch.__version__}: install a CUDA build "
                      "(README, 'GPU or CPU torch') or run with --smoke on the CPU")
-    from aethermind import dist
+    from aethermind.runtime import dist
 
     dist.setup_logging()
     # Each new shape of the compiled FlexAttention kernel is a recompile (speed, memory, loss

@@ -1,1 +1,1 @@
-"""Guide path `inference`: thin re-exports of `aethermind.thinking` (no logic lives here)."""
+"""Guide path `inference`: re-exports `aethermind.inference.thinking` (no logic here)."""

@@ -1,5 +1,5 @@
-"""Guide path `inference.thinking_pipeline`: re-exports `aethermind.thinking`, never a copy."""
+"""Guide path `inference.thinking_pipeline`: re-exports `aethermind.inference.thinking`."""
 
-from aethermind.thinking import ThinkingResult, parse_completion, run_thinking_pipeline
+from aethermind.inference.thinking import ThinkingResult, parse_completion, run_thinking_pipeline
 
 __all__ = ["ThinkingResult", "parse_completion", "run_thinking_pipeline"]

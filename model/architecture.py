@@ -1,6 +1,6 @@
-"""Guide path `model.architecture`: re-exports the real model from `aethermind.model`."""
+"""Guide path `model.architecture`: re-exports `aethermind.model.transformer`."""
 
-from aethermind.config import Forge1Config
-from aethermind.model import Forge1Model
+from aethermind.model.config import Forge1Config
+from aethermind.model.transformer import Forge1Model
 
 __all__ = ["Forge1Config", "Forge1Model"]

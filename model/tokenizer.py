@@ -1,5 +1,5 @@
-"""Guide path `model.tokenizer`: re-exports the real tokenizer from `aethermind.tokenizer`."""
+"""Guide path `model.tokenizer`: re-exports the real tokenizer from `aethermind.text.tokenizer`."""
 
-from aethermind.tokenizer import Forge1Tokenizer
+from aethermind.text.tokenizer import Forge1Tokenizer
 
 __all__ = ["Forge1Tokenizer"]

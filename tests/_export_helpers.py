@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 from _infer_helpers import fit_conversations, make_tokenizer, save_final
 
-from aethermind.config import Forge1Config
-from aethermind.model import Forge1Model
-from aethermind.tokenizer import Forge1Tokenizer
+from aethermind.model.config import Forge1Config
+from aethermind.model.transformer import Forge1Model
+from aethermind.text.tokenizer import Forge1Tokenizer
 
 
 def export_config(tok: Forge1Tokenizer, tied: bool = True) -> Forge1Config:

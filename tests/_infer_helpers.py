@@ -11,11 +11,11 @@ from pathlib import Path
 
 import torch
 
-from aethermind import chat_format as cf
-from aethermind.checkpoint import export_final
-from aethermind.config import Forge1Config
-from aethermind.model import Forge1Model
-from aethermind.tokenizer import Forge1Tokenizer
+from aethermind.artifacts.checkpoint import export_final
+from aethermind.model.config import Forge1Config
+from aethermind.model.transformer import Forge1Model
+from aethermind.text import chat_format as cf
+from aethermind.text.tokenizer import Forge1Tokenizer
 
 CONVERSATIONS = [
     cf.Conversation(turns=[cf.Turn("What is 2+2?", "The answer is 4.", "2 plus 2 makes 4.")]),

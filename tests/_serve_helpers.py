@@ -20,9 +20,9 @@ import torch
 import uvicorn
 from _infer_helpers import make_tokenizer, save_final, tiny_config, train_tiny
 
-from aethermind.loading import load_model
-from aethermind.model import Forge1Model
-from aethermind.serve import ServerState, bind, create_app
+from aethermind.artifacts.loading import load_model
+from aethermind.model.transformer import Forge1Model
+from aethermind.serve.server import ServerState, bind, create_app
 
 
 def random_checkpoint(out: Path, max_seq_len: int = 128, seed: int = 0) -> Path:

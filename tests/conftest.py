@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from aethermind.config import Forge1Config
-from aethermind.tokenizer import Forge1Tokenizer
+from aethermind.model.config import Forge1Config
+from aethermind.text.tokenizer import Forge1Tokenizer
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog. 12 + 30 = 42.",

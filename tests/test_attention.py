@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from aethermind import attention
-from aethermind.attention import (
+from aethermind.model import attention
+from aethermind.model.attention import (
     attend,
     document_block_mask,
     document_causal_mask,
@@ -116,7 +116,7 @@ def test_flex_gradients_equal_dense_on_cuda(dtype):
 
 
 def test_model_flex_path_equals_dense_path(tiny_config):
-    from aethermind.model import Forge1Model
+    from aethermind.model.transformer import Forge1Model
 
     model = Forge1Model(tiny_config).eval()
     tokens = torch.randint(0, tiny_config.vocab_size, (2, 96))
@@ -133,7 +133,7 @@ def test_model_flex_path_equals_dense_path(tiny_config):
 
 
 def test_train_config_attention_key_is_validated():
-    from aethermind.train_config import ConfigError, TrainConfig
+    from aethermind.training.config import ConfigError, TrainConfig
 
     assert TrainConfig().attention == "auto"
     with pytest.raises(ConfigError, match="'attention' has value 'flash': expected one of auto"):
@@ -144,7 +144,7 @@ def test_compiled_model_traces_the_flex_path_as_one_graph(tiny_config):
     # `compile: true` + packed rows on a GPU: the block mask and FlexAttention must trace into
     # the model's graph (fullgraph fails on any graph break). Dynamo only ("eager" backend):
     # the capture is what can break; inductor's kernels are the GPU's business.
-    from aethermind.model import Forge1Model
+    from aethermind.model.transformer import Forge1Model
 
     model = Forge1Model(tiny_config).eval()
     tokens = torch.randint(0, tiny_config.vocab_size, (2, 64))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aethermind.chat_format import (
+from aethermind.text.chat_format import (
     Conversation,
     Turn,
     encode,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from jinja2.exceptions import TemplateError
 
-from aethermind import chat_format as cf
-from aethermind.chat_template import conversation_messages, render_messages
+from aethermind.text import chat_format as cf
+from aethermind.text.chat_template import conversation_messages, render_messages
 
 SYSTEM = "You are terse."
 TURNS = [cf.Turn("What is 2+2?", "4", "2 plus 2 is 4."),

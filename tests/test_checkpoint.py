@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from aethermind import checkpoint as ckpt
-from aethermind.config import Forge1Config
-from aethermind.model import Forge1Model
+from aethermind.artifacts import checkpoint as ckpt
+from aethermind.model.config import Forge1Config
+from aethermind.model.transformer import Forge1Model
 
 
 def state(step: int) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aethermind.config import PRESETS, VARIANTS, Forge1Config
+from aethermind.model.config import PRESETS, VARIANTS, Forge1Config
 
 
 def test_presets_match_the_guide_tables():
@@ -65,7 +65,8 @@ def test_preset_name_reads_the_shape_not_the_vocab():
 def test_every_variant_choice_comes_from_the_presets(capsys):
     import argparse
 
-    from aethermind import loading, plan, train
+    from aethermind.artifacts import loading
+    from aethermind.training import plan, train
 
     assert tuple(PRESETS) == VARIANTS
     parser = argparse.ArgumentParser()

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from aethermind.chat_format import Conversation, Turn, render
 from aethermind.data import pack
 from aethermind.data.loader import BatchLoader
 from aethermind.data.synth import write_synth
-from aethermind.tokenizer import Forge1Tokenizer
+from aethermind.text.chat_format import Conversation, Turn, render
+from aethermind.text.tokenizer import Forge1Tokenizer
 
 T = 64
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from aethermind.chat_format import DEFAULT_SYSTEM_PROMPT, WORD_JOINER, contains_special, parse
 from aethermind.data import preprocess, schemas
 from aethermind.data.preprocess import PreprocessConfig
+from aethermind.text.chat_format import DEFAULT_SYSTEM_PROMPT, WORD_JOINER, contains_special, parse
 
 ASSETS = Path(__file__).parent / "assets" / "data"
 ROOT = Path(__file__).resolve().parent.parent

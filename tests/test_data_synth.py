@@ -8,9 +8,9 @@ from collections import Counter
 
 import pytest
 
-from aethermind.chat_format import parse
 from aethermind.data import synth
-from aethermind.tokenizer import Forge1Tokenizer
+from aethermind.text.chat_format import parse
+from aethermind.text.tokenizer import Forge1Tokenizer
 
 
 def test_make_split_is_deterministic_for_a_seed():

@@ -8,11 +8,11 @@ import json
 import pytest
 
 from aethermind import demo
-from aethermind.config import PRESETS
-from aethermind.dashboard import read_metrics
 from aethermind.data import synth
-from aethermind.prompts import TEST_PROMPTS
-from aethermind.tokenizer import Forge1Tokenizer
+from aethermind.model.config import PRESETS
+from aethermind.text.prompts import TEST_PROMPTS
+from aethermind.text.tokenizer import Forge1Tokenizer
+from aethermind.training.dashboard import read_metrics
 
 
 def test_demo_runs_every_stage_and_writes_its_outputs(tmp_path, capsys, monkeypatch):
@@ -74,9 +74,9 @@ def test_demo_refuses_to_clear_a_directory_it_did_not_make(tmp_path):
 def test_training_examples_cover_the_steps_and_match_the_measured_size():
     """`examples_for` sizes the data from TOKENS_PER_EXAMPLE; if traces grow or shrink, the
     constant must follow, or the demo repeats examples (or builds data it never reads)."""
-    from aethermind.chat_format import encode
     from aethermind.data import synth
-    from aethermind.tokenizer import Forge1Tokenizer
+    from aethermind.text.chat_format import encode
+    from aethermind.text.tokenizer import Forge1Tokenizer
 
     tok = Forge1Tokenizer()
     convs = synth.to_conversations(synth.make_split("train", 2000))

@@ -10,8 +10,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from aethermind import dist, train
-from aethermind.dashboard import read_metrics
+from aethermind.runtime import dist
+from aethermind.training import train
+from aethermind.training.dashboard import read_metrics
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_train import make_cfg, one_thread, write_chats, write_yaml  # noqa: E402, F401

@@ -7,7 +7,7 @@ import pytest
 import torch
 from _infer_helpers import make_tokenizer
 
-from aethermind.engine import (
+from aethermind.inference.engine import (
     REPLACEMENT_CHAR,
     Engine,
     PromptTooLongError,
@@ -18,7 +18,7 @@ from aethermind.engine import (
     filter_logits,
     sample_next,
 )
-from aethermind.model import Forge1Model
+from aethermind.model.transformer import Forge1Model
 
 
 def greedy(n: int, **kw) -> SamplingParams:
@@ -279,7 +279,7 @@ def test_a_driven_engine_refuses_generate_and_add_refuses_a_long_prompt(model):
 
 def test_decode_step_traces_as_one_graph(model):
     """Fixed cache + explicit positions: torch.compile captures decode without graph breaks."""
-    from aethermind.kv_cache import KVCache
+    from aethermind.model.kv_cache import KVCache
 
     cache = KVCache.for_model(model, 2, 32)
     step = torch.compile(model, backend="eager", fullgraph=True)

@@ -13,11 +13,11 @@ import pytest
 import torch
 from _infer_helpers import CONVERSATIONS, make_tokenizer, save_final, train_tiny
 
-from aethermind import chat_format as cf
 from aethermind.data import synth
-from aethermind.engine import Engine
-from aethermind.evaluate import main, reasoning_accuracy, validation_loss
-from aethermind.prompts import GUIDE_PROMPTS, TEST_PROMPTS
+from aethermind.evaluation.evaluate import main, reasoning_accuracy, validation_loss
+from aethermind.inference.engine import Engine
+from aethermind.text import chat_format as cf
+from aethermind.text.prompts import GUIDE_PROMPTS, TEST_PROMPTS
 
 ROOT = Path(__file__).resolve().parents[1]
 

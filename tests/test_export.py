@@ -16,8 +16,7 @@ import torch
 from _export_helpers import trained_folder, trained_model
 from tokenizers import Tokenizer
 
-from aethermind.config import Forge1Config
-from aethermind.export import (
+from aethermind.export.cli import (
     FORMAT_SETS,
     export_model,
     load_export,
@@ -25,9 +24,10 @@ from aethermind.export import (
     output_paths,
     read_export,
 )
-from aethermind.hf_convert import to_hf
-from aethermind.model import Forge1Model
-from aethermind.tokenizer import Forge1Tokenizer
+from aethermind.model.config import Forge1Config
+from aethermind.model.hf_convert import to_hf
+from aethermind.model.transformer import Forge1Model
+from aethermind.text.tokenizer import Forge1Tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -221,7 +221,7 @@ def test_gguf_hparams_tokenizer_and_metadata(run_dir, tmp_path):
     assert set(types[n:]) == {gguf.TokenType.UNUSED}
     merges = json.loads(tok.to_json())["model"]["merges"]
     assert _field(reader, "tokenizer.ggml.merges") == [" ".join(m) for m in merges]
-    from aethermind.chat_template import CHAT_TEMPLATE
+    from aethermind.text.chat_template import CHAT_TEMPLATE
 
     assert _field(reader, "tokenizer.chat_template") == CHAT_TEMPLATE
 
@@ -230,7 +230,7 @@ def test_gguf_hparams_tokenizer_and_metadata(run_dir, tmp_path):
 def test_gguf_tensors_are_the_weights_with_q_k_permuted(run_dir, tmp_path, dtype, tol):
     import gguf
 
-    from aethermind.gguf_export import unpermute_rope
+    from aethermind.export.gguf import unpermute_rope
 
     reader = _gguf(run_dir, tmp_path, dtype)
     model, _ = trained_model()
@@ -255,8 +255,8 @@ def test_gguf_tensors_are_the_weights_with_q_k_permuted(run_dir, tmp_path, dtype
 
 def test_rope_permutation_turns_rotate_half_into_adjacent_pairs():
     """The math llama.cpp relies on: permuted weights + pairwise RoPE == ours + rotate-half."""
-    from aethermind.gguf_export import permute_rope
-    from aethermind.model import apply_rope, rope_tables
+    from aethermind.export.gguf import permute_rope
+    from aethermind.model.transformer import apply_rope, rope_tables
 
     heads, hd, dim, T = 2, 8, 16, 5
     w = torch.randn(heads * hd, dim)
@@ -280,7 +280,7 @@ def _interleave(x: torch.Tensor) -> torch.Tensor:
 
 def test_exports_and_training_checkpoints_load_like_final_models(run_dir, tmp_path):
     """chat/evaluate read the export files; export reads a training checkpoint."""
-    from aethermind.loading import load_model
+    from aethermind.artifacts.loading import load_model
 
     ref, tok = trained_model()
     export_model(run_dir, output=tmp_path / "exports")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from aethermind.config import Forge1Config
-from aethermind.model import Forge1Model
-from aethermind.tokenizer import Forge1Tokenizer
+from aethermind.model.config import Forge1Config
+from aethermind.model.transformer import Forge1Model
+from aethermind.text.tokenizer import Forge1Tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 GUIDE = REPO / "docs" / "guide.md"
@@ -34,7 +34,7 @@ def test_guide_manual_testing_snippet_runs_verbatim_on_cpu(tmp_path):
     snippet = _manual_testing_snippet()
     assert 'device="cuda"' in snippet and "Forge1Config.nano()" in snippet
     snippet = snippet.replace('device="cuda"', 'device="cpu"')
-    prelude = f"from aethermind.config import PRESETS\nPRESETS['nano'] = {SMALL_NANO!r}\n"
+    prelude = f"from aethermind.model.config import PRESETS\nPRESETS['nano'] = {SMALL_NANO!r}\n"
     # The snippet loads outputs/final_model/forge1_nano_final.pt relative to the repo root; run
     # it in a scratch root holding the guide's packages so the real repo stays clean.
     for name in ("aethermind", "model", "inference"):

@@ -15,16 +15,16 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from aethermind import chat_format as cf
-from aethermind import checkpoint as ckpt
-from aethermind import train
-from aethermind.chat_format import SPECIAL_TOKENS, Conversation, Turn, render
+from aethermind.artifacts import checkpoint as ckpt
 from aethermind.data import schemas
 from aethermind.data.jsonl import DataFileError, numbered_lines
 from aethermind.data.pack import _encode_text, build_shards, ensure_shards, read_index
-from aethermind.runlock import LOCK_NAME
-from aethermind.tokenizer import Forge1Tokenizer
-from aethermind.train_config import ConfigError, TrainConfig, load_config
+from aethermind.runtime.runlock import LOCK_NAME
+from aethermind.text import chat_format as cf
+from aethermind.text.chat_format import SPECIAL_TOKENS, Conversation, Turn, render
+from aethermind.text.tokenizer import Forge1Tokenizer
+from aethermind.training import train
+from aethermind.training.config import ConfigError, TrainConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 GUIDE = REPO / "docs" / "guide.md"
@@ -93,9 +93,9 @@ def test_1_message_equal_to_a_special_token_string_stays_plain_text(tiny_tokeniz
 def test_1_thinking_pipeline_prompt_is_plain_for_user_text(tiny_tokenizer, tiny_config,
                                                            monkeypatch):
     """The chat/pipeline path (what the server will call) encodes through chat_format."""
-    from aethermind.engine import Engine
-    from aethermind.model import Forge1Model
-    from aethermind.thinking import run_thinking_pipeline
+    from aethermind.inference.engine import Engine
+    from aethermind.inference.thinking import run_thinking_pipeline
+    from aethermind.model.transformer import Forge1Model
 
     seen = {}
     real_generate = Engine.generate
@@ -226,7 +226,7 @@ def test_5_wide_or_binary_files_are_one_line_errors_in_every_reader(
 
 
 def _yaml(cfg: TrainConfig, tmp_path: Path) -> Path:
-    from aethermind.train_config import dump_yaml
+    from aethermind.training.config import dump_yaml
 
     path = tmp_path / "run.yaml"
     path.write_text(dump_yaml(cfg), encoding="utf-8")
@@ -268,7 +268,7 @@ def test_7_empty_or_useless_training_data_is_a_one_line_error(assets, tmp_path, 
 
 def test_7_corrupt_tokenizer_json_is_a_one_line_error_in_train_and_chat(assets, tmp_path,
                                                                          capsys):
-    from aethermind.loading import LoadError, load_model
+    from aethermind.artifacts.loading import LoadError, load_model
 
     bad = tmp_path / "tok"
     bad.mkdir()
@@ -297,7 +297,7 @@ def _final_model(assets, out: Path) -> Path:
 
 
 def test_7_model_path_that_is_not_a_checkpoint_says_so(tmp_path):
-    from aethermind.loading import LoadError, load_model
+    from aethermind.artifacts.loading import LoadError, load_model
 
     text = write_lines(tmp_path / "passwd", "root:x:0:0:root:/root:/bin/bash\n")
     with pytest.raises(LoadError, match="is not a PyTorch checkpoint"):
@@ -307,7 +307,7 @@ def test_7_model_path_that_is_not_a_checkpoint_says_so(tmp_path):
 def test_7_chat_save_errors_keep_the_chat_alive(tmp_path):
     from rich.console import Console
 
-    from aethermind.chat import ChatState, _command
+    from aethermind.inference.chat import ChatState, _command
 
     state = ChatState(show_thinking=False, system="s", history=[Turn("hi", "hello")])
     console = Console(record=True, width=300)
@@ -408,7 +408,7 @@ def test_8_yaml_inf_is_rejected(tmp_path):
 def test_8_missing_tokenizer_beside_a_model_is_said_or_refused(assets, tmp_path):
     import shutil
 
-    from aethermind.loading import LoadError, load_model
+    from aethermind.artifacts.loading import LoadError, load_model
 
     final = _final_model(assets, tmp_path)
     shutil.rmtree(final.parent / "tokenizer")
@@ -478,8 +478,8 @@ def test_10_fourteen_conversations_train_with_batch_8_and_empty_val_warns(assets
 def test_13_5_small_validation_counts_every_sample_and_matches_evaluate(assets, tmp_path):
     """A 3-document validation file with batch 4 crashed at the first evaluation; now every
     sample counts, and `evaluate` reports the same loss for the same file and layout."""
-    from aethermind.evaluate import validation_loss
-    from aethermind.loading import load_model
+    from aethermind.artifacts.loading import load_model
+    from aethermind.evaluation.evaluate import validation_loss
 
     cfg = make_cfg(assets, tmp_path, val_data=assets.val, layout="padded", context_length=512,
                    max_steps=2, eval_every=1, eval_batches=100)
@@ -494,8 +494,8 @@ def test_13_5_small_validation_counts_every_sample_and_matches_evaluate(assets, 
 def test_13_5_evaluate_scores_plain_text_like_pack(tmp_path, tiny_tokenizer, tiny_config):
     """A plain-text line holding '<|eos|>' is one document with loss on every token, exactly
     as pack encodes it (evaluate's own encoder turned the string into a special id)."""
-    from aethermind.evaluate import validation_loss
-    from aethermind.model import Forge1Model
+    from aethermind.evaluation.evaluate import validation_loss
+    from aethermind.model.transformer import Forge1Model
 
     val = write_lines(tmp_path / "v.jsonl", [json.dumps({"text": "hello <|eos|> world"}) + "\n"])
     report = validation_loss(Forge1Model(tiny_config).eval(), tiny_tokenizer, val)
@@ -505,7 +505,7 @@ def test_13_5_evaluate_scores_plain_text_like_pack(tmp_path, tiny_tokenizer, tin
 
 # --- 11. the guide and blocked pickles ------------------------------------------------------
 def test_11_blocked_pickle_names_what_was_blocked(tmp_path):
-    from aethermind.loading import LoadError, load_model
+    from aethermind.artifacts.loading import LoadError, load_model
 
     evil = tmp_path / "forge1_tiny_final.pt"
     torch.save({"tok_emb.weight": torch.zeros(2), "x": SimpleNamespace(a=1)}, evil)
@@ -528,7 +528,7 @@ def test_11_14_guide_loads_weights_only_and_shows_the_true_figures():
 # --- 12. fail early, show progress ----------------------------------------------------------
 def test_12_evaluate_checks_the_validation_file_before_generating(assets, tmp_path,
                                                                   monkeypatch, capsys):
-    from aethermind import evaluate
+    from aethermind.evaluation import evaluate
 
     def no_generation(*args, **kwargs):
         raise AssertionError("generation started before the inputs were checked")
@@ -543,7 +543,7 @@ def test_12_evaluate_checks_the_validation_file_before_generating(assets, tmp_pa
 
 def test_12_implicit_empty_val_file_is_a_warning_not_an_error(assets, tmp_path, monkeypatch,
                                                               capsys):
-    from aethermind import evaluate
+    from aethermind.evaluation import evaluate
 
     final = _final_model(assets, tmp_path)
     monkeypatch.chdir(tmp_path)
@@ -576,7 +576,7 @@ def test_13_colab_setup_outside_colab_explains_and_exits_0(tmp_path):
 def test_14_chat_save_defaults_to_the_output_folder(tmp_path, monkeypatch):
     from rich.console import Console
 
-    from aethermind.chat import ChatState, _command
+    from aethermind.inference.chat import ChatState, _command
 
     monkeypatch.chdir(tmp_path)
     model = tmp_path / "run" / "final_model" / "forge1_tiny_final.pt"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aethermind.config import Forge1Config
-from aethermind.hf_convert import from_hf, to_hf
-from aethermind.model import Forge1Model
+from aethermind.model.config import Forge1Config
+from aethermind.model.hf_convert import from_hf, to_hf
+from aethermind.model.transformer import Forge1Model
 
 transformers = pytest.importorskip("transformers")
 

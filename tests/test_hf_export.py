@@ -10,12 +10,12 @@ import pytest
 import torch
 from _export_helpers import trained_folder, trained_model
 
-from aethermind import chat_format as cf
-from aethermind.chat_template import CHAT_TEMPLATE, conversation_messages
-from aethermind.engine import Engine, SamplingParams
-from aethermind.export import export_model
-from aethermind.hf_export import main as import_main
-from aethermind.loading import load_model
+from aethermind.artifacts.loading import load_model
+from aethermind.export.cli import export_model
+from aethermind.export.hf import main as import_main
+from aethermind.inference.engine import Engine, SamplingParams
+from aethermind.text import chat_format as cf
+from aethermind.text.chat_template import CHAT_TEMPLATE, conversation_messages
 
 transformers = pytest.importorskip("transformers")
 

@@ -57,9 +57,9 @@ def test_console_help_lists_every_command():
 
 def test_core_types_load_lazily_from_the_package():
     from aethermind import Forge1Config, Forge1Model, Forge1Tokenizer
-    from aethermind.config import Forge1Config as Config
-    from aethermind.model import Forge1Model as Model
-    from aethermind.tokenizer import Forge1Tokenizer as Tokenizer
+    from aethermind.model.config import Forge1Config as Config
+    from aethermind.model.transformer import Forge1Model as Model
+    from aethermind.text.tokenizer import Forge1Tokenizer as Tokenizer
 
     assert (Forge1Config, Forge1Model, Forge1Tokenizer) == (Config, Model, Tokenizer)
     assert set(aethermind.__all__) <= set(dir(aethermind))
@@ -73,12 +73,12 @@ def test_core_types_load_lazily_from_the_package():
 
 def test_tokenizer_is_a_leaf():
     """It imports only modules that import nothing of the package (no template, no data)."""
-    direct = _aethermind_imports("aethermind.tokenizer")
-    assert "aethermind.chat_format" not in direct
+    direct = _aethermind_imports("aethermind.text.tokenizer")
+    assert "aethermind.text.chat_format" not in direct
     for module in direct:
         assert _aethermind_imports(module) == set(), f"{module} is not a leaf"
-    loaded = _loaded_after("import aethermind.tokenizer")
-    assert set(loaded["aethermind"]) == {"aethermind", "aethermind.tokenizer"} | direct
+    loaded = _loaded_after("import aethermind.text.tokenizer")
+    assert set(loaded["aethermind"]) == {"aethermind", "aethermind.text.tokenizer"} | direct
     assert loaded["torch"] == []
 
 
@@ -90,3 +90,53 @@ def test_every_cli_command_module_exists_and_has_main():
         path = PACKAGE.joinpath(*module.split(".")[1:]).with_suffix(".py")
         tree = ast.parse(path.read_text(encoding="utf-8"))
         assert any(isinstance(n, ast.FunctionDef) and n.name == "main" for n in tree.body), name
+
+
+def _package_graph() -> dict[str, set[str]]:
+    """Every aethermind module -> the aethermind modules it imports (a package import counts as
+    its `__init__`; `from pkg import mod` counts as `pkg.mod` where that module exists)."""
+    modules = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {}
+    for name, path in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name in modules}
+            elif isinstance(node, ast.ImportFrom) and node.module in modules:
+                subs = {f"{node.module}.{a.name}" for a in node.names}
+                found |= (subs & modules.keys()) or {node.module}
+        graph[name] = found - {name}
+    return graph
+
+
+def test_package_import_graph_has_no_cycle():
+    """No module reaches itself through imports, at top level or inside functions: a circle
+    means two concepts were not really separated (export <-> its formats was one)."""
+    graph = _package_graph()
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(trail[trail.index(nxt):]
+                                                                     + [nxt]))
+            if nxt not in state:
+                visit(nxt, [*trail, nxt])
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+
+
+def test_stage_subpackages_hold_every_module():
+    """The folder names are the pipeline: only the entry points sit at the package's top."""
+    top = {p.name for p in PACKAGE.glob("*.py")}
+    assert top == {"__init__.py", "cli.py", "demo.py"}
+    stages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
+    assert stages == {"runtime", "text", "model", "data", "training", "artifacts", "inference",
+                      "evaluation", "export", "serve"}

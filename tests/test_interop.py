@@ -14,13 +14,13 @@ import torch
 from _export_helpers import trained_folder, trained_model
 from _infer_helpers import CONVERSATIONS
 
-from aethermind import chat_format as cf
-from aethermind.config import Forge1Config
-from aethermind.engine import Engine, SamplingParams
-from aethermind.export import ExportMeta, export_model
-from aethermind.gguf_export import write_gguf
-from aethermind.model import Forge1Model
-from aethermind.tokenizer import Forge1Tokenizer
+from aethermind.export.cli import ExportMeta, export_model
+from aethermind.export.gguf import write_gguf
+from aethermind.inference.engine import Engine, SamplingParams
+from aethermind.model.config import Forge1Config
+from aethermind.model.transformer import Forge1Model
+from aethermind.text import chat_format as cf
+from aethermind.text.tokenizer import Forge1Tokenizer
 
 pytestmark = pytest.mark.interop
 REPO = Path(__file__).resolve().parents[1]

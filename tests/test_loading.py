@@ -9,10 +9,10 @@ import pytest
 import torch
 from _infer_helpers import save_final
 
-from aethermind.config import Forge1Config
-from aethermind.loading import LoadError, load_model
-from aethermind.model import Forge1Model
-from aethermind.tokenizer import Forge1Tokenizer
+from aethermind.artifacts.loading import LoadError, load_model
+from aethermind.model.config import Forge1Config
+from aethermind.model.transformer import Forge1Model
+from aethermind.text.tokenizer import Forge1Tokenizer
 
 
 @pytest.fixture

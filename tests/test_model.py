@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from aethermind.config import Forge1Config
-from aethermind.kv_cache import KVCache
-from aethermind.model import Forge1Model
+from aethermind.model.config import Forge1Config
+from aethermind.model.kv_cache import KVCache
+from aethermind.model.transformer import Forge1Model
 
 
 def expected_params(cfg: Forge1Config) -> int:

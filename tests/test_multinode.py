@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from aethermind import train
-from aethermind.dashboard import read_metrics
+from aethermind.training import train
+from aethermind.training.dashboard import read_metrics
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_dist import assets  # noqa: E402, F401  (the module fixture: tokenizer + chats)

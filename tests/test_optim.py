@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from aethermind.model import Forge1Model
-from aethermind.optim import (
+from aethermind.model.transformer import Forge1Model
+from aethermind.training.optim import (
     build_optimizer,
     lr_at,
     orthogonalize,

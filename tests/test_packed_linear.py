@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from aethermind.kv_cache import KVCache
-from aethermind.model import Forge1Model
-from aethermind.packed_linear import PackedLinear, packed_for_cpu
+from aethermind.model.kv_cache import KVCache
+from aethermind.model.packed_linear import PackedLinear, packed_for_cpu
+from aethermind.model.transformer import Forge1Model
 
 
 def test_packed_model_matches_and_shares_parameters(tiny_config):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aethermind import plan
-from aethermind.config import Forge1Config
-from aethermind.train_config import TrainConfig
+from aethermind.model.config import Forge1Config
+from aethermind.training import plan
+from aethermind.training.config import TrainConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

@@ -23,11 +23,11 @@ from _serve_helpers import (
     trained_checkpoint,
 )
 
-from aethermind import chat_format as cf
-from aethermind.chat_template import render_messages
-from aethermind.loading import load_model
-from aethermind.serve_api import ReplyDecoder, StopMatcher, parse_request
-from aethermind.thinking import run_thinking_pipeline
+from aethermind.artifacts.loading import load_model
+from aethermind.inference.thinking import run_thinking_pipeline
+from aethermind.serve.api import ReplyDecoder, StopMatcher, parse_request
+from aethermind.text import chat_format as cf
+from aethermind.text.chat_template import render_messages
 
 
 @pytest.fixture(scope="module")

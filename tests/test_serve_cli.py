@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from _serve_helpers import random_checkpoint, request
 
-from aethermind.serve import bind
+from aethermind.serve.server import bind
 
 ROOT = Path(__file__).resolve().parents[1]
 

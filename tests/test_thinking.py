@@ -9,9 +9,9 @@ import pytest
 import torch
 from _infer_helpers import CONVERSATIONS, make_tokenizer, train_tiny
 
-from aethermind import chat_format as cf
-from aethermind.engine import REPLACEMENT_CHAR, PromptTooLongError
-from aethermind.thinking import build_prompt, parse_completion, run_thinking_pipeline
+from aethermind.inference.engine import REPLACEMENT_CHAR, PromptTooLongError
+from aethermind.inference.thinking import build_prompt, parse_completion, run_thinking_pipeline
+from aethermind.text import chat_format as cf
 
 
 @pytest.fixture(scope="module")

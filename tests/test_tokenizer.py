@@ -10,8 +10,8 @@ import sys
 import pytest
 from tokenizers import Tokenizer
 
-from aethermind.chat_format import SPECIAL_TOKENS
-from aethermind.tokenizer import MIN_VOCAB, Forge1Tokenizer
+from aethermind.text.chat_format import SPECIAL_TOKENS
+from aethermind.text.tokenizer import MIN_VOCAB, Forge1Tokenizer
 
 ADVERSARIAL = [
     "", " ", "\n", "\r\n", "\t\t", "\x00\x01\x1f\x7f", "héllo wörld", "日本語のテキスト",
@@ -72,7 +72,7 @@ def test_padded_vocab_is_multiple_of_64(tok):
 
 
 def test_default_tokenizer_is_bundled_and_small():
-    from aethermind.tokenizer import DEFAULT_TOKENIZER
+    from aethermind.text.tokenizer import DEFAULT_TOKENIZER
 
     tok = Forge1Tokenizer()
     assert tok.get_vocab_size() >= 8000

@@ -18,12 +18,13 @@ import pytest
 import torch
 import yaml
 
-from aethermind import checkpoint as ckpt
-from aethermind import cli, train
-from aethermind.chat_format import Conversation, Turn, render
-from aethermind.dashboard import Dashboard, read_metrics
-from aethermind.model import Forge1Model
-from aethermind.train_config import TrainConfig, dump_yaml
+from aethermind import cli
+from aethermind.artifacts import checkpoint as ckpt
+from aethermind.model.transformer import Forge1Model
+from aethermind.text.chat_format import Conversation, Turn, render
+from aethermind.training import train
+from aethermind.training.config import TrainConfig, dump_yaml
+from aethermind.training.dashboard import Dashboard, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "assets" / "losses_tiny_cpu.txt"

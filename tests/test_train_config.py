@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from aethermind import train
 from aethermind.data.pack import LAYOUTS
-from aethermind.train_config import (
+from aethermind.training import train
+from aethermind.training.config import (
     ConfigError,
     TrainConfig,
     coerce,

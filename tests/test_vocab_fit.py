@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from aethermind.chat_format import render
 from aethermind.data import synth
 from aethermind.data.vocab_fit import fit_vocabulary, id_to_token
-from aethermind.tokenizer import Forge1Tokenizer
+from aethermind.text.chat_format import render
+from aethermind.text.tokenizer import Forge1Tokenizer
 
 
 def test_fitted_vocabulary_splits_the_corpus_exactly_as_the_base(tmp_path):

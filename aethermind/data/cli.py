@@ -47,7 +47,7 @@ def synth_main(argv: list[str] | None = None) -> int:
 def pack_main(argv: list[str] | None = None) -> int:
     from aethermind.data.jsonl import skipped_note
     from aethermind.data.pack import LAYOUTS, build_shards, read_index
-    from aethermind.tokenizer import Forge1Tokenizer
+    from aethermind.text.tokenizer import Forge1Tokenizer
 
     parser = argparse.ArgumentParser(prog="aethermind data pack",
                                      description="Tokenize JSONL text into memmap shards.")

@@ -39,10 +39,10 @@ from pathlib import Path
 
 import numpy as np
 
-from aethermind.chat_format import encode, parse
 from aethermind.data.jsonl import numbered_lines
-from aethermind.runlock import pid_alive
-from aethermind.tokenizer import Forge1Tokenizer
+from aethermind.runtime.runlock import pid_alive
+from aethermind.text.chat_format import encode, parse
+from aethermind.text.tokenizer import Forge1Tokenizer
 
 FORMAT_VERSION = 1
 LAYOUTS = ("packed", "padded", "bestfit")

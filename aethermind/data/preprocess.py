@@ -21,10 +21,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from aethermind.chat_format import encode, render
 from aethermind.data import schemas
 from aethermind.data.jsonl import check_text_file, numbered_lines
-from aethermind.tokenizer import Forge1Tokenizer
+from aethermind.text.chat_format import encode, render
+from aethermind.text.tokenizer import Forge1Tokenizer
 
 GUIDE_FILES = ("openhermes", "platypus", "openthoughts")
 DROP_REASONS = ("malformed", "no_pair", "unbalanced_markers", "duplicate", "too_long")

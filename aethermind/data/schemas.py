@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from aethermind.chat_format import DEFAULT_SYSTEM_PROMPT, Conversation, Turn, sanitize
+from aethermind.text.chat_format import DEFAULT_SYSTEM_PROMPT, Conversation, Turn, sanitize
 
 SCHEMAS = ("openhermes", "platypus", "openthoughts", "gsm8k", "messages")
 BEGIN_THOUGHT, END_THOUGHT = "<|begin_of_thought|>", "<|end_of_thought|>"

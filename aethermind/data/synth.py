@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-from aethermind import prompts
-from aethermind.chat_format import Conversation, Turn, render
 from aethermind.data import synth_questions as questions
 from aethermind.data import synth_tables as tables
 from aethermind.data.synth_questions import fmt as _fmt
+from aethermind.text import prompts
+from aethermind.text.chat_format import Conversation, Turn, render
 
 TASKS = ("add", "sub", "mul", "compare", "sort", "count", "convert", "rate", "word", "capital",
          "chat")

@@ -1,7 +1,7 @@
 """`aethermind tokenizer train`: fit a Forge-1 byte-level BPE tokenizer on a JSONL file or on the
 built-in offline corpus (`tokenizer_corpus`), and save it.
 
-It lives with the data code because that is what it reads; `aethermind.tokenizer` stays a leaf
+It lives with the data code because that is what it reads; `aethermind.text.tokenizer` stays a leaf
 that only loads, trains and applies a tokenizer.
 Usage: `aethermind tokenizer train --input data/train.jsonl --vocab-size 32000 --output tok/`.
 """
@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from aethermind.data.jsonl import numbered_lines, skipped_note
-from aethermind.tokenizer import Forge1Tokenizer
+from aethermind.text.tokenizer import Forge1Tokenizer
 
 
 def read_jsonl_texts(path: Path, key: str) -> Iterator[str]:

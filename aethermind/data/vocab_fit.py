@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 from tokenizers import pre_tokenizers
 
-from aethermind.tokenizer import Forge1Tokenizer
+from aethermind.text.tokenizer import Forge1Tokenizer
 
 # Pre-tokens never span whitespace (except one leading space), and merges never cross
 # pre-tokens, so the set of tokens a corpus uses is the set its distinct chunks use: encoding

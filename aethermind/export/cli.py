@@ -26,9 +26,9 @@ from typing import Any
 
 import torch
 
-from aethermind.config import Forge1Config
-from aethermind.model import Forge1Model
-from aethermind.tokenizer import Forge1Tokenizer
+from aethermind.model.config import Forge1Config
+from aethermind.model.transformer import Forge1Model
+from aethermind.text.tokenizer import Forge1Tokenizer
 
 FORMATS = ("pytorch", "safetensors", "hf", "gguf")
 # "both" is the guide's default (the two weight files + tokenizer/); "all" adds hf and gguf.
@@ -186,9 +186,9 @@ def export_model(model_path: str | Path, variant: str | None = None,
                  output: str | Path = DEFAULT_OUTPUT, *, dtype: str = "f16",
                  tokenizer: Any = None, device: str = "cpu") -> list[Path]:
     """Load what `chat` loads (on `device`), write each format; returns the paths written."""
-    from aethermind.gguf_export import GGUF_DTYPES, write_gguf
-    from aethermind.hf_export import write_hf_dir
-    from aethermind.loading import load_model
+    from aethermind.artifacts.loading import load_model
+    from aethermind.export.gguf import GGUF_DTYPES, write_gguf
+    from aethermind.export.hf import write_hf_dir
 
     if dtype not in GGUF_DTYPES:
         raise ExportError(f"--dtype {dtype}: choose one of {', '.join(GGUF_DTYPES)}")
@@ -219,8 +219,8 @@ def export_model(model_path: str | Path, variant: str | None = None,
 
 
 def _parser() -> argparse.ArgumentParser:
-    from aethermind.gguf_export import GGUF_DTYPES
-    from aethermind.loading import add_model_args
+    from aethermind.artifacts.loading import add_model_args
+    from aethermind.export.gguf import GGUF_DTYPES
 
     p = argparse.ArgumentParser(
         prog="aethermind export",
@@ -239,7 +239,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    from aethermind.loading import LoadError
+    from aethermind.artifacts.loading import LoadError
 
     formats = FORMAT_SETS.get(args.format, (args.format,))
     try:

@@ -18,9 +18,9 @@ from typing import Any, Literal
 
 import yaml
 
-from aethermind.attention import BACKENDS as ATTENTION_BACKENDS
-from aethermind.config import VARIANTS
 from aethermind.data.pack import LAYOUTS
+from aethermind.model.attention import BACKENDS as ATTENTION_BACKENDS
+from aethermind.model.config import VARIANTS
 
 
 class ConfigError(ValueError):

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from aethermind.special_tokens import SPECIAL_TOKENS
+from aethermind.text.special_tokens import SPECIAL_TOKENS
 
-DEFAULT_TOKENIZER = Path(__file__).parent / "assets" / "tokenizer"
+DEFAULT_TOKENIZER = Path(__file__).parents[1] / "assets" / "tokenizer"
 MIN_VOCAB = len(SPECIAL_TOKENS) + 256 + 32  # specials + byte alphabet + a few merges
 
 

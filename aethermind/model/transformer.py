@@ -19,10 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from aethermind.attention import document_mask, flex_document_attention
-from aethermind.config import Forge1Config
-from aethermind.kv_cache import KVCache
-from aethermind.losses import linear_cross_entropy
+from aethermind.model.attention import document_mask, flex_document_attention
+from aethermind.model.config import Forge1Config
+from aethermind.model.kv_cache import KVCache
+from aethermind.model.losses import linear_cross_entropy
 
 
 class RMSNorm(nn.Module):

@@ -18,9 +18,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from aethermind import chat_format as cf
-from aethermind.engine import SamplingParams
-from aethermind.thinking import STOP_TOKENS, OutputRouter
+from aethermind.inference.engine import SamplingParams
+from aethermind.inference.thinking import STOP_TOKENS, OutputRouter
+from aethermind.text import chat_format as cf
 
 SYSTEM_ROLES = ("system", "developer")  # "developer" is OpenAI's newer name for system
 ROLES = (*SYSTEM_ROLES, "user", "assistant")

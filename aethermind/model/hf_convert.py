@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from aethermind.config import Forge1Config
+from aethermind.model.config import Forge1Config
 
 # Forge-1 name -> HF name, for tensors that map one to one ({i} = layer index).
 NAME_MAP = {

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
-from aethermind.config import VARIANTS, Forge1Config
-from aethermind.model import Forge1Model
-from aethermind.tokenizer import Forge1Tokenizer
-from aethermind.train_config import ConfigError, TrainConfig, load_config
+from aethermind.model.config import VARIANTS, Forge1Config
+from aethermind.model.transformer import Forge1Model
+from aethermind.text.tokenizer import Forge1Tokenizer
+from aethermind.training.config import ConfigError, TrainConfig, load_config
 
 CUDA_OVERHEAD = 0.5 * 2**30  # CUDA context + cuBLAS workspaces, outside max_memory_allocated
 FRAGMENTATION = 0.10  # caching-allocator slack on top of live tensors

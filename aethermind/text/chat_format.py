@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from aethermind.special_tokens import (  # noqa: F401  (re-exported: the template's names)
+from aethermind.text.special_tokens import (  # noqa: F401  (re-exported: the template's names)
     ASSISTANT,
     BOS,
     END_ASSISTANT,
@@ -38,7 +38,7 @@ from aethermind.special_tokens import (  # noqa: F401  (re-exported: the templat
 )
 
 if TYPE_CHECKING:
-    from aethermind.tokenizer import Forge1Tokenizer
+    from aethermind.text.tokenizer import Forge1Tokenizer
 
 DEFAULT_SYSTEM_PROMPT = "You are Forge-1, a helpful thinking AI assistant."
 

@@ -20,9 +20,9 @@ from typing import Any
 
 from rich.console import Console
 
-from aethermind import chat_format as cf
-from aethermind.engine import PromptTooLongError
-from aethermind.loading import add_model_args, add_sampling_args
+from aethermind.artifacts.loading import add_model_args, add_sampling_args
+from aethermind.inference.engine import PromptTooLongError
+from aethermind.text import chat_format as cf
 
 COMMANDS = {
     "/think": "toggle showing the thinking block",
@@ -52,7 +52,7 @@ def default_save_dir(model_path: str | Path) -> Path:
 def save_conversation(state: ChatState, path: Path, model_path: str) -> Path:
     """Write the conversation as JSON (system prompt, turns with thinking) atomically and return
     the path. An existing folder gets a `chat_<time>.json` inside it."""
-    from aethermind.checkpoint import atomic_text
+    from aethermind.artifacts.checkpoint import atomic_text
 
     if path.is_dir():
         path = path / f"chat_{time.strftime('%Y%m%d_%H%M%S')}.json"
@@ -135,7 +135,7 @@ def _command(line: str, state: ChatState, console: Console, model_path: str) -> 
 
 def _reply(line: str, state: ChatState, engine: Any, tok: Any, args: argparse.Namespace,
            console: Console) -> None:
-    from aethermind.thinking import run_thinking_pipeline
+    from aethermind.inference.thinking import run_thinking_pipeline
 
     printer = _Printer(console, state.show_thinking)
     try:
@@ -172,9 +172,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    from aethermind.dist import plain_warnings
-    from aethermind.engine import Engine
-    from aethermind.loading import LoadError, load_model, sampling_params
+    from aethermind.artifacts.loading import LoadError, load_model, sampling_params
+    from aethermind.inference.engine import Engine
+    from aethermind.runtime.dist import plain_warnings
 
     try:
         sampling_params(args)  # a bad value stops here, before the model loads

@@ -38,8 +38,8 @@ class ServerState:
 
     def __init__(self, model: Any, tokenizer: Any, *, model_id: str, api_key: str | None,
                  max_batch_size: int = DEFAULT_BATCH) -> None:
-        from aethermind.engine import Engine
-        from aethermind.serve_scheduler import Scheduler
+        from aethermind.inference.engine import Engine
+        from aethermind.serve.scheduler import Scheduler
 
         self.tokenizer, self.model_id, self.api_key = tokenizer, model_id, api_key
         self.max_seq_len = int(model.config.max_seq_len)
@@ -52,8 +52,8 @@ def create_app(state: ServerState):  # -> fastapi.FastAPI (imported lazily: an o
     from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
     from starlette.exceptions import HTTPException
 
-    from aethermind.serve_api import APIError
-    from aethermind.serve_scheduler import EngineFailure
+    from aethermind.serve.api import APIError
+    from aethermind.serve.scheduler import EngineFailure
 
     class EventStream(StreamingResponse):
         """Closes the event generator however the response ends, so a client that hangs up
@@ -121,7 +121,7 @@ def create_app(state: ServerState):  # -> fastapi.FastAPI (imported lazily: an o
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
-        from aethermind.serve_api import parse_request
+        from aethermind.serve.api import parse_request
 
         check_key(request)
         try:
@@ -173,7 +173,7 @@ async def _until_disconnect(request: Any) -> None:
 
 async def _complete(state: ServerState, req: Any, request: Any) -> dict:
     """A non-streamed completion; a client that hangs up cancels it (and frees the slot)."""
-    from aethermind.serve_api import ReplyDecoder, completion_body, new_completion_id, now
+    from aethermind.serve.api import ReplyDecoder, completion_body, new_completion_id, now
 
     decoder = ReplyDecoder(state.tokenizer, req.think, req.stop_strings)
     counts: dict = {}
@@ -201,7 +201,7 @@ async def _complete(state: ServerState, req: Any, request: Any) -> dict:
 
 async def _sse(state: ServerState, req: Any) -> AsyncIterator[str]:
     """Server-sent events: role chunk, one chunk per piece, finish chunk, [usage], [DONE]."""
-    from aethermind.serve_api import (
+    from aethermind.serve.api import (
         ReplyDecoder,
         chunk_body,
         new_completion_id,
@@ -209,7 +209,7 @@ async def _sse(state: ServerState, req: Any) -> AsyncIterator[str]:
         piece_delta,
         usage,
     )
-    from aethermind.serve_scheduler import EngineFailure
+    from aethermind.serve.scheduler import EngineFailure
 
     cid, created = new_completion_id(), now()
     decoder = ReplyDecoder(state.tokenizer, req.think, req.stop_strings)
@@ -236,7 +236,7 @@ async def _sse(state: ServerState, req: Any) -> AsyncIterator[str]:
 
 # --- command line -----------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
-    from aethermind.loading import add_model_args
+    from aethermind.artifacts.loading import add_model_args
 
     p = argparse.ArgumentParser(prog="aethermind serve", description=__doc__.splitlines()[0])
     add_model_args(p)
@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         import uvicorn
     except ImportError:
         parser.exit(2, "error: the server needs FastAPI and uvicorn: pip install -e '.[serve]'\n")
-    from aethermind.loading import LoadError, find_checkpoint, load_model
+    from aethermind.artifacts.loading import LoadError, find_checkpoint, load_model
 
     try:
         model, tok = load_model(args.model, args.variant, args.tokenizer, args.device)

@@ -18,13 +18,13 @@ from typing import Any
 
 import torch
 
-from aethermind import chat_format as cf
-from aethermind.chat_template import CHAT_TEMPLATE, STOP_TOKENS
-from aethermind.config import Forge1Config
-from aethermind.export import ExportError, ExportMeta, staged_path, variant_of
-from aethermind.hf_convert import from_hf, to_hf
-from aethermind.model import Forge1Model
-from aethermind.tokenizer import Forge1Tokenizer
+from aethermind.export.cli import ExportError, ExportMeta, staged_path, variant_of
+from aethermind.model.config import Forge1Config
+from aethermind.model.hf_convert import from_hf, to_hf
+from aethermind.model.transformer import Forge1Model
+from aethermind.text import chat_format as cf
+from aethermind.text.chat_template import CHAT_TEMPLATE, STOP_TOKENS
+from aethermind.text.tokenizer import Forge1Tokenizer
 
 WEIGHTS = "model.safetensors"
 
@@ -121,7 +121,7 @@ def read_hf_dir(directory: str | Path) -> tuple[dict[str, torch.Tensor], Forge1C
 
 def import_hf(directory: str | Path, output: str | Path) -> Path:
     """Write `output/final_model/` (the layout `chat`, `evaluate` and `export` read)."""
-    from aethermind.checkpoint import export_final
+    from aethermind.artifacts.checkpoint import export_final
 
     sd, cfg, tok = read_hf_dir(directory)
     final = Path(output) / "final_model"

@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aethermind.chat_template import CHAT_TEMPLATE
-from aethermind.export import ExportMeta
-from aethermind.hf_convert import to_hf
-from aethermind.model import Forge1Model
-from aethermind.tokenizer import Forge1Tokenizer
+from aethermind.export.cli import ExportMeta
+from aethermind.model.hf_convert import to_hf
+from aethermind.model.transformer import Forge1Model
+from aethermind.text.chat_template import CHAT_TEMPLATE
+from aethermind.text.tokenizer import Forge1Tokenizer
 
 GGUF_DTYPES = ("f32", "f16", "q8_0")
 PRE_TOKENIZER = "smollm"  # llama.cpp LLAMA_VOCAB_PRE_TYPE_SMOLLM = \p{N} split + GPT-2 regex

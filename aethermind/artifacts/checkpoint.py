@@ -100,7 +100,7 @@ def save_checkpoint(state: dict[str, Any], directory: str | Path, step: int,
 
 def remove_stale_temp_files(directory: str | Path) -> list[Path]:
     """Delete `.step_*.pt.tmp<pid>` files of dead processes (a kill -9 during a write)."""
-    from aethermind.runlock import pid_alive
+    from aethermind.runtime.runlock import pid_alive
 
     directory, removed = Path(directory), []
     if not directory.is_dir():

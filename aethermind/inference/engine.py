@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from aethermind.kv_cache import KVCache
-from aethermind.packed_linear import packed_for_cpu
+from aethermind.model.kv_cache import KVCache
+from aethermind.model.packed_linear import packed_for_cpu
 
 REPLACEMENT_CHAR = "\ufffd"  # what a byte-level decoder yields for an incomplete UTF-8 sequence
 

@@ -22,11 +22,11 @@ from typing import Any
 
 import torch
 
-from aethermind import chat_format as cf
-from aethermind.engine import Engine, SamplingParams
-from aethermind.loading import add_model_args, add_sampling_args
-from aethermind.prompts import TEST_PROMPTS
-from aethermind.thinking import STOP_TOKENS, parse_completion, run_thinking_pipeline
+from aethermind.artifacts.loading import add_model_args, add_sampling_args
+from aethermind.inference.engine import Engine, SamplingParams
+from aethermind.inference.thinking import STOP_TOKENS, parse_completion, run_thinking_pipeline
+from aethermind.text import chat_format as cf
+from aethermind.text.prompts import TEST_PROMPTS
 
 DEFAULT_VAL = Path("data/val.jsonl")
 
@@ -96,7 +96,7 @@ def validation_loss(model: torch.nn.Module, tok: Any, path: Path | ValidationSet
                     batch_size: int = 8, max_docs: int | None = 500) -> dict[str, Any]:
     """Mean cross-entropy per scored token (and its exp, the perplexity) over `path`, with the
     training loss loop (`train.loss_totals`) on response tokens, the tokens SFT trains on."""
-    from aethermind.train import loss_totals
+    from aethermind.training.train import loss_totals
 
     val = path if isinstance(path, ValidationSet) else \
         ValidationSet(path, tok, model.config.max_seq_len, batch_size=batch_size,
@@ -188,14 +188,14 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    from aethermind.dist import plain_warnings
+    from aethermind.runtime.dist import plain_warnings
 
     with plain_warnings():
         return _main(parser, args)
 
 
 def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from aethermind.loading import LoadError, load_model, sampling_params
+    from aethermind.artifacts.loading import LoadError, load_model, sampling_params
 
     val_path = args.val
     if val_path is None and DEFAULT_VAL.is_file():
@@ -253,7 +253,7 @@ def _run(args: argparse.Namespace, model: torch.nn.Module, engine: Engine, tok: 
     report["seconds"] = round(time.perf_counter() - start, 2)
     _print_report(report)
     if args.json:
-        from aethermind.checkpoint import atomic_text
+        from aethermind.artifacts.checkpoint import atomic_text
 
         atomic_text(json.dumps(report, indent=2, ensure_ascii=False), args.json)
         print(f"wrote {args.json}")

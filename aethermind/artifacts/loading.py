@@ -23,12 +23,12 @@ from typing import Any
 
 import torch
 
-from aethermind.checkpoint import torch_load
-from aethermind.config import PRESETS, VARIANTS, Forge1Config
-from aethermind.dist import select_device
-from aethermind.engine import SamplingParams
-from aethermind.model import Forge1Model
-from aethermind.tokenizer import Forge1Tokenizer
+from aethermind.artifacts.checkpoint import torch_load
+from aethermind.inference.engine import SamplingParams
+from aethermind.model.config import PRESETS, VARIANTS, Forge1Config
+from aethermind.model.transformer import Forge1Model
+from aethermind.runtime.dist import select_device
+from aethermind.text.tokenizer import Forge1Tokenizer
 
 
 class LoadError(ValueError):
@@ -58,7 +58,7 @@ def _read_checkpoint(ckpt: Path
     .pt, the tokenizer fingerprint saved with the weights or None). A .safetensors file is read
     as an `aethermind export` (its header holds the config)."""
     if ckpt.suffix == ".safetensors":
-        from aethermind.export import read_export
+        from aethermind.export.cli import read_export
 
         try:
             sd, meta = read_export(ckpt)

@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 
-from aethermind import chat_format as cf
-from aethermind.dist import select_device
-from aethermind.engine import Engine, PromptTooLongError, SamplingParams, TextStream
+from aethermind.inference.engine import Engine, PromptTooLongError, SamplingParams, TextStream
+from aethermind.runtime.dist import select_device
+from aethermind.text import chat_format as cf
 
 # A model that opens a new user turn or document has finished its answer too.
 STOP_TOKENS = (cf.END_ASSISTANT, cf.EOS, cf.USER, cf.BOS)

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Collection, Sequence
 from typing import Any
 
-from aethermind.engine import SamplingParams, TokenEvent
+from aethermind.inference.engine import SamplingParams, TokenEvent
 
 log = logging.getLogger(__name__)
 

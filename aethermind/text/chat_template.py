@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aethermind import chat_format as cf
+from aethermind.text import chat_format as cf
 
 # Stop generation at these: the end of an answer and the end of a conversation.
 STOP_TOKENS = (cf.END_ASSISTANT, cf.EOS)

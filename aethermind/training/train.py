@@ -24,15 +24,15 @@ from typing import Any
 
 import torch
 
-from aethermind import checkpoint as ckpt
-from aethermind import dist
-from aethermind.config import VARIANTS, Forge1Config
-from aethermind.dashboard import Dashboard, MetricsWriter, memory_text, plot_losses
-from aethermind.losses import summed_loss as compute_loss  # tests patch this name
-from aethermind.model import Forge1Model
-from aethermind.optim import build_optimizer, lr_at, set_lr, warmup_steps_for
-from aethermind.tokenizer import Forge1Tokenizer
-from aethermind.train_config import ConfigError, TrainConfig, dump_yaml, load_config
+from aethermind.artifacts import checkpoint as ckpt
+from aethermind.model.config import VARIANTS, Forge1Config
+from aethermind.model.losses import summed_loss as compute_loss  # tests patch this name
+from aethermind.model.transformer import Forge1Model
+from aethermind.runtime import dist
+from aethermind.text.tokenizer import Forge1Tokenizer
+from aethermind.training.config import ConfigError, TrainConfig, dump_yaml, load_config
+from aethermind.training.dashboard import Dashboard, MetricsWriter, memory_text, plot_losses
+from aethermind.training.optim import build_optimizer, lr_at, set_lr, warmup_steps_for
 
 
 class TrainingError(RuntimeError):
@@ -284,7 +284,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
     folder holding another run's checkpoints is refused unless `resume` (continue it) or
     `overwrite` (delete them first).
     """
-    from aethermind.runlock import LockedError, OutputLock
+    from aethermind.runtime.runlock import LockedError, OutputLock
 
     _preflight(cfg)  # before the lock creates the output folder: a refused run leaves nothing
     lock = OutputLock(cfg.output_dir) if dist.is_main() else contextlib.nullcontext()

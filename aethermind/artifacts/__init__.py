@@ -1,0 +1,1 @@
+"""What training leaves on disk and how every command reads it back."""

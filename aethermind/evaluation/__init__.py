@@ -1,0 +1,1 @@
+"""How good is a model: guide prompts, validation loss, reasoning accuracy."""

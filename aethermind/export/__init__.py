@@ -1,0 +1,1 @@
+"""Forge-1 in other formats: .pt, safetensors, a Hugging Face folder, GGUF."""

@@ -1,0 +1,1 @@
+"""Generation: the engine, the thinking pipeline and the interactive chat."""
