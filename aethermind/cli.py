@@ -8,7 +8,9 @@ Usage: `aethermind train --config configs/cpu_config.yaml --variant tiny`.
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
+import threading
 
 COMMANDS = {
     "tokenizer": ("aethermind.data.tokenizer_train", "train a byte-level BPE tokenizer"),
@@ -66,17 +68,12 @@ def run_module(module_name: str, argv: list[str] | None = None, label: str | Non
 
 
 def _hold_sigint(asked: list[int]) -> object:
-    import signal
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         return None
     return signal.signal(signal.SIGINT, lambda signum, frame: asked.append(signum))
 
 
 def _restore_sigint(previous: object) -> None:
-    import signal
-
     if previous is not None:
         signal.signal(signal.SIGINT, previous)
 
