@@ -18,7 +18,9 @@ from _infer_helpers import make_tokenizer, save_final, train_tiny
 from aethermind.cli import run_module
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "TERM": "dumb", "NO_COLOR": "1", "COLUMNS": "200"}
+# One thread: the tiny model gains nothing from more, and spinning OpenMP workers stall on a
+# shared CPU (as for the training subprocesses in test_train).
+ENV = {**os.environ, "TERM": "dumb", "NO_COLOR": "1", "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
