@@ -1,7 +1,8 @@
 """Shared by the server tests: a real uvicorn server on 127.0.0.1 (a free port) in a thread.
 
 Not a test module (leading underscore). The model is saved in the training layout and loaded
-back with `load_model`, as `aethermind serve` does.
+back with `load_model`, as `aethermind serve` does (the trained one: conftest's
+`overfit_final`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from urllib.parse import urlsplit
 
 import torch
 import uvicorn
-from _infer_helpers import make_tokenizer, save_final, tiny_config, train_tiny
+from _infer_helpers import make_tokenizer, save_final, tiny_config
 
 from aethermind.artifacts.loading import load_model
 from aethermind.model.transformer import Forge1Model
@@ -36,12 +37,6 @@ def random_checkpoint(out: Path, max_seq_len: int = 128, seed: int = 0) -> Path:
             if p.dim() > 1:
                 p.normal_(0.0, 0.2)
     return save_final(model, tok, out)
-
-
-def trained_checkpoint(out: Path) -> Path:
-    """The tiny model overfit on _infer_helpers.CONVERSATIONS: it thinks, then answers."""
-    tok = make_tokenizer()
-    return save_final(train_tiny(tok), tok, out)
 
 
 @contextlib.contextmanager

@@ -1,12 +1,20 @@
-"""Shared fixtures: a tiny model config, a tokenizer trained in-process, seeded torch."""
+"""Shared fixtures: a tiny model config, a tokenizer trained in-process, seeded torch on one
+thread, and the read-only artifacts several test files need (built once per session).
+
+Session artifacts are shared: a test may read them but must never write into their folders
+(copy one to tmp_path first). Helpers that build them live in _infer_helpers / _export_helpers.
+"""
 
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from _export_helpers import trained_folder
+from _infer_helpers import make_tokenizer, save_final, train_tiny
 
 from aethermind.model.config import Forge1Config
 from aethermind.text.tokenizer import Forge1Tokenizer
@@ -32,6 +40,16 @@ def _seed_and_dtype():
     torch.set_default_dtype(dtype)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a shared CPU the spinning OpenMP
+    workers slow them down 10-30x; subprocesses that train get OMP_NUM_THREADS=1 likewise."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer() -> Forge1Tokenizer:
     return Forge1Tokenizer.train(CORPUS, vocab_size=400)
@@ -47,3 +65,33 @@ def tiny_config(tiny_tokenizer: Forge1Tokenizer) -> Forge1Config:
 @pytest.fixture(scope="session")
 def default_tokenizer() -> Forge1Tokenizer:
     return Forge1Tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tiny_tokenizer: Forge1Tokenizer, tmp_path_factory) -> Path:
+    """`tiny_tokenizer` saved once, for configs and commands that take a folder (read-only)."""
+    return tiny_tokenizer.save(tmp_path_factory.mktemp("tiny_tokenizer") / "tokenizer")
+
+
+@pytest.fixture(scope="session")
+def overfit_final(tmp_path_factory) -> Path:
+    """final_model/forge1_tiny_final.pt of the tiny model overfit on _infer_helpers'
+    CONVERSATIONS (it thinks, then answers), in the training layout (read-only)."""
+    tok = make_tokenizer()
+    return save_final(train_tiny(tok), tok, tmp_path_factory.mktemp("overfit"))
+
+
+@pytest.fixture(scope="session")
+def export_run_dir(tmp_path_factory) -> Path:
+    """An outputs-like folder holding the tied export test model (read-only: export elsewhere)."""
+    out = tmp_path_factory.mktemp("export_run")
+    trained_folder(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def export_untied_dir(tmp_path_factory) -> Path:
+    """As export_run_dir, with untied embeddings (read-only)."""
+    out = tmp_path_factory.mktemp("export_untied")
+    trained_folder(out, tied=False)
+    return out

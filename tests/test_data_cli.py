@@ -9,16 +9,15 @@ from aethermind.data.loader import BatchLoader
 from aethermind.data.pack import read_index
 
 
-def test_synth_then_pack_then_load(tmp_path, tiny_tokenizer, capsys):
+def test_synth_then_pack_then_load(tmp_path, tiny_tokenizer, tiny_tokenizer_dir, capsys):
     assert aethermind(["data", "synth", "--out", str(tmp_path), "--n-train", "60",
                        "--n-val", "10"]) == 0
     chats = len((tmp_path / "train.jsonl").read_text().splitlines())
     assert 30 < chats < 60  # some conversations hold several examples as turns
     assert f"wrote 60 examples in {chats} conversations" in capsys.readouterr().out
-    tok_dir = tiny_tokenizer.save(tmp_path / "tok")
     shards = tmp_path / "shards"
     assert aethermind(["data", "pack", "--input", str(tmp_path / "train.jsonl"), "--tokenizer",
-                       str(tok_dir), "--out", str(shards), "--context-length", "64",
+                       str(tiny_tokenizer_dir), "--out", str(shards), "--context-length", "64",
                        "--workers", "1"]) == 0
     assert f"packed {chats} documents" in capsys.readouterr().out
     index = read_index(shards)

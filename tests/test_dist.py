@@ -15,15 +15,15 @@ from aethermind.training import train
 from aethermind.training.dashboard import read_metrics
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_train import make_cfg, one_thread, write_chats, write_yaml  # noqa: E402, F401
+from test_train import make_cfg, write_chats, write_yaml  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def assets(tmp_path_factory, tiny_tokenizer):
+def assets(tmp_path_factory, tiny_tokenizer_dir):
     root = tmp_path_factory.mktemp("dist_assets")
-    return SimpleNamespace(tok=str(tiny_tokenizer.save(root / "tokenizer")),
+    return SimpleNamespace(tok=str(tiny_tokenizer_dir),
                            train=str(write_chats(root / "train.jsonl", 96, seed=0)),
                            val=str(write_chats(root / "val.jsonl", 16, seed=1)),
                            cache=str(root / "cache"))

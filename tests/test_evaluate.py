@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _infer_helpers import CONVERSATIONS, make_tokenizer, save_final, train_tiny
+from _infer_helpers import CONVERSATIONS, make_tokenizer, train_tiny
 
 from aethermind.data import synth
 from aethermind.evaluation.evaluate import main, reasoning_accuracy, validation_loss
@@ -23,10 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def trained_ckpt(tmp_path_factory):
+def trained_ckpt(overfit_final):
+    """(a fresh copy of the overfit model, its tokenizer, the shared read-only final file)."""
     tok = make_tokenizer()
-    model = train_tiny(tok)
-    return model, tok, save_final(model, tok, tmp_path_factory.mktemp("out"))
+    return train_tiny(tok), tok, overfit_final
 
 
 @pytest.fixture
@@ -114,13 +114,16 @@ def _run_script(*args):
 
 
 def test_missing_checkpoint_is_one_line_error(tmp_path):
+    """The guide's script as a process: exit code and stderr as a user sees them."""
     proc = _run_script("--model", str(tmp_path / "none.pt"), "--variant", "nano")
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: checkpoint not found")
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_wrong_variant_is_one_line_error(trained_ckpt):
-    proc = _run_script("--model", str(trained_ckpt[2]), "--variant", "nano")
-    assert proc.returncode == 2 and "--variant nano does not match" in proc.stderr
-    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+def test_wrong_variant_is_one_line_error(trained_ckpt, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--model", str(trained_ckpt[2]), "--variant", "nano"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "--variant nano does not match" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _export_helpers import trained_folder, trained_model
+from _export_helpers import trained_model
 from tokenizers import Tokenizer
 
 from aethermind.export.cli import (
@@ -32,18 +32,15 @@ from aethermind.text.tokenizer import Forge1Tokenizer
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("run")
-    trained_folder(out)
-    return out
+@pytest.fixture
+def run_dir(export_run_dir: Path) -> Path:
+    """conftest's shared training folder: read-only, every test exports into its tmp_path."""
+    return export_run_dir
 
 
-@pytest.fixture(scope="module")
-def untied_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("untied")
-    trained_folder(out, tied=False)
-    return out
+@pytest.fixture
+def untied_dir(export_untied_dir: Path) -> Path:
+    return export_untied_dir
 
 
 def _guide_commands() -> list[str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _export_helpers import trained_folder, trained_model
+from _export_helpers import trained_model
 
 from aethermind.artifacts.loading import load_model
 from aethermind.export.cli import export_model
@@ -22,9 +22,8 @@ transformers = pytest.importorskip("transformers")
 
 @pytest.fixture(scope="module", params=[True, False], ids=["tied", "untied"])
 def hf_dir(request, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("hf")
-    trained_folder(out, tied=request.param)
-    (path,) = export_model(out, formats=("hf",), output=out / "exports")
+    run = request.getfixturevalue("export_run_dir" if request.param else "export_untied_dir")
+    (path,) = export_model(run, formats=("hf",), output=tmp_path_factory.mktemp("hf") / "exports")
     return path
 
 

@@ -16,7 +16,7 @@ from aethermind.training.dashboard import read_metrics
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_dist import assets  # noqa: E402, F401  (the module fixture: tokenizer + chats)
-from test_train import make_cfg, one_thread, write_yaml  # noqa: E402, F401
+from test_train import make_cfg, write_yaml  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

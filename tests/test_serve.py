@@ -20,7 +20,6 @@ from _serve_helpers import (
     random_checkpoint,
     request,
     running_server,
-    trained_checkpoint,
 )
 
 from aethermind.artifacts.loading import load_model
@@ -36,19 +35,14 @@ def random_ckpt(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def trained_ckpt(tmp_path_factory):
-    return trained_checkpoint(tmp_path_factory.mktemp("trained"))
-
-
-@pytest.fixture(scope="module")
 def server(random_ckpt):
     with running_server(random_ckpt) as (url, state):
         yield url, state
 
 
 @pytest.fixture(scope="module")
-def trained_server(trained_ckpt):
-    with running_server(trained_ckpt) as (url, state):
+def trained_server(overfit_final):
+    with running_server(overfit_final) as (url, state):
         yield url, state
 
 

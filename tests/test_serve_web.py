@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from _serve_helpers import trained_checkpoint
 
 pytestmark = pytest.mark.interop
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,10 +26,9 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 
 
 @pytest.fixture(scope="module")
-def server_url(tmp_path_factory):
-    ckpt = trained_checkpoint(tmp_path_factory.mktemp("web"))
+def server_url(overfit_final):
     proc = subprocess.Popen([sys.executable, "-m", "aethermind.cli", "serve", "--model",
-                             str(ckpt), "--port", "0", "--device", "cpu"], cwd=ROOT,
+                             str(overfit_final), "--port", "0", "--device", "cpu"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     m = re.search(r"on (http://\S+) ", line)

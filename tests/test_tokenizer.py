@@ -10,6 +10,7 @@ import sys
 import pytest
 from tokenizers import Tokenizer
 
+from aethermind.cli import main as aethermind
 from aethermind.text.chat_format import SPECIAL_TOKENS
 from aethermind.text.tokenizer import MIN_VOCAB, Forge1Tokenizer
 
@@ -117,25 +118,25 @@ def test_missing_tokenizer_dir_is_clear(tmp_path):
         Forge1Tokenizer(tmp_path / "nope")
 
 
-def test_cli_trains_from_jsonl(tmp_path):
+def test_cli_trains_from_jsonl(tmp_path, capsys):
     data = tmp_path / "train.jsonl"
     lines = [json.dumps({"text": f"sample number {i} with some words"}) for i in range(200)]
     data.write_text("\n".join(lines) + "\n")
     out = tmp_path / "tok"
-    cmd = [sys.executable, "-m", "aethermind.cli", "tokenizer", "train", "--input", str(data),
-           "--vocab-size", "320", "--output", str(out)]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
+    rc = aethermind(["tokenizer", "train", "--input", str(data), "--vocab-size", "320",
+                     "--output", str(out)])
+    assert rc == 0, capsys.readouterr().err
     assert Forge1Tokenizer(out).get_vocab_size() <= 320
 
 
-def test_cli_missing_input_is_one_line_error(tmp_path):
-    cmd = [sys.executable, "-m", "aethermind.cli", "tokenizer", "train", "--input",
-           str(tmp_path / "missing.jsonl"), "--vocab-size", "320", "--output", str(tmp_path)]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    assert done.returncode == 2
-    assert "missing.jsonl: file not found" in done.stderr
-    assert "Traceback" not in done.stderr
+def test_cli_missing_input_is_one_line_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        aethermind(["tokenizer", "train", "--input", str(tmp_path / "missing.jsonl"),
+                    "--vocab-size", "320", "--output", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert "missing.jsonl: file not found" in err
+    assert "Traceback" not in err
 
 
 def test_digits_are_single_tokens(default_tokenizer):

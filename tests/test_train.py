@@ -30,16 +30,6 @@ REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "assets" / "losses_tiny_cpu.txt"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared CPU the spinning OpenMP
-    workers slow them down 10-30x; the subprocesses get OMP_NUM_THREADS=1 likewise."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def write_chats(path: Path, n: int, seed: int) -> Path:
     """Small arithmetic chats, half with a think block (independent of the synth module)."""
     rng = random.Random(seed)
@@ -54,10 +44,10 @@ def write_chats(path: Path, n: int, seed: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def assets(tmp_path_factory, tiny_tokenizer):
+def assets(tmp_path_factory, tiny_tokenizer_dir):
     root = tmp_path_factory.mktemp("train_assets")
     return SimpleNamespace(
-        tok=str(tiny_tokenizer.save(root / "tokenizer")),
+        tok=str(tiny_tokenizer_dir),
         train=str(write_chats(root / "train.jsonl", 96, seed=0)),
         val=str(write_chats(root / "val.jsonl", 16, seed=1)),
         cache=str(root / "cache"))
