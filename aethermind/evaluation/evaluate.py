@@ -22,8 +22,9 @@ from typing import Any
 
 import torch
 
-from aethermind.artifacts.loading import add_model_args, add_sampling_args
-from aethermind.inference.engine import Engine, SamplingParams
+from aethermind.artifacts.loading import add_model_args
+from aethermind.inference.engine import Engine
+from aethermind.inference.sampling import SamplingParams, add_sampling_args, params_from_args
 from aethermind.inference.thinking import STOP_TOKENS, parse_completion, run_thinking_pipeline
 from aethermind.text import chat_format as cf
 from aethermind.text.prompts import TEST_PROMPTS
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from aethermind.artifacts.loading import LoadError, load_model, sampling_params
+    from aethermind.artifacts.loading import LoadError, load_model
 
     val_path = args.val
     if val_path is None and DEFAULT_VAL.is_file():
@@ -205,7 +206,7 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.json is not None and args.json.is_dir():
         parser.exit(2, f"error: --json {args.json} is a folder: pass a file path\n")
     try:
-        params = sampling_params(args)
+        params = params_from_args(args)
         model, tok = load_model(args.model, args.variant, args.tokenizer, args.device)
         engine = Engine(model, max_batch_size=args.batch_size)  # all generation shares it
     except (LoadError, ValueError) as err:

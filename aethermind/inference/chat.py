@@ -20,8 +20,9 @@ from typing import Any
 
 from rich.console import Console
 
-from aethermind.artifacts.loading import add_model_args, add_sampling_args
+from aethermind.artifacts.loading import add_model_args
 from aethermind.inference.engine import PromptTooLongError
+from aethermind.inference.sampling import add_sampling_args, params_from_args
 from aethermind.text import chat_format as cf
 
 COMMANDS = {
@@ -172,12 +173,12 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    from aethermind.artifacts.loading import LoadError, load_model, sampling_params
+    from aethermind.artifacts.loading import LoadError, load_model
     from aethermind.inference.engine import Engine
     from aethermind.runtime.dist import plain_warnings
 
     try:
-        sampling_params(args)  # a bad value stops here, before the model loads
+        params_from_args(args)  # a bad value stops here, before the model loads
         if cf.contains_special(args.system):
             raise ValueError("--system must not contain special-token strings such as <|user|>")
         with plain_warnings():
