@@ -15,12 +15,13 @@ Callers that answer more than one message build one `Engine` and keep it, so the
 prepacking and the KV cache are set up once, not per message.
 Usage: `r = answer(Engine(model), tok, "What is 15 * 23?", SamplingParams(temperature=0))`.
 """
+
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
@@ -31,8 +32,7 @@ from aethermind.text import chat_format as cf
 
 # A model that opens a new user turn or document has finished its answer too.
 STOP_TOKENS = (cf.END_ASSISTANT, cf.EOS, cf.USER, cf.BOS)
-Part = Literal["thinking", "answer"]  # the two parts of a reply
-StreamFn = Callable[[Part, str], None]  # stream(part, text): a piece of that part's text
+StreamFn = Callable[[str, str], None]  # stream(part, text), part is "thinking" or "answer"
 
 
 @dataclass
@@ -104,7 +104,7 @@ class OutputRouter:
         self.state = {True: "thinking", False: "between", None: "start"}[think]
         self.loose: list[int] = []  # text ids seen outside a block, kept until non-blank
 
-    def _send(self, part: Part, text: str) -> None:
+    def _send(self, part: str, text: str) -> None:
         if text and self.stream is not None:
             self.stream(part, text)
 
