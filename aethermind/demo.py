@@ -22,6 +22,7 @@ from typing import Any
 from rich.console import Console
 
 from aethermind.artifacts.checkpoint import atomic_text
+from aethermind.inference.sampling import SamplingParams
 from aethermind.text import prompts
 
 MARKER = ".aethermind-demo"  # only a directory holding this marker is ever cleared
@@ -156,9 +157,9 @@ def _thinking_lines(thinking: str) -> list[str]:
 
 
 def _transcript(engine: Any, tokenizer: Any, fresh: dict, examples: list, out: Path,
-                console: Console, max_new_tokens: int) -> Path:
+                console: Console, params: SamplingParams) -> Path:
     """Fresh guide-phrased questions (scored) and a multi-turn chat, with their thinking."""
-    from aethermind.inference.thinking import run_thinking_pipeline
+    from aethermind.inference.thinking import answer
 
     lines = ["# Forge-1 tiny after the demo's training (greedy)", "",
              f"## Fresh questions in the guide's phrasing: {fresh['correct']}/{fresh['n']} right",
@@ -171,9 +172,7 @@ def _transcript(engine: Any, tokenizer: Any, fresh: dict, examples: list, out: P
     lines += ["## A conversation (each turn sees the earlier ones)", ""]
     history: list[dict[str, Any]] = []
     for message in CHAT_SCRIPT:
-        result = run_thinking_pipeline(engine.model, tokenizer, message,
-                                       max_new_tokens=max_new_tokens, temperature=0.0,
-                                       history=history, engine=engine)
+        result = answer(engine, tokenizer, message, params, history=history)
         history.append({"user": message, "assistant": result.answer,
                         "thinking": result.thinking if result.used_thinking else None})
         console.print(f"[bold cyan]you[/]  {message}")
@@ -267,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     fresh = score_examples(engine, tokenizer, fresh_examples, cap)
     after = json.loads(eval_json.read_text(encoding="utf-8"))["reasoning"]
     _family_table(console, before, after, fresh)
-    transcript = _transcript(engine, tokenizer, fresh, fresh_examples, args.out, console, cap)
+    greedy = SamplingParams(max_new_tokens=cap, temperature=0.0)  # as the scoring above
+    transcript = _transcript(engine, tokenizer, fresh, fresh_examples, args.out, console, greedy)
     minutes = (time.perf_counter() - started) / 60
     _add_to_report(eval_json, {"before_training": before, "fresh_guide_questions": fresh,
                                "demo": {"steps": steps, "minutes": round(minutes, 2),

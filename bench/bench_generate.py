@@ -27,7 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout
 
-from aethermind.inference.engine import Engine, SamplingParams  # noqa: E402
+from aethermind.inference.engine import Engine  # noqa: E402
+from aethermind.inference.sampling import SamplingParams  # noqa: E402
 from aethermind.model.config import VARIANTS, Forge1Config  # noqa: E402
 from aethermind.model.hf_convert import to_hf  # noqa: E402
 from aethermind.model.transformer import Forge1Model  # noqa: E402

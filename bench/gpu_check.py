@@ -425,7 +425,8 @@ def section_decode(s: Shapes) -> dict[str, Any]:
 
 def _decode_case(s: Shapes, forge: torch.nn.Module, hf: Any, prompts: torch.Tensor
                  ) -> dict[str, Any]:
-    from aethermind.inference.engine import Engine, SamplingParams
+    from aethermind.inference.engine import Engine
+    from aethermind.inference.sampling import SamplingParams
 
     B = len(prompts)
     engine = Engine(forge, max_batch_size=B)  # its fixed KV cache holds B rows

@@ -1,5 +1,5 @@
-"""Engine: KV-cache decoding, continuous batching, sampling rules, stops, context limits, streaming
-text."""
+"""Engine: KV-cache decoding, continuous batching, seeded and penalised sampling through the loop,
+stops, context limits, streaming text. The sampling rules themselves: test_sampling.py."""
 
 from __future__ import annotations
 
@@ -11,13 +11,10 @@ from aethermind.inference.engine import (
     REPLACEMENT_CHAR,
     Engine,
     PromptTooLongError,
-    SamplingParams,
     TextStream,
     TokenEvent,
-    apply_repetition_penalty,
-    filter_logits,
-    sample_next,
 )
+from aethermind.inference.sampling import SamplingParams
 from aethermind.model.transformer import Forge1Model
 
 
@@ -67,13 +64,6 @@ def test_repetition_penalty_matches_reference_loop(model):
     assert gen.tokens != Engine(model).generate(prompt, greedy(30)).tokens
 
 
-def test_repetition_penalty_rule():
-    logits = torch.tensor([[2.0, -2.0, 1.0]])
-    seen = torch.tensor([[True, True, False]])
-    out = apply_repetition_penalty(logits, seen, 2.0)
-    assert out.tolist() == [[1.0, -4.0, 1.0]]
-
-
 def test_batch_generation_equals_one_at_a_time(model):
     vocab = model.config.vocab_size
     prompts = [_prompt(n, vocab, seed=n) for n in (5, 23, 1, 12)]
@@ -103,37 +93,11 @@ def test_seeded_sampling_is_deterministic(model):
 
 
 def test_temperature_zero_is_argmax(model):
-    logits = torch.randn(3, 50)
-    assert torch.equal(sample_next(logits, SamplingParams(temperature=0)), logits.argmax(-1))
     prompt = _prompt(6, model.config.vocab_size)
     with torch.no_grad():
         first = int(model(torch.tensor([prompt]))[0, -1].argmax())
     gen = Engine(model).generate(prompt, greedy(1))
     assert gen.tokens == [first]
-
-
-def test_top_k_samples_only_the_k_most_likely():
-    logits = torch.randn(1, 100)
-    top3 = set(torch.topk(logits, 3).indices[0].tolist())
-    gen = torch.Generator().manual_seed(0)
-    params = SamplingParams(temperature=2.0, top_k=3, top_p=None)
-    drawn = {int(sample_next(logits, params, gen)) for _ in range(200)}
-    assert drawn == top3
-    assert int(sample_next(logits, SamplingParams(temperature=1.0, top_k=1), gen)) == \
-        int(logits.argmax())
-
-
-def test_top_p_keeps_the_smallest_nucleus():
-    probs = torch.tensor([[0.05, 0.5, 0.15, 0.3]])
-    logits = probs.log()
-    kept = lambda p: torch.isfinite(filter_logits(logits, None, p))[0].nonzero().flatten().tolist()  # noqa: E731
-    assert kept(0.5) == [1]
-    assert kept(0.7) == [1, 3]
-    assert kept(0.9) == [1, 2, 3]
-    assert kept(1.0) == [0, 1, 2, 3]
-    gen = torch.Generator().manual_seed(0)
-    params = SamplingParams(temperature=1.0, top_p=0.7)
-    assert {int(sample_next(logits, params, gen)) for _ in range(200)} == {1, 3}
 
 
 def test_stop_token_ends_generation_and_is_not_returned(model):
@@ -166,13 +130,6 @@ def test_prompt_filling_the_context_is_refused(model):
         Engine(model).generate(_prompt(ctx, model.config.vocab_size))
     with pytest.raises(PromptTooLongError):
         Engine(model).generate_batch([[1, 2], _prompt(ctx + 5, model.config.vocab_size)])
-
-
-def test_sampling_params_reject_bad_values():
-    for bad in (dict(temperature=-1), dict(top_p=0.0), dict(top_k=-2),
-                dict(repetition_penalty=0), dict(max_new_tokens=-1)):
-        with pytest.raises(ValueError):
-            SamplingParams(**bad)
 
 
 def _drain(engine: Engine) -> dict[int, list[TokenEvent]]:

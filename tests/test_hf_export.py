@@ -13,7 +13,8 @@ from _export_helpers import trained_model
 from aethermind.artifacts.loading import load_model
 from aethermind.export.cli import export_model
 from aethermind.export.hf import main as import_main
-from aethermind.inference.engine import Engine, SamplingParams
+from aethermind.inference.engine import Engine
+from aethermind.inference.sampling import SamplingParams
 from aethermind.text import chat_format as cf
 from aethermind.text.chat_template import CHAT_TEMPLATE, conversation_messages
 

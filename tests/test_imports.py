@@ -142,3 +142,9 @@ def test_stage_subpackages_hold_every_module():
     stages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
     assert stages == {"runtime", "text", "model", "data", "training", "artifacts", "inference",
                       "evaluation", "export", "serve"}
+
+
+def test_sampling_is_a_leaf():
+    """Sampling options are built at every edge (flags, requests) and read by the engine: the
+    module imports nothing of the package, so any of them can import it."""
+    assert _aethermind_imports("aethermind.inference.sampling") == set()

@@ -16,7 +16,8 @@ from _infer_helpers import CONVERSATIONS
 
 from aethermind.export.cli import ExportMeta, export_model
 from aethermind.export.gguf import write_gguf
-from aethermind.inference.engine import Engine, SamplingParams
+from aethermind.inference.engine import Engine
+from aethermind.inference.sampling import SamplingParams
 from aethermind.model.config import Forge1Config
 from aethermind.model.transformer import Forge1Model
 from aethermind.text import chat_format as cf

@@ -1,4 +1,5 @@
-"""Thinking pipeline: parsing edge cases, streaming, forced modes, trimming, the guide snippet."""
+"""Thinking pipeline: parsing edge cases, streaming, forced modes, trimming, `answer` and the
+guide's `run_thinking_pipeline` wrapper, the guide snippet."""
 
 from __future__ import annotations
 
@@ -9,8 +10,14 @@ import pytest
 import torch
 from _infer_helpers import CONVERSATIONS, make_tokenizer, train_tiny
 
-from aethermind.inference.engine import REPLACEMENT_CHAR, PromptTooLongError
-from aethermind.inference.thinking import build_prompt, parse_completion, run_thinking_pipeline
+from aethermind.inference.engine import REPLACEMENT_CHAR, Engine, PromptTooLongError
+from aethermind.inference.sampling import SamplingParams
+from aethermind.inference.thinking import (
+    answer,
+    build_prompt,
+    parse_completion,
+    run_thinking_pipeline,
+)
 from aethermind.text import chat_format as cf
 
 
@@ -104,6 +111,55 @@ def test_seeded_pipeline_is_reproducible(trained, tok):
     a = run_thinking_pipeline(trained, tok, "Sort 3, 1, 2", **kw)
     b = run_thinking_pipeline(trained, tok, "Sort 3, 1, 2", **kw)
     assert (a.thinking, a.answer) == (b.thinking, b.answer)
+
+
+def _texts(r):
+    return r.thinking, r.answer, r.used_thinking, r.finish_reason, r.completion_tokens
+
+
+def test_wrapper_maps_each_sampling_option_to_its_field(trained, tok, monkeypatch):
+    """The guide's wrapper hands the engine one SamplingParams holding exactly its loose options,
+    and gives what `answer` gives with that SamplingParams (same seed, same tokens)."""
+    kw = dict(max_new_tokens=30, temperature=1.5, top_k=20, top_p=0.95, seed=7,
+              repetition_penalty=1.3)
+    given = []
+    real_generate = Engine.generate
+
+    def spy(self, prompt_ids, params, *args, **kwargs):
+        given.append(params)
+        return real_generate(self, prompt_ids, params, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "generate", spy)
+    wrapped = run_thinking_pipeline(trained, tok, "Sort 3, 1, 2", **kw)
+    assert given == [SamplingParams(**kw)]
+    direct = answer(Engine(trained, max_batch_size=1), tok, "Sort 3, 1, 2", SamplingParams(**kw))
+    assert _texts(direct) == _texts(wrapped)
+
+
+def test_answer_passes_history_system_and_think_on(trained, tok, monkeypatch):
+    seen = {}
+    real_generate = Engine.generate
+
+    def spy(self, prompt_ids, *args, **kwargs):
+        seen["prompt"] = list(prompt_ids)
+        return real_generate(self, prompt_ids, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "generate", spy)
+    history = [cf.Turn("What is 2+2?", "The answer is 4.")]
+    r = answer(Engine(trained), tok, "What is 2+2?", SamplingParams(max_new_tokens=8,
+               temperature=0), history=history, system="SYS", think=False)
+    conv = cf.Conversation(turns=history, system="SYS")
+    assert seen["prompt"] == cf.encode_prompt(conv, "What is 2+2?", tok, think=False)
+    assert not r.used_thinking and r.prompt_tokens == len(seen["prompt"])
+
+
+def test_answer_reuses_one_engine_across_messages(trained, tok):
+    engine = Engine(trained, max_batch_size=1)
+    greedy = SamplingParams(max_new_tokens=60, temperature=0)
+    first = answer(engine, tok, "What is 2+2?", greedy)
+    assert not engine.has_work()
+    assert _texts(answer(engine, tok, "What is 2+2?", greedy)) == _texts(first)
+    assert first.answer == "The answer is 4."
 
 
 def test_history_turns_are_trimmed_oldest_first_keeping_the_system_prompt(tok):

@@ -24,7 +24,6 @@ from typing import Any
 import torch
 
 from aethermind.artifacts.checkpoint import torch_load
-from aethermind.inference.engine import SamplingParams
 from aethermind.model.config import PRESETS, VARIANTS, Forge1Config
 from aethermind.model.transformer import Forge1Model
 from aethermind.runtime.dist import select_device
@@ -236,30 +235,3 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", help="tokenizer dir, used if none is saved with the checkpoint")
     p.add_argument("--device", default="auto",
                    help="cpu, cuda, mps or auto (default: auto; a missing GPU falls back to cpu)")
-
-
-def add_sampling_args(p: argparse.ArgumentParser, *, greedy: bool = False) -> None:
-    """The sampling options of every command that generates; defaults are `SamplingParams`'s.
-
-    `greedy=True` (evaluate) makes temperature 0 the default, so runs compare exactly.
-    """
-    d = SamplingParams()
-    temperature = 0.0 if greedy else d.temperature
-    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens,
-                   help=f"new tokens per answer (default {d.max_new_tokens})")
-    p.add_argument("--temperature", type=float, default=temperature,
-                   help=f"0 = greedy (default {temperature})")
-    p.add_argument("--top-p", type=float, default=d.top_p,
-                   help=f"nucleus sampling, 1 = off (default {d.top_p})")
-    p.add_argument("--top-k", type=int, default=d.top_k, help="top-k sampling (default off)")
-    p.add_argument("--repetition-penalty", type=float, default=d.repetition_penalty,
-                   help=f"1 = off (default {d.repetition_penalty})")
-    p.add_argument("--seed", type=int, default=d.seed,
-                   help="seed sampling for reproducible answers (default: fresh)")
-
-
-def sampling_params(args: argparse.Namespace) -> SamplingParams:
-    """SamplingParams from `add_sampling_args` options; ValueError names a bad value."""
-    return SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                          top_k=args.top_k, top_p=args.top_p,
-                          repetition_penalty=args.repetition_penalty, seed=args.seed)

@@ -1,10 +1,13 @@
 """`aethermind evaluate`: the guide's test prompts, validation loss and reasoning accuracy.
 
 Three parts, each comparable across runs: (1) `prompts.TEST_PROMPTS` (the guide's five plus three)
-through the thinking pipeline, shown in a Rich table; (2) loss and perplexity on the response
-tokens of `data/val.jsonl` (or `--val`), the tokens SFT trains on; (3) exact-match accuracy on
-the built-in reasoning test split (`aethermind.data.synth`), overall and per task, generated in
-batches. `--json PATH` writes all of it. Knows nothing about training.
+through the thinking pipeline with the sampling flags (greedy unless `--temperature` says
+otherwise), shown in a Rich table; (2) loss and perplexity on the response tokens of `--val`
+(else `data/val.jsonl` when present), the tokens SFT trains on, summed by the training loss loop
+(`loss_totals`) so the numbers match the training log; (3) greedy exact-match accuracy on the
+built-in reasoning test split (`aethermind.data.synth`), overall and per task, generated in
+batches (only `--max-new-tokens` of the sampling flags applies). It trains nothing;
+`--json PATH` writes all of it.
 Usage: `python scripts/evaluate.py --model outputs/final_model/forge1_nano_final.pt --variant nano`.
 """
 
@@ -22,9 +25,10 @@ from typing import Any
 
 import torch
 
-from aethermind.artifacts.loading import add_model_args, add_sampling_args
-from aethermind.inference.engine import Engine, SamplingParams
-from aethermind.inference.thinking import STOP_TOKENS, parse_completion, run_thinking_pipeline
+from aethermind.artifacts.loading import add_model_args
+from aethermind.inference.engine import Engine
+from aethermind.inference.sampling import SamplingParams, add_sampling_args, params_from_args
+from aethermind.inference.thinking import STOP_TOKENS, answer, parse_completion
 from aethermind.text import chat_format as cf
 from aethermind.text.prompts import TEST_PROMPTS
 
@@ -41,10 +45,7 @@ def run_prompts(engine: Engine, tok: Any, prompts: Sequence[str], params: Sampli
     rows = []
     for i, prompt in enumerate(prompts, 1):
         _progress(f"  prompt {i}/{len(prompts)}")
-        r = run_thinking_pipeline(engine.model, tok, prompt, params.max_new_tokens,
-                                  params.temperature, top_k=params.top_k, top_p=params.top_p,
-                                  seed=params.seed, repetition_penalty=params.repetition_penalty,
-                                  engine=engine)
+        r = answer(engine, tok, prompt, params)
         rows.append({"prompt": prompt, "used_thinking": r.used_thinking, "thinking": r.thinking,
                      "answer": r.answer, "completion_tokens": r.completion_tokens,
                      "seconds": round(r.seconds, 4),
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from aethermind.artifacts.loading import LoadError, load_model, sampling_params
+    from aethermind.artifacts.loading import LoadError, load_model
 
     val_path = args.val
     if val_path is None and DEFAULT_VAL.is_file():
@@ -205,7 +206,7 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.json is not None and args.json.is_dir():
         parser.exit(2, f"error: --json {args.json} is a folder: pass a file path\n")
     try:
-        params = sampling_params(args)
+        params = params_from_args(args)
         model, tok = load_model(args.model, args.variant, args.tokenizer, args.device)
         engine = Engine(model, max_batch_size=args.batch_size)  # all generation shares it
     except (LoadError, ValueError) as err:
@@ -248,7 +249,7 @@ def _run(args: argparse.Namespace, model: torch.nn.Module, engine: Engine, tok: 
     if args.n_test > 0:
         _progress(f"[3/3] reasoning accuracy on {args.n_test} held-out questions")
     report["reasoning"] = (reasoning_accuracy(engine, tok, args.n_test,
-                                              max_new_tokens=args.max_new_tokens)
+                                              max_new_tokens=params.max_new_tokens)
                            if args.n_test > 0 else None)
     report["seconds"] = round(time.perf_counter() - start, 2)
     _print_report(report)

@@ -3,7 +3,8 @@
 The whole history goes into each prompt (the oldest turns are dropped when the context is
 full, see `thinking.py`); answers stream as they are decoded and the thinking is shown dimmed
 when on. Commands: /think /save [PATH] /clear /help /quit. Ctrl-C while the model answers stops
-that answer; Ctrl-C or Ctrl-D at the prompt ends the chat. All generation is in `thinking.py`.
+that answer; Ctrl-C or Ctrl-D at the prompt ends the chat. All generation is in `thinking.py`;
+the sampling flags become one `SamplingParams` at start-up, used for every answer.
 Usage: `python scripts/chat.py --model outputs/final_model/forge1_nano_final.pt --variant nano`.
 """
 
@@ -20,8 +21,10 @@ from typing import Any
 
 from rich.console import Console
 
-from aethermind.artifacts.loading import add_model_args, add_sampling_args
+from aethermind.artifacts.loading import add_model_args
 from aethermind.inference.engine import PromptTooLongError
+from aethermind.inference.sampling import SamplingParams, add_sampling_args, params_from_args
+from aethermind.inference.thinking import answer
 from aethermind.text import chat_format as cf
 
 COMMANDS = {
@@ -133,17 +136,12 @@ def _command(line: str, state: ChatState, console: Console, model_path: str) -> 
     return True
 
 
-def _reply(line: str, state: ChatState, engine: Any, tok: Any, args: argparse.Namespace,
+def _reply(line: str, state: ChatState, engine: Any, tok: Any, params: SamplingParams,
            console: Console) -> None:
-    from aethermind.inference.thinking import run_thinking_pipeline
-
     printer = _Printer(console, state.show_thinking)
     try:
-        r = run_thinking_pipeline(
-            engine.model, tok, line, args.max_new_tokens, args.temperature,
-            history=state.history, system_prompt=state.system, top_k=args.top_k,
-            top_p=args.top_p, seed=args.seed, stream=printer,
-            repetition_penalty=args.repetition_penalty, engine=engine)
+        r = answer(engine, tok, line, params, history=state.history, system=state.system,
+                   stream=printer)
     except KeyboardInterrupt:
         console.print("\n[interrupted: answer discarded]", style="dim", markup=False)
         return
@@ -172,12 +170,12 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    from aethermind.artifacts.loading import LoadError, load_model, sampling_params
+    from aethermind.artifacts.loading import LoadError, load_model
     from aethermind.inference.engine import Engine
     from aethermind.runtime.dist import plain_warnings
 
     try:
-        sampling_params(args)  # a bad value stops here, before the model loads
+        params = params_from_args(args)  # a bad value stops here, before the model loads
         if cf.contains_special(args.system):
             raise ValueError("--system must not contain special-token strings such as <|user|>")
         with plain_warnings():
@@ -205,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
                 console.print("bye")
                 return 0
             continue
-        _reply(line, state, engine, tok, args, console)
+        _reply(line, state, engine, tok, params, console)
 
 
 if __name__ == "__main__":

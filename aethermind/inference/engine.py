@@ -11,6 +11,7 @@ The engine works on token ids only; it knows no tokenizer and no chat template (
 Context policy: a prompt that leaves no room for one new token raises `PromptTooLongError`;
 `max_new_tokens` is clipped to the room left in the context (then `finish_reason == "length"`).
 Trimming old turns is the caller's job because only the caller knows where turns begin.
+How a token is drawn from the logits is `sampling.py`'s; the engine calls `sample_next`.
 Usage: `out = Engine(model).generate(ids, SamplingParams(max_new_tokens=64), stop_ids={eos})`.
 """
 
@@ -21,41 +22,21 @@ import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
+from aethermind.inference.sampling import SamplingParams, make_generator, sample_next
 from aethermind.model.kv_cache import KVCache
 from aethermind.model.packed_linear import packed_for_cpu
 
 REPLACEMENT_CHAR = "\ufffd"  # what a byte-level decoder yields for an incomplete UTF-8 sequence
+# "stop": a stop token; "length": the token budget or the context ran out; "cancelled": `cancel`.
+FinishReason = Literal["stop", "length", "cancelled"]
 
 
 class PromptTooLongError(ValueError):
     """The prompt leaves no room in the model's context; the message says by how much."""
-
-
-@dataclass(kw_only=True)
-class SamplingParams:
-    """How one sequence is sampled. The defaults here are the only ones: CLIs read them."""
-
-    max_new_tokens: int = 256  # upper bound; also clipped to the room left in the context
-    temperature: float = 0.7  # 0 = greedy (argmax), no randomness consumed
-    top_k: int | None = None  # keep the k most likely tokens (None or 0 = off)
-    top_p: float | None = 0.9  # nucleus: smallest set with probability >= top_p (None/1 = off)
-    repetition_penalty: float = 1.0  # HF/CTRL rule on tokens generated so far; 1 = off
-    seed: int | None = None  # seeds the explicit torch.Generator; None = fresh entropy
-
-    def __post_init__(self) -> None:
-        if self.max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens={self.max_new_tokens}: must be >= 0")
-        if self.temperature < 0:
-            raise ValueError(f"temperature={self.temperature}: must be >= 0 (0 = greedy)")
-        if self.top_k is not None and self.top_k < 0:
-            raise ValueError(f"top_k={self.top_k}: must be >= 0 (0 or None = off)")
-        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p={self.top_p}: must be in (0, 1]")
-        if self.repetition_penalty <= 0:
-            raise ValueError(f"repetition_penalty={self.repetition_penalty}: must be > 0")
 
 
 @dataclass
@@ -63,7 +44,7 @@ class Generation:
     """Result of one prompt: new tokens (stop token excluded) and how generation ended."""
 
     tokens: list[int]
-    finish_reason: str  # "stop" (a stop token), "length" (token budget or context full)
+    finish_reason: FinishReason  # generate and generate_batch end in "stop" or "length"
     stop_token: int | None = None
     prompt_tokens: int = 0
     time_to_first_token_s: float = 0.0
@@ -81,59 +62,7 @@ class TokenEvent:
     seq_id: int
     token: int | None
     finished: bool
-    finish_reason: str | None  # None while running; "stop" | "length" | "cancelled"
-
-
-# --- sampling ---------------------------------------------------------------------------------
-def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float
-                             ) -> torch.Tensor:
-    """CTRL rule (as in HF): seen tokens' positive logits / penalty, negative ones * penalty.
-
-    `seen` is a bool (B, V) mask over `logits` (B, V); unseen tokens keep their logits.
-    """
-    scaled = torch.where(logits > 0, logits / penalty, logits * penalty)
-    return torch.where(seen, scaled, logits)
-
-
-def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
-    """Set logits outside top-k / the top-p nucleus to -inf. `logits` (B, V) float."""
-    if top_k and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        probs = sorted_logits.softmax(dim=-1)
-        # Drop a token when the tokens before it already reach top_p: the top one always stays.
-        drop_sorted = (probs.cumsum(dim=-1) - probs) >= top_p
-        drop = drop_sorted.scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
-    return logits
-
-
-def sample_next(logits: torch.Tensor, params: SamplingParams,
-                generator: torch.Generator | None = None,
-                seen: torch.Tensor | None = None) -> torch.Tensor:
-    """Next token ids (B,) from last-position logits (B, V).
-
-    temperature 0 is exact argmax (after the repetition penalty) and uses no randomness.
-    """
-    if seen is not None and params.repetition_penalty != 1.0:
-        logits = apply_repetition_penalty(logits.float(), seen, params.repetition_penalty)
-    if params.temperature == 0:
-        return logits.argmax(dim=-1)
-    logits = filter_logits(logits.float() / params.temperature, params.top_k, params.top_p)
-    probs = logits.softmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-
-
-def make_generator(seed: int | None, device: torch.device | str) -> torch.Generator:
-    """An explicit generator on `device`, so sampling never touches the global RNG."""
-    gen = torch.Generator(device=device)
-    if seed is None:
-        gen.seed()
-    else:
-        gen.manual_seed(seed)
-    return gen
+    finish_reason: FinishReason | None  # None while running
 
 
 # --- streaming text ---------------------------------------------------------------------------
@@ -182,7 +111,7 @@ class _Sequence:
     seen: torch.Tensor | None = None  # (1, V) bool, for the repetition penalty
     tokens: list[int] = field(default_factory=list)
     slot: int = -1
-    finish_reason: str | None = None
+    finish_reason: FinishReason | None = None
     stop_token: int | None = None
     first_token_at: float = 0.0
     finished_at: float = 0.0

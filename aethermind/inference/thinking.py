@@ -1,16 +1,19 @@
 """The thinking pipeline (guide section 5): prompt -> the model thinks or not -> parsed result.
 
-It renders the conversation with `chat_format`, lets the model pick `<|think|>` or `<|no_think|>`
-(or forces one), generates with `engine.Engine`, and splits the output into thinking and answer
-by the special-token ids, never by searching text, so user text cannot fake a tag.
+`answer(engine, tok, message, params)` is the core every command shares (chat, evaluate, demo):
+it renders the conversation with `chat_format`, lets the model pick `<|think|>` or
+`<|no_think|>` (or forces one), generates with the caller's `engine.Engine` and the caller's
+`SamplingParams`, and splits the output into thinking and answer by the special-token ids,
+never by searching text, so user text cannot fake a tag. The guide's `run_thinking_pipeline`
+(model, loose sampling arguments) is a thin wrapper that builds both and calls `answer`.
 Parsing is forgiving: a missing `<|/think|>` (the model went straight to `<|assistant|>`), a
 missing `<|assistant|>`, an empty answer, or output cut off by `max_new_tokens` all give a result.
 Context policy: the oldest history turns are dropped until the prompt leaves room for
 `min(max_new_tokens, max_seq_len // 4)` new tokens; the system prompt always stays. If even the
 system prompt plus the new message do not leave that room, `PromptTooLongError` is raised.
-Callers that answer more than one message build one `Engine` and pass it (`engine=`), so the
-CPU weight prepacking and the KV cache are set up once, not per message.
-Usage: `r = run_thinking_pipeline(model, tok, "What is 15 * 23?"); print(r.thinking, r.answer)`.
+Callers that answer more than one message build one `Engine` and keep it, so the CPU weight
+prepacking and the KV cache are set up once, not per message.
+Usage: `r = answer(Engine(model), tok, "What is 15 * 23?", SamplingParams(temperature=0))`.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from typing import Any
 
 import torch
 
-from aethermind.inference.engine import Engine, PromptTooLongError, SamplingParams, TextStream
+from aethermind.inference.engine import Engine, FinishReason, PromptTooLongError, TextStream
+from aethermind.inference.sampling import SamplingParams
 from aethermind.runtime.dist import select_device
 from aethermind.text import chat_format as cf
 
@@ -40,7 +44,7 @@ class ThinkingResult:
     completion_tokens: int  # sampled tokens, the stop token included
     time_to_first_token_s: float
     seconds: float
-    finish_reason: str = "stop"  # "stop" or "length" (ran out of tokens or context)
+    finish_reason: FinishReason = "stop"  # "stop" or "length" (ran out of tokens or context)
     dropped_turns: int = 0  # oldest history turns left out to fit the context
 
     @property
@@ -186,6 +190,36 @@ def _prepare(model: torch.nn.Module, device: str | torch.device | None) -> torch
     return model.eval()
 
 
+def answer(engine: Engine, tokenizer: Any, message: str, params: SamplingParams, *,
+           history: Sequence[Any] | None = None, system: str | None = None,
+           think: bool | None = None, stream: StreamFn | None = None) -> ThinkingResult:
+    """Answer `message` with `engine` (idle, reused across calls), sampled as `params` says.
+
+    Args:
+        history: earlier turns (`chat_format.Turn` or dicts with user/assistant/thinking);
+            the oldest are dropped to fit the context (`ThinkingResult.dropped_turns`).
+        system: the system prompt; None is `chat_format.DEFAULT_SYSTEM_PROMPT`.
+        think: True forces `<|think|>`, False `<|no_think|>`, None lets the model choose.
+        stream: `stream(part, text)` called with text pieces as they are decoded, part being
+            "thinking" or "answer"; pieces never split a character.
+    """
+    start = time.perf_counter()
+    ids, dropped = build_prompt(tokenizer, message, history=history, system_prompt=system,
+                                think=think, max_seq_len=engine.max_seq_len,
+                                max_new_tokens=params.max_new_tokens)
+    router = OutputRouter(tokenizer, think, stream)
+    stop_ids = [tokenizer.special_ids[s] for s in STOP_TOKENS]
+    engine_start = time.perf_counter()
+    gen = engine.generate(ids, params, stop_ids, on_token=router.push)
+    thinking, text, used = router.finish()
+    return ThinkingResult(
+        thinking=thinking, answer=text, used_thinking=used, prompt_tokens=len(ids),
+        completion_tokens=len(gen.tokens) + (gen.stop_token is not None),
+        time_to_first_token_s=engine_start - start + gen.time_to_first_token_s,
+        seconds=time.perf_counter() - start, finish_reason=gen.finish_reason,
+        dropped_turns=dropped)
+
+
 def run_thinking_pipeline(model: torch.nn.Module, tokenizer: Any, user_message: str,
                           max_new_tokens: int = SamplingParams.max_new_tokens,
                           temperature: float = SamplingParams.temperature,
@@ -197,37 +231,26 @@ def run_thinking_pipeline(model: torch.nn.Module, tokenizer: Any, user_message: 
                           force_thinking: bool | None = None, stream: StreamFn | None = None,
                           repetition_penalty: float = SamplingParams.repetition_penalty,
                           engine: Engine | None = None) -> ThinkingResult:
-    """Answer `user_message`, letting the model think first (guide section 5).
+    """The guide's entry point (section 5): `answer` with the model and loose sampling options.
 
-    Sampling defaults are `SamplingParams`'s.
+    Sampling defaults are `SamplingParams`'s; `history`, `system_prompt`, `force_thinking` and
+    `stream` are `answer`'s `history`, `system`, `think` and `stream`.
 
     Args:
         device: where to run; the model is moved there if needed. A CUDA device on a machine
             without one falls back to the CPU with a warning, so the guide's snippet runs.
             Ignored when `engine` is given (the engine's model already sits somewhere).
-        history: earlier turns (`chat_format.Turn` or dicts with user/assistant/thinking).
-        force_thinking: True forces `<|think|>`, False `<|no_think|>`, None lets the model choose.
-        stream: `stream(part, text)` called with text pieces as they are decoded, part being
-            "thinking" or "answer"; pieces never split a character.
         engine: an idle `Engine` over `model` to reuse across calls; None builds one here.
     """
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                            top_p=top_p, seed=seed, repetition_penalty=repetition_penalty)
     start = time.perf_counter()
     if engine is None:
         engine = Engine(_prepare(model, device), max_batch_size=1)
-    ids, dropped = build_prompt(tokenizer, user_message, history=history,
-                                system_prompt=system_prompt, think=force_thinking,
-                                max_seq_len=engine.max_seq_len, max_new_tokens=max_new_tokens)
-    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                            top_p=top_p, seed=seed, repetition_penalty=repetition_penalty)
-    router = OutputRouter(tokenizer, force_thinking, stream)
-    stop_ids = [tokenizer.special_ids[s] for s in STOP_TOKENS]
-    engine_start = time.perf_counter()
-    gen = engine.generate(ids, params, stop_ids, on_token=router.push)
-    thinking, answer, used = router.finish()
-    return ThinkingResult(
-        thinking=thinking, answer=answer, used_thinking=used, prompt_tokens=len(ids),
-        completion_tokens=len(gen.tokens) + (gen.stop_token is not None),
-        time_to_first_token_s=engine_start - start + gen.time_to_first_token_s,
-        seconds=time.perf_counter() - start, finish_reason=gen.finish_reason,
-        dropped_turns=dropped)
-
+    setup = time.perf_counter() - start
+    result = answer(engine, tokenizer, user_message, params, history=history,
+                    system=system_prompt, think=force_thinking, stream=stream)
+    # A one-off call pays for building the engine (CPU prepacking): its timings say so.
+    result.time_to_first_token_s += setup
+    result.seconds += setup
+    return result

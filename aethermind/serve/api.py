@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from aethermind.inference.engine import SamplingParams
+from aethermind.inference.sampling import SamplingParams
 from aethermind.inference.thinking import STOP_TOKENS, OutputRouter
 from aethermind.text import chat_format as cf
 

@@ -20,7 +20,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Collection, Sequence
 from typing import Any
 
-from aethermind.inference.engine import SamplingParams, TokenEvent
+from aethermind.inference.engine import TokenEvent
+from aethermind.inference.sampling import SamplingParams
 
 log = logging.getLogger(__name__)
 
