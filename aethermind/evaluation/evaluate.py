@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from aethermind.artifacts.loading import add_model_args, add_sampling_args
+from aethermind.evaluation.loss import loss_totals
 from aethermind.inference.engine import Engine, SamplingParams
 from aethermind.inference.thinking import STOP_TOKENS, parse_completion, run_thinking_pipeline
 from aethermind.text import chat_format as cf
@@ -95,9 +96,8 @@ class ValidationSet:
 def validation_loss(model: torch.nn.Module, tok: Any, path: Path | ValidationSet, *,
                     batch_size: int = 8, max_docs: int | None = 500) -> dict[str, Any]:
     """Mean cross-entropy per scored token (and its exp, the perplexity) over `path`, with the
-    training loss loop (`train.loss_totals`) on response tokens, the tokens SFT trains on."""
-    from aethermind.training.train import loss_totals
-
+    training's validation-loss loop (`loss.loss_totals`) on response tokens, the tokens SFT
+    trains on."""
     val = path if isinstance(path, ValidationSet) else \
         ValidationSet(path, tok, model.config.max_seq_len, batch_size=batch_size,
                       max_docs=max_docs)
