@@ -156,3 +156,27 @@ def test_compiled_model_traces_the_flex_path_as_one_graph(tiny_config):
         torch._dynamo.reset()
         compiled = torch.compile(model, backend="eager", fullgraph=True)
         torch.testing.assert_close(compiled(tokens, doc_ids=doc_ids), dense, atol=1e-5, rtol=1e-5)
+
+
+def test_model_attends_through_the_tested_dispatch(tiny_config, monkeypatch):
+    # What this file checks of `attend` is what the model computes: every layer calls it, for
+    # unpacked rows (causal), packed rows (document mask) and KV-cache decoding (slot mask).
+    from aethermind.model import transformer
+    from aethermind.model.kv_cache import KVCache
+
+    masks = []
+
+    def spy(q, k, v, mask=None):
+        masks.append("causal" if mask is None else tuple(mask.shape))
+        return attend(q, k, v, mask)
+
+    monkeypatch.setattr(transformer, "attend", spy)
+    cfg, n = tiny_config, tiny_config.n_layers
+    model = transformer.Forge1Model(cfg).eval()
+    tokens = torch.randint(0, cfg.vocab_size, (2, 16))
+    cache = KVCache(n, 2, cfg.n_kv_heads, 32, cfg.head_dim)
+    with torch.no_grad():
+        model(tokens)
+        model(tokens, doc_ids=random_doc_ids(2, 16, seed=5), targets=tokens)
+        model(tokens[:, :1], torch.zeros(2, 1, dtype=torch.long), kv_cache=cache)
+    assert masks == ["causal"] * n + [(2, 1, 16, 16)] * n + [(2, 1, 1, 32)] * n

@@ -148,3 +148,25 @@ def test_sampling_is_a_leaf():
     """Sampling options are built at every edge (flags, requests) and read by the engine: the
     module imports nothing of the package, so any of them can import it."""
     assert _aethermind_imports("aethermind.inference.sampling") == set()
+
+
+def test_evaluation_needs_nothing_of_the_training_package():
+    """`aethermind evaluate` shares the validation-loss loop with training through
+    `evaluation.loss`; nothing it imports, at any depth, is a training module."""
+    graph = _package_graph()
+    seen, todo = set(), ["aethermind.evaluation.evaluate"]
+    while todo:
+        for module in graph[todo.pop()] - seen:
+            seen.add(module)
+            todo.append(module)
+    assert "aethermind.evaluation.loss" in seen
+    assert sorted(m for m in seen if m.startswith("aethermind.training")) == []
+
+
+def test_demo_imports_only_the_train_entry_from_the_training_loop():
+    """The demo runs `train()` as `aethermind train` does; loss helpers come from
+    `evaluation.loss`, not from the loop's module."""
+    tree = ast.parse((PACKAGE / "demo.py").read_text(encoding="utf-8"))
+    names = {a.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+             and node.module == "aethermind.training.train" for a in node.names}
+    assert names == {"train"}

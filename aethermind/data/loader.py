@@ -10,6 +10,7 @@ rank gets the same number of batches.
 exactly, so a resumed run sees the same batches as an uninterrupted one.
 Targets are the next token where the shard's loss mask is 1 (else -100); with
 `loss_on_all_tokens` every non-pad next token is a target (pretraining-style).
+`to_device(batch, device)` gives a batch's (tokens, targets, doc_ids) on the model's device.
 Usage: `for batch in BatchLoader(shard_dir, 8, seed=0): model(batch["tokens"], batch["targets"],
 doc_ids=batch["doc_ids"])`.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -120,3 +122,18 @@ class BatchLoader:
                 raise ValueError(f"loader state has {key}={state[key]}, this loader "
                                  f"{getattr(self, key)}: resume with the same data and settings")
         self.epoch, self.offset = int(state["epoch"]), int(state["offset"])
+
+
+def to_device(batch: dict[str, Any], device: torch.device, pin: bool = False
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(tokens, targets, doc_ids) of a batch on `device`; `pin` stages CUDA copies through
+    page-locked memory so they run asynchronously."""
+    def move(t: torch.Tensor | None) -> torch.Tensor | None:
+        if t is None:
+            return None
+        t = torch.as_tensor(t)
+        if pin and device.type == "cuda":
+            t = t.pin_memory()
+        return t.to(device, non_blocking=pin)
+
+    return move(batch["tokens"]), move(batch["targets"]), move(batch.get("doc_ids"))

@@ -1,26 +1,33 @@
 """Tokenize a `{"text": ...}` JSONL file once into memmap shards that `loader.BatchLoader` reads.
 
 A shard directory holds `tokens.bin` (uint16 when the vocab fits, else uint32), `mask.bin`
-(uint8, 1 = this token is a training target) and `index.json` (counts, tokenizer fingerprint,
-context length, layout, source size/mtime/hash). Two layouts, both read as samples of
-`context_length + 1` tokens (inputs plus the shifted target):
-- packed: documents (each `<|bos|> ... <|eos|>`) are concatenated into one stream and cut into
-  windows of `context_length` tokens, each reading one extra token for the last target; only the
-  final window is padded. Attention is masked at document boundaries: the loader returns
-  `doc_ids` (a running count of `<|bos|>`) for the model's `doc_ids=` argument.
-- padded: one conversation per row, right-padded with `<|pad|>` (never a target); a
-  conversation longer than `context_length + 1` tokens is dropped, not truncated (a cut answer
-  would teach answers without an end), and counted in `index.json` as `dropped_too_long`.
+(uint8, 1 = this token is a training target) and `index.json` (format version, layout, context
+length, dtype, tokenizer fingerprint and special ids, counts, malformed lines, and the source's
+size/mtime/SHA-256). Three layouts (`LAYOUTS`), all read as samples of `context_length + 1`
+tokens (inputs plus the shifted target):
+- packed (the default): documents (each `<|bos|> ... <|eos|>`) are concatenated into one stream
+  and cut into windows of `context_length` tokens, each reading one extra token for the last
+  target; only the final window is padded. Documents are cut at window edges. Attention is
+  masked at document boundaries: the loader returns `doc_ids` (a running count of `<|bos|>`)
+  for the model's `doc_ids=` argument.
+- padded: one document per row, right-padded with `<|pad|>` (never a target); a document
+  longer than `context_length + 1` tokens is dropped, not truncated (a cut answer would teach
+  answers without an end), and counted in `index.json` as `dropped_too_long`.
 - bestfit: whole documents packed best-fit decreasing into padded rows (within windows of
   BESTFIT_WINDOW documents), attention masked at document boundaries as in packed: no
   document is cut (packed cuts ~1 in 4 short chats mid-question), for ~3% padding. Documents
   too long for a row are dropped and counted as in padded. Measured better for many short
-  documents (the built-in reasoning data); packed stays the default.
+  documents (the built-in reasoning data).
 A line whose text is a Forge-1 conversation is encoded with `chat_format.encode` (loss on the
-think block and answers only); any other text is a plain document with loss on every token.
+think block and answers only); any other text is a plain document `<|bos|> text <|eos|>` with
+loss on every token after `<|bos|>`. Lines that are not JSON objects with a string "text" are
+skipped and counted (`malformed_lines`, the first 20 line numbers in `malformed_first`).
 Tokenization runs in `workers` spawned processes over chunks of lines (inputs under
-MIN_PARALLEL_BYTES use one); the output is the same for any worker count. This module knows
-nothing about torch or batching.
+MIN_PARALLEL_BYTES use one); the output is the same for any worker count. `build_shards` writes
+into a temp dir renamed into place, so a crash never leaves a half-built shard dir (the temp
+dirs of dead processes are removed by the next build); `ensure_shards` reuses a cached dir
+while format, tokenizer, context length, layout and input content all match. This module
+knows nothing about torch or batching.
 Usage: `shard_dir = ensure_shards("data/train.jsonl", tok, "data/cache", context_length=512)`.
 """
 
@@ -36,6 +43,7 @@ import signal
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -45,7 +53,8 @@ from aethermind.text.chat_format import encode, parse
 from aethermind.text.tokenizer import Forge1Tokenizer
 
 FORMAT_VERSION = 1
-LAYOUTS = ("packed", "padded", "bestfit")
+Layout = Literal["packed", "padded", "bestfit"]
+LAYOUTS: tuple[Layout, ...] = get_args(Layout)  # the first is the default
 BESTFIT_WINDOW = 16384  # documents packed together: bounds RAM, ~1% more padding than all
 CHUNK_LINES = 256  # lines per worker task: big enough to amortise IPC, small enough to balance
 # Below this input size one process is faster: a spawned worker pays ~0.5 s of imports (numpy,
@@ -146,7 +155,7 @@ def _encoded_chunks(path: Path, tokenizer: Forge1Tokenizer, workers: int, tmp: P
 class _Writer:
     """Appends documents to tokens.bin/mask.bin in the chosen layout."""
 
-    def __init__(self, out: Path, layout: str, context_length: int, tok: Forge1Tokenizer,
+    def __init__(self, out: Path, layout: Layout, context_length: int, tok: Forge1Tokenizer,
                  dtype: np.dtype) -> None:
         self.layout, self.row = layout, context_length + 1
         self.pad, self.dtype = tok.pad_id, dtype
@@ -244,7 +253,7 @@ def _remove_stale_tmp(out: Path) -> None:
 
 
 def build_shards(input_jsonl: str | Path, tokenizer: Forge1Tokenizer, out_dir: str | Path, *,
-                 context_length: int, layout: str = "packed", workers: int = 1) -> Path:
+                 context_length: int, layout: Layout = LAYOUTS[0], workers: int = 1) -> Path:
     """Tokenize `input_jsonl` into `out_dir` (replaced atomically). Returns `out_dir`."""
     src, out = Path(input_jsonl), Path(out_dir)
     if layout not in LAYOUTS:
@@ -297,7 +306,7 @@ def read_index(shard_dir: str | Path) -> dict:
 
 
 def stale_reason(index: dict, input_jsonl: Path, tokenizer: Forge1Tokenizer, *,
-                 context_length: int, layout: str) -> str | None:
+                 context_length: int, layout: Layout) -> str | None:
     """Why existing shards do not match the request, or None when they are current."""
     if index.get("format_version") != FORMAT_VERSION:
         return "shard format changed"
@@ -316,14 +325,14 @@ def stale_reason(index: dict, input_jsonl: Path, tokenizer: Forge1Tokenizer, *,
 
 
 def shard_dir_for(input_jsonl: str | Path, cache_dir: str | Path, *, context_length: int,
-                  layout: str) -> Path:
+                  layout: Layout) -> Path:
     return Path(cache_dir) / f"{Path(input_jsonl).stem}-{layout}-T{context_length}"
 
 
 def ensure_shards(input_jsonl: str | Path, tokenizer: Forge1Tokenizer, cache_dir: str | Path,
-                  *, context_length: int, layout: str = "packed", workers: int = 1) -> Path:
+                  *, context_length: int, layout: Layout = LAYOUTS[0], workers: int = 1) -> Path:
     """Shards for this input/tokenizer/context/layout under `cache_dir`, built only when missing
-    or stale (input or tokenizer fingerprint changed). Returns the shard directory."""
+    or stale (see `stale_reason`). Returns the shard directory."""
     src = Path(input_jsonl)
     out = shard_dir_for(src, cache_dir, context_length=context_length, layout=layout)
     if (out / "index.json").is_file() and src.is_file() and stale_reason(

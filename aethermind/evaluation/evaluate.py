@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from aethermind.artifacts.loading import add_model_args
+from aethermind.evaluation.loss import loss_totals
 from aethermind.inference.engine import Engine
 from aethermind.inference.sampling import SamplingParams, add_sampling_args, params_from_args
 from aethermind.inference.thinking import STOP_TOKENS, answer, parse_completion
@@ -96,9 +97,8 @@ class ValidationSet:
 def validation_loss(model: torch.nn.Module, tok: Any, path: Path | ValidationSet, *,
                     batch_size: int = 8, max_docs: int | None = 500) -> dict[str, Any]:
     """Mean cross-entropy per scored token (and its exp, the perplexity) over `path`, with the
-    training loss loop (`train.loss_totals`) on response tokens, the tokens SFT trains on."""
-    from aethermind.training.train import loss_totals
-
+    training's validation-loss loop (`loss.loss_totals`) on response tokens, the tokens SFT
+    trains on."""
     val = path if isinstance(path, ValidationSet) else \
         ValidationSet(path, tok, model.config.max_seq_len, batch_size=batch_size,
                       max_docs=max_docs)

@@ -1,24 +1,37 @@
-"""Document masking for packed rows: a dense mask on CPU, FlexAttention's block mask on CUDA.
+"""Attention over packed rows: `attend`, the model's one attention call, and its masks.
 
-A packed row holds several conversations; each token may attend only to earlier tokens of its
-own document. The dense (B, 1, T, T) boolean mask says so exactly, but a mask tensor keeps
-SDPA off its flash kernel and costs O(T^2) memory per row. On CUDA the same rule is given to
-FlexAttention as a `mask_mod` over `doc_ids`; its `BlockMask` skips the blocks that cross a
-document boundary and the fused Triton kernel computes the rest, so a packed row should cost
-no more per token than an unpacked one (`bench/gpu_check.py` measures it). FlexAttention has
-no CPU backward (torch 2.13), so CPU training keeps the dense mask.
-Usage: `mask = document_mask(doc_ids)`; then `attend(q, k, v, mask)` inside attention.
+`attend(q, k, v, mask)` is what every `Attention` layer calls, in training, prefill and decode
+alike: mask None is plain causal attention (unpacked rows); a bool tensor goes to SDPA as given
+(the dense document mask below, or the KV cache's slot mask from `transformer.cache_mask`); a
+FlexAttention `BlockMask` goes to FlexAttention.
+A packed row holds several documents; each token may attend only to earlier tokens of its own
+document. `document_mask(doc_ids, backend)` states that rule in one of two forms. The dense
+(B, 1, T, T) boolean mask is exact, but a mask tensor keeps SDPA off its flash kernel and
+costs O(T^2) memory per row. FlexAttention gets the rule as a `mask_mod` over `doc_ids`; its
+`BlockMask` skips the blocks that cross a document boundary and the fused Triton kernel
+computes the rest, so a packed row should cost no more per token than an unpacked one
+(`bench/gpu_check.py` measures it). Backend "auto" (the training key `attention`) picks flex
+only where it trains fused: CUDA with Triton on an Ampere or newer GPU (`flex_supported`);
+elsewhere the dense mask, since FlexAttention has no CPU backward (torch 2.13). "flex" forced
+on the CPU runs FlexAttention's eager reference, forward only (what the tests compare with).
+Knows nothing of weights, RoPE or the KV cache.
+Usage: `y = attend(q, k, v, document_mask(doc_ids))`, q (B, H, T, D) and k/v (B, H_kv, T, D).
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+from typing import TYPE_CHECKING, Literal, get_args
 
 import torch
 import torch.nn.functional as F
 
-BACKENDS = ("auto", "dense", "flex")  # the training key `attention` takes these
+if TYPE_CHECKING:  # a type only: `flex_supported` allows torch builds without the module
+    from torch.nn.attention.flex_attention import BlockMask
+
+Backend = Literal["auto", "dense", "flex"]  # the training key `attention` takes these
+BACKENDS: tuple[Backend, ...] = get_args(Backend)
 
 
 def document_causal_mask(doc_ids: torch.Tensor) -> torch.Tensor:
@@ -44,7 +57,7 @@ def flex_supported(device: torch.device) -> bool:
     return torch.cuda.get_device_capability(device) >= MIN_FLEX_CAPABILITY
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
+def resolve_backend(backend: Backend, device: torch.device) -> Literal["dense", "flex"]:
     """'auto' -> 'flex' where it trains fused (see `flex_supported`), else 'dense'."""
     if backend not in BACKENDS:
         raise ValueError(f"attention backend {backend!r}: choose one of {', '.join(BACKENDS)}")
@@ -53,7 +66,7 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     return backend
 
 
-def document_block_mask(doc_ids: torch.Tensor):
+def document_block_mask(doc_ids: torch.Tensor) -> BlockMask:
     """FlexAttention `BlockMask` of the document-causal rule for (B, T) `doc_ids`."""
     from torch.nn.attention.flex_attention import create_block_mask
 
@@ -64,7 +77,7 @@ def document_block_mask(doc_ids: torch.Tensor):
     return create_block_mask(mask_mod, B, None, T, T, device=doc_ids.device)
 
 
-def document_mask(doc_ids: torch.Tensor, backend: str = "auto"):
+def document_mask(doc_ids: torch.Tensor, backend: Backend = "auto") -> torch.Tensor | BlockMask:
     """The selector: a `BlockMask` for FlexAttention, or the dense (B, 1, T, T) bool mask."""
     if resolve_backend(backend, doc_ids.device) == "flex":
         return document_block_mask(doc_ids)
@@ -80,7 +93,7 @@ def _compiled_flex():
 
 
 def flex_document_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                            block_mask) -> torch.Tensor:
+                            block_mask: BlockMask) -> torch.Tensor:
     """q (B, H, T, D), k/v (B, H_kv, T, D) -> (B, H, T, D), GQA included.
 
     Compiled on CUDA (the fused kernel); inside a `torch.compile`d model the plain function is
@@ -93,8 +106,12 @@ def flex_document_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return fn(q, k, v, block_mask=block_mask, enable_gqa=k.shape[1] != q.shape[1])
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask) -> torch.Tensor:
-    """Masked attention with whichever mask `document_mask` (or a caller) produced."""
-    if isinstance(mask, torch.Tensor):
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+           mask: torch.Tensor | BlockMask | None = None) -> torch.Tensor:
+    """q (B, H, T, D), k/v (B, H_kv, T_k, D) -> (B, H, T, D), GQA included. `mask`: None for
+    plain causal attention, a bool tensor (True = may attend) broadcastable to (B, H, T, T_k),
+    or a `BlockMask` from `document_mask`."""
+    if mask is None or isinstance(mask, torch.Tensor):  # the one SDPA call
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
+                                              enable_gqa=True)
     return flex_document_attention(q, k, v, mask)

@@ -13,16 +13,20 @@ Usage: `logits = Forge1Model(Forge1Config.tiny())(tokens)`.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from aethermind.model.attention import document_mask, flex_document_attention
+from aethermind.model.attention import attend, document_mask
 from aethermind.model.config import Forge1Config
 from aethermind.model.kv_cache import KVCache
 from aethermind.model.losses import linear_cross_entropy
+
+if TYPE_CHECKING:
+    from torch.nn.attention.flex_attention import BlockMask
 
 
 class RMSNorm(nn.Module):
@@ -67,7 +71,7 @@ class Attention(nn.Module):
         self.wo = nn.Linear(self.q_dim, cfg.dim, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                mask: torch.Tensor | None, kv_cache: KVCache | None = None,
+                mask: torch.Tensor | BlockMask | None, kv_cache: KVCache | None = None,
                 positions: torch.Tensor | None = None) -> torch.Tensor:
         B, T, _ = x.shape
         q, k, v = self.wqkv(x).split((self.q_dim, self.kv_dim, self.kv_dim), dim=-1)
@@ -77,11 +81,8 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v, positions)  # (B, H_kv, T_cache, D)
-        if mask is not None and not isinstance(mask, torch.Tensor):  # FlexAttention BlockMask
-            y = flex_document_attention(q, k, v, mask)  # packed rows on CUDA (attention.py)
-        else:  # the one SDPA call: no mask means plain causal (training, full forward)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
-                                               enable_gqa=True)
+        # None: plain causal; bool tensor: document or cache mask; BlockMask: FlexAttention
+        y = attend(q, k, v, mask)  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, self.q_dim)  # (B, T, H*D)
         return self.wo(y)
 
@@ -109,7 +110,7 @@ class Block(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                mask: torch.Tensor | None = None, kv_cache: KVCache | None = None,
+                mask: torch.Tensor | BlockMask | None = None, kv_cache: KVCache | None = None,
                 positions: torch.Tensor | None = None) -> torch.Tensor:
         x = x + self.dropout(self.attn(self.attn_norm(x), cos, sin, mask, kv_cache, positions))
         return x + self.dropout(self.mlp(self.mlp_norm(x)))

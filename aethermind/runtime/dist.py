@@ -190,3 +190,23 @@ def unwrap(model: nn.Module) -> nn.Module:
         if not isinstance(inner, nn.Module):
             return model
         model = inner
+
+
+def no_sync(model: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
+    """Skip the gradient all-reduce on all but the last micro-batch of a step."""
+    if sync:
+        return contextlib.nullcontext()
+    if hasattr(model, "no_sync"):  # DDP
+        return model.no_sync()
+    if hasattr(model, "set_requires_gradient_sync"):  # FSDP2
+        model.set_requires_gradient_sync(False)
+
+        @contextlib.contextmanager
+        def _restore():
+            try:
+                yield
+            finally:
+                model.set_requires_gradient_sync(True)
+
+        return _restore()
+    return contextlib.nullcontext()

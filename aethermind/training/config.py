@@ -18,8 +18,8 @@ from typing import Any, Literal
 
 import yaml
 
-from aethermind.data.pack import LAYOUTS
-from aethermind.model.attention import BACKENDS as ATTENTION_BACKENDS
+from aethermind.data.pack import LAYOUTS, Layout
+from aethermind.model.attention import Backend as AttentionBackend
 from aethermind.model.config import VARIANTS
 
 
@@ -42,7 +42,7 @@ class TrainConfig:
     tokenizer: str = "default"  # "default" (bundled) | "train" (once, on train_data) | a dir
     tokenizer_vocab_size: int = 8000  # vocab size when tokenizer: train
     data_cache_dir: str | None = None  # token shards; None = <output_dir>/cache
-    layout: str = LAYOUTS[0]  # one of data.pack.LAYOUTS: packed (doc-masked rows), padded (one
+    layout: Layout = LAYOUTS[0]  # one of data.pack.LAYOUTS: packed (doc-masked rows), padded (one
     # chat a row) or bestfit (whole chats best-fit into doc-masked rows: the demo's choice)
     loss_on_all_tokens: bool = False  # False = loss on assistant tokens only (the chat mask)
     # --- hardware and precision -------------------------------------------------------------
@@ -50,7 +50,7 @@ class TrainConfig:
     precision: Precision = "fp32"  # fp16 uses GradScaler; fp16/bf16 fall back to fp32 on CPU
     gradient_checkpointing: bool = False  # recompute blocks in backward: less memory, ~25% slower
     compile: bool = False  # torch.compile the model
-    attention: str = "auto"  # packed rows: auto (FlexAttention on Ampere+) | dense | flex
+    attention: AttentionBackend = "auto"  # packed rows: auto (flex on Ampere+) | dense | flex
     fsdp: bool = False  # under torchrun: shard with FSDP2 instead of replicating with DDP
     num_workers: int = 2  # processes for tokenizing/packing the data on the first run
     pin_memory: bool = False  # page-locked host batches for faster CUDA copies
@@ -107,13 +107,9 @@ class TrainConfig:
                 _fail(name, getattr(self, name), "a number in [0, 1]")
         if self.variant is not None and self.variant not in VARIANTS:
             _fail("variant", self.variant, "one of " + ", ".join(VARIANTS))
-        if self.layout not in LAYOUTS:
-            _fail("layout", self.layout, "one of " + ", ".join(LAYOUTS))
         if self.fsdp and self.optimizer == "muon":
             _fail("optimizer", self.optimizer, "adamw with fsdp: true (Muon orthogonalizes "
                   "whole matrices, FSDP shards them; DDP works with muon)")
-        if self.attention not in ATTENTION_BACKENDS:
-            _fail("attention", self.attention, "one of " + ", ".join(ATTENTION_BACKENDS))
         dev = self.device
         if not (dev in ("auto", "cpu", "cuda", "mps") or
                 (dev.startswith("cuda:") and dev[5:].isdigit())):

@@ -1,0 +1,87 @@
+"""What a training run saves and resumes: full state dicts, the resume checks, the run's folder.
+
+`model_state` gathers the unsharded model (and optimizer) state under a plain module, DDP or
+FSDP2; `load_model_state` puts a checkpoint's back. `check_resumable` refuses a checkpoint of
+another model size, tokenizer or optimizer before any work is done, and `claim_checkpoint_dir`
+refuses to mix a fresh run with another run's checkpoints. The file format itself (atomic
+writes, validation, rotation) is `artifacts.checkpoint`'s; this module knows what goes in.
+Usage: `check_resumable(state, path, cfg.variant, tokenizer, cfg.optimizer)`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from aethermind.artifacts import checkpoint as ckpt
+from aethermind.runtime import dist
+from aethermind.text.tokenizer import Forge1Tokenizer
+from aethermind.training.errors import TrainingError
+
+
+def check_resumable(state: dict[str, Any], path: Path, variant: str,
+                    tokenizer: Forge1Tokenizer, optimizer: str = "adamw") -> None:
+    """Refuse to continue a run with a different model size, tokenizer or optimizer."""
+    saved = state["config"]
+    was = saved.get("optimizer", "adamw")  # checkpoints from before the key trained AdamW
+    if was != optimizer:
+        raise TrainingError(f"cannot resume: {path} was trained with optimizer {was} but "
+                            f"optimizer={optimizer} was asked; use --set optimizer={was} or a "
+                            "new output_dir/checkpoint_dir")
+    if saved.get("variant") != variant:
+        raise TrainingError(f"cannot resume: {path} is a {saved.get('variant')} run but "
+                            f"--variant {variant} was asked; use --variant {saved.get('variant')} "
+                            "or a new output_dir/checkpoint_dir")
+    if state["tokenizer_fingerprint"] != tokenizer.fingerprint():
+        raise TrainingError(f"cannot resume: {path} was trained with tokenizer "
+                            f"{state['tokenizer_fingerprint']} but this run's is "
+                            f"{tokenizer.fingerprint()}; use the same tokenizer setting or a new "
+                            "output_dir/checkpoint_dir")
+
+
+def model_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, fsdp: bool
+                ) -> tuple[dict, dict | None]:
+    """Full (unsharded) model and optimizer state dicts; under FSDP a collective, on the CPU."""
+    if fsdp:
+        # Imported only under FSDP: torch.distributed.checkpoint adds seconds to start-up.
+        from torch.distributed.checkpoint import state_dict as dcp
+
+        options = dcp.StateDictOptions(full_state_dict=True, cpu_offload=True)
+        if optimizer is None:
+            return dcp.get_model_state_dict(model, options=options), None
+        return dcp.get_state_dict(model, optimizer, options=options)
+    return dist.unwrap(model).state_dict(), optimizer and optimizer.state_dict()
+
+
+def load_model_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                     state: dict[str, Any], fsdp: bool) -> None:
+    """The inverse of `model_state`: full state dicts back into a (possibly sharded) run."""
+    if fsdp:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        set_state_dict(model, optimizer, model_state_dict=state["model"],
+                       optim_state_dict=state["optimizer"],
+                       options=StateDictOptions(full_state_dict=True))
+        return
+    dist.unwrap(model).load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+
+
+def claim_checkpoint_dir(ckpt_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Clear crash leftovers; refuse to mix a fresh run with another run's checkpoints."""
+    ckpt.remove_stale_temp_files(ckpt_dir)
+    existing = ckpt.list_checkpoints(ckpt_dir)
+    if not existing or resume:
+        return
+    if not overwrite:
+        raise TrainingError(
+            f"{ckpt_dir} already holds checkpoints of another run (newest {existing[-1].name}): "
+            "continue it with --resume, or start fresh with a new output_dir (--set "
+            "output_dir=...) or --overwrite (deletes them)")
+    for path in existing:
+        path.unlink(missing_ok=True)
+    warnings.warn(f"--overwrite: deleted {len(existing)} checkpoint(s) of the earlier run in "
+                  f"{ckpt_dir}", stacklevel=3)
