@@ -189,7 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(highlight=False)
     state = ChatState(show_thinking=args.show_thinking, system=args.system)
     device = next(model.parameters()).device
-    console.print(f"Forge-1 chat ({model.num_parameters() / 1e6:.1f}M parameters on {device}). "
+    # The vocabulary explains the size: tiny is 1.0M with the demo's fitted one, 2.8M with 16,384.
+    console.print(f"Forge-1 chat ({model.num_parameters() / 1e6:.1f}M parameters: "
+                  f"{model.config.preset_name() or 'custom shape'}, "
+                  f"{model.config.vocab_size:,}-token vocabulary; on {device}). "
                   "/help lists the commands, /quit or Ctrl-D leaves.", markup=False)
     engine = Engine(model, max_batch_size=1)  # prepacks and allocates once, not every turn
     while True:
