@@ -10,7 +10,7 @@ from aethermind.data.pack import read_index
 
 
 def test_synth_then_pack_then_load(tmp_path, tiny_tokenizer, capsys):
-    assert aethermind(["data", "synth", "--out", str(tmp_path), "--n-train", "60",
+    assert aethermind(["data", "synth", "--output", str(tmp_path), "--n-train", "60",
                        "--n-val", "10"]) == 0
     chats = len((tmp_path / "train.jsonl").read_text().splitlines())
     assert 30 < chats < 60  # some conversations hold several examples as turns
@@ -18,7 +18,7 @@ def test_synth_then_pack_then_load(tmp_path, tiny_tokenizer, capsys):
     tok_dir = tiny_tokenizer.save(tmp_path / "tok")
     shards = tmp_path / "shards"
     assert aethermind(["data", "pack", "--input", str(tmp_path / "train.jsonl"), "--tokenizer",
-                       str(tok_dir), "--out", str(shards), "--context-length", "64",
+                       str(tok_dir), "--output", str(shards), "--context-length", "64",
                        "--workers", "1"]) == 0
     assert f"packed {chats} documents" in capsys.readouterr().out
     index = read_index(shards)
@@ -29,7 +29,7 @@ def test_synth_then_pack_then_load(tmp_path, tiny_tokenizer, capsys):
 
 
 def test_pack_missing_input_is_one_line_error(tmp_path, capsys):
-    rc = aethermind(["data", "pack", "--input", str(tmp_path / "nope.jsonl"), "--out",
+    rc = aethermind(["data", "pack", "--input", str(tmp_path / "nope.jsonl"), "--output",
                      str(tmp_path / "s")])
     err = capsys.readouterr().err
     assert rc == 1 and "no input file" in err and len(err.strip().splitlines()) == 1
@@ -43,7 +43,7 @@ def test_unknown_data_command_and_help(capsys):
 
 
 def test_synth_jsonl_lines_are_text_objects(tmp_path):
-    assert aethermind(["data", "synth", "--out", str(tmp_path), "--n-train", "5",
+    assert aethermind(["data", "synth", "--output", str(tmp_path), "--n-train", "5",
                        "--n-val", "2"]) == 0
     for line in (tmp_path / "val.jsonl").read_text().splitlines():
         assert set(json.loads(line)) == {"text"}

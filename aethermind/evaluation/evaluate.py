@@ -190,11 +190,12 @@ def _print_report(report: dict[str, Any], console: Any = None) -> None:
                       f"{tasks}")
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aethermind evaluate", description=__doc__.splitlines()[0])
     add_model_args(p)
     p.add_argument("--val", type=Path, help=f"validation JSONL (default: {DEFAULT_VAL} if present)")
-    p.add_argument("--val-max-docs", type=int, default=500)
+    p.add_argument("--val-max-docs", type=int, default=500,
+                   help="validation documents scored, at most (default 500)")
     p.add_argument("--n-test", type=int, default=100,
                    help="reasoning test examples (0 skips; default: 100)")
     add_sampling_args(p, greedy=True)  # for the test prompts; reasoning is always greedy
@@ -204,7 +205,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     from aethermind.runtime.dist import plain_warnings
 

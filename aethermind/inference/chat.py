@@ -157,7 +157,7 @@ def _reply(line: str, state: ChatState, engine: Any, tok: Any, args: argparse.Na
     state.history.append(cf.Turn(line, r.answer, r.thinking if r.used_thinking else None))
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aethermind chat", description=__doc__.splitlines()[0])
     add_model_args(p)
     add_sampling_args(p)
@@ -170,7 +170,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     from aethermind.artifacts.loading import LoadError, load_model, sampling_params
     from aethermind.inference.engine import Engine

@@ -222,13 +222,18 @@ def model_config(train: TrainConfig, variant: str) -> Forge1Config:
     return Forge1Config.from_variant(variant, vocab_size=vocab)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aethermind plan", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="training YAML (configs/local_config.yaml)")
     parser.add_argument("--variant", choices=VARIANTS, help="model size (default: the config's)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set batch_size=1")
     parser.add_argument("--gpu-gb", type=float, default=4.0, help="GPU memory in GB (default 4)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         train = load_config(args.config, args.set, args.variant)
