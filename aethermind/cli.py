@@ -1,7 +1,9 @@
 """`aethermind <command>`: dispatch to each module's `main(argv)`, imported only when used.
 
-Each command lives in its own module with `def main(argv=None) -> int`; this file holds only the
-map, so `aethermind --help` stays fast and importing it does nothing.
+Each command lives in its own module with `def main(argv=None) -> int` and
+`def build_parser() -> argparse.ArgumentParser` (its options, which tests/test_cli_flags.py holds
+to one vocabulary); this file holds only the map, so `aethermind --help` stays fast and importing
+it does nothing. `aethermind --version` prints the package's `__version__`.
 Usage: `aethermind train --config configs/cpu_config.yaml --variant tiny`.
 """
 
@@ -30,13 +32,24 @@ COMMANDS = {
 def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
-    return "usage: aethermind <command> [options]\n\ncommands:\n" + "\n".join(lines)
+    return ("usage: aethermind <command> [options] | --version\n\ncommands:\n"
+            + "\n".join(lines) + "\n\n`aethermind <command> --help` lists a command's options.")
+
+
+def version_line() -> str:
+    """`aethermind 0.1.0`: the version defined once, in `aethermind.__version__`."""
+    from aethermind import __version__
+
+    return f"aethermind {__version__}"
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        print(version_line())
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:

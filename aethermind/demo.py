@@ -6,7 +6,7 @@ Each stage runs the same code as its own command (`aethermind data synth`, `aeth
 `aethermind evaluate`, `aethermind chat`), so the demo doubles as a smoke test of the product.
 It shows held-out accuracy per task family before and after training, the loss curve, and a
 transcript of fresh questions in the guide's phrasing with the model's thinking.
-Usage: `aethermind demo [--out outputs/demo] [--minutes 10]` (what `make demo` runs).
+Usage: `aethermind demo [--output outputs/demo] [--minutes 10]` (what `make demo` runs).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def _prepare_out(out: Path) -> None:
     if out.exists() and any(out.iterdir()):
         if not (out / MARKER).exists():
             raise SystemExit(f"aethermind demo: {out} exists and is not a demo directory; "
-                             "choose another --out")
+                             "choose another --output")
         shutil.rmtree(out)
     out.mkdir(parents=True)
     (out / MARKER).write_text("created by `aethermind demo`; safe to delete\n")
@@ -192,9 +192,11 @@ def _add_to_report(path: Path, extra: dict[str, Any]) -> None:
     atomic_text(json.dumps(report, indent=2, ensure_ascii=False), path)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aethermind demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("outputs/demo"))
+    parser.add_argument("--output", dest="out", type=Path, default=Path("outputs/demo"),
+                        help="directory for the run, its report and transcript "
+                             "(default: outputs/demo)")
     parser.add_argument("--minutes", type=float, default=10.0,
                         help="budget on two quiet CPU cores, set-up included (default 10): "
                              f"{OVERHEAD_MINUTES:g} for set-up, data and evaluation, the rest "
@@ -206,6 +208,11 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"held-out reasoning questions (default {N_TEST}: 40 per family)")
     parser.add_argument("--max-new-tokens", type=int,
                         help="per generated answer (default: the longest reference + 16)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.minutes <= OVERHEAD_MINUTES and args.steps is None:
         parser.error(f"--minutes {args.minutes:g}: must be more than {OVERHEAD_MINUTES:g} "

@@ -177,25 +177,25 @@ def _(d):
 @case("data pack: empty input file")
 def _(d):
     (d / "e.jsonl").write_text("")
-    return run(CLI + ["data", "pack", "--input", "e.jsonl", "--out", "sh"], d)
+    return run(CLI + ["data", "pack", "--input", "e.jsonl", "--output", "sh"], d)
 
 
 @case("data pack: UTF-16 input")
 def _(d):
     jl(d / "u.jsonl", 3, enc="utf-16")
-    return run(CLI + ["data", "pack", "--input", "u.jsonl", "--out", "sh"], d)
+    return run(CLI + ["data", "pack", "--input", "u.jsonl", "--output", "sh"], d)
 
 
 @case("data pack: binary input")
 def _(d):
     (d / "b.jsonl").write_bytes(bytes(range(256)) * 40)
-    return run(CLI + ["data", "pack", "--input", "b.jsonl", "--out", "sh"], d)
+    return run(CLI + ["data", "pack", "--input", "b.jsonl", "--output", "sh"], d)
 
 
 @case("data pack: UTF-8 with BOM")
 def _(d):
     jl(d / "bom.jsonl", 3, enc="utf-8-sig")
-    return run(CLI + ["data", "pack", "--input", "bom.jsonl", "--out", "sh"], d)
+    return run(CLI + ["data", "pack", "--input", "bom.jsonl", "--output", "sh"], d)
 
 
 @case("data pack: invalid UTF-8 byte on line 4")
@@ -203,19 +203,19 @@ def _(d):
     jl(d / "x.jsonl", 3)
     with (d / "x.jsonl").open("ab") as f:
         f.write(b'{"text": "caf\xe9"}\n')
-    return run(CLI + ["data", "pack", "--input", "x.jsonl", "--out", "sh"], d)
+    return run(CLI + ["data", "pack", "--input", "x.jsonl", "--output", "sh"], d)
 
 
 @case("data pack: 2 malformed lines among 10")
 def _(d):
     jl(d / "m.jsonl", 8, extra="{broken\n{\"text\": 5}\n")
-    return run(CLI + ["data", "pack", "--input", "m.jsonl", "--out", "sh"], d)
+    return run(CLI + ["data", "pack", "--input", "m.jsonl", "--output", "sh"], d)
 
 
 @case("data pack: Ctrl-C while packing with 2 workers")
 def _(d):
     jl(d / "big.jsonl", 60000)
-    r = run(CLI + ["data", "pack", "--input", "big.jsonl", "--out", "sh", "--workers", "2"], d,
+    r = run(CLI + ["data", "pack", "--input", "big.jsonl", "--output", "sh", "--workers", "2"], d,
             sig_after=4.0)
     left = [p.name for p in d.iterdir() if ".tmp" in p.name]
     return r + ("no half-built shards left" if not left else f"LEFT {left}",)

@@ -3,7 +3,7 @@
 Trains the demo's recipe (`aethermind.demo.train_config`) with a checkpoint every `--every`
 steps, then scores each checkpoint greedily on the held-out split. Per step, so machine load
 does not change the accuracy figures; s/step is printed with `uptime`'s load to be read with it.
-Usage: `.venv/bin/python bench/demo_curve.py --steps 1200 --every 300 --out outputs/curve`
+Usage: `.venv/bin/python bench/demo_curve.py --steps 1200 --every 300 --output outputs/curve`
 (`--set learning_rate=3e-3` overrides any key of the recipe).
 """
 
@@ -68,7 +68,7 @@ def time_steps(threads: int, repeats: int = 8) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=Path("outputs/curve"))
+    p.add_argument("--output", dest="out", type=Path, default=Path("outputs/curve"))
     p.add_argument("--steps", type=int, default=1200)
     p.add_argument("--every", type=int, default=300)
     p.add_argument("--n-train", type=int, help="default: what the demo builds for --steps")

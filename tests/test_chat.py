@@ -137,3 +137,20 @@ def test_missing_model_is_a_clear_error(tmp_path, capsys, monkeypatch):
                           "nano", "--device", "cpu")
     out, err = capsys.readouterr()
     assert rc == 2 and (out + err).strip().startswith("error: checkpoint not found")
+
+
+def test_banner_names_the_shape_and_vocabulary_behind_the_parameter_count(ckpt):
+    """The demo's tiny is 1.0M parameters where README says 2.8M: the banner says why."""
+    from _infer_helpers import tiny_config
+
+    from aethermind.model.transformer import Forge1Model
+
+    cfg = tiny_config(make_tokenizer())
+    millions = Forge1Model(cfg).num_parameters() / 1e6
+    child = _spawn("--model", str(ckpt), "--device", "cpu")
+    child.expect("/help lists the commands")
+    banner = " ".join(child.before.split())
+    assert f"({millions:.1f}M parameters: custom shape, {cfg.vocab_size:,}-token vocabulary; " \
+           "on cpu)" in banner, banner
+    child.sendline("/quit")
+    child.expect(pexpect.EOF)

@@ -10,14 +10,14 @@ from aethermind.data.pack import read_index
 
 
 def test_synth_then_pack_then_load(tmp_path, tiny_tokenizer, tiny_tokenizer_dir, capsys):
-    assert aethermind(["data", "synth", "--out", str(tmp_path), "--n-train", "60",
+    assert aethermind(["data", "synth", "--output", str(tmp_path), "--n-train", "60",
                        "--n-val", "10"]) == 0
     chats = len((tmp_path / "train.jsonl").read_text().splitlines())
     assert 30 < chats < 60  # some conversations hold several examples as turns
     assert f"wrote 60 examples in {chats} conversations" in capsys.readouterr().out
     shards = tmp_path / "shards"
     assert aethermind(["data", "pack", "--input", str(tmp_path / "train.jsonl"), "--tokenizer",
-                       str(tiny_tokenizer_dir), "--out", str(shards), "--context-length", "64",
+                       str(tiny_tokenizer_dir), "--output", str(shards), "--context-length", "64",
                        "--workers", "1"]) == 0
     assert f"packed {chats} documents" in capsys.readouterr().out
     index = read_index(shards)
@@ -28,7 +28,7 @@ def test_synth_then_pack_then_load(tmp_path, tiny_tokenizer, tiny_tokenizer_dir,
 
 
 def test_pack_missing_input_is_one_line_error(tmp_path, capsys):
-    rc = aethermind(["data", "pack", "--input", str(tmp_path / "nope.jsonl"), "--out",
+    rc = aethermind(["data", "pack", "--input", str(tmp_path / "nope.jsonl"), "--output",
                      str(tmp_path / "s")])
     err = capsys.readouterr().err
     assert rc == 1 and "no input file" in err and len(err.strip().splitlines()) == 1
@@ -42,7 +42,7 @@ def test_unknown_data_command_and_help(capsys):
 
 
 def test_synth_jsonl_lines_are_text_objects(tmp_path):
-    assert aethermind(["data", "synth", "--out", str(tmp_path), "--n-train", "5",
+    assert aethermind(["data", "synth", "--output", str(tmp_path), "--n-train", "5",
                        "--n-val", "2"]) == 0
     for line in (tmp_path / "val.jsonl").read_text().splitlines():
         assert set(json.loads(line)) == {"text"}

@@ -26,7 +26,7 @@ def test_demo_runs_every_stage_and_writes_its_outputs(tmp_path, capsys, monkeypa
     monkeypatch.setattr(synth, "write_synth", lambda *a, **k: real_synth(*a, **k | {"n_val": 8}))
     monkeypatch.setattr(demo, "N_FRESH", 6)
     out = tmp_path / "demo"
-    rc = demo.main(["--out", str(out), "--steps", "2", "--n-train", "100", "--n-test", "11",
+    rc = demo.main(["--output", str(out), "--steps", "2", "--n-train", "100", "--n-test", "11",
                     "--max-new-tokens", "4"])
     assert rc == 0
     final = out / "final_model" / "forge1_tiny_final.pt"
@@ -67,7 +67,7 @@ def test_minutes_become_steps_and_too_few_minutes_is_a_clear_error(capsys):
 def test_demo_refuses_to_clear_a_directory_it_did_not_make(tmp_path):
     (tmp_path / "precious.txt").write_text("keep me")
     with pytest.raises(SystemExit, match="not a demo directory"):
-        demo.main(["--out", str(tmp_path), "--steps", "1"])
+        demo.main(["--output", str(tmp_path), "--steps", "1"])
     assert (tmp_path / "precious.txt").read_text() == "keep me"
 
 

@@ -127,3 +127,27 @@ def test_wrong_variant_is_one_line_error(trained_ckpt, capsys):
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "--variant nano does not match" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_report_table_wraps_words_not_letters_at_80_columns():
+    """At 80 columns every line fits and no word of a prompt, thinking or answer is split (eight
+    columns used to fold every ~10 characters: "Photosynth / esis"); model text is not markup."""
+    import io
+
+    from rich.console import Console
+
+    from aethermind.evaluation import evaluate
+
+    thinking = "Let me think step by step. 15 * 23 = 15 * 20 + 15 * 3 = 300 + 45 = 345."
+    answer = "Photosynthesis turns sunlight into chemical energy; sorted: [1, 2, 5, 8, 9]."
+    rows = [{"prompt": p, "used_thinking": i % 2 == 0, "thinking": thinking if i % 2 == 0
+             else "", "answer": answer, "completion_tokens": 123, "seconds": 12.34,
+             "tokens_per_second": 9.97} for i, p in enumerate(TEST_PROMPTS)]
+    console = Console(width=80, file=io.StringIO(), color_system=None)
+    evaluate._print_report({"prompts": rows}, console)
+    lines = console.file.getvalue().splitlines()
+    assert lines and all(len(line) <= 80 for line in lines)
+    for text in (*TEST_PROMPTS, thinking, answer):
+        for word in text.split():
+            assert any(word in line for line in lines), word
+    assert sum("123 tok" in line for line in lines) == len(TEST_PROMPTS)

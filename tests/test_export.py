@@ -162,15 +162,18 @@ def test_bad_input_is_one_line_and_exit_2(run_dir, tmp_path, capsys, args, messa
         assert len(lines) == 1
 
 
-def test_aethermind_cli_dispatches_export_and_import_hf(run_dir, tmp_path):
+def test_aethermind_cli_dispatches_export_and_import_hf(run_dir, tmp_path, capsys):
     from aethermind.cli import main as cli
 
     assert cli(["export", "--model", str(run_dir), "--format", "pytorch",
                 "--output", str(tmp_path)]) == 0
     assert (tmp_path / "forge1_custom.pt").is_file()
     with pytest.raises(SystemExit) as exc:
-        cli(["import-hf", str(tmp_path / "missing")])
-    assert exc.value.code == 2
+        cli(["import-hf", "--model", str(tmp_path / "missing")])
+    assert exc.value.code == 2 and "no config.json" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        cli(["import-hf"])
+    assert exc.value.code == 2 and "required: --model" in capsys.readouterr().err
 
 
 # --- GGUF, read back with the gguf package (llama.cpp itself: test_interop.py) ---------------

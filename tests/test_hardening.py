@@ -204,7 +204,7 @@ def test_5_wide_or_binary_files_are_one_line_errors_in_every_reader(
     with pytest.raises(DataFileError, match=problem):
         list(numbered_lines(bad))
     runs = [lambda: preprocess_main(["--input", str(bad), "--output", str(tmp_path / "o.jsonl")]),
-            lambda: pack_main(["--input", str(bad), "--out", str(tmp_path / "sh")]),
+            lambda: pack_main(["--input", str(bad), "--output", str(tmp_path / "sh")]),
             lambda: tokenizer_main(["train", "--input", str(bad), "--vocab-size", "400",
                                     "--output", str(tmp_path / "tok")]),
             lambda: train.main(["--config", str(_yaml(make_cfg(assets, tmp_path / "run",
@@ -231,7 +231,7 @@ def test_5_invalid_utf8_in_the_middle_names_the_file(tmp_path, capsys):
 
     bad = tmp_path / "mid.jsonl"
     bad.write_bytes(chat_line(1).encode() + b'{"text": "caf\xe9"}\n')
-    assert pack_main(["--input", str(bad), "--out", str(tmp_path / "sh")]) == 1
+    assert pack_main(["--input", str(bad), "--output", str(tmp_path / "sh")]) == 1
     err = capsys.readouterr().err
     assert f"{bad}:2: not valid UTF-8" in err and "Traceback" not in err
 

@@ -105,7 +105,7 @@ def test_greedy_generate_matches_the_engine(hf_dir):
 
 
 def test_import_hf_round_trip_restores_the_checkpoint(hf_dir, tmp_path):
-    assert import_main([str(hf_dir), "--output", str(tmp_path / "a")]) == 0
+    assert import_main(["--model", str(hf_dir), "--output", str(tmp_path / "a")]) == 0
     model, tok = load_model(tmp_path / "a", device="cpu")
     ours, our_tok = _ours(hf_dir)
     assert tok.fingerprint() == our_tok.fingerprint() and model.config == ours.config
@@ -114,6 +114,7 @@ def test_import_hf_round_trip_restores_the_checkpoint(hf_dir, tmp_path):
     hf = transformers.AutoModelForCausalLM.from_pretrained(hf_dir)
     hf.save_pretrained(tmp_path / "resaved")
     transformers.AutoTokenizer.from_pretrained(hf_dir).save_pretrained(tmp_path / "resaved")
+    # ... and the positional spelling from before --model still works.
     assert import_main([str(tmp_path / "resaved"), "--output", str(tmp_path / "b")]) == 0
     again, _ = load_model(tmp_path / "b", device="cpu")
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in ours.state_dict().items())
@@ -134,7 +135,7 @@ def test_import_hf_refuses_what_it_cannot_convert(hf_dir, tmp_path, capsys):
                             (wrong["layers"], "weights lack tensor"),
                             (wrong["vocab"], "must belong together")):
         with pytest.raises(SystemExit) as exc:
-            import_main([str(target), "--output", str(tmp_path / "out")])
+            import_main(["--model", str(target), "--output", str(tmp_path / "out")])
         err = capsys.readouterr().err
         assert exc.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out" / "final_model").exists()

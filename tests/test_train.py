@@ -103,19 +103,25 @@ def test_gradient_accumulation_equals_one_big_batch(assets, tmp_path):
         assert abs(a - b) <= 1e-5
 
 
-def test_sigint_saves_a_checkpoint_and_stops_cleanly(assets, tmp_path, monkeypatch):
+STOP_SIGNALS = [pytest.param(getattr(signal, name), id=name)
+                for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)]
+
+
+@pytest.mark.parametrize("signum", STOP_SIGNALS)
+def test_stop_signal_saves_a_checkpoint_and_stops_cleanly(assets, tmp_path, monkeypatch, signum):
+    """Ctrl-C, kill and a closed terminal all end a run the same way: checkpoint, then stop."""
     calls = {"n": 0}
     real = train.compute_loss
 
-    def loss_then_ctrl_c(*args):
+    def loss_then_signal(*args):
         calls["n"] += 1
         if calls["n"] == 3:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signum)
         return real(*args)
 
-    monkeypatch.setattr(train, "compute_loss", loss_then_ctrl_c)
+    monkeypatch.setattr(train, "compute_loss", loss_then_signal)
     result = train.train(make_cfg(assets, tmp_path, max_steps=50))
-    assert result["status"] == "interrupted" and result["signal"] == signal.SIGINT
+    assert result["status"] == "interrupted" and result["signal"] == signum
     assert result["step"] == 3
     assert ckpt.latest_valid(tmp_path / "checkpoints")[1]["step"] == 3
     assert result["final_model"] is None
@@ -165,6 +171,42 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(assets, tmp_path):
     assert "interrupted at step" in err and "Traceback" not in err
     path, state = ckpt.latest_valid(tmp_path / "run" / "checkpoints")
     assert state["step"] >= 2 and path.name == ckpt.checkpoint_name(state["step"])
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no terminals to hang up here")
+def test_closing_the_terminal_saves_a_checkpoint_and_exits_cleanly(assets, tmp_path):
+    """A run in a terminal whose window is closed: the kernel sends SIGHUP and every later
+    write to the terminal fails (EIO); the run must still save and exit 128 + SIGHUP."""
+    import fcntl
+    import pty
+    import select
+    import termios
+
+    # The live dashboard and a log line every step, as a terminal shows them.
+    cfg = make_cfg(assets, tmp_path / "run", max_steps=10_000, checkpoint_every=2,
+                   dashboard="auto")
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "scripts" / "train.py"), "--config",
+         str(write_yaml(cfg, tmp_path / "run.yaml"))],
+        stdin=slave, stdout=slave, stderr=slave, cwd=tmp_path, start_new_session=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "100"},
+        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))  # the pty is its terminal
+    os.close(slave)
+    seen = b""
+    deadline = time.monotonic() + 120
+    first = tmp_path / "run" / "checkpoints" / "step_0000002.pt"
+    try:
+        while not first.exists():  # read what it draws, or a full pty buffer would block it
+            assert proc.poll() is None and time.monotonic() < deadline, seen[-2000:]
+            if select.select([master], [], [], 0.05)[0]:
+                seen += os.read(master, 65536)
+    finally:
+        os.close(master)  # the window closes: SIGHUP, and the terminal is gone
+    assert proc.wait(timeout=120) == 128 + signal.SIGHUP, seen[-2000:]
+    path, state = ckpt.latest_valid(tmp_path / "run" / "checkpoints")
+    assert state["step"] >= 2 and path.name == ckpt.checkpoint_name(state["step"])
+    assert not (tmp_path / "run" / "final_model").exists()
 
 
 def test_corrupt_newest_checkpoint_is_skipped_on_resume(assets, tmp_path):

@@ -186,7 +186,7 @@ def _progress(records: Iterable[dict], n: int | None, name: str) -> Iterator[dic
             bar.advance(task)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aethermind data download",
         description="Download raw datasets (unchanged) into data/raw/<name>.jsonl.")
@@ -198,8 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--add", action="append", default=[], metavar="NAME=SOURCE",
                         help="extra dataset in messages or GSM8K schema: NAME=owner/dataset"
                              "[:config] or NAME=path/to/file.jsonl|.parquet (repeatable)")
-    parser.add_argument("--raw-dir", type=Path, default=Path("data/raw"))
-    args = parser.parse_args(argv)
+    parser.add_argument("--raw-dir", type=Path, default=Path("data/raw"),
+                        help="where the raw <name>.jsonl files go (default: data/raw)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         if args.n is not None and args.n < 1:
             raise ValueError(f"N={args.n}: must be at least 1 (omit it for everything)")

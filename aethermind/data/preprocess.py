@@ -220,14 +220,18 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
                             help=f.metadata["help"] + shown)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aethermind data preprocess",
         description="Convert raw datasets in data/raw/ to Forge-1 chat text (JSONL).")
     add_config_args(parser)
     parser.add_argument("--tokenizer", type=Path, default=None,
                         help="tokenizer dir for the length limit (default: bundled)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         values = {f.name: getattr(args, f.name) for f in fields(PreprocessConfig)}
         cfg = PreprocessConfig(**values | {"inputs": tuple(args.inputs)})

@@ -36,7 +36,7 @@ def read_jsonl_texts(path: Path, key: str) -> Iterator[str]:
               file=sys.stderr)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aethermind tokenizer",
                                      description="Train a Forge-1 byte-level BPE tokenizer.")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -46,9 +46,16 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--builtin-corpus", action="store_true",
                      help="the offline corpus the bundled default tokenizer was trained on")
     tr.add_argument("--key", default="text", help="JSON field holding the text (default: text)")
-    tr.add_argument("--vocab-size", type=int, required=True)
-    tr.add_argument("--min-frequency", type=int, default=2)
+    tr.add_argument("--vocab-size", type=int, required=True,
+                    help="tokens in the vocabulary, special tokens included")
+    tr.add_argument("--min-frequency", type=int, default=2,
+                    help="merge only pairs seen at least this often (default 2)")
     tr.add_argument("--output", type=Path, required=True, help="directory to write")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.builtin_corpus:
         from aethermind.data.tokenizer_corpus import builtin_corpus

@@ -146,20 +146,38 @@ def reasoning_accuracy(engine: Engine, tok: Any, n: int = 0, *, max_new_tokens: 
             "per_task": dict(sorted(per_task.items())), "samples": samples}
 
 
-def _print_report(report: dict[str, Any]) -> None:
-    from rich.console import Console
+def _prompt_table(rows: list[dict[str, Any]]) -> Any:
+    """Two text columns and two narrow ones, so an 80-column terminal wraps words, not letters
+    (eight columns folded every ~10 characters): the thinking sits above the answer in one
+    cell and the speed is a stack of three short lines. Model text goes in as `Text`, never
+    markup (an answer like "[a, b]" would be read as a style)."""
     from rich.table import Table
+    from rich.text import Text
 
-    console = Console()
-    table = Table(title="Forge-1 test prompts", show_lines=True)
-    for col in ("#", "Prompt", "Thought", "Thinking", "Answer", "Tokens", "Time", "Tok/s"):
-        table.add_column(col, overflow="fold")
-    for i, row in enumerate(report["prompts"], 1):
-        thinking = row["thinking"] if len(row["thinking"]) < 300 else row["thinking"][:297] + "..."
-        table.add_row(str(i), row["prompt"], "yes" if row["used_thinking"] else "no",
-                      thinking or "-", row["answer"] or "(empty)", str(row["completion_tokens"]),
-                      f"{row['seconds']:.2f}s", f"{row['tokens_per_second']:.1f}")
-    console.print(table)
+    table = Table(title="Forge-1 test prompts", show_lines=True, expand=True)
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("Prompt", ratio=1)
+    table.add_column("Reply", ratio=2)
+    table.add_column("Speed", justify="right", no_wrap=True)
+    for i, row in enumerate(rows, 1):
+        reply = Text()
+        if row["used_thinking"]:
+            thinking = row["thinking"]
+            thinking = thinking if len(thinking) < 300 else thinking[:297] + "..."
+            reply.append(f"thinking: {thinking or '(empty)'}\n", style="dim")
+            reply.append("answer: ", style="bold")
+        reply.append(row["answer"] or "(empty)")
+        speed = (f"{row['completion_tokens']} tok\n{row['seconds']:.2f} s\n"
+                 f"{row['tokens_per_second']:.1f}/s")
+        table.add_row(str(i), Text(row["prompt"]), reply, speed)
+    return table
+
+
+def _print_report(report: dict[str, Any], console: Any = None) -> None:
+    from rich.console import Console
+
+    console = console or Console()
+    console.print(_prompt_table(report["prompts"]))
     val = report.get("validation")
     if val:
         console.print(f"validation: loss {val['loss']:.4f}, perplexity {val['perplexity']:.2f} "
@@ -173,11 +191,12 @@ def _print_report(report: dict[str, Any]) -> None:
                       f"{tasks}")
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aethermind evaluate", description=__doc__.splitlines()[0])
     add_model_args(p)
     p.add_argument("--val", type=Path, help=f"validation JSONL (default: {DEFAULT_VAL} if present)")
-    p.add_argument("--val-max-docs", type=int, default=500)
+    p.add_argument("--val-max-docs", type=int, default=500,
+                   help="validation documents scored, at most (default 500)")
     p.add_argument("--n-test", type=int, default=100,
                    help="reasoning test examples (0 skips; default: 100)")
     add_sampling_args(p, greedy=True)  # for the test prompts; reasoning is always greedy
@@ -187,7 +206,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     from aethermind.runtime.dist import plain_warnings
 

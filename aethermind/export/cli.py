@@ -218,7 +218,7 @@ def export_model(model_path: str | Path, variant: str | None = None,
     return written
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     from aethermind.artifacts.loading import add_model_args
     from aethermind.export.gguf import GGUF_DTYPES
 
@@ -237,7 +237,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     from aethermind.artifacts.loading import LoadError
 

@@ -133,18 +133,28 @@ def import_hf(directory: str | Path, output: str | Path) -> Path:
     return next(final.glob("forge1_*_final.pt"))
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="aethermind import-hf",
         description="Make a Forge-1 checkpoint from a Hugging Face Llama directory whose "
                     "tokenizer has the Forge-1 special tokens (e.g. one `aethermind export "
                     "--format hf` wrote and someone fine-tuned).")
-    p.add_argument("directory", type=Path, help="the Hugging Face model directory")
+    p.add_argument("--model", type=Path, help="the Hugging Face model directory")
+    # The positional spelling from before every command took --model: still accepted, not shown
+    # (no type=: argparse would convert the SUPPRESS default and overwrite --model with it).
+    p.add_argument("model", nargs="?", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.add_argument("--output", type=Path, default=Path("outputs") / "imported",
                    help="writes OUTPUT/final_model/ (default: outputs/imported)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
+    if args.model is None:
+        p.error("the following arguments are required: --model")
     try:
-        path = import_hf(args.directory, args.output)
+        path = import_hf(Path(args.model), args.output)
     except ExportError as err:
         p.exit(2, f"error: {err}\n")
     except OSError as err:

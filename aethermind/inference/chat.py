@@ -155,7 +155,7 @@ def _reply(line: str, state: ChatState, engine: Any, tok: Any, params: SamplingP
     state.history.append(cf.Turn(line, r.answer, r.thinking if r.used_thinking else None))
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aethermind chat", description=__doc__.splitlines()[0])
     add_model_args(p)
     add_sampling_args(p)
@@ -168,7 +168,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     from aethermind.artifacts.loading import LoadError, load_model
     from aethermind.inference.engine import Engine
@@ -187,7 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(highlight=False)
     state = ChatState(show_thinking=args.show_thinking, system=args.system)
     device = next(model.parameters()).device
-    console.print(f"Forge-1 chat ({model.num_parameters() / 1e6:.1f}M parameters on {device}). "
+    # The vocabulary explains the size: tiny is 1.0M with the demo's fitted one, 2.8M with 16,384.
+    console.print(f"Forge-1 chat ({model.num_parameters() / 1e6:.1f}M parameters: "
+                  f"{model.config.preset_name() or 'custom shape'}, "
+                  f"{model.config.vocab_size:,}-token vocabulary; on {device}). "
                   "/help lists the commands, /quit or Ctrl-D leaves.", markup=False)
     engine = Engine(model, max_batch_size=1)  # prepacks and allocates once, not every turn
     while True:

@@ -235,7 +235,7 @@ async def _sse(state: ServerState, req: Any) -> AsyncIterator[str]:
 
 
 # --- command line -----------------------------------------------------------------------------
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     from aethermind.artifacts.loading import add_model_args
 
     p = argparse.ArgumentParser(prog="aethermind serve", description=__doc__.splitlines()[0])
@@ -279,7 +279,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error(f"--port {args.port}: must be between 0 and 65535")

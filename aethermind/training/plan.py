@@ -11,6 +11,8 @@ Usage: `aethermind plan --config configs/local_config.yaml --variant nano --gpu-
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +41,12 @@ class Budget:
         acts = self.activations_ckpt if checkpointing else self.activations
         live = self.weights + self.gradients + self.optimizer + acts + self.logits
         return live * (1 + FRAGMENTATION) + self.overhead
+
+    def fixed(self) -> float:
+        """The part no batch or context size changes: weights, gradients and optimizer states
+        with their allocator slack, plus the CUDA context."""
+        return (self.weights + self.gradients + self.optimizer) * (1 + FRAGMENTATION) \
+            + self.overhead
 
 
 def count_params(cfg: Forge1Config) -> int:
@@ -99,21 +107,104 @@ def format_table(b: Budget, cfg: Forge1Config, train: TrainConfig, variant: str,
            "", f"| {'Component':<40} | {'no checkpointing':>16} | {'checkpointing':>13} |",
            f"|{'-' * 42}|{'-' * 17}:|{'-' * 14}:|"]
     out += [f"| {name:<40} | {_gb(a):>16} | {_gb(c):>13} |" for name, a, c in rows]
-    limit = gpu_gb * 2**30
+    out += ["", *verdict(cfg, train, variant, gpu_gb)]
+    return "\n".join(out)
+
+
+def max_batch_size(cfg: Forge1Config, train: TrainConfig, limit: float,
+                   checkpointing: bool) -> int:
+    """The largest batch_size at train.context_length whose total fits `limit` bytes (0: none).
+
+    Activations and logits are counted per token in `estimate`, so they grow linearly with the
+    batch: one row's cost at batch 1 gives the answer without a search.
+    """
+    one = estimate(cfg, dataclasses.replace(train, batch_size=1))
+    per_row = one.total(checkpointing) - one.fixed()
+    return max(0, math.floor((limit - one.fixed()) / per_row))
+
+
+def verdict(cfg: Forge1Config, train: TrainConfig, variant: str, gpu_gb: float) -> list[str]:
+    """What fits `gpu_gb` and what to change: advice that can work, never "lower the batch" when
+    the weights and optimizer alone are too big."""
+    limit, ctx, bs = gpu_gb * 2**30, train.context_length, train.batch_size
+    b = estimate(cfg, train)
+    if b.fixed() > limit:
+        return _cannot_fit(cfg, train, variant, gpu_gb, b)
+    with_ckpt = max_batch_size(cfg, train, limit, True)
+    without = max_batch_size(cfg, train, limit, False)
+    if with_ckpt == 0:
+        one = estimate(cfg, dataclasses.replace(train, batch_size=1))
+        per_token = (one.total(True) - one.fixed()) / ctx
+        tokens = math.floor((limit - one.fixed()) / per_token)
+        return [f"Verdict: does NOT fit a {gpu_gb:g} GB GPU even at batch_size 1 with "
+                f"checkpointing ({_gb(one.total(True)).strip()}): at batch_size 1, "
+                f"context_length up to {tokens} fits."]
     used = b.total(train.gradient_checkpointing)
     mode = "with" if train.gradient_checkpointing else "without"
-    out.append("")
     if used <= limit:
-        out.append(f"Verdict: fits a {gpu_gb:g} GB GPU {mode} gradient checkpointing "
-                   f"({used / 2**30:.2f} GB of {gpu_gb:g} GB).")
-    elif b.total(True) <= limit:
-        out.append(f"Verdict: does NOT fit {gpu_gb:g} GB as configured ({used / 2**30:.2f} GB); "
-                   "it fits with gradient_checkpointing: true.")
+        lines = [f"Verdict: fits a {gpu_gb:g} GB GPU {mode} gradient checkpointing "
+                 f"({used / 2**30:.2f} GB of {gpu_gb:g} GB)."]
+    elif not train.gradient_checkpointing and b.total(True) <= limit:
+        lines = [f"Verdict: does NOT fit {gpu_gb:g} GB as configured ({used / 2**30:.2f} GB); "
+                 "it fits with gradient_checkpointing: true."]
     else:
-        out.append(f"Verdict: does NOT fit a {gpu_gb:g} GB GPU even with checkpointing "
-                   f"({b.total(True) / 2**30:.2f} GB): lower batch_size or context_length, "
-                   "or use a smaller variant.")
-    return "\n".join(out)
+        if train.gradient_checkpointing or not without:
+            change = f"set batch_size to {with_ckpt} with gradient_checkpointing: true"
+        else:
+            change = (f"set batch_size to {without}, or to {with_ckpt} with "
+                      "gradient_checkpointing: true")
+        lines = [f"Verdict: does NOT fit {gpu_gb:g} GB as configured ({used / 2**30:.2f} GB): "
+                 f"{change} (and raise gradient_accumulation_steps to keep the effective "
+                 "batch)."]
+    if without == 0:
+        lines.append(f"At context_length {ctx}, gradient checkpointing is needed (without it not "
+                     f"even batch_size 1 fits); with it, batch_size up to {with_ckpt} fits.")
+        return lines
+    lines.append(f"At context_length {ctx}, batch_size up to {without} fits without gradient "
+                 f"checkpointing and up to {with_ckpt} with it.")
+    if train.gradient_checkpointing and bs <= without:
+        lines.append(f"Checkpointing is not needed at batch_size {bs}: gradient_checkpointing: "
+                     "false skips the recomputation and trains faster.")
+    return lines
+
+
+def _cannot_fit(cfg: Forge1Config, train: TrainConfig, variant: str, gpu_gb: float,
+                b: Budget) -> list[str]:
+    limit = gpu_gb * 2**30
+    static = b.weights + b.gradients + b.optimizer
+    smallest = estimate(cfg, dataclasses.replace(train, batch_size=1)).total(True)
+    lines = [f"Verdict: Forge-1 {variant} cannot train on a {gpu_gb:g} GB GPU at any batch size "
+             f"or context length: its weights, gradients and optimizer states alone take "
+             f"{static / 2**30:.2f} GB ({b.fixed() / 2**30:.2f} GB with allocator slack and the "
+             "CUDA context)."]
+    need = f"a GPU of at least {math.ceil(smallest / 2**30 * 10) / 10:g} GB"  # rounded up
+    smaller = _smaller_fit(cfg, train, limit)
+    if smaller is None:
+        lines.append(f"No smaller variant fits {gpu_gb:g} GB either; {variant} needs {need} "
+                     "(batch_size 1, checkpointing).")
+    else:
+        name, ctx, n = smaller
+        lines.append(f"What fits: the {name} variant (--variant {name}), batch_size up to {n} "
+                     f"at context_length {ctx} with gradient checkpointing; or, for {variant}, "
+                     f"{need} (batch_size 1, checkpointing).")
+    return lines
+
+
+def _smaller_fit(cfg: Forge1Config, train: TrainConfig, limit: float
+                 ) -> tuple[str, int, int] | None:
+    """The largest variant with fewer parameters than `cfg` that fits `limit` with checkpointing
+    at the run's context (capped at its max_seq_len): (name, context_length, top batch_size)."""
+    best: tuple[int, str, int, int] | None = None
+    for name in VARIANTS:
+        other = Forge1Config.from_variant(name, vocab_size=cfg.vocab_size)
+        params = count_params(other)
+        if params >= count_params(cfg) or (best is not None and params <= best[0]):
+            continue
+        ctx = min(train.context_length, other.max_seq_len)
+        n = max_batch_size(other, dataclasses.replace(train, context_length=ctx), limit, True)
+        if n >= 1:
+            best = (params, name, ctx, n)
+    return None if best is None else best[1:]
 
 
 def model_config(train: TrainConfig, variant: str) -> Forge1Config:
@@ -131,13 +222,18 @@ def model_config(train: TrainConfig, variant: str) -> Forge1Config:
     return Forge1Config.from_variant(variant, vocab_size=vocab)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aethermind plan", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="training YAML (configs/local_config.yaml)")
     parser.add_argument("--variant", choices=VARIANTS, help="model size (default: the config's)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set batch_size=1")
     parser.add_argument("--gpu-gb", type=float, default=4.0, help="GPU memory in GB (default 4)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         train = load_config(args.config, args.set, args.variant)
