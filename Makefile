@@ -8,14 +8,19 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 BASE_STAMP := $(VENV)/.installed-base
 
-.PHONY: install demo test test-slow test-interop gpu-check lint format clean
+# The model `make demo` trains, which `make chat` and `make serve` load (`aethermind demo`'s
+# default --output, plus final_model/; the demo prints DEMO_MODEL=... when --output differs).
+DEMO_MODEL ?= outputs/demo/final_model
 
-# The demo needs only the package; tests, the server and the HF checks add the `dev` extra.
-# Two stamps, so a first `make demo` does not spend its ten minutes installing test tools.
+.PHONY: install demo chat serve test test-slow test-interop gpu-check lint format clean
+
+# The demo needs the package, and the `serve` extra (FastAPI + uvicorn, seconds to install) so
+# that the `make serve` it ends by suggesting runs as it is; tests and the HF checks add the
+# `dev` extra. Two stamps, so a first `make demo` does not spend its minutes on test tools.
 $(BASE_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e ".[serve]"
 	touch $(BASE_STAMP)
 
 $(STAMP): $(BASE_STAMP)
@@ -26,6 +31,16 @@ install: $(STAMP)
 
 demo: $(BASE_STAMP)
 	$(BIN)/aethermind demo
+
+# Talk to the demo's model: in the terminal, or in the browser (web chat at / and the
+# OpenAI-compatible API at /v1 on http://127.0.0.1:8000; Ctrl-C stops it).
+chat: $(BASE_STAMP)
+	@test -d "$(DEMO_MODEL)" || { echo "no model in $(DEMO_MODEL): run make demo first" >&2; exit 1; }
+	$(BIN)/aethermind chat --model "$(DEMO_MODEL)" --device cpu --show-thinking
+
+serve: $(BASE_STAMP)
+	@test -d "$(DEMO_MODEL)" || { echo "no model in $(DEMO_MODEL): run make demo first" >&2; exit 1; }
+	$(BIN)/aethermind serve --model "$(DEMO_MODEL)" --device cpu
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import shutil
 import sys
 import time
@@ -26,6 +28,9 @@ from aethermind.inference.sampling import SamplingParams
 from aethermind.text import prompts
 
 MARKER = ".aethermind-demo"  # only a directory holding this marker is ever cleared
+# Where the demo writes; the Makefile's DEMO_MODEL (what `make chat` / `make serve` load) is
+# this folder's final_model/, checked by tests/test_demo.py.
+DEFAULT_OUT = Path("outputs/demo")
 # One conversation: each turn is answered with the earlier turns in context, as in `chat`.
 CHAT_SCRIPT = (prompts.GREETING, prompts.ARITHMETIC, "Which is bigger, 345 or 354?",
                "Thank you!")
@@ -186,6 +191,53 @@ def _transcript(engine: Any, tokenizer: Any, fresh: dict, examples: list, out: P
     return atomic_text("\n".join(lines), out / "chat_transcript.md")
 
 
+def _aethermind_program() -> list[str]:
+    """This environment's `aethermind`, spelled so it runs without activating anything:
+    `.venv/bin/aethermind` after `make demo` (a bare `python` or `aethermind` may be another
+    environment's, or none: issue 25's ModuleNotFoundError)."""
+    exe = Path(sys.executable)
+    script = exe.with_name("aethermind.exe" if os.name == "nt" else "aethermind")
+    return [_short(script)] if script.is_file() else [_short(exe), "-m", "aethermind.cli"]
+
+
+def _short(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def next_steps(out: Path) -> list[tuple[str, str]]:
+    """(command, what it does) printed after a run: the Makefile's targets, then the same two
+    commands without make; every one works in the state `make demo` leaves."""
+    model = out / "final_model"
+    make_var = "" if model == DEFAULT_OUT / "final_model" else \
+        f" DEMO_MODEL={shlex.quote(str(model))}"
+    program = shlex.join(_aethermind_program())
+    model_arg = shlex.quote(str(model))
+    from aethermind.serve.server import DEFAULT_HOST, DEFAULT_PORT
+
+    return [(f"make chat{make_var}", "in this terminal, its thinking shown"),
+            (f"make serve{make_var}", f"web chat at http://{DEFAULT_HOST}:{DEFAULT_PORT}/, "
+                                      "OpenAI-compatible API at /v1"),
+            (f"{program} chat --model {model_arg} --device cpu --show-thinking", ""),
+            (f"{program} serve --model {model_arg} --device cpu", "")]
+
+
+def _print_next_steps(console: Console, out: Path) -> None:
+    steps = next_steps(out)
+    width = max(len(command) for command, what in steps if what)
+    console.print("\nnext: talk to it", style="bold")
+    heading = "the same without make:"
+    for command, what in steps:
+        if not what and heading:
+            console.print(heading, style="bold")
+            heading = ""
+        line = f"  {command:<{width}}  # {what}" if what else f"  {command}"
+        # soft_wrap: a command split across lines could not be pasted back
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
 def _add_to_report(path: Path, extra: dict[str, Any]) -> None:
     report = json.loads(path.read_text(encoding="utf-8"))
     report.update(extra)
@@ -194,7 +246,7 @@ def _add_to_report(path: Path, extra: dict[str, Any]) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aethermind demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--output", dest="out", type=Path, default=Path("outputs/demo"),
+    parser.add_argument("--output", dest="out", type=Path, default=DEFAULT_OUT,
                         help="directory for the run, its report and transcript "
                              "(default: outputs/demo)")
     parser.add_argument("--minutes", type=float, default=10.0,
@@ -281,9 +333,8 @@ def main(argv: list[str] | None = None) -> int:
                                         "n_train": args.n_train, "max_new_tokens": cap}})
     console.rule(f"[bold green]done in {minutes:.1f} min")
     console.print(f"model       {final}\nevaluation  {eval_json}\n"
-                  f"transcript  {transcript}\nloss curve  {args.out / 'loss_curve.png'}\n"
-                  f"chat        python scripts/chat.py --model {final} --device cpu "
-                  "--show-thinking")
+                  f"transcript  {transcript}\nloss curve  {args.out / 'loss_curve.png'}")
+    _print_next_steps(console, args.out)
     return 0
 
 

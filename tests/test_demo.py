@@ -4,6 +4,12 @@ every stage through the same wiring, and each stage's output is checked against 
 from __future__ import annotations
 
 import json
+import re
+import shlex
+import signal
+import subprocess
+import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -54,6 +60,9 @@ def test_demo_runs_every_stage_and_writes_its_outputs(tmp_path, capsys, monkeypa
     assert all(f"**you:** {s['question']}" in transcript for s in fresh["samples"])
     printed = capsys.readouterr().out
     assert "held-out accuracy per task family" in printed and "done in" in printed
+    printed_lines = [line.strip() for line in printed.splitlines()]
+    for command, _ in demo.next_steps(out):  # each on one line, whole (tested below)
+        assert any(line.startswith(command) for line in printed_lines), command
 
 
 def test_minutes_become_steps_and_too_few_minutes_is_a_clear_error(capsys):
@@ -86,3 +95,54 @@ def test_training_examples_cover_the_steps_and_match_the_measured_size():
     n = demo.examples_for(steps)
     assert n * per_example >= steps * 8 * 384  # one pass never runs out of examples
     assert demo.examples_for(2 * steps) > 1.9 * n
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("out", [demo.DEFAULT_OUT, Path("runs/my demo")])
+def test_printed_make_targets_set_up_a_fresh_clone_then_run_the_printed_command(out, tmp_path):
+    """`make chat` / `make serve` as printed, dry-run (-n) in a clone with no .venv yet: they
+    create it with the serve extra, then run what the without-make line says."""
+    steps = [shlex.split(command) for command, _ in demo.next_steps(out)]
+    targets = [s for s in steps if s[0] == "make"]
+    commands = [s for s in steps if s[0] != "make"]
+    assert [t[1] for t in targets] == ["chat", "serve"] and len(commands) == 2
+    program = demo._aethermind_program()
+    venv = tmp_path / ".venv"
+    for target, command in zip(targets, commands, strict=True):
+        dry = subprocess.run(["make", "-n", *target[1:], f"VENV={venv}"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+        assert dry.returncode == 0, dry.stderr
+        lines = dry.stdout.splitlines()
+        assert lines[0].endswith(f"-m venv {venv}")
+        assert f'{venv}/bin/python -m pip install --quiet -e ".[serve]"' in lines
+        assert command[:len(program)] == program
+        assert shlex.split(lines[-1]) == [f"{venv}/bin/aethermind", *command[len(program):]]
+
+
+def test_printed_chat_and_serve_commands_run(tmp_path):
+    """The without-make lines, run as printed on a model in the demo's layout (the server on a
+    free port): chat starts and leaves on /quit, serve answers /health."""
+    from _infer_helpers import make_tokenizer, save_final, tiny_config
+
+    from aethermind.model.transformer import Forge1Model
+
+    tok = make_tokenizer()
+    save_final(Forge1Model(tiny_config(tok)), tok, tmp_path / "demo")
+    chat, serve = [shlex.split(c) for c, what in demo.next_steps(tmp_path / "demo") if not what]
+    done = subprocess.run(chat, input="/quit\n", capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0 and "Forge-1 chat" in done.stdout, done.stdout + done.stderr
+    assert done.stdout.rstrip().endswith("bye")
+    proc = subprocess.Popen([*serve, "--port", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        m = re.search(r" on (http://\S+) ", line)
+        assert m, line + (proc.stderr.read() if proc.poll() is not None else "")
+        with urllib.request.urlopen(m.group(1) + "/health", timeout=60) as reply:
+            assert reply.status == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    assert proc.returncode == 0

@@ -38,7 +38,7 @@ def test_serve_command_starts_serves_the_page_and_stops_cleanly(ckpt):
         assert name == ckpt.stem
         status, headers, page = request(url + "/")
         assert status == 200 and headers["content-type"].startswith("text/html")
-        assert 'id="think-toggle"' in page and 'id="new-chat"' in page
+        assert 'id="think-mode"' in page and 'id="new-chat"' in page
         # Works offline: nothing is loaded from another host.
         assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
         assert json.loads(request(url + "/health")[2])["model"] == ckpt.stem

@@ -1,8 +1,10 @@
 """The web chat in a real browser: headless Debian chromium driven by Selenium (make test-interop).
 
-Starts `aethermind serve` as a program on the tiny overfit model (it thinks, then answers),
-types a message, and checks the streamed answer and the foldable thinking block. The
-screenshot goes to tmp_path, or to $AETHERMIND_SCREENSHOT (how docs/web_chat.png is made).
+Starts `aethermind serve` as a program on the tiny overfit model (it chooses to think on "What
+is 2+2?" and not on "Say hello in Japanese"; its context is 128 tokens), types messages, and
+checks the streamed answer, the foldable thinking block, the thinking menu (by default no
+think flag is sent, as `aethermind chat` does), and errors (in view, with the way out). The
+screenshot goes to tmp_path, or to $AETHERMIND_SCREENSHOT.
 """
 
 from __future__ import annotations
@@ -57,14 +59,59 @@ def browser(tmp_path):
     driver.quit()
 
 
-def _ask(driver, text: str):
+# Records each request body the page sends, so a test sees what the page asked for.
+RECORD_REQUESTS = """
+window.sent = [];
+const original = window.fetch;
+window.fetch = (url, options = {}) => {
+  if (options.body) window.sent.push(JSON.parse(options.body));
+  return original(url, options);
+};
+"""
+IN_VIEW = """
+const box = document.getElementById("scroller").getBoundingClientRect();
+const r = arguments[0].getBoundingClientRect();
+return r.height > 0 && r.top >= box.top && r.bottom <= box.bottom + 1;
+"""
+
+
+def _open(driver, url: str) -> None:
+    """The page, loaded, at temperature 0, recording requests."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url + "/")
+    WebDriverWait(driver, 30).until(
+        lambda d: d.find_element(By.ID, "model").text.startswith("forge1_"))
+    temperature = driver.find_element(By.ID, "temperature")
+    temperature.clear()
+    temperature.send_keys("0")
+    driver.execute_script(RECORD_REQUESTS)
+
+
+def _think_mode(driver, value: str | None = None) -> str:
+    """The thinking menu's value, after selecting `value` if given."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    menu = Select(driver.find_element(By.ID, "think-mode"))
+    if value is not None:
+        menu.select_by_value(value)
+    return menu.first_selected_option.get_attribute("value")
+
+
+def _ask(driver, text: str, *, paste: bool = False):
+    """Sends `text` (typed, or pasted at once when long) and waits for the whole reply."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
     before = len(driver.find_elements(By.CSS_SELECTOR, ".msg.assistant"))
     box = driver.find_element(By.ID, "input")
-    box.send_keys(text)
+    if paste:
+        driver.execute_script("arguments[0].value = arguments[1]", box, text)
+    else:
+        box.send_keys(text)
     box.send_keys(Keys.ENTER)
     wait = WebDriverWait(driver, 120)
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".msg.assistant")) > before)
@@ -75,17 +122,12 @@ def _ask(driver, text: str):
 
 def test_web_chat_streams_an_answer_with_a_thinking_block(browser, server_url, tmp_path):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    browser.get(server_url + "/")
-    WebDriverWait(browser, 30).until(
-        lambda d: d.find_element(By.ID, "model").text.startswith("forge1_"))
-    temperature = browser.find_element(By.ID, "temperature")
-    temperature.clear()
-    temperature.send_keys("0")
-    assert browser.find_element(By.ID, "think-toggle").is_selected()
+    _open(browser, server_url)
+    assert _think_mode(browser) == "auto"  # as `aethermind chat`: the model chooses
 
     reply = _ask(browser, "What is 2+2?")
+    assert "chat_template_kwargs" not in browser.execute_script("return window.sent")[-1]
     assert reply.find_element(By.CLASS_NAME, "answer").text == "The answer is 4."
     assert int(reply.get_attribute("data-chunks")) > 3  # it arrived in pieces: streamed
     details = reply.find_element(By.CSS_SELECTOR, "details.thinking")
@@ -102,8 +144,46 @@ def test_web_chat_streams_an_answer_with_a_thinking_block(browser, server_url, t
     browser.find_element(By.ID, "new-chat").click()
     assert browser.find_elements(By.CSS_SELECTOR, ".msg") == []
 
-    browser.find_element(By.ID, "think-toggle").click()  # thinking off: no think block
-    reply = _ask(browser, "Say hello in Japanese")
+    reply = _ask(browser, "Say hello in Japanese")  # the model chooses not to think here
     assert not reply.find_element(By.CSS_SELECTOR, "details.thinking").is_displayed()
     assert reply.find_element(By.CLASS_NAME, "answer").text == "こんにちは 😀 世界"
     assert len(browser.find_elements(By.CSS_SELECTOR, ".msg")) == 2  # the new chat only
+
+
+def test_thinking_menu_forces_thinking_on_or_off(browser, server_url):
+    from selenium.webdriver.common.by import By
+
+    _open(browser, server_url)
+    _think_mode(browser, "off")
+    reply = _ask(browser, "What is 2+2?")  # would think if the model chose
+    sent = browser.execute_script("return window.sent")[-1]
+    assert sent["chat_template_kwargs"] == {"enable_thinking": False}
+    assert not reply.find_element(By.CSS_SELECTOR, "details.thinking").is_displayed()
+    _think_mode(browser, "on")
+    _ask(browser, "Say hello in Japanese")
+    sent = browser.execute_script("return window.sent")[-1]
+    assert sent["chat_template_kwargs"] == {"enable_thinking": True}
+
+
+def test_errors_show_in_view_with_the_way_out_and_leave_the_chat_usable(browser, server_url):
+    from selenium.webdriver.common.by import By
+
+    browser.set_window_size(420, 720)  # a phone's width: the explanation takes a few lines
+    _open(browser, server_url)
+    too_long = "word " * 400  # far over the model's 128-token context, and taller than the page
+    reply = _ask(browser, too_long, paste=True)
+    error = reply.find_element(By.CLASS_NAME, "error")
+    assert "send a shorter one" in error.text
+    assert reply.find_elements(By.CLASS_NAME, "answer") == []  # no "…" left above the error
+    assert browser.execute_script(IN_VIEW, error)
+    # The failed message stays out of the context: the next one is answered.
+    reply = _ask(browser, "What is 2+2?")
+    assert reply.find_element(By.CLASS_NAME, "answer").text == "The answer is 4."
+
+    reply = _ask(browser, too_long, paste=True)  # now a conversation: the way out is New chat
+    error = reply.find_element(By.CLASS_NAME, "error")
+    assert "Press New chat" in error.text and browser.execute_script(IN_VIEW, error)
+    assert reply.find_elements(By.CLASS_NAME, "answer") == []
+    browser.find_element(By.ID, "new-chat").click()
+    reply = _ask(browser, "Say hello in Japanese")
+    assert reply.find_element(By.CLASS_NAME, "answer").text == "こんにちは 😀 世界"

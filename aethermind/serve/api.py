@@ -5,7 +5,7 @@ that knows the template, plus sampling parameters), turns problems into `APIErro
 as OpenAI-style error bodies, and decodes a sequence's token ids into what the client sees:
 thinking and answer text split by special-token ids (`thinking.OutputRouter`), streamed without
 splitting a UTF-8 character, cut at the request's stop strings. It knows nothing about HTTP
-servers or threads (`serve.py`, `serve_scheduler.py`).
+servers or threads (`server.py`, `scheduler.py`).
 Usage: `req = parse_request(body, tok, max_seq_len=512, model_id="forge1_tiny_final")`.
 """
 

@@ -5,7 +5,7 @@ scheduler thread is the only code that touches the `Engine`: handlers post `add`
 commands to it, it applies them between steps (sequences join and leave the batch there), calls
 `engine.step()` while there is work, and hands each `TokenEvent` to the request that owns that
 sequence through its event loop (`call_soon_threadsafe`), so a request only ever sees its own
-tokens. It knows nothing about HTTP or text (`serve.py`, `serve_api.py`).
+tokens. It knows nothing about HTTP or text (`server.py`, `api.py`).
 Usage: `sched = Scheduler(engine); sched.start(); stream = sched.submit(ids, params, stops)`,
 then `async for event in stream: ...` inside the event loop; `sched.cancel(stream)` to leave.
 """

@@ -2,8 +2,8 @@
 
 Endpoints: `POST /v1/chat/completions` (plain JSON or server-sent events ending in `[DONE]`),
 `GET /v1/models`, `GET /health`, and the web chat at `/` (one static page, no build step, works
-offline). Concurrent requests share one continuous-batching decode loop (`serve_scheduler.py`);
-the protocol and text decoding are in `serve_api.py`. Binds to 127.0.0.1 unless told otherwise;
+offline). Concurrent requests share one continuous-batching decode loop (`serve/scheduler.py`);
+the protocol and text decoding are in `serve/api.py`. Binds to 127.0.0.1 unless told otherwise;
 `--api-key` (or AETHERMIND_API_KEY) makes /v1/* require `Authorization: Bearer KEY`.
 Usage: `aethermind serve --model outputs/final_model --port 8000`, then any OpenAI client with
 `base_url="http://127.0.0.1:8000/v1"`.

@@ -80,12 +80,20 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 def plot_losses(metrics_path: str | Path, out_path: str | Path) -> Path | None:
     """Train (and val) loss against step as a PNG, with matplotlib's headless Agg backend."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     records = read_metrics(metrics_path)
     if not records:
         return None
+    loss_figure(records).savefig(out_path)
+    return Path(out_path)
+
+
+def loss_figure(records: list[dict[str, Any]]) -> Any:  # -> matplotlib.figure.Figure
+    """The loss-curve figure of metrics records, the y-axis in log scale: on a linear axis the
+    first steps' loss (~7 nats) flattens the late drop in validation loss (issue 25)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
+
     fig = Figure(figsize=(8, 4.5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -95,13 +103,18 @@ def plot_losses(metrics_path: str | Path, out_path: str | Path) -> Path | None:
         ax.plot(*zip(*train, strict=True), label="train loss", linewidth=1)
     if val:
         ax.plot(*zip(*val, strict=True), "o-", label="val loss")
+    ax.set_yscale("log")
+    # Plain numbers, and labels at 2x, 3x and 5x too: a loss curve spans a decade or two, where
+    # the default labels only the powers of ten (as 10^0).
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(
+        lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "235" else ""))
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("cross-entropy (nats)")
-    ax.grid(alpha=0.3)
+    ax.set_ylabel("cross-entropy (nats, log scale)")
+    ax.grid(alpha=0.3, which="both")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out_path)
-    return Path(out_path)
+    return fig
 
 
 class Dashboard:
