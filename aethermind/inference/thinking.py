@@ -26,8 +26,6 @@ from aethermind.inference.engine import Engine, PromptTooLongError, SamplingPara
 from aethermind.runtime.dist import select_device
 from aethermind.text import chat_format as cf
 
-# A model that opens a new user turn or document has finished its answer too.
-STOP_TOKENS = (cf.END_ASSISTANT, cf.EOS, cf.USER, cf.BOS)
 StreamFn = Callable[[str, str], None]  # stream(part, text), part is "thinking" or "answer"
 
 
@@ -220,9 +218,8 @@ def run_thinking_pipeline(model: torch.nn.Module, tokenizer: Any, user_message: 
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
                             top_p=top_p, seed=seed, repetition_penalty=repetition_penalty)
     router = OutputRouter(tokenizer, force_thinking, stream)
-    stop_ids = [tokenizer.special_ids[s] for s in STOP_TOKENS]
     engine_start = time.perf_counter()
-    gen = engine.generate(ids, params, stop_ids, on_token=router.push)
+    gen = engine.generate(ids, params, cf.stop_ids(tokenizer), on_token=router.push)
     thinking, answer, used = router.finish()
     return ThinkingResult(
         thinking=thinking, answer=answer, used_thinking=used, prompt_tokens=len(ids),
