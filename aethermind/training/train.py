@@ -25,10 +25,12 @@ from typing import Any
 import torch
 
 from aethermind.artifacts import checkpoint as ckpt
+from aethermind.artifacts.layout import final_dir, write_final
 from aethermind.model.config import VARIANTS, Forge1Config
 from aethermind.model.losses import summed_loss as compute_loss  # tests patch this name
 from aethermind.model.transformer import Forge1Model
 from aethermind.runtime import dist
+from aethermind.runtime.files import atomic_text, remove_stale_temp_files
 from aethermind.text.tokenizer import Forge1Tokenizer
 from aethermind.training.config import ConfigError, TrainConfig, dump_yaml, load_config
 from aethermind.training.dashboard import Dashboard, MetricsWriter, memory_text, plot_losses
@@ -310,7 +312,7 @@ def _preflight(cfg: TrainConfig) -> None:
 
 def _claim_checkpoint_dir(ckpt_dir: Path, resume: bool, overwrite: bool) -> None:
     """Clear crash leftovers; refuse to mix a fresh run with another run's checkpoints."""
-    ckpt.remove_stale_temp_files(ckpt_dir)
+    remove_stale_temp_files(ckpt_dir, ckpt.CKPT_GLOB)
     existing = ckpt.list_checkpoints(ckpt_dir)
     if not existing or resume:
         return
@@ -404,7 +406,7 @@ def _train(cfg: TrainConfig, *, resume: bool, stop_after: int | None, overwrite:
         dist.log0("resumed from %s (step %d)", path, step)
         del state
     if main_proc:
-        ckpt.atomic_text(dump_yaml(cfg), ckpt_dir / "train_config.yaml")
+        atomic_text(dump_yaml(cfg), ckpt_dir / "train_config.yaml")
     if rng is not None:
         ckpt.set_rng_state(rng)  # last, after everything that draws random numbers at setup
     dist.log0("Forge-1 %s: %.1fM parameters, %s, %s, %d steps (%d per epoch), "
@@ -516,7 +518,8 @@ def _train(cfg: TrainConfig, *, resume: bool, stop_after: int | None, overwrite:
     if status == "completed":
         final_sd = model_state(wrapped, None, cfg.fsdp)[0]  # a collective under FSDP
         if main_proc:
-            final_path = ckpt.export_final(final_sd, model_cfg, tokenizer, out_dir, cfg.variant)
+            final_path = write_final(final_sd, model_cfg, tokenizer, final_dir(out_dir),
+                                     cfg.variant)
             dash.message(f"final model: {final_path}")
     if metrics_out is not None:
         metrics_out.close()
