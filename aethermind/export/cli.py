@@ -4,11 +4,11 @@
 writes the guide's defaults, `outputs/exports/forge1_nano.pt`, `forge1_nano.safetensors` and
 `tokenizer/`; `--format hf` adds `forge1_nano_hf/` (loads in `transformers`), `--format gguf
 --dtype f16` adds `forge1_nano-f16.gguf` (llama.cpp, Ollama, LM Studio); `--format all` writes
-everything. Every file and directory is staged under a temporary name and renamed into place,
-so an existing export is replaced whole or not at all. The metadata (variant, config, tokenizer
-fingerprint) travels inside each file: the .pt holds `{"model", "model_config", "variant",
-"tokenizer_fingerprint"}` like a training checkpoint, safetensors and GGUF carry it in their
-headers, the HF directory in config.json. Tied embeddings are stored once and reload tied.
+everything. `--dtype` is the GGUF weight type (default f16) and nothing else: with no GGUF
+output it is refused before any work, not ignored. Every file and directory is staged and
+renamed into place (`runtime.files`), so an existing export is replaced whole or not at all.
+This module is the command only: the .pt/safetensors format is `artifacts.exported`, the HF
+directory `export.hf`, GGUF `export.gguf`; the model is loaded as `chat` loads it.
 Usage: `paths = export_model("outputs/final_model", formats=("hf",), output="outputs/exports")`.
 """
 
