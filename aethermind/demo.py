@@ -23,8 +23,8 @@ from typing import Any
 
 from rich.console import Console
 
-from aethermind.artifacts.checkpoint import atomic_text
 from aethermind.inference.sampling import SamplingParams
+from aethermind.runtime.files import atomic_text
 from aethermind.text import prompts
 
 MARKER = ".aethermind-demo"  # only a directory holding this marker is ever cleared

@@ -396,7 +396,7 @@ def _(d):
 
     def wait(proc):
         t0 = time.time()
-        while not list((d / "out" / "cache" / "train").glob(".train-packed-T64.tmp-*")) \
+        while not list((d / "out" / "cache" / "train").glob(".train-packed-T64.tmp*")) \
                 if (d / "out" / "cache" / "train").is_dir() else True:
             if proc.poll() is not None or time.time() - t0 > 240:
                 return

@@ -32,7 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a plain checkout
 
-from aethermind.artifacts.checkpoint import export_final  # noqa: E402
+from aethermind.artifacts.layout import final_dir, write_final  # noqa: E402
 from aethermind.model.config import Forge1Config  # noqa: E402
 from aethermind.model.transformer import Forge1Model  # noqa: E402
 from aethermind.text.tokenizer import Forge1Tokenizer  # noqa: E402
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     model = Forge1Model(Forge1Config.from_variant(args.variant,
                                                   vocab_size=tok.get_vocab_size_padded()))
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = export_final(model.state_dict(), model.config, tok, Path(tmp), args.variant)
+        ckpt = write_final(model.state_dict(), model.config, tok, final_dir(tmp), args.variant)
         del model
         proc, url = _start_server(ckpt, max(args.clients, 1))
         try:

@@ -47,6 +47,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from bench_train import build_pair, flops_per_token, matmul_peak  # noqa: E402
 
 from aethermind.model.config import Forge1Config  # noqa: E402
+from aethermind.runtime.files import atomic_text  # noqa: E402
 
 LOCAL_CONFIG = REPO / "configs" / "local_config.yaml"
 AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -667,11 +668,8 @@ def main(argv: list[str] | None = None) -> int:
           f"(target on one GPU: under {TARGETS['total_s']:.0f} s)"
           + (f"; errors in {', '.join(failed)}" if failed else ""))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {"smoke": args.smoke, "total_seconds": total, "sections": results}
-        tmp_json = args.json.with_name(f".{args.json.name}.tmp")
-        tmp_json.write_text(json.dumps(payload, indent=2, default=str))
-        tmp_json.replace(args.json)
+        atomic_text(json.dumps(payload, indent=2, default=str), args.json)
     return 1 if failed else 0
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from aethermind.artifacts.checkpoint import export_final
+from aethermind.artifacts.layout import final_dir, write_final
 from aethermind.model.config import Forge1Config
 from aethermind.model.transformer import Forge1Model
 from aethermind.text import chat_format as cf
@@ -102,4 +102,4 @@ def _train(tok: Forge1Tokenizer, steps: int, max_seq_len: int) -> dict[str, torc
 def save_final(model: Forge1Model, tok: Forge1Tokenizer, out_dir: Path,
                variant: str = "tiny") -> Path:
     """The training layout, written by the code `aethermind train` uses for it."""
-    return export_final(model.state_dict(), model.config, tok, out_dir, variant)
+    return write_final(model.state_dict(), model.config, tok, final_dir(out_dir), variant)

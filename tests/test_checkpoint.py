@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from aethermind.artifacts import checkpoint as ckpt
+from aethermind.artifacts.layout import final_dir, write_final
 from aethermind.model.config import Forge1Config
 from aethermind.model.transformer import Forge1Model
+from aethermind.runtime.files import atomic_torch_save, atomic_write
 
 
 def state(step: int) -> dict:
@@ -36,7 +38,7 @@ def test_a_failed_write_keeps_the_old_file(tmp_path):
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        ckpt.atomic_write(target, boom)
+        atomic_write(target, boom)
     assert ckpt.load_checkpoint(target)["step"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step_0000001.pt"]
 
@@ -83,7 +85,7 @@ def test_incomplete_state_is_rejected(tmp_path):
 
 
 def test_rng_state_round_trips_through_a_safe_load(tmp_path):
-    ckpt.atomic_torch_save(ckpt.rng_state(), tmp_path / "rng.pt")
+    atomic_torch_save(ckpt.rng_state(), tmp_path / "rng.pt")
     expected = (random.random(), np.random.rand(), torch.rand(1).item())
     ckpt.set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
@@ -91,8 +93,8 @@ def test_rng_state_round_trips_through_a_safe_load(tmp_path):
 
 def test_final_model_layout_loads_as_the_guide_does(tmp_path, tiny_config, tiny_tokenizer):
     model = Forge1Model(tiny_config)
-    path = ckpt.export_final(model.state_dict(), tiny_config, tiny_tokenizer, tmp_path, "tiny")
     final = tmp_path / "final_model"
+    path = write_final(model.state_dict(), tiny_config, tiny_tokenizer, final_dir(tmp_path), "tiny")
     assert path == final / "forge1_tiny_final.pt"
     cfg = Forge1Config.from_dict(json.loads((final / "config.json").read_text()))
     assert (final / "tokenizer" / "tokenizer.json").is_file()

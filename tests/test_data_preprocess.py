@@ -140,7 +140,7 @@ def test_output_is_valid_forge1_text_split_deterministically(run, tmp_path):
     assert len(texts) == 11 == len(set(texts)) and val
     for text in texts:
         parse(text)
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert not list(tmp_path.glob(".*.tmp*"))
 
 
 def test_max_samples_caps_each_dataset(run):

@@ -212,7 +212,7 @@ def test_write_synth_writes_parseable_train_and_val(tmp_path):
                for line in val.read_text(encoding="utf-8").splitlines()) == 30
     conv = parse(rows[0]["text"])
     assert synth.to_conversations(synth.make_split("train", 120))[0] == conv
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert not list(tmp_path.glob(".*.tmp*"))
 
 
 def test_test_split_questions_are_unique_where_the_task_space_allows():

@@ -16,14 +16,9 @@ import torch
 from _export_helpers import trained_model
 from tokenizers import Tokenizer
 
-from aethermind.export.cli import (
-    FORMAT_SETS,
-    export_model,
-    load_export,
-    main,
-    output_paths,
-    read_export,
-)
+from aethermind.artifacts.exported import ExportError, read_safetensors
+from aethermind.artifacts.loading import load_model
+from aethermind.export.cli import FORMAT_SETS, export_model, main, output_paths
 from aethermind.model.config import Forge1Config
 from aethermind.model.hf_convert import to_hf
 from aethermind.model.transformer import Forge1Model
@@ -91,8 +86,10 @@ def test_guide_section_7_first_command_verbatim_with_nano(tmp_path):
     _guide_root(tmp_path, "nano")
     done = _run_guide(tmp_path, _guide_commands()[0])
     assert done.returncode == 0, done.stderr[-2000:]
-    model, meta = load_export(tmp_path / "outputs" / "exports" / "forge1_nano.safetensors")
-    assert meta.variant == "nano" and model.lm_head.weight is model.tok_emb.weight
+    path = tmp_path / "outputs" / "exports" / "forge1_nano.safetensors"
+    model, _ = load_model(path)
+    assert read_safetensors(path)[1].variant == "nano"
+    assert model.lm_head.weight is model.tok_emb.weight
 
 
 @pytest.mark.parametrize("suffix", ["pt", "safetensors"])
@@ -102,14 +99,24 @@ def test_weights_reload_with_metadata_and_same_logits(run_dir, tmp_path, suffix)
                if p.suffix == f".{suffix}"]
     assert path.name == f"forge1_custom.{suffix}"
     ref, tok = trained_model()
-    model, meta = load_export(path)
-    assert meta.variant == "custom" and meta.tokenizer_fingerprint == tok.fingerprint()
-    assert meta.forge1_config() == ref.config
+    meta = _meta(path)
+    assert meta["variant"] == "custom" and meta["tokenizer_fingerprint"] == tok.fingerprint()
+    model, _ = load_model(path)  # the one reader chat, evaluate and serve use
+    assert model.config == ref.config
     assert model.lm_head.weight is model.tok_emb.weight  # reloaded tied
     ids = torch.randint(0, tok.get_vocab_size(), (1, 32))
     with torch.no_grad():
         assert torch.equal(model(ids), ref(ids))
     assert Forge1Tokenizer(tmp_path / "tokenizer").fingerprint() == tok.fingerprint()
+
+
+def _meta(path: Path) -> dict:
+    """The metadata an export file carries, read straight from the file."""
+    if path.suffix == ".safetensors":
+        meta = read_safetensors(path)[1]
+        return {"variant": meta.variant, "tokenizer_fingerprint": meta.tokenizer_fingerprint}
+    state = torch.load(path, weights_only=True)
+    return {k: state[k] for k in ("variant", "tokenizer_fingerprint")}
 
 
 def test_tied_embeddings_are_stored_once(run_dir, untied_dir, tmp_path):
@@ -119,8 +126,8 @@ def test_tied_embeddings_are_stored_once(run_dir, untied_dir, tmp_path):
     for a, b in zip(tied[1:], untied[1:], strict=True):  # .pt, .safetensors
         grown = b.stat().st_size - a.stat().st_size
         assert abs(grown - emb_bytes) < 0.05 * emb_bytes, (a.name, grown, emb_bytes)
-    sd, _ = read_export(untied[2])
-    model, _ = load_export(untied[2])
+    sd, _ = read_safetensors(untied[2])
+    model, _ = load_model(untied[2])
     assert model.lm_head.weight is not model.tok_emb.weight
     assert torch.equal(sd["lm_head.weight"], model.lm_head.weight)
 
@@ -130,7 +137,11 @@ def test_a_failed_write_leaves_the_existing_export_whole(run_dir, tmp_path, monk
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
 
     def crash(*args, **kwargs):
-        Path(args[1] if len(args) > 1 else kwargs["filename"]).write_bytes(b"half")
+        target = args[1] if len(args) > 1 else kwargs["filename"]
+        if hasattr(target, "write"):  # torch.save into an open file
+            target.write(b"half")
+        else:
+            Path(target).write_bytes(b"half")
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", crash)
@@ -148,6 +159,9 @@ def test_a_failed_write_leaves_the_existing_export_whole(run_dir, tmp_path, monk
     (["--model", "{run}", "--output", "{file}/sub"], "cannot write the export"),
     (["--model", "{run}", "--output", "{file}"], "is a file"),
     (["--model", "{run}", "--format", "gguf", "--dtype", "q4"], "invalid choice: 'q4'"),
+    (["--model", "{run}", "--format", "hf", "--dtype", "q8_0"], "writes no GGUF"),
+    (["--model", "{run}", "--dtype", "f16"], "writes no GGUF"),
+    (["--model", "{tmp}/nope.pt", "--format", "pytorch", "--dtype", "f32"], "writes no GGUF"),
 ])
 def test_bad_input_is_one_line_and_exit_2(run_dir, tmp_path, capsys, args, message):
     (tmp_path / "f").write_text("x")
@@ -160,6 +174,25 @@ def test_bad_input_is_one_line_and_exit_2(run_dir, tmp_path, capsys, args, messa
         assert lines[0].startswith("usage:") and not any("Traceback" in x for x in lines)
     else:
         assert len(lines) == 1
+
+
+def test_a_dtype_for_a_format_without_gguf_is_refused_before_loading(tmp_path, monkeypatch):
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before --dtype was checked")
+
+    monkeypatch.setattr("aethermind.export.cli.load_model", no_load)
+    for formats in (("hf",), FORMAT_SETS["both"]):
+        with pytest.raises(ExportError, match="writes no GGUF"):
+            export_model(tmp_path / "any.pt", formats=formats, output=tmp_path / "out",
+                         gguf_dtype="q8_0")
+    with pytest.raises(ExportError, match="choose one of f32, f16, q8_0"):
+        export_model(tmp_path / "any.pt", formats=("gguf",), gguf_dtype="q4")  # type: ignore
+    assert not (tmp_path / "out").exists()
+
+
+def test_gguf_without_dtype_uses_the_default(run_dir, tmp_path):
+    (path,) = export_model(run_dir, formats=("gguf",), output=tmp_path)
+    assert path.name == "forge1_custom-f16.gguf"
 
 
 def test_aethermind_cli_dispatches_export_and_import_hf(run_dir, tmp_path, capsys):
@@ -180,7 +213,7 @@ def test_aethermind_cli_dispatches_export_and_import_hf(run_dir, tmp_path, capsy
 def _gguf(run_dir: Path, out: Path, dtype: str):
     import gguf
 
-    (path,) = export_model(run_dir, formats=("gguf",), output=out, dtype=dtype)
+    (path,) = export_model(run_dir, formats=("gguf",), output=out, gguf_dtype=dtype)
     assert path.name == f"forge1_custom-{dtype}.gguf"
     return gguf.GGUFReader(path)
 
@@ -203,7 +236,8 @@ def test_gguf_hparams_tokenizer_and_metadata(run_dir, tmp_path):
               "llama.rope.freq_base": cfg.rope_theta, "llama.vocab_size": cfg.vocab_size,
               "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "smollm",
               "tokenizer.ggml.bos_token_id": 0, "tokenizer.ggml.eos_token_id": 1,
-              "tokenizer.ggml.eot_token_id": 8, "tokenizer.ggml.padding_token_id": 2,
+              "tokenizer.ggml.eot_token_id": 8, "tokenizer.ggml.eom_token_id": 5,
+              "tokenizer.ggml.padding_token_id": 2,
               "tokenizer.ggml.add_bos_token": False, "forge1.variant": "custom",
               "forge1.tokenizer_fingerprint": tok.fingerprint()}
     assert {k: _field(reader, k) for k in expect} == expect
@@ -296,6 +330,6 @@ def test_exports_and_training_checkpoints_load_like_final_models(run_dir, tmp_pa
                 "tokenizer_fingerprint": tok.fingerprint()}, step)
     (path,) = export_model(step, formats=("pytorch",), output=tmp_path / "from_step",
                            tokenizer=run_dir / "final_model" / "tokenizer")[1:]
-    model, meta = load_export(path)
-    assert meta.forge1_config() == ref.config
+    model, _ = load_model(path, tokenizer=run_dir / "final_model" / "tokenizer")
+    assert model.config == ref.config
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in ref.state_dict().items())

@@ -20,6 +20,7 @@ from aethermind.artifacts import checkpoint as ckpt
 from aethermind.data import schemas
 from aethermind.data.jsonl import DataFileError, numbered_lines
 from aethermind.data.pack import _encode_text, build_shards, ensure_shards, read_index
+from aethermind.runtime.files import stage_path
 from aethermind.runtime.runlock import LOCK_NAME
 from aethermind.text import chat_format as cf
 from aethermind.text.chat_format import SPECIAL_TOKENS, Conversation, Turn, render
@@ -440,7 +441,7 @@ def test_9_half_built_shards_of_a_dead_packer_are_removed(tmp_path, tiny_tokeniz
                               capture_output=True, text=True, check=True).stdout)
     data = write_lines(tmp_path / "d.jsonl", [chat_line(1)])
     cache = tmp_path / "cache"
-    stale = cache / f".d-packed-T64.tmp-{dead}"
+    stale = stage_path(cache / "d-packed-T64", pid=dead)
     stale.mkdir(parents=True)
     (stale / "tokens.bin").write_bytes(b"x" * 1000)
     ensure_shards(data, tiny_tokenizer, cache, context_length=64)

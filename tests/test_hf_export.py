@@ -42,7 +42,7 @@ def test_directory_has_the_files_loaders_look_for(hf_dir):
     assert tok_cfg["chat_template"] == (hf_dir / "chat_template.jinja").read_text() \
         == CHAT_TEMPLATE
     gen = json.loads((hf_dir / "generation_config.json").read_text())
-    assert gen["eos_token_id"] == [8, 1]  # <|/assistant|>, <|eos|>
+    assert gen["eos_token_id"] == [8, 1, 5]  # <|/assistant|>, <|eos|>, <|user|>
     meta = json.loads((hf_dir / "config.json").read_text())["forge1"]
     assert meta["variant"] == "custom" and meta["tokenizer_fingerprint"]
 

@@ -14,7 +14,8 @@ import torch
 from _export_helpers import trained_folder, trained_model
 from _infer_helpers import CONVERSATIONS
 
-from aethermind.export.cli import ExportMeta, export_model
+from aethermind.artifacts.exported import ExportMeta
+from aethermind.export.cli import export_model
 from aethermind.export.gguf import write_gguf
 from aethermind.inference.engine import Engine
 from aethermind.inference.sampling import SamplingParams
@@ -37,7 +38,7 @@ MIXED = ("Hello world! 12345 + 0.75 = 12345.75; x=3.14e-2, 1,000,000 ½ ² ٣٤ 
 def ggufs(tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("gguf")
     trained_folder(out)
-    return {dtype: export_model(out, formats=("gguf",), output=out, dtype=dtype)[0]
+    return {dtype: export_model(out, formats=("gguf",), output=out, gguf_dtype=dtype)[0]
             for dtype in ("f32", "q8_0")}
 
 

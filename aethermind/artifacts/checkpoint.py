@@ -1,66 +1,31 @@
-"""Crash-safe training checkpoints and the final-model export.
+"""Crash-safe training checkpoints: save, list, load the newest valid one, RNG state.
 
-A checkpoint is one file `<dir>/step_0000500.pt` written atomically: temp file, fsync, rename,
-fsync of the directory, so a crash (or kill -9) at any moment leaves either the old set or the
-new one, never a half file under the real name. Loading uses `torch.load(weights_only=True)`:
-a checkpoint can hold tensors and plain containers but can never execute code. It does not
-know what a training state means; `train.py` builds and reads the dict.
+A checkpoint is one file `<dir>/step_0000500.pt` written through `runtime.files` (staged,
+fsynced, renamed), so a crash (or kill -9) at any moment leaves either the old set or the
+new one, never a half file under the real name (`train` removes a killed writer's temp
+files with `files.remove_stale_temp_files(dir, CKPT_GLOB)`). Loading uses
+`torch.load(weights_only=True)`: a checkpoint can hold tensors and plain containers but can
+never execute code. It does not know what a training state means; `train.py` builds and reads
+the dict, and the final model's folder is `layout.py`'s.
 Usage: `save_checkpoint(state, ckpt_dir, step, keep=3)`; `found = latest_valid(ckpt_dir)`.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import re
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from aethermind.runtime.files import atomic_torch_save
+
 CKPT_RE = re.compile(r"^step_(\d+)\.pt$")
+CKPT_GLOB = "step_*.pt"
 REQUIRED_KEYS = ("step", "model", "optimizer", "config", "tokenizer_fingerprint")
-
-
-# --- atomic files ---------------------------------------------------------------------------
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # Windows cannot open directories; the rename is still atomic there
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, write: Callable[[Any], None]) -> Path:
-    """Call `write(file_object)` on a temp file beside `path`, fsync it, rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-    return path
-
-
-def atomic_torch_save(obj: Any, path: Path) -> Path:
-    return atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def atomic_text(text: str, path: Path) -> Path:
-    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 # --- checkpoints ----------------------------------------------------------------------------
@@ -96,21 +61,6 @@ def save_checkpoint(state: dict[str, Any], directory: str | Path, step: int,
     for old in older[:max(0, len(older) - (keep - 1))]:
         old.unlink(missing_ok=True)
     return path
-
-
-def remove_stale_temp_files(directory: str | Path) -> list[Path]:
-    """Delete `.step_*.pt.tmp<pid>` files of dead processes (a kill -9 during a write)."""
-    from aethermind.runtime.runlock import pid_alive
-
-    directory, removed = Path(directory), []
-    if not directory.is_dir():
-        return removed
-    for tmp in directory.glob(".step_*.pt.tmp*"):
-        pid = tmp.name.rpartition(".tmp")[2]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
-    return removed
 
 
 def torch_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
@@ -191,19 +141,3 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
-# --- final model ----------------------------------------------------------------------------
-def export_final(state_dict: dict[str, torch.Tensor], config: Any, tokenizer: Any,
-                 output_dir: str | Path, variant: str) -> Path:
-    """`<output_dir>/final_model/forge1_{variant}_final.pt` + config.json + tokenizer/.
-
-    The .pt is a plain `state_dict()` (the guide's snippet loads it with `load_state_dict`);
-    config.json and tokenizer/ beside it make the folder self-describing.
-    """
-    final = Path(output_dir) / "final_model"
-    state = {k: v.detach().cpu() for k, v in state_dict.items()}
-    path = atomic_torch_save(state, final / f"forge1_{variant}_final.pt")
-    atomic_text(json.dumps(config.to_dict(), indent=2) + "\n", final / "config.json")
-    tokenizer.save(final / "tokenizer")
-    return path

@@ -1,15 +1,23 @@
-"""Load a trained Forge-1 checkpoint and its tokenizer, with one clear line for every mistake.
+"""Load a trained Forge-1 and its tokenizer for chat, evaluate, serve and export, with one
+clear line for every mistake.
 
-Reads the training layout: `final_model/forge1_{variant}_final.pt` (a plain state dict),
-and the files of `aethermind export` (`exports/forge1_<variant>.{pt,safetensors}`),
-`config.json` beside it (`Forge1Config.to_dict()`) and `tokenizer/` beside it; a training
-checkpoint (`checkpoints/step_*.pt`) carries its own model config. The shape is read from that
-saved config (`--variant` is only checked against it); without one it is the `--variant`
-preset, else the preset of the weights' width, with the weights' vocab size. Tokenizer:
-`tokenizer/` beside the checkpoint (the one it was trained with), else the one given, else the
-bundled default; a given tokenizer that differs from the saved one is ignored with a warning.
-It knows nothing about generation. Errors are `LoadError` (a ValueError) whose message names the
-problem and the fix, so CLIs print it as one line.
+What `--model` may name: a `.pt` file, or a folder holding one `forge1_*_final.pt` directly or
+in its `final_model/` (`layout.find_final`). A `.pt` is read with weights-only `torch.load`
+and may be a plain state dict (the final model), a training checkpoint
+(`checkpoints/step_*.pt`) or an `aethermind export` .pt (both wrap the weights under "model"
+with their "model_config" and "tokenizer_fingerprint"); a `.safetensors` export is read with
+`exported.read_safetensors` (config and fingerprint in its header).
+Shape: `config.json` beside the file wins, else the config the file embeds; `--variant` is only
+checked against it. Without either, the `--variant` preset, else the preset of the weights'
+width, with the weights' vocab size; the tensors' shapes are checked before any allocation.
+Tokenizer: `tokenizer/` beside the file wins (a different given one is ignored with a
+warning); else the one given, else the bundled default (with a warning when the weights do not
+name a tokenizer fingerprint). Without `tokenizer/` beside, a tokenizer whose fingerprint is
+not the one saved with the weights is refused; any tokenizer whose size does not fit the
+model's vocabulary is refused.
+Errors are `LoadError` (a ValueError) whose message names the problem and the fix, so CLIs
+print it as one line. `add_model_args` declares the shared --model/--variant/--tokenizer/
+--device options.
 Usage: `model, tok = load_model("outputs/final_model/forge1_nano_final.pt", "nano")`.
 """
 
@@ -24,6 +32,8 @@ from typing import Any
 import torch
 
 from aethermind.artifacts.checkpoint import torch_load
+from aethermind.artifacts.exported import read_safetensors
+from aethermind.artifacts.layout import CONFIG_FILE, TOKENIZER_DIR, find_final
 from aethermind.model.config import PRESETS, VARIANTS, Forge1Config
 from aethermind.model.transformer import Forge1Model
 from aethermind.runtime.dist import select_device
@@ -35,18 +45,16 @@ class LoadError(ValueError):
 
 
 def find_checkpoint(model_path: str | Path) -> Path:
-    """The .pt file: the path itself, or the single `forge1_*_final.pt` in a (final_model) dir."""
+    """The .pt file: the path itself, or the single final model in a (final_model) dir."""
     path = Path(model_path)
     if path.is_file():
         return path
-    if path.is_dir():
-        for folder in (path, path / "final_model"):
-            found = sorted(folder.glob("forge1_*_final.pt"))
-            if len(found) == 1:
-                return found[0]
-            if len(found) > 1:
-                raise LoadError(f"{folder} holds several checkpoints "
-                                f"({', '.join(f.name for f in found)}): pass one .pt file")
+    found = find_final(path) if path.is_dir() else []
+    if len(found) > 1:
+        raise LoadError(f"{found[0].parent} holds several checkpoints "
+                        f"({', '.join(f.name for f in found)}): pass one .pt file")
+    if found:
+        return found[0]
     raise LoadError(f"checkpoint not found: {path} (train one with `aethermind train`, or pass "
                     "--model outputs/final_model/forge1_<variant>_final.pt)")
 
@@ -57,13 +65,11 @@ def _read_checkpoint(ckpt: Path
     .pt, the tokenizer fingerprint saved with the weights or None). A .safetensors file is read
     as an `aethermind export` (its header holds the config)."""
     if ckpt.suffix == ".safetensors":
-        from aethermind.export.cli import read_export
-
         try:
-            sd, meta = read_export(ckpt)
+            sd, meta = read_safetensors(ckpt)
         except Exception as err:  # a foreign or corrupt file: many error types
             raise LoadError(f"cannot read {ckpt} as a Forge-1 export: {err}") from None
-        return sd, meta.config, getattr(meta, "tokenizer_fingerprint", None)
+        return sd, meta.config, meta.tokenizer_fingerprint
     try:
         obj = torch_load(ckpt)
     except ValueError as err:  # corrupt, foreign or blocked: one line naming what was wrong
@@ -97,7 +103,7 @@ def _check_shapes(sd: dict[str, torch.Tensor], cfg: Forge1Config) -> None:
 
 def _saved_config(ckpt: Path, embedded: dict[str, Any] | None) -> Forge1Config | None:
     """The shape the run saved: config.json beside the .pt, else the checkpoint's own copy."""
-    config_file = ckpt.parent / "config.json"
+    config_file = ckpt.parent / CONFIG_FILE
     where, data = config_file, None
     if config_file.is_file():
         try:
@@ -164,7 +170,7 @@ def _load_tokenizer(ckpt: Path, tokenizer: Any, fingerprint: str | None = None
     """The tokenizer saved beside the checkpoint wins (contract); else the given; else default
     (said in a warning). A tokenizer whose fingerprint differs from the one saved with the
     weights is refused: its ids would mean other tokens."""
-    beside = ckpt.parent / "tokenizer"
+    beside = ckpt.parent / TOKENIZER_DIR
     given = tokenizer
     if given is not None and not isinstance(given, Forge1Tokenizer):
         try:
@@ -195,7 +201,7 @@ def _load_tokenizer(ckpt: Path, tokenizer: Any, fingerprint: str | None = None
 
 
 def load_model(model_path: str | Path, variant: str | None = None, tokenizer: Any = None,
-               device: str | torch.device = "cpu", *, dtype: torch.dtype | None = None
+               device: str | torch.device = "cpu", *, torch_dtype: torch.dtype | None = None
                ) -> tuple[Forge1Model, Forge1Tokenizer]:
     """(model in eval mode on `device`, tokenizer). Raises LoadError with a one-line reason.
 
@@ -207,6 +213,7 @@ def load_model(model_path: str | Path, variant: str | None = None, tokenizer: An
             checkpoint; without either, the bundled default.
         device: "cpu", "cuda", "cuda:1", "mps" or "auto"; a GPU that is not there falls back
             to the CPU with a warning (`dist.select_device`).
+        torch_dtype: cast the weights to this (None leaves them float32).
     """
     try:
         dev = select_device(device)
@@ -223,7 +230,7 @@ def load_model(model_path: str | Path, variant: str | None = None, tokenizer: An
                         "(--tokenizer outputs/final_model/tokenizer)")
     model = Forge1Model(cfg)
     model.load_state_dict(sd)
-    model.to(device=dev, dtype=dtype)
+    model.to(device=dev, dtype=torch_dtype)
     return model.eval(), tok
 
 

@@ -22,6 +22,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from aethermind.runtime.files import atomic_text, staged_path
+
 HUB_HOST = "huggingface.co"
 
 
@@ -147,31 +149,25 @@ def fetch(src: Source, n: int | None, raw_dir: Path, *, offline_reason: str | No
             f"({offline_reason}); to use local files instead, put a JSONL file in its schema at "
             f"{out} (or pass --add NAME=path/to/file.jsonl) and run `python data/preprocess.py`")
     raw_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
     count = 0
-    try:
-        records = _local_records(src) if src.is_local else _hub_records(src, n)
-        with tmp.open("w", encoding="utf-8") as f:
-            for record in _progress(records, n, src.name):
-                f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
-                count += 1
-                if n is not None and count >= n:
-                    break
-    except DownloadError:
-        tmp.unlink(missing_ok=True)
-        raise
-    except Exception as err:  # hub/library errors: many types, one user-facing line
-        tmp.unlink(missing_ok=True)
-        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
-        raise DownloadError(f"{src.name}: failed to fetch {src.path}: {type(err).__name__}: "
-                            f"{first}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(out)
+    with staged_path(out) as tmp:
+        try:
+            records = _local_records(src) if src.is_local else _hub_records(src, n)
+            with tmp.open("w", encoding="utf-8") as f:
+                for record in _progress(records, n, src.name):
+                    f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+                    count += 1
+                    if n is not None and count >= n:
+                        break
+        except DownloadError:
+            raise
+        except Exception as err:  # hub/library errors: many types, one user-facing line
+            first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+            raise DownloadError(f"{src.name}: failed to fetch {src.path}: "
+                                f"{type(err).__name__}: {first}") from None
     meta = {"source": src.path, "config": src.config, "split": src.split, "n": n,
             "records": count, "size": out.stat().st_size, "source_stamp": _source_stamp(src)}
-    _meta_path(out).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    atomic_text(json.dumps(meta, indent=2) + "\n", _meta_path(out))
     return out, count, False
 
 

@@ -48,7 +48,7 @@ from typing import Literal, get_args
 import numpy as np
 
 from aethermind.data.jsonl import numbered_lines
-from aethermind.runtime.runlock import pid_alive
+from aethermind.runtime.files import staged_path
 from aethermind.text.chat_format import encode, parse
 from aethermind.text.tokenizer import Forge1Tokenizer
 
@@ -242,16 +242,6 @@ class _Writer:
                 "n_documents": self.n_docs, "dropped_too_long": self.dropped}
 
 
-def _remove_stale_tmp(out: Path) -> None:
-    """Delete half-built shard dirs of dead processes (a kill -9 during packing)."""
-    if not out.parent.is_dir():
-        return
-    for tmp in out.parent.glob(f".{out.name}.tmp-*"):
-        pid = tmp.name.rpartition("-")[2]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 def build_shards(input_jsonl: str | Path, tokenizer: Forge1Tokenizer, out_dir: str | Path, *,
                  context_length: int, layout: Layout = LAYOUTS[0], workers: int = 1) -> Path:
     """Tokenize `input_jsonl` into `out_dir` (replaced atomically). Returns `out_dir`."""
@@ -263,10 +253,15 @@ def build_shards(input_jsonl: str | Path, tokenizer: Forge1Tokenizer, out_dir: s
     if not src.is_file():
         raise FileNotFoundError(f"no input file {src}: run `aethermind data preprocess` or "
                                 "`aethermind data synth` first")
-    _remove_stale_tmp(out)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    # A half-built shard folder of a killed packer is removed by staged_path on the next run.
+    with staged_path(out) as tmp:
+        tmp.mkdir()
+        _fill_shards(tmp, src, tokenizer, layout, context_length, workers)
+    return out
+
+
+def _fill_shards(tmp: Path, src: Path, tokenizer: Forge1Tokenizer, layout: str,
+                 context_length: int, workers: int) -> None:
     dtype = token_dtype(tokenizer.get_vocab_size())
     writer = _Writer(tmp, layout, context_length, tokenizer, dtype)
     bad: list[int] = []
@@ -278,9 +273,8 @@ def build_shards(input_jsonl: str | Path, tokenizer: Forge1Tokenizer, out_dir: s
             plain += enc["plain"]
         counts = writer.close()
     except BaseException:
-        writer.f_ids.close()
+        writer.f_ids.close()  # before staged_path deletes the folder (Windows holds open files)
         writer.f_mask.close()
-        shutil.rmtree(tmp, ignore_errors=True)
         raise
     shutil.rmtree(tmp / "tokenizer", ignore_errors=True)
     index = {
@@ -292,9 +286,6 @@ def build_shards(input_jsonl: str | Path, tokenizer: Forge1Tokenizer, out_dir: s
         "source": file_signature(src),
     }
     (tmp / "index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.replace(out)
-    return out
 
 
 def read_index(shard_dir: str | Path) -> dict:

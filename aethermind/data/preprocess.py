@@ -23,6 +23,7 @@ from typing import Any
 
 from aethermind.data import schemas
 from aethermind.data.jsonl import check_text_file, numbered_lines
+from aethermind.runtime.files import staged_path
 from aethermind.text.chat_format import encode, render
 from aethermind.text.tokenizer import Forge1Tokenizer
 
@@ -150,10 +151,8 @@ def preprocess(cfg: PreprocessConfig, tokenizer: Forge1Tokenizer | None = None) 
         raise ValueError(f"train and val outputs are the same file {val_path}: pass --val-output")
     cfg.output.parent.mkdir(parents=True, exist_ok=True)
     val_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_train = cfg.output.with_name(f".{cfg.output.name}.tmp")
-    tmp_val = val_path.with_name(f".{val_path.name}.tmp")
     seen: set[bytes] = set()
-    try:
+    with staged_path(cfg.output) as tmp_train, staged_path(val_path) as tmp_val:
         with tmp_train.open("w", encoding="utf-8") as f_train, \
                 tmp_val.open("w", encoding="utf-8") as f_val:
             stats = [_process_file(p, cfg, tok, seen, f_train, f_val) for p in files]
@@ -166,12 +165,6 @@ def preprocess(cfg: PreprocessConfig, tokenizer: Forge1Tokenizer | None = None) 
             where = f", malformed at {', '.join(places)}" if places else ""
             raise ValueError(f"no samples kept from {len(files)} file(s) ({detail}{where}); "
                              f"{cfg.output} and {val_path} left unchanged")
-    except BaseException:
-        tmp_train.unlink(missing_ok=True)
-        tmp_val.unlink(missing_ok=True)
-        raise
-    tmp_train.replace(cfg.output)
-    tmp_val.replace(val_path)
     return stats
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from aethermind.data import synth_questions as questions
 from aethermind.data import synth_tables as tables
 from aethermind.data.synth_questions import fmt as _fmt
+from aethermind.runtime.files import staged_path
 from aethermind.text import prompts
 from aethermind.text.chat_format import Conversation, Turn, render
 
@@ -574,11 +575,9 @@ def corpus_texts(n: int) -> Iterator[str]:
 
 
 def _write_jsonl(path: Path, conversations: list[Conversation]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    with staged_path(path) as tmp, tmp.open("w", encoding="utf-8") as f:
         for conv in conversations:
             f.write(json.dumps({"text": render(conv)}, ensure_ascii=False) + "\n")
-    tmp.replace(path)
 
 
 def write_synth(out_dir: str | Path, n_train: int = 20000, n_val: int = 500, seed: int = 0

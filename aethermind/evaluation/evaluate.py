@@ -29,7 +29,8 @@ from aethermind.artifacts.loading import add_model_args
 from aethermind.evaluation.loss import loss_totals
 from aethermind.inference.engine import Engine
 from aethermind.inference.sampling import SamplingParams, add_sampling_args, params_from_args
-from aethermind.inference.thinking import STOP_TOKENS, answer, parse_completion
+from aethermind.inference.thinking import answer, parse_completion
+from aethermind.runtime.files import atomic_text
 from aethermind.text import chat_format as cf
 from aethermind.text.prompts import TEST_PROMPTS
 
@@ -124,7 +125,7 @@ def reasoning_accuracy(engine: Engine, tok: Any, n: int = 0, *, max_new_tokens: 
 
     examples = list(examples) if examples is not None else synth.make_split("test", n, seed=seed)
     prompts = [cf.encode_prompt(cf.Conversation(), ex.question, tok) for ex in examples]
-    stop_ids = [tok.special_ids[s] for s in STOP_TOKENS]
+    stop_ids = cf.stop_ids(tok)
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
     gens = engine.generate_batch(prompts, params, stop_ids)
     thoughts, answers = zip(*[parse_completion(gen.tokens, tok)[:2] for gen in gens],
@@ -273,8 +274,6 @@ def _run(args: argparse.Namespace, model: torch.nn.Module, engine: Engine, tok: 
     report["seconds"] = round(time.perf_counter() - start, 2)
     _print_report(report)
     if args.json:
-        from aethermind.artifacts.checkpoint import atomic_text
-
         atomic_text(json.dumps(report, indent=2, ensure_ascii=False), args.json)
         print(f"wrote {args.json}")
     return 0

@@ -12,6 +12,8 @@ llama.cpp's converter uses), so this module only adds what differs from a plain 
   `ByteLevel(use_regex=True)`. `test_interop.py` checks the ids against llama.cpp itself.
 - Weights: f32, f16, or q8_0 (2-D weights quantized with `gguf.quants`; a row length that is not
   a multiple of 32 falls back to f16, as llama.cpp's converter does). Norms stay f32.
+- End of generation: `chat_format.STOP_TOKENS` under the eos/eot/eom keys (`STOP_KEYS`), so
+  llama.cpp stops on exactly the tokens our engine and transformers stop on.
 Usage: `write_gguf(model, tok, meta, Path("forge1_nano-f16.gguf"), "f16")`.
 """
 
@@ -19,17 +21,26 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal, get_args
 
+import gguf
 import numpy as np
 import torch
 
-from aethermind.export.cli import ExportMeta
+from aethermind.artifacts.exported import ExportMeta
 from aethermind.model.hf_convert import to_hf
 from aethermind.model.transformer import Forge1Model
+from aethermind.text import chat_format as cf
 from aethermind.text.chat_template import CHAT_TEMPLATE
 from aethermind.text.tokenizer import Forge1Tokenizer
 
-GGUF_DTYPES = ("f32", "f16", "q8_0")
+GgufDtype = Literal["f32", "f16", "q8_0"]
+GGUF_DTYPES: tuple[GgufDtype, ...] = get_args(GgufDtype)
+DEFAULT_GGUF_DTYPE: GgufDtype = "f16"
+# llama.cpp ends generation on the tokens under these keys (its `special_eog_ids`, built in
+# src/llama-vocab.cpp), so each stop token goes under the key whose role it has; <|user|> has
+# no such role, and eom ("end of message") is the one key llama.cpp only uses for stopping.
+STOP_KEYS = {cf.END_ASSISTANT: "eot", cf.EOS: "eos", cf.USER: "eom"}
 PRE_TOKENIZER = "smollm"  # llama.cpp LLAMA_VOCAB_PRE_TYPE_SMOLLM = \p{N} split + GPT-2 regex
 META_PREFIX = "forge1."
 
@@ -50,8 +61,6 @@ def unpermute_rope(w: torch.Tensor, n_heads: int) -> torch.Tensor:
 
 def gguf_tensors(model: Forge1Model) -> dict[str, torch.Tensor]:
     """GGUF name -> float32 tensor (Q/K permuted; `output` absent when embeddings are tied)."""
-    import gguf
-
     cfg = model.config
     hf_sd, _ = to_hf({k: v.detach().cpu().float() for k, v in model.state_dict().items()}, cfg)
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, cfg.n_layers)
@@ -70,8 +79,6 @@ def gguf_tensors(model: Forge1Model) -> dict[str, torch.Tensor]:
 
 def _vocab(tok: Forge1Tokenizer, n_vocab: int) -> tuple[list[str], list[int], list[str]]:
     """(tokens, token types, merges); ids past the tokenizer (vocab padding) are UNUSED."""
-    import gguf
-
     spec = json.loads(tok.to_json())
     by_id = {i: piece for piece, i in spec["model"]["vocab"].items()}
     by_id.update({t["id"]: t["content"] for t in spec["added_tokens"]})
@@ -89,10 +96,8 @@ def _vocab(tok: Forge1Tokenizer, n_vocab: int) -> tuple[list[str], list[int], li
     return tokens, types, merges
 
 
-def _encode(name: str, tensor: torch.Tensor, dtype: str) -> tuple[np.ndarray, object]:
+def _encode(name: str, tensor: torch.Tensor, dtype: GgufDtype) -> tuple[np.ndarray, object]:
     """(data, GGML type) for one tensor under the file's weight type."""
-    import gguf
-
     data = tensor.numpy().astype(np.float32)
     qt = gguf.GGMLQuantizationType
     if data.ndim == 1 or dtype == "f32":
@@ -105,12 +110,17 @@ def _encode(name: str, tensor: torch.Tensor, dtype: str) -> tuple[np.ndarray, ob
     return data.astype(np.float16), qt.F16
 
 
-def write_gguf(model: Forge1Model, tok: Forge1Tokenizer, meta: ExportMeta, path: Path,
-               dtype: str = "f16") -> Path:
-    import gguf
+def _add_stop_tokens(w: gguf.GGUFWriter, tok: Forge1Tokenizer) -> None:
+    """eos/eot/eom from `chat_format.STOP_TOKENS`: llama.cpp then stops where our engine does."""
+    assert set(STOP_KEYS) == set(cf.STOP_TOKENS), "each stop token needs a GGUF key"
+    adders = {"eos": w.add_eos_token_id, "eot": w.add_eot_token_id, "eom": w.add_eom_token_id}
+    for token in cf.STOP_TOKENS:
+        adders[STOP_KEYS[token]](tok.special_ids[token])
 
-    if dtype not in GGUF_DTYPES:
-        raise ValueError(f"GGUF dtype {dtype!r}: choose one of {', '.join(GGUF_DTYPES)}")
+
+def write_gguf(model: Forge1Model, tok: Forge1Tokenizer, meta: ExportMeta, path: Path,
+               dtype: GgufDtype = DEFAULT_GGUF_DTYPE) -> Path:
+    """Write the GGUF file (`dtype`: the weight type, as `export`'s --dtype resolved it)."""
     cfg = model.config
     file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
                  "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[dtype]
@@ -135,8 +145,7 @@ def write_gguf(model: Forge1Model, tok: Forge1Tokenizer, meta: ExportMeta, path:
     w.add_token_types(types)
     w.add_token_merges(merges)
     w.add_bos_token_id(tok.bos_id)
-    w.add_eos_token_id(tok.eos_id)
-    w.add_eot_token_id(tok.special_ids["<|/assistant|>"])  # llama.cpp stops on EOS and EOT
+    _add_stop_tokens(w, tok)
     w.add_pad_token_id(tok.pad_id)
     w.add_add_bos_token(False)  # the chat template writes <|bos|> itself
     w.add_add_eos_token(False)

@@ -1,10 +1,11 @@
 """A Hugging Face `LlamaForCausalLM` directory from Forge-1, and back (`aethermind import-hf`).
 
-The directory holds config.json, model.safetensors, generation_config.json (stops at
-`<|/assistant|>` and `<|eos|>`), tokenizer.json, tokenizer_config.json, special_tokens_map.json
-and the chat template twice, as chat_template.jinja and inside tokenizer_config.json, because
-some loaders read only one. Weight names come from `hf_convert`; `transformers` is not needed
-to write or read it. The Forge-1 metadata rides in config.json under "forge1".
+The directory holds config.json, model.safetensors, generation_config.json (its
+`eos_token_id` list is `chat_format.STOP_TOKENS`, so `generate` stops where our engine does),
+tokenizer.json, tokenizer_config.json, special_tokens_map.json and the chat template twice, as
+chat_template.jinja and inside tokenizer_config.json, because some loaders read only one.
+Weight names come from `hf_convert`; `transformers` is not needed to write or read it. The
+Forge-1 metadata rides in config.json under "forge1".
 Usage: `write_hf_dir(model, tok, ExportMeta.of(model, tok), Path("out/forge1_nano_hf"))`.
 """
 
@@ -12,18 +13,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from aethermind.export.cli import ExportError, ExportMeta, staged_path, variant_of
+from aethermind.artifacts.exported import ExportError, ExportMeta, variant_of
+from aethermind.artifacts.layout import WEIGHTS_GLOB, final_dir, write_final
 from aethermind.model.config import Forge1Config
 from aethermind.model.hf_convert import from_hf, to_hf
 from aethermind.model.transformer import Forge1Model
+from aethermind.runtime.files import staged_path
 from aethermind.text import chat_format as cf
-from aethermind.text.chat_template import CHAT_TEMPLATE, STOP_TOKENS
+from aethermind.text.chat_template import CHAT_TEMPLATE
 from aethermind.text.tokenizer import Forge1Tokenizer
 
 WEIGHTS = "model.safetensors"
@@ -56,8 +58,7 @@ def write_hf_dir(model: Forge1Model, tok: Forge1Tokenizer, meta: ExportMeta,
     cfg = model.config
     sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     hf_sd, hf_cfg = to_hf(sd, cfg)
-    stops = [tok.special_ids[s] for s in STOP_TOKENS]
-    ids = {"bos_token_id": tok.bos_id, "eos_token_id": stops, "pad_token_id": tok.pad_id}
+    ids = {"bos_token_id": tok.bos_id, "eos_token_id": cf.stop_ids(tok), "pad_token_id": tok.pad_id}
     hf_cfg = {**hf_cfg, **ids, "torch_dtype": "float32", "forge1": meta.to_strings()}
     directory.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous().float() for k, v in hf_sd.items()}, str(directory / WEIGHTS),
@@ -120,17 +121,12 @@ def read_hf_dir(directory: str | Path) -> tuple[dict[str, torch.Tensor], Forge1C
 
 
 def import_hf(directory: str | Path, output: str | Path) -> Path:
-    """Write `output/final_model/` (the layout `chat`, `evaluate` and `export` read)."""
-    from aethermind.artifacts.checkpoint import export_final
-
+    """Write `output/final_model/` (the layout `chat`, `evaluate` and `export` read), replacing
+    an existing one whole or not at all."""
     sd, cfg, tok = read_hf_dir(directory)
-    final = Path(output) / "final_model"
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=final.parent, prefix=".import") as stage:
-        export_final(sd, cfg, tok, stage, variant_of(cfg))
-        with staged_path(final) as tmp:
-            (Path(stage) / "final_model").rename(tmp)
-    return next(final.glob("forge1_*_final.pt"))
+    with staged_path(final_dir(output)) as tmp:
+        write_final(sd, cfg, tok, tmp, variant_of(cfg))
+    return next(final_dir(output).glob(WEIGHTS_GLOB))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,10 +21,12 @@ from typing import Any
 
 from rich.console import Console
 
+from aethermind.artifacts.layout import run_folder
 from aethermind.artifacts.loading import add_model_args
 from aethermind.inference.engine import PromptTooLongError
 from aethermind.inference.sampling import SamplingParams, add_sampling_args, params_from_args
 from aethermind.inference.thinking import answer
+from aethermind.runtime.files import atomic_text
 from aethermind.text import chat_format as cf
 
 COMMANDS = {
@@ -45,18 +47,12 @@ class ChatState:
 
 def default_save_dir(model_path: str | Path) -> Path:
     """`<output folder>/chats`: beside the run that made the model, not the current folder."""
-    path = Path(model_path)
-    folder = path if path.is_dir() else path.parent
-    if folder.name == "final_model":
-        folder = folder.parent
-    return folder / "chats"
+    return run_folder(model_path) / "chats"
 
 
 def save_conversation(state: ChatState, path: Path, model_path: str) -> Path:
     """Write the conversation as JSON (system prompt, turns with thinking) atomically and return
     the path. An existing folder gets a `chat_<time>.json` inside it."""
-    from aethermind.artifacts.checkpoint import atomic_text
-
     if path.is_dir():
         path = path / f"chat_{time.strftime('%Y%m%d_%H%M%S')}.json"
     for parent in path.parents:  # name a file in the way instead of mkdir's "File exists"

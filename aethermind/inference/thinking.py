@@ -30,8 +30,6 @@ from aethermind.inference.sampling import SamplingParams
 from aethermind.runtime.dist import select_device
 from aethermind.text import chat_format as cf
 
-# A model that opens a new user turn or document has finished its answer too.
-STOP_TOKENS = (cf.END_ASSISTANT, cf.EOS, cf.USER, cf.BOS)
 StreamFn = Callable[[str, str], None]  # stream(part, text), part is "thinking" or "answer"
 
 
@@ -208,9 +206,8 @@ def answer(engine: Engine, tokenizer: Any, message: str, params: SamplingParams,
                                 think=think, max_seq_len=engine.max_seq_len,
                                 max_new_tokens=params.max_new_tokens)
     router = OutputRouter(tokenizer, think, stream)
-    stop_ids = [tokenizer.special_ids[s] for s in STOP_TOKENS]
     engine_start = time.perf_counter()
-    gen = engine.generate(ids, params, stop_ids, on_token=router.push)
+    gen = engine.generate(ids, params, cf.stop_ids(tokenizer), on_token=router.push)
     thinking, text, used = router.finish()
     return ThinkingResult(
         thinking=thinking, answer=text, used_thinking=used, prompt_tokens=len(ids),

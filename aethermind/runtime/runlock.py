@@ -17,26 +17,13 @@ import os
 import socket
 from pathlib import Path
 
+from aethermind.runtime.files import pid_alive
+
 LOCK_NAME = ".aethermind.lock"
 
 
 class LockedError(RuntimeError):
     """The folder is in use by another live run; the message is one line for the user."""
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid runs on this machine (zombies count as alive)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    except OSError:
-        return False
-    return True
 
 
 class OutputLock:

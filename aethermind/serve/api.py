@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aethermind.inference.sampling import SamplingParams
-from aethermind.inference.thinking import STOP_TOKENS, OutputRouter
+from aethermind.inference.thinking import OutputRouter
 from aethermind.text import chat_format as cf
 
 SYSTEM_ROLES = ("system", "developer")  # "developer" is OpenAI's newer name for system
@@ -239,7 +239,7 @@ def parse_request(raw: Any, tokenizer: Any, *, max_seq_len: int, model_id: str
     params = SamplingParams(max_new_tokens=budget, temperature=body.temperature,
                             top_k=body.top_k or None, top_p=body.top_p, seed=body.seed,
                             repetition_penalty=body.repetition_penalty)
-    stop_ids = () if body.ignore_eos else tuple(tokenizer.special_ids[s] for s in STOP_TOKENS)
+    stop_ids = () if body.ignore_eos else tuple(cf.stop_ids(tokenizer))
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return ChatRequest(ids, params, stop_ids, tuple(stops), think, body.stream, include_usage,
                        model_id)

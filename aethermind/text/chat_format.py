@@ -12,6 +12,7 @@
 A turn without thinking uses `<|no_think|>` in place of the think block. `render`/`parse` map a
 Conversation to this text and back; `encode` goes straight to ids plus a loss mask, encoding
 message text as plain text so user content can never turn into a special token.
+`STOP_TOKENS` says which tokens end an assistant turn, for every runtime that generates.
 Usage: `ids, mask = encode(Conversation(turns=[Turn("Hi", "Hello!")]), tokenizer)`.
 """
 
@@ -42,6 +43,20 @@ if TYPE_CHECKING:
 
 DEFAULT_SYSTEM_PROMPT = "You are Forge-1, a helpful thinking AI assistant."
 
+# The tokens that end an assistant turn, for every runtime: our engine (chat, evaluate, serve),
+# the Hugging Face generation_config (`eos_token_id` list) and the GGUF end-of-generation keys.
+# - END_ASSISTANT closes an answer: the token the model is trained to emit (loss mask).
+# - EOS closes a conversation or a plain document.
+# - USER: in the template only `<|/assistant|>\n` comes before it, so a model that skipped
+#   `<|/assistant|>` would go on to invent the user's next message; stopping here ends the
+#   turn where the template says the next one begins.
+# BOS is left out: it only opens a document, and in training text it always follows EOS,
+# which has stopped generation already. The list is also what llama.cpp can express exactly:
+# its end-of-generation set is the tokens under the GGUF keys eos/eot/eom (plus FIM keys and a
+# fixed list of names such as `<|im_end|>`, none of ours); three keys, three tokens. Ordered by
+# role: the end of turn first.
+STOP_TOKENS = (END_ASSISTANT, EOS, USER)
+
 _SPECIAL_RE = re.compile("|".join(re.escape(s) for s in SPECIAL_TOKENS))
 WORD_JOINER = "\u2060"  # invisible; breaks a special-token string without changing how it reads
 
@@ -59,6 +74,11 @@ class Turn:
 class Conversation:
     turns: list[Turn] = field(default_factory=list)
     system: str = DEFAULT_SYSTEM_PROMPT
+
+
+def stop_ids(tokenizer: Forge1Tokenizer) -> list[int]:
+    """The ids of STOP_TOKENS in `tokenizer`."""
+    return [tokenizer.special_ids[s] for s in STOP_TOKENS]
 
 
 def contains_special(text: str) -> bool:

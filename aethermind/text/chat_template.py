@@ -24,9 +24,6 @@ from typing import Any
 
 from aethermind.text import chat_format as cf
 
-# Stop generation at these: the end of an answer and the end of a conversation.
-STOP_TOKENS = (cf.END_ASSISTANT, cf.EOS)
-
 
 def _lit(text: str) -> str:
     """A Jinja string literal (JSON escaping is valid Jinja and keeps newlines explicit)."""

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from aethermind.runtime.files import atomic_text
 from aethermind.text.special_tokens import SPECIAL_TOKENS
 
 DEFAULT_TOKENIZER = Path(__file__).parents[1] / "assets" / "tokenizer"
@@ -94,9 +95,7 @@ class Forge1Tokenizer:
             }, indent=2),
         }
         for name, content in files.items():
-            tmp = directory / f".{name}.tmp"
-            tmp.write_text(content, encoding="utf-8")
-            tmp.replace(directory / name)
+            atomic_text(content, directory / name)
         return directory
 
     # --- encode / decode ------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import torch
 
 from aethermind.artifacts import checkpoint as ckpt
 from aethermind.runtime import dist
+from aethermind.runtime.files import remove_stale_temp_files
 from aethermind.text.tokenizer import Forge1Tokenizer
 from aethermind.training.errors import TrainingError
 
@@ -72,7 +73,7 @@ def load_model_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
 
 def claim_checkpoint_dir(ckpt_dir: Path, resume: bool, overwrite: bool) -> None:
     """Clear crash leftovers; refuse to mix a fresh run with another run's checkpoints."""
-    ckpt.remove_stale_temp_files(ckpt_dir)
+    remove_stale_temp_files(ckpt_dir, ckpt.CKPT_GLOB)
     existing = ckpt.list_checkpoints(ckpt_dir)
     if not existing or resume:
         return

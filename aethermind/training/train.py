@@ -28,12 +28,14 @@ from typing import Any, Literal
 import torch
 
 from aethermind.artifacts import checkpoint as ckpt
+from aethermind.artifacts.layout import final_dir, write_final
 from aethermind.data.loader import BatchLoader, to_device
 from aethermind.evaluation.loss import loss_totals
 from aethermind.model.config import VARIANTS, Forge1Config
 from aethermind.model.losses import summed_loss as compute_loss  # tests patch this name
 from aethermind.model.transformer import Forge1Model
 from aethermind.runtime import dist
+from aethermind.runtime.files import atomic_text
 from aethermind.runtime.runlock import LockedError, OutputLock
 from aethermind.text.tokenizer import Forge1Tokenizer
 from aethermind.training.config import ConfigError, TrainConfig, dump_yaml, load_config
@@ -216,7 +218,7 @@ def setup(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False) ->
         step, rng = _resume(*found, cfg, wrapped, optimizer, scaler, loader)
         found = None  # let the checkpoint be freed once it is loaded
     if dist.is_main():
-        ckpt.atomic_text(dump_yaml(cfg), cfg.checkpoint_path / "train_config.yaml")
+        atomic_text(dump_yaml(cfg), cfg.checkpoint_path / "train_config.yaml")
     if rng is not None:
         ckpt.set_rng_state(rng)  # last, after everything that draws random numbers at setup
     dist.log0("Forge-1 %s: %.1fM parameters, %s, %s, %d steps (%d per epoch), "
@@ -427,8 +429,8 @@ def teardown(run: Run, progress: Progress, signum: int | None) -> dict[str, Any]
     if progress.status == "completed":
         final_sd = model_state(run.wrapped, None, cfg.fsdp)[0]  # a collective under FSDP
         if dist.is_main():
-            final_path = ckpt.export_final(final_sd, run.model_cfg, run.tokenizer, out_dir,
-                                           cfg.variant)
+            final_path = write_final(final_sd, run.model_cfg, run.tokenizer, final_dir(out_dir),
+                                     cfg.variant)
             run.dash.message(f"final model: {final_path}")
     if run.metrics is not None:
         run.metrics.close()
