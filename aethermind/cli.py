@@ -14,6 +14,8 @@ import signal
 import sys
 import threading
 
+from aethermind import __version__
+
 COMMANDS = {
     "tokenizer": ("aethermind.data.tokenizer_train", "train a byte-level BPE tokenizer"),
     "data": ("aethermind.data.cli", "download | preprocess | synth | pack training data"),
@@ -38,8 +40,6 @@ def _usage() -> str:
 
 def version_line() -> str:
     """`aethermind 0.1.0`: the version defined once, in `aethermind.__version__`."""
-    from aethermind import __version__
-
     return f"aethermind {__version__}"
 
 

@@ -21,11 +21,27 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.console import Console
+from rich.table import Table
 
+from aethermind.artifacts.loading import load_model
+from aethermind.data import synth
+from aethermind.data.vocab_fit import fit_vocabulary
+from aethermind.evaluation.evaluate import main as evaluate_main
+from aethermind.evaluation.evaluate import reasoning_accuracy
+from aethermind.inference.engine import Engine
 from aethermind.inference.sampling import SamplingParams
+from aethermind.inference.thinking import answer
+from aethermind.model.config import Forge1Config
+from aethermind.model.transformer import Forge1Model
 from aethermind.runtime.files import atomic_text
+from aethermind.serve.server import DEFAULT_HOST, DEFAULT_PORT
 from aethermind.text import prompts
+from aethermind.text.chat_format import Conversation, Turn, encode, render
+from aethermind.text.tokenizer import Forge1Tokenizer
+from aethermind.training.config import TrainConfig
+from aethermind.training.train import train
 
 MARKER = ".aethermind-demo"  # only a directory holding this marker is ever cleared
 # Where the demo writes; the Makefile's DEMO_MODEL (what `make chat` / `make serve` load) is
@@ -73,11 +89,6 @@ def _prepare_out(out: Path) -> None:
 
 def build_data(out: Path, n_train: int, n_test: int, seed: int = 0) -> tuple[Path, Path, Path]:
     """Train/val JSONL under out/data and the demo vocabulary under out/tokenizer."""
-    from aethermind.data import synth
-    from aethermind.data.vocab_fit import fit_vocabulary
-    from aethermind.text.chat_format import Conversation, Turn, render
-    from aethermind.text.tokenizer import Forge1Tokenizer
-
     train_path, val_path = synth.write_synth(out / "data", n_train, n_val=200, seed=seed)
     texts = [json.loads(line)["text"] for path in (train_path, val_path)
              for line in path.read_text(encoding="utf-8").splitlines()]
@@ -94,8 +105,6 @@ def train_config(out: Path, train: Path, val: Path, tokenizer: Path, steps: int,
     """The demo recipe (BENCHMARKS.md, "Demo"): tiny, fp32, whole chats best-fit packed,
     Muon at a high learning rate (per step: 2.0x AdamW's held-out accuracy at 900 steps; lr
     2e-3 -> 4e-3 -> 8e-3 gave 32% -> 50% -> 64%, 1.6e-2 diverged early)."""
-    from aethermind.training.config import TrainConfig
-
     recipe: dict[str, Any] = dict(
         variant="tiny", device="cpu", precision="fp32", train_data=str(train),
         val_data=str(val), tokenizer=str(tokenizer), layout="bestfit", output_dir=str(out),
@@ -109,8 +118,6 @@ def train_config(out: Path, train: Path, val: Path, tokenizer: Path, steps: int,
 
 def max_new_tokens_for(tokenizer: Any, examples: list) -> int:
     """A generation cap that fits the longest reference trace and answer, plus slack."""
-    from aethermind.text.chat_format import Conversation, Turn, encode
-
     longest = max(sum(encode(Conversation(turns=[Turn(e.question, e.answer, e.thinking)]),
                              tokenizer)[1]) for e in examples)
     return longest + 16
@@ -119,19 +126,10 @@ def max_new_tokens_for(tokenizer: Any, examples: list) -> int:
 def score_examples(engine: Any, tokenizer: Any, examples: list, max_new_tokens: int
                    ) -> dict[str, Any]:
     """Greedy exact-match accuracy of `examples`, overall and per task (evaluate's scorer)."""
-    from aethermind.evaluation.evaluate import reasoning_accuracy
-
     return reasoning_accuracy(engine, tokenizer, examples=examples, max_new_tokens=max_new_tokens)
 
 
 def _untrained_accuracy(tok_dir: Path, examples: list, max_new_tokens: int) -> dict[str, Any]:
-    import torch
-
-    from aethermind.inference.engine import Engine
-    from aethermind.model.config import Forge1Config
-    from aethermind.model.transformer import Forge1Model
-    from aethermind.text.tokenizer import Forge1Tokenizer
-
     tok = Forge1Tokenizer(tok_dir)
     torch.manual_seed(0)
     model = Forge1Model(Forge1Config.from_variant("tiny", vocab_size=tok.get_vocab_size_padded()))
@@ -140,8 +138,6 @@ def _untrained_accuracy(tok_dir: Path, examples: list, max_new_tokens: int) -> d
 
 
 def _family_table(console: Console, before: dict, after: dict, fresh: dict) -> None:
-    from rich.table import Table
-
     table = Table(title="held-out accuracy per task family (exact match, greedy)")
     for col in ("family", "before", "after"):
         table.add_column(col, justify="right" if col != "family" else "left")
@@ -164,8 +160,6 @@ def _thinking_lines(thinking: str) -> list[str]:
 def _transcript(engine: Any, tokenizer: Any, fresh: dict, examples: list, out: Path,
                 console: Console, params: SamplingParams) -> Path:
     """Fresh guide-phrased questions (scored) and a multi-turn chat, with their thinking."""
-    from aethermind.inference.thinking import answer
-
     lines = ["# Forge-1 tiny after the demo's training (greedy)", "",
              f"## Fresh questions in the guide's phrasing: {fresh['correct']}/{fresh['n']} right",
              "", "Operand combinations the model never saw in training.", ""]
@@ -215,8 +209,6 @@ def next_steps(out: Path) -> list[tuple[str, str]]:
         f" DEMO_MODEL={shlex.quote(str(model))}"
     program = shlex.join(_aethermind_program())
     model_arg = shlex.quote(str(model))
-    from aethermind.serve.server import DEFAULT_HOST, DEFAULT_PORT
-
     return [(f"make chat{make_var}", "in this terminal, its thinking shown"),
             (f"make serve{make_var}", f"web chat at http://{DEFAULT_HOST}:{DEFAULT_PORT}/, "
                                       "OpenAI-compatible API at /v1"),
@@ -279,9 +271,6 @@ def main(argv: list[str] | None = None) -> int:
     _prepare_out(args.out)
 
     console.rule("[bold]1/5  data: built-in reasoning conversations and their vocabulary")
-    from aethermind.data import synth
-    from aethermind.text.tokenizer import Forge1Tokenizer
-
     train_path, val_path, tok_dir = build_data(args.out, args.n_train, args.n_test)
     tok = Forge1Tokenizer(tok_dir)
     test = synth.make_split("test", args.n_test)
@@ -297,8 +286,6 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"untrained: {before['accuracy']:.0%} of {before['n']} held-out questions")
 
     console.rule(f"[bold]3/5  train: Forge-1 tiny on the CPU, {steps} steps")
-    from aethermind.training.train import train
-
     result = train(train_config(args.out, train_path, val_path, tok_dir, steps))
     if result["status"] != "completed":
         console.print(f"[red]training ended early: {result.get('message', result['status'])}")
@@ -306,8 +293,6 @@ def main(argv: list[str] | None = None) -> int:
     final = Path(result["final_model"])
 
     console.rule("[bold]4/5  evaluate: test prompts, validation loss, held-out accuracy")
-    from aethermind.evaluation.evaluate import main as evaluate_main
-
     eval_json = args.out / "eval.json"
     code = evaluate_main(["--model", str(final), "--val", str(val_path), "--n-test",
                           str(args.n_test), "--max-new-tokens", str(cap), "--batch-size",
@@ -317,9 +302,6 @@ def main(argv: list[str] | None = None) -> int:
         return code
 
     console.rule("[bold]5/5  chat: fresh questions in the guide's phrasing, then a conversation")
-    from aethermind.artifacts.loading import load_model
-    from aethermind.inference.engine import Engine
-
     model, tokenizer = load_model(final)
     engine = Engine(model, max_batch_size=GEN_BATCH)
     fresh = score_examples(engine, tokenizer, fresh_examples, cap)

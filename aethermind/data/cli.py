@@ -16,6 +16,12 @@ import sys
 import time
 from pathlib import Path
 
+from aethermind.data import download, preprocess
+from aethermind.data.jsonl import skipped_note
+from aethermind.data.pack import LAYOUTS, build_shards, read_index
+from aethermind.data.synth import write_synth
+from aethermind.text.tokenizer import Forge1Tokenizer
+
 SUBCOMMANDS = {
     "download": "fetch raw datasets into data/raw/ (hub or local files)",
     "preprocess": "raw datasets -> Forge-1 chat text (data/train.jsonl, data/val.jsonl)",
@@ -49,8 +55,6 @@ def synth_parser() -> argparse.ArgumentParser:
 
 
 def synth_main(argv: list[str] | None = None) -> int:
-    from aethermind.data.synth import write_synth
-
     args = synth_parser().parse_args(argv)
     if args.n_train < 1 or args.n_val < 0:
         print("synth: --n-train must be at least 1 and --n-val at least 0", file=sys.stderr)
@@ -63,8 +67,6 @@ def synth_main(argv: list[str] | None = None) -> int:
 
 
 def pack_parser() -> argparse.ArgumentParser:
-    from aethermind.data.pack import LAYOUTS
-
     workers = max(1, min(8, os.cpu_count() or 1))
     parser = argparse.ArgumentParser(prog="aethermind data pack",
                                      description="Tokenize JSONL text into memmap shards.")
@@ -87,10 +89,6 @@ def pack_parser() -> argparse.ArgumentParser:
 
 
 def pack_main(argv: list[str] | None = None) -> int:
-    from aethermind.data.jsonl import skipped_note
-    from aethermind.data.pack import build_shards, read_index
-    from aethermind.text.tokenizer import Forge1Tokenizer
-
     args = pack_parser().parse_args(argv)
     start = time.perf_counter()
     try:
@@ -117,8 +115,6 @@ def pack_main(argv: list[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """Every sub-command's own parser under one `aethermind data` parser (imports them all)."""
-    from aethermind.data import download, preprocess
-
     builders = {"download": download.build_parser, "preprocess": preprocess.build_parser,
                 "synth": synth_parser, "pack": pack_parser}
     parser = argparse.ArgumentParser(prog="aethermind data",
@@ -138,9 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     if command == "download":
-        from aethermind.data.download import main as run
+        run = download.main
     elif command == "preprocess":
-        from aethermind.data.preprocess import main as run
+        run = preprocess.main
     elif command == "synth":
         run = synth_main
     elif command == "pack":

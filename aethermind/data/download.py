@@ -22,6 +22,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
 from aethermind.runtime.files import atomic_text, staged_path
 
 HUB_HOST = "huggingface.co"
@@ -89,7 +91,7 @@ def _local_records(src: Source) -> Iterator[dict]:
     if not path.is_file():
         raise DownloadError(f"{src.name}: local file {path} not found")
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # here: pyarrow and datasets take seconds to import
 
         for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
             yield from batch.to_pylist()
@@ -104,7 +106,7 @@ def _local_records(src: Source) -> Iterator[dict]:
 
 
 def _hub_records(src: Source, n: int | None) -> Iterable[dict]:
-    import datasets
+    import datasets  # here, not at the top: only a hub download needs it (seconds to import)
 
     datasets.utils.logging.disable_progress_bar()
     # Streaming reads only the first N rows; without N, a full download is faster overall.
@@ -172,8 +174,6 @@ def fetch(src: Source, n: int | None, raw_dir: Path, *, offline_reason: str | No
 
 
 def _progress(records: Iterable[dict], n: int | None, name: str) -> Iterator[dict]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     columns = [TextColumn(f"[bold]{name}"), BarColumn(), MofNCompleteColumn()]
     with Progress(*columns, transient=True, disable=not sys.stderr.isatty()) as bar:
         task = bar.add_task(name, total=n)

@@ -21,6 +21,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
+
 from aethermind.data import schemas
 from aethermind.data.jsonl import check_text_file, numbered_lines
 from aethermind.runtime.files import staged_path
@@ -169,9 +172,6 @@ def preprocess(cfg: PreprocessConfig, tokenizer: Forge1Tokenizer | None = None) 
 
 
 def print_summary(stats: list[Stats], cfg: PreprocessConfig) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title="Preprocess summary (dropped per reason on the right)")
     for col in ("dataset", "read", "kept", "train", "val", *DROP_REASONS):
         table.add_column(col.replace("_", " "), justify="left" if col == "dataset" else "right",

@@ -16,11 +16,12 @@ import ast
 import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
+from pydoc_data.topics import topics
+
+from aethermind.data.synth import corpus_texts
 
 
 def _help_topics() -> Iterator[str]:
-    from pydoc_data.topics import topics
-
     for name in sorted(topics):
         yield topics[name]
 
@@ -44,8 +45,6 @@ def _stdlib_docstrings() -> Iterator[str]:
 
 
 def _synthetic_conversations(n: int = 20000) -> Iterator[str]:
-    from aethermind.data.synth import corpus_texts
-
     yield from corpus_texts(n)
 
 

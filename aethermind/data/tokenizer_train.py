@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from aethermind.data.jsonl import numbered_lines, skipped_note
+from aethermind.data.tokenizer_corpus import builtin_corpus
 from aethermind.text.tokenizer import Forge1Tokenizer
 
 
@@ -58,7 +59,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.builtin_corpus:
-        from aethermind.data.tokenizer_corpus import builtin_corpus
         texts: Iterable[str] = builtin_corpus()
     else:
         if not args.input.is_file():

@@ -17,6 +17,7 @@ import argparse
 import json
 import math
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -24,12 +25,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
-from aethermind.artifacts.loading import add_model_args
+from aethermind.artifacts.loading import LoadError, add_model_args, load_model
+from aethermind.data import synth
+from aethermind.data.jsonl import numbered_lines, skipped_note
+from aethermind.data.loader import BatchLoader
+from aethermind.data.pack import build_shards, read_index
 from aethermind.evaluation.loss import loss_totals
 from aethermind.inference.engine import Engine
 from aethermind.inference.sampling import SamplingParams, add_sampling_args, params_from_args
 from aethermind.inference.thinking import answer, parse_completion
+from aethermind.runtime.dist import plain_warnings
 from aethermind.runtime.files import atomic_text
 from aethermind.text import chat_format as cf
 from aethermind.text.prompts import TEST_PROMPTS
@@ -63,12 +72,6 @@ class ValidationSet:
 
     def __init__(self, path: Path, tok: Any, context_length: int, *, batch_size: int = 8,
                  max_docs: int | None = None) -> None:
-        import tempfile
-
-        from aethermind.data.jsonl import numbered_lines, skipped_note
-        from aethermind.data.loader import BatchLoader
-        from aethermind.data.pack import build_shards, read_index
-
         self.path = path
         self._tmp = tempfile.TemporaryDirectory(prefix="aethermind-val-")
         src = Path(self._tmp.name) / "val.jsonl"
@@ -121,8 +124,6 @@ def reasoning_accuracy(engine: Engine, tok: Any, n: int = 0, *, max_new_tokens: 
 
     All questions go to the engine at once; it runs `max_batch_size` of them at a time.
     """
-    from aethermind.data import synth
-
     examples = list(examples) if examples is not None else synth.make_split("test", n, seed=seed)
     prompts = [cf.encode_prompt(cf.Conversation(), ex.question, tok) for ex in examples]
     stop_ids = cf.stop_ids(tok)
@@ -152,9 +153,6 @@ def _prompt_table(rows: list[dict[str, Any]]) -> Any:
     (eight columns folded every ~10 characters): the thinking sits above the answer in one
     cell and the speed is a stack of three short lines. Model text goes in as `Text`, never
     markup (an answer like "[a, b]" would be read as a style)."""
-    from rich.table import Table
-    from rich.text import Text
-
     table = Table(title="Forge-1 test prompts", show_lines=True, expand=True)
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("Prompt", ratio=1)
@@ -175,8 +173,6 @@ def _prompt_table(rows: list[dict[str, Any]]) -> Any:
 
 
 def _print_report(report: dict[str, Any], console: Any = None) -> None:
-    from rich.console import Console
-
     console = console or Console()
     console.print(_prompt_table(report["prompts"]))
     val = report.get("validation")
@@ -209,15 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from aethermind.runtime.dist import plain_warnings
-
     with plain_warnings():
         return _main(parser, args)
 
 
 def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from aethermind.artifacts.loading import LoadError, load_model
-
     val_path = args.val
     if val_path is None and DEFAULT_VAL.is_file():
         val_path = DEFAULT_VAL

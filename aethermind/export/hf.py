@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from aethermind.artifacts.exported import ExportError, ExportMeta, variant_of
 from aethermind.artifacts.layout import WEIGHTS_GLOB, final_dir, write_final
@@ -53,8 +54,6 @@ def tokenizer_files(tok: Forge1Tokenizer, max_seq_len: int) -> dict[str, str]:
 def write_hf_dir(model: Forge1Model, tok: Forge1Tokenizer, meta: ExportMeta,
                  directory: Path) -> Path:
     """Fill `directory` (the caller stages it) with a transformers-loadable Llama model."""
-    from safetensors.torch import save_file
-
     cfg = model.config
     sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     hf_sd, hf_cfg = to_hf(sd, cfg)
@@ -73,8 +72,6 @@ def write_hf_dir(model: Forge1Model, tok: Forge1Tokenizer, meta: ExportMeta,
 
 
 def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
     index = directory / f"{WEIGHTS}.index.json"
     if index.is_file():
         shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))

@@ -22,10 +22,11 @@ from typing import Any
 from rich.console import Console
 
 from aethermind.artifacts.layout import run_folder
-from aethermind.artifacts.loading import add_model_args
-from aethermind.inference.engine import PromptTooLongError
+from aethermind.artifacts.loading import LoadError, add_model_args, load_model
+from aethermind.inference.engine import Engine, PromptTooLongError
 from aethermind.inference.sampling import SamplingParams, add_sampling_args, params_from_args
 from aethermind.inference.thinking import answer
+from aethermind.runtime.dist import plain_warnings
 from aethermind.runtime.files import atomic_text
 from aethermind.text import chat_format as cf
 
@@ -166,10 +167,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from aethermind.artifacts.loading import LoadError, load_model
-    from aethermind.inference.engine import Engine
-    from aethermind.runtime.dist import plain_warnings
-
     try:
         params = params_from_args(args)  # a bad value stops here, before the model loads
         if cf.contains_special(args.system):

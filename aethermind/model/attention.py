@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 if TYPE_CHECKING:  # a type only: `flex_supported` allows torch builds without the module
     from torch.nn.attention.flex_attention import BlockMask
@@ -68,8 +69,6 @@ def resolve_backend(backend: Backend, device: torch.device) -> Literal["dense", 
 
 def document_block_mask(doc_ids: torch.Tensor) -> BlockMask:
     """FlexAttention `BlockMask` of the document-causal rule for (B, T) `doc_ids`."""
-    from torch.nn.attention.flex_attention import create_block_mask
-
     def mask_mod(b, h, q_idx, kv_idx):
         return (doc_ids[b, q_idx] == doc_ids[b, kv_idx]) & (q_idx >= kv_idx)
 
@@ -87,8 +86,6 @@ def document_mask(doc_ids: torch.Tensor, backend: Backend = "auto") -> torch.Ten
 @functools.cache
 def _compiled_flex():
     """flex_attention compiled once per process (uncompiled it materialises all T x T scores)."""
-    from torch.nn.attention.flex_attention import flex_attention
-
     return torch.compile(flex_attention, dynamic=False)
 
 
@@ -100,8 +97,6 @@ def flex_document_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     traced into the model's graph instead. Eager elsewhere, where torch runs it as a reference
     (forward only on CPU), which is what the CPU tests compare against the dense path.
     """
-    from torch.nn.attention.flex_attention import flex_attention
-
     fn = _compiled_flex() if q.is_cuda and not torch.compiler.is_compiling() else flex_attention
     return fn(q, k, v, block_mask=block_mask, enable_gqa=k.shape[1] != q.shape[1])
 

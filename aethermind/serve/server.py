@@ -23,6 +23,10 @@ from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
 
+from aethermind.artifacts.loading import LoadError, add_model_args, find_checkpoint, load_model
+from aethermind.inference.engine import Engine
+from aethermind.serve.scheduler import EngineFailure, Scheduler
+
 API_KEY_ENV = "AETHERMIND_API_KEY"
 DEFAULT_HOST, DEFAULT_PORT, DEFAULT_BATCH = "127.0.0.1", 8000, 8
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -38,9 +42,6 @@ class ServerState:
 
     def __init__(self, model: Any, tokenizer: Any, *, model_id: str, api_key: str | None,
                  max_batch_size: int = DEFAULT_BATCH) -> None:
-        from aethermind.inference.engine import Engine
-        from aethermind.serve.scheduler import Scheduler
-
         self.tokenizer, self.model_id, self.api_key = tokenizer, model_id, api_key
         self.max_seq_len = int(model.config.max_seq_len)
         self.scheduler = Scheduler(Engine(model, max_batch_size=max_batch_size))
@@ -52,8 +53,7 @@ def create_app(state: ServerState):  # -> fastapi.FastAPI (imported lazily: an o
     from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
     from starlette.exceptions import HTTPException
 
-    from aethermind.serve.api import APIError
-    from aethermind.serve.scheduler import EngineFailure
+    from aethermind.serve.api import APIError  # pydantic, part of the same extra
 
     class EventStream(StreamingResponse):
         """Closes the event generator however the response ends, so a client that hangs up
@@ -209,8 +209,6 @@ async def _sse(state: ServerState, req: Any) -> AsyncIterator[str]:
         piece_delta,
         usage,
     )
-    from aethermind.serve.scheduler import EngineFailure
-
     cid, created = new_completion_id(), now()
     decoder = ReplyDecoder(state.tokenizer, req.think, req.stop_strings)
     counts: dict = {}
@@ -236,8 +234,6 @@ async def _sse(state: ServerState, req: Any) -> AsyncIterator[str]:
 
 # --- command line -----------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    from aethermind.artifacts.loading import add_model_args
-
     p = argparse.ArgumentParser(prog="aethermind serve", description=__doc__.splitlines()[0])
     add_model_args(p)
     p.add_argument("--host", default=DEFAULT_HOST,
@@ -289,8 +285,6 @@ def main(argv: list[str] | None = None) -> int:
         import uvicorn
     except ImportError:
         parser.exit(2, "error: the server needs FastAPI and uvicorn: pip install -e '.[serve]'\n")
-    from aethermind.artifacts.loading import LoadError, find_checkpoint, load_model
-
     try:
         model, tok = load_model(args.model, args.variant, args.tokenizer, args.device)
         sock = bind(args.host, args.port)

@@ -74,6 +74,7 @@ CHAT_TEMPLATE = _build()
 def render_messages(messages: list[dict[str, Any]], *, add_generation_prompt: bool = False,
                     enable_thinking: bool | None = None) -> str:
     """Render with Jinja's sandbox the way `transformers` does (trim/lstrip blocks on)."""
+    # jinja2 is not a dependency of the package (transformers brings it): imported on use.
     from jinja2.exceptions import TemplateError
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 

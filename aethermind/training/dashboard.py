@@ -19,6 +19,13 @@ from typing import Any
 
 import psutil
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+from rich.table import Table
 
 SPARK = "▁▂▃▄▅▆▇█"
 
@@ -90,10 +97,6 @@ def plot_losses(metrics_path: str | Path, out_path: str | Path) -> Path | None:
 def loss_figure(records: list[dict[str, Any]]) -> Any:  # -> matplotlib.figure.Figure
     """The loss-curve figure of metrics records, the y-axis in log scale: on a linear axis the
     first steps' loss (~7 nats) flattens the late drop in validation loss (issue 25)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter
-
     fig = Figure(figsize=(8, 4.5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -137,10 +140,6 @@ class Dashboard:
             self._start_rich()
 
     def _start_rich(self) -> None:
-        from rich.console import Console
-        from rich.live import Live
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
         self._progress = Progress("[bold]training", BarColumn(), MofNCompleteColumn(),
                                   TimeRemainingColumn())
         self._task = self._progress.add_task("train", total=self.total, completed=self.start_step)
@@ -149,9 +148,6 @@ class Dashboard:
         self._live.start()
 
     def _render(self, m: dict[str, Any]) -> Any:
-        from rich.console import Group
-        from rich.table import Table
-
         table = Table.grid(padding=(0, 2))
         for _ in range(4):
             table.add_column()

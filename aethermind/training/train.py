@@ -17,8 +17,10 @@ import argparse
 import contextlib
 import importlib.util
 import math
+import os
 import signal
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -79,8 +81,6 @@ class StopFlag:
         self._saved_fds: dict[int, int] = {}  # fd -> a dup of it, while it points at /dev/null
 
     def __enter__(self) -> StopFlag:
-        import os
-
         if not _in_main_thread():
             return self
         # Checked now: once the terminal has hung up, isatty() on it is False.
@@ -107,8 +107,6 @@ class StopFlag:
                       "checkpoint", file=sys.stderr, flush=True)
 
     def _detach_terminal(self) -> None:
-        import os
-
         null = os.open(os.devnull, os.O_WRONLY)
         for fd in self._terminals:
             if fd not in self._saved_fds:
@@ -117,8 +115,6 @@ class StopFlag:
         os.close(null)
 
     def __exit__(self, *exc: object) -> None:
-        import os
-
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         for fd, saved in self._saved_fds.items():
@@ -131,8 +127,6 @@ class StopFlag:
 
 
 def _in_main_thread() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()
 
 
