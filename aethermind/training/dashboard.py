@@ -27,6 +27,8 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
+from aethermind.training.config import Dashboard as DashboardMode
+
 SPARK = "▁▂▃▄▅▆▇█"
 
 
@@ -123,7 +125,7 @@ def loss_figure(records: list[dict[str, Any]]) -> Any:  # -> matplotlib.figure.F
 class Dashboard:
     """Rich live view on a TTY, plain periodic lines otherwise; `mode` forces one or 'off'."""
 
-    def __init__(self, total_steps: int, out_dir: str | Path, *, mode: str = "auto",
+    def __init__(self, total_steps: int, out_dir: str | Path, *, mode: DashboardMode = "auto",
                  log_every: int = 10, start_step: int = 0, tensorboard: bool = False,
                  enabled: bool = True, stream: Any = None) -> None:
         self.stream = stream or sys.stdout

@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from aethermind.training.config import OptimizerName
+
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Two groups: matrices of Linear layers decay; norms, biases and embeddings do not."""
@@ -118,7 +120,7 @@ class MuonAdamW(torch.optim.Optimizer):
 
 def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float,
                     betas: tuple[float, float], eps: float = 1e-8,
-                    fused: bool | None = None, name: str = "adamw"
+                    fused: bool | None = None, name: OptimizerName = "adamw"
                     ) -> torch.optim.Optimizer:
     """AdamW (or Muon + AdamW) over `param_groups`; `fused=None` picks fused AdamW when
     available for the model's device.

@@ -20,11 +20,12 @@ from aethermind.artifacts import checkpoint as ckpt
 from aethermind.runtime import dist
 from aethermind.runtime.files import remove_stale_temp_files
 from aethermind.text.tokenizer import Forge1Tokenizer
+from aethermind.training.config import OptimizerName
 from aethermind.training.errors import TrainingError
 
 
 def check_resumable(state: dict[str, Any], path: Path, variant: str,
-                    tokenizer: Forge1Tokenizer, optimizer: str = "adamw") -> None:
+                    tokenizer: Forge1Tokenizer, optimizer: OptimizerName = "adamw") -> None:
     """Refuse to continue a run with a different model size, tokenizer or optimizer."""
     saved = state["config"]
     was = saved.get("optimizer", "adamw")  # checkpoints from before the key trained AdamW
