@@ -25,7 +25,7 @@ from aethermind.runtime.runlock import LOCK_NAME
 from aethermind.text import chat_format as cf
 from aethermind.text.chat_format import SPECIAL_TOKENS, Conversation, Turn, render
 from aethermind.text.tokenizer import Forge1Tokenizer
-from aethermind.training import train
+from aethermind.training import signals, train
 from aethermind.training.config import ConfigError, TrainConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -553,7 +553,7 @@ def test_12_implicit_empty_val_file_is_a_warning_not_an_error(assets, tmp_path, 
 
 
 def test_12_second_ctrl_c_stops_at_once(capsys):
-    with train.StopFlag() as stop:
+    with signals.StopFlag() as stop:
         os.kill(os.getpid(), signal.SIGINT)
         assert stop.signum == signal.SIGINT
         assert "finishing this step" in capsys.readouterr().err

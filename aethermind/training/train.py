@@ -7,7 +7,8 @@ runs as one process or as K under `torchrun --nproc_per_node=K` (DDP, or FSDP2 w
 Loss: summed cross-entropy over loss-bearing tokens divided by the step's global count of such
 tokens, so K processes x A micro-batches give exactly the gradient of one big batch.
 The run's inputs (tokenizer, shards, loaders) come from `inputs.py`, what a checkpoint holds
-and the resume checks from `state.py`, the validation-loss loop from `evaluation.loss`.
+and the resume checks from `state.py`, stopping on signals from `signals.py`, the
+validation-loss loop from `evaluation.loss`.
 Usage: `python scripts/train.py --config configs/local_config.yaml --variant nano [--resume]`.
 """
 
@@ -17,10 +18,8 @@ import argparse
 import contextlib
 import importlib.util
 import math
-import os
 import signal
 import sys
-import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -51,6 +50,7 @@ from aethermind.training.inputs import (
     open_loader,
 )
 from aethermind.training.optim import build_optimizer, lr_at, set_lr, warmup_steps_for
+from aethermind.training.signals import StopFlag
 from aethermind.training.state import (
     check_resumable,
     claim_checkpoint_dir,
@@ -59,75 +59,6 @@ from aethermind.training.state import (
 )
 
 Status = Literal["completed", "interrupted", "diverged"]
-
-
-class StopFlag:
-    """SIGINT (Ctrl-C), SIGTERM (kill, a scheduler's preemption) and SIGHUP (the terminal was
-    closed) set a flag; the loop saves a checkpoint at the step boundary and exits 128 + signal.
-
-    After SIGHUP the terminal is gone and every write to it fails with EIO, which would crash
-    the run before its checkpoint: the descriptors that were a terminal at entry are pointed at
-    /dev/null (files and pipes keep their output), and put back on exit if the terminal is
-    still there (a `kill -HUP`).
-    """
-
-    SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
-                    if hasattr(signal, name))  # Windows has no SIGHUP
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-        self._terminals: list[int] = []  # stdout/stderr descriptors that were a tty at entry
-        self._saved_fds: dict[int, int] = {}  # fd -> a dup of it, while it points at /dev/null
-
-    def __enter__(self) -> StopFlag:
-        if not _in_main_thread():
-            return self
-        # Checked now: once the terminal has hung up, isatty() on it is False.
-        self._terminals = [fd for fd in (1, 2) if os.isatty(fd)]
-        for sig in self.SIGNALS:
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop now (the last checkpoint stays)
-        if signum == getattr(signal, "SIGHUP", None):
-            self._detach_terminal()
-        first = self.signum is None
-        self.signum = signum
-        if not first or not dist.is_main():
-            return
-        if signum == signal.SIGINT:
-            print("\nCtrl-C: finishing this step, then saving a checkpoint; press Ctrl-C again "
-                  "to stop at once", file=sys.stderr, flush=True)
-        else:
-            with contextlib.suppress(OSError):
-                print(f"\n{signal.Signals(signum).name}: finishing this step, then saving a "
-                      "checkpoint", file=sys.stderr, flush=True)
-
-    def _detach_terminal(self) -> None:
-        null = os.open(os.devnull, os.O_WRONLY)
-        for fd in self._terminals:
-            if fd not in self._saved_fds:
-                self._saved_fds[fd] = os.dup(fd)
-                os.dup2(null, fd)
-        os.close(null)
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        for fd, saved in self._saved_fds.items():
-            if os.isatty(saved):  # a SIGHUP with the terminal still there (kill -HUP): put it back
-                with contextlib.suppress(OSError, ValueError, AttributeError):
-                    (sys.stdout if fd == 1 else sys.stderr).flush()  # into /dev/null
-                os.dup2(saved, fd)
-            os.close(saved)  # a hung-up terminal stays replaced: writes to it would fail
-        self._saved_fds.clear()
-
-
-def _in_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
 
 
 # --- run state --------------------------------------------------------------------------------
