@@ -16,8 +16,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
-from safetensors.torch import load_file, save_file
 
 from aethermind.artifacts.exported import ExportError, ExportMeta, variant_of
 from aethermind.artifacts.layout import WEIGHTS_GLOB, final_dir, write_final
@@ -60,8 +60,8 @@ def write_hf_dir(model: Forge1Model, tok: Forge1Tokenizer, meta: ExportMeta,
     ids = {"bos_token_id": tok.bos_id, "eos_token_id": cf.stop_ids(tok), "pad_token_id": tok.pad_id}
     hf_cfg = {**hf_cfg, **ids, "torch_dtype": "float32", "forge1": meta.to_strings()}
     directory.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous().float() for k, v in hf_sd.items()}, str(directory / WEIGHTS),
-              metadata={"format": "pt"})
+    weights = {k: v.contiguous().float() for k, v in hf_sd.items()}
+    safetensors.torch.save_file(weights, str(directory / WEIGHTS), metadata={"format": "pt"})
     tok.save(directory)  # tokenizer.json (+ a plain tokenizer_config.json, replaced below)
     files = {"config.json": _dump(hf_cfg),
              "generation_config.json": _dump({**ids, "do_sample": False}),
@@ -82,7 +82,7 @@ def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
                           "model with save_pretrained(..., safe_serialization=True)")
     sd: dict[str, torch.Tensor] = {}
     for shard in shards:
-        sd.update(load_file(str(directory / shard)))
+        sd.update(safetensors.torch.load_file(str(directory / shard)))
     return {k: v.float() for k, v in sd.items()}
 
 
