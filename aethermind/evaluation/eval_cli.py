@@ -31,6 +31,10 @@ from aethermind.evaluation.harness import (
 from aethermind.evaluation.suites import SUITES, Suite
 
 INSTALL = 'pip install -e ".[eval]"'
+# Below this many parameters a CPU run uses one thread: the per-op work is so small that more
+# threads only wait on each other, and on a shared, busy CPU they stall on OpenMP barriers (the
+# demo model's tiny suite: 13 s on one thread, 114 s on two, same loaded 2-core machine).
+ONE_THREAD_PARAMS = 20_000_000
 
 
 def _suite_args(p: argparse.ArgumentParser) -> None:
@@ -155,6 +159,10 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     device = next(model.parameters()).device
     batch = _batch_size(args.batch_size, device)
     _quiet_lm_eval()
+    if device.type == "cpu" and sum(p.numel() for p in model.parameters()) < ONE_THREAD_PARAMS:
+        import torch
+
+        torch.set_num_threads(1)  # this process ends with the command: nothing to restore
     start = time.perf_counter()
     _progress(f"[1/2] {suite.name} suite through lm-eval ({device}, batch {batch}, thinking "
               f"{args.think})")
