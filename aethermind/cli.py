@@ -23,6 +23,8 @@ COMMANDS = {
     "plan": ("aethermind.training.plan", "estimate GPU memory for a config before training"),
     "evaluate": ("aethermind.evaluation.evaluate",
                  "test prompts, validation loss and reasoning accuracy"),
+    "eval": ("aethermind.evaluation.eval_cli",
+             "benchmarks through lm-evaluation-harness and a bench card"),
     "chat": ("aethermind.inference.chat", "interactive chat with a trained model"),
     "serve": ("aethermind.serve.server", "OpenAI-compatible server and web chat (batched)"),
     "export": ("aethermind.export.cli", "write .pt, safetensors, a Hugging Face directory or GGUF"),
