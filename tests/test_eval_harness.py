@@ -169,15 +169,16 @@ def one_thread():
 
 def _project_answers(think: bool, questions: list[str]) -> list[tuple[str, bool]]:
     """(answer, whether the completion is well formed) from the chat's own pipeline."""
-    from aethermind.inference.engine import Engine, SamplingParams
-    from aethermind.inference.thinking import STOP_TOKENS, parse_completion
+    from aethermind.inference.engine import Engine
+    from aethermind.inference.sampling import SamplingParams
+    from aethermind.inference.thinking import parse_completion
 
     model, tok = _overfit_model()
     max_new = min(SUITES["tiny"].max_gen_toks, model.config.max_seq_len // 2)
     prompts = [cf.encode_prompt(cf.Conversation(), q, tok, think=think) for q in questions]
     gens = Engine(model, max_batch_size=8).generate_batch(
         prompts, SamplingParams(max_new_tokens=max_new, temperature=0.0),
-        [tok.special_ids[s] for s in STOP_TOKENS])
+        cf.stop_ids(tok))
     assistant, end_think = tok.special_ids[cf.ASSISTANT], tok.special_ids[cf.END_THINK]
 
     def formed(ids: list[int]) -> bool:

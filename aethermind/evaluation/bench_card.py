@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from aethermind.evaluation.suites import Benchmark
+from aethermind.inference.sampling import SamplingParams
+from aethermind.inference.thinking import parse_completion
+from aethermind.runtime.files import atomic_text
 from aethermind.text import chat_format as cf
 
 
@@ -73,12 +76,9 @@ def think_fidelity(engine: Any, tok: Any, questions: Sequence[str], max_new_toke
                    ) -> dict[str, Any]:
     """Share of greedy answers, with thinking forced on, whose think block closes
     (`<|/think|>`) and whose answer turn (`<|assistant|>` then non-blank text) is present."""
-    from aethermind.inference.engine import SamplingParams
-    from aethermind.inference.thinking import STOP_TOKENS, parse_completion
-
     prompts = [cf.encode_prompt(cf.Conversation(), q, tok, think=True) for q in questions]
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
-    gens = engine.generate_batch(prompts, params, [tok.special_ids[s] for s in STOP_TOKENS])
+    gens = engine.generate_batch(prompts, params, cf.stop_ids(tok))
     end_think, assistant = tok.special_ids[cf.END_THINK], tok.special_ids[cf.ASSISTANT]
     closed = answered = 0
     for gen in gens:
@@ -139,8 +139,6 @@ def markdown(card: dict[str, Any]) -> str:
 
 
 def write_card(card: dict[str, Any], directory: Path) -> tuple[Path, Path]:
-    from aethermind.artifacts.checkpoint import atomic_text
-
     directory.mkdir(parents=True, exist_ok=True)
     js = atomic_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n",
                      directory / "bench_card.json")

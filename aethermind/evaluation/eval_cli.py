@@ -12,11 +12,17 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import logging
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import torch
+import yaml
+
+from aethermind.artifacts.loading import LoadError, add_model_args, find_checkpoint, load_model
+from aethermind.data import synth
 from aethermind.evaluation import bench_card
 from aethermind.evaluation.harness import (
     FIDELITY_PER_TASK,
@@ -29,6 +35,10 @@ from aethermind.evaluation.harness import (
     run_suite,
 )
 from aethermind.evaluation.suites import SUITES, Suite
+from aethermind.evaluation.tiny_tasks import GEN_FILE, read_docs
+from aethermind.inference.engine import Engine
+from aethermind.runtime.dist import plain_warnings
+from aethermind.text.prompts import GUIDE_PROMPTS
 
 INSTALL = 'pip install -e ".[eval]"'
 # Below this many parameters a CPU run uses one thread: the per-op work is so small that more
@@ -46,9 +56,7 @@ def _suite_args(p: argparse.ArgumentParser) -> None:
                         "network; no --model)")
 
 
-def _parser() -> argparse.ArgumentParser:
-    from aethermind.artifacts.loading import add_model_args
-
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aethermind eval", description=__doc__.splitlines()[0])
     add_model_args(p)
     _suite_args(p)
@@ -71,8 +79,6 @@ def default_output(ckpt: Path) -> Path:
 def tokens_trained(ckpt: Path) -> tuple[int, str] | None:
     """(tokens, how they were counted) from the training run beside `final_model/`: the last
     step in metrics.jsonl times batch x context x accumulation of train_config.yaml."""
-    import yaml
-
     run = ckpt.parent.parent if ckpt.parent.name == "final_model" else ckpt.parent
     metrics, configs = run / "metrics.jsonl", sorted(run.glob("*/train_config.yaml"))
     if not metrics.is_file() or not configs:
@@ -116,10 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         _suite_args(p)
         args, parser = p.parse_args(argv), p
     else:
-        parser = _parser()
+        parser = build_parser()
         args = parser.parse_args(argv)
-    from aethermind.runtime.dist import plain_warnings
-
     with plain_warnings():
         try:
             return _main(parser, args)
@@ -149,8 +153,6 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return 0
     if args.limit is not None and args.limit < 1:
         raise EvalError(f"--limit {args.limit}: must be at least 1")
-    from aethermind.artifacts.loading import LoadError, find_checkpoint, load_model
-
     try:
         model, tok = load_model(args.model, args.variant, args.tokenizer, args.device)
         ckpt = find_checkpoint(args.model)
@@ -160,8 +162,6 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     batch = _batch_size(args.batch_size, device)
     _quiet_lm_eval()
     if device.type == "cpu" and sum(p.numel() for p in model.parameters()) < ONE_THREAD_PARAMS:
-        import torch
-
         torch.set_num_threads(1)  # this process ends with the command: nothing to restore
     start = time.perf_counter()
     _progress(f"[1/2] {suite.name} suite through lm-eval ({device}, batch {batch}, thinking "
@@ -187,18 +187,11 @@ def _progress(text: str) -> None:
 def _quiet_lm_eval() -> None:
     """lm-eval logs each step at INFO and warns that it was handed a model object (on
     purpose here); its progress bars stay."""
-    import logging
-
     for name in ("lm_eval", "lm-eval"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _fidelity(model: Any, tok: Any, suite: Suite, batch: int | str) -> dict[str, Any]:
-    from aethermind.data import synth
-    from aethermind.evaluation.tiny_tasks import GEN_FILE, read_docs
-    from aethermind.inference.engine import Engine
-    from aethermind.text.prompts import GUIDE_PROMPTS
-
     per_task: dict[str, int] = {}
     held_out = []
     for doc in read_docs(GEN_FILE):

@@ -9,7 +9,7 @@ template with `enable_thinking` from `--think`; lm-eval keeps what follows the l
 `<|assistant|>` id (`think_end_token`, which must be an integer id for a special token): for
 a well-formed completion the answer `thinking.OutputRouter` returns (a test checks it). A
 malformed one can differ: without `<|assistant|>` lm-eval keeps all the text, with two it keeps
-the text after the last. Generation stops at `thinking.STOP_TOKENS`.
+the text after the last. Generation stops at `chat_format.STOP_TOKENS`.
 Standard datasets are checked in the Hugging Face cache first: offline and missing is one
 line naming them and exit 2. Writes `<output>/bench_card.{json,md}` and `results.json`.
 Needs the optional extra: `pip install -e ".[eval]"`.
@@ -25,7 +25,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from aethermind.artifacts.exported import ExportMeta
 from aethermind.evaluation.suites import Suite
+from aethermind.export.hf import write_hf_dir
 from aethermind.text import chat_format as cf
 
 THINK = ("on", "off")
@@ -100,11 +104,7 @@ def download(suite: Suite) -> None:
 # --- the model as lm-eval sees it -------------------------------------------------------------
 def to_hf(model: Any, tok: Any, directory: Path) -> tuple[Any, Any]:
     """(transformers model on the model's device, tokenizer) from the project's HF export."""
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from aethermind.export.cli import ExportMeta
-    from aethermind.export.hf import write_hf_dir
 
     write_hf_dir(model, tok, ExportMeta.of(model, tok), directory)
     device = next(model.parameters()).device
@@ -115,9 +115,7 @@ def to_hf(model: Any, tok: Any, directory: Path) -> tuple[Any, Any]:
 def gen_kwargs(tok: Any, max_gen_toks: int) -> dict[str, Any]:
     """Greedy, stopped per sequence at the chat format's stop tokens (by id, so a finished row
     of a batch stops, and as strings for lm-eval's own check)."""
-    from aethermind.inference.thinking import STOP_TOKENS
-
-    return {"until": list(STOP_TOKENS), "eos_token_id": [tok.special_ids[s] for s in STOP_TOKENS],
+    return {"until": list(cf.STOP_TOKENS), "eos_token_id": cf.stop_ids(tok),
             "max_gen_toks": max_gen_toks, "do_sample": False}
 
 
