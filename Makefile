@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 BASE_STAMP := $(VENV)/.installed-base
 
-.PHONY: install demo test test-slow test-interop gpu-check lint format clean
+.PHONY: install demo test test-slow test-notebook test-interop gpu-check lint format clean
 
 # The demo needs only the package; tests, the server and the HF checks add the `dev` extra.
 # Two stamps, so a first `make demo` does not spend its ten minutes installing test tools.
@@ -33,6 +33,11 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
+
+# The Colab notebook executed top to bottom in smoke mode in a real kernel (about a minute on
+# two cores; kept out of `make test`, which stays fast).
+test-notebook: $(STAMP)
+	$(BIN)/python -m pytest -m notebook
 
 # Checks against external tools (llama.cpp through llama-cpp-python, the web chat in Debian's
 # headless chromium): the `interop` extra, and chromium installed with apt when missing (root).
