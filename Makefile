@@ -12,7 +12,7 @@ BASE_STAMP := $(VENV)/.installed-base
 # default --output, plus final_model/; the demo prints DEMO_MODEL=... when --output differs).
 DEMO_MODEL ?= outputs/demo/final_model
 
-.PHONY: install demo chat serve test test-slow test-interop gpu-check lint format clean
+.PHONY: install demo chat serve test test-slow test-notebook test-interop gpu-check lint format clean
 
 # The demo needs the package, and the `serve` extra (FastAPI + uvicorn, seconds to install) so
 # that the `make serve` it ends by suggesting runs as it is; tests and the HF checks add the
@@ -48,6 +48,11 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
+
+# The Colab notebook executed top to bottom in smoke mode in a real kernel (about a minute on
+# two cores; kept out of `make test`, which stays fast).
+test-notebook: $(STAMP)
+	$(BIN)/python -m pytest -m notebook
 
 # Checks against external tools (llama.cpp through llama-cpp-python, the web chat in Debian's
 # headless chromium): the `interop` extra, and chromium installed with apt when missing (root).

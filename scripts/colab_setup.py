@@ -1,8 +1,9 @@
 """Prepare a Google Colab runtime: mount Drive (checkpoints survive disconnects), install deps.
 
 Outside Colab it changes nothing: it explains what it would do there and exits 0 (install the
-package yourself with `pip install -e .`). Usage (in a Colab cell, from the repo root):
-`!python scripts/colab_setup.py`.
+package yourself with `pip install -e .`). notebooks/forge1_colab.ipynb imports it to mount
+Drive in the kernel (`mount_drive()`, `DRIVE_CHECKPOINTS`), then runs it.
+Usage (in a Colab cell, from the repo root): `!python scripts/colab_setup.py`.
 """
 
 from __future__ import annotations
