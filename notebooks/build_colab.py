@@ -54,6 +54,7 @@ COMMANDS: dict[str, str] = {
     "train": "python scripts/train.py --config {CONFIG} --variant {VARIANT} --resume{SETS}",
     "evaluate": "python scripts/evaluate.py --model {OUT}/final_model --variant {VARIANT}"
                 "{EVAL_ARGS}",
+    "bench_card": "aethermind eval --model {OUT}/final_model --suite tiny",
     "export_hf": "aethermind export --model {OUT}/final_model --format hf",
     "export_gguf": "aethermind export --model {OUT}/final_model --format gguf --dtype {GGUF_DTYPE}",
 }
@@ -145,7 +146,7 @@ if SMOKE:
 elif not torch.cuda.is_available():
     raise RuntimeError("no GPU: Runtime > Change runtime type > T4 GPU (or set SMOKE = True)")
 else:
-    from aethermind.training.notebook import gpu_precision
+    from aethermind.runtime.dist import gpu_precision
 
     props = torch.cuda.get_device_properties(0)
     GPU_GB = round(props.total_memory / 2**30, 1)
@@ -220,6 +221,9 @@ train_live(TRAIN, f"{{OUT}}/metrics.jsonl")
 
 EVALUATE = """
 run_command({evaluate})
+# The bench card (lm-evaluation-harness on held-out questions, offline; guide section 5 has the
+# standard suite for a real run): each score against random, and think-format fidelity.
+run_command({bench_card})
 """
 
 CHAT = """
@@ -293,7 +297,8 @@ def build() -> dict:
         _code(PLAN),
         _md("## 4. Train"),
         _code(TRAIN),
-        _md("## 5. Evaluate (the guide's test prompts, validation loss, reasoning accuracy)"),
+        _md("## 5. Evaluate (the guide's test prompts, validation loss, reasoning accuracy) and "
+            "the bench card"),
         _code(EVALUATE),
         _md("## 6. Chat"),
         _code(CHAT),

@@ -57,13 +57,14 @@ def link_checkpoints() -> Path:
 def main(argv: list[str] | None = None) -> int:
     if not in_colab():
         print("not running in Google Colab: nothing changed. In Colab this script would "
-              f"pip install -e {REPO} (keeping Colab's CUDA torch), mount Google Drive at "
+              f"pip install -e {REPO}[eval] (keeping Colab's CUDA torch), mount Google Drive at "
               f"/content/drive and link {LOCAL_CHECKPOINTS} -> {DRIVE_CHECKPOINTS} so "
               "checkpoints survive a disconnect. Here: pip install -e . and train with "
               "configs/local_config.yaml or configs/cpu_config.yaml.")
         return 0
     # Colab ships a CUDA torch already; installing the package must not replace it.
-    cmd = [sys.executable, "-m", "pip", "install", "-q", "-e", str(REPO)]
+    # The `eval` extra (lm-evaluation-harness) is what the notebook's bench card runs on.
+    cmd = [sys.executable, "-m", "pip", "install", "-q", "-e", f"{REPO}[eval]"]
     print("installing:", " ".join(cmd))
     subprocess.run(cmd, check=True)
     if in_colab() and mount_drive():

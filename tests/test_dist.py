@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -40,6 +41,18 @@ def test_half_precision_on_cpu_falls_back_to_fp32():
     with pytest.warns(UserWarning, match="precision bf16 needs a GPU: using fp32"):
         assert dist.resolve_precision("bf16", torch.device("cpu")) == "fp32"
     assert dist.resolve_precision("fp32", torch.device("cpu")) == "fp32"
+
+
+@pytest.mark.parametrize(("capability", "expected"), [((7, 5), "fp16"), ((8, 0), "bf16")])
+def test_bf16_on_a_card_that_only_emulates_it_trains_in_fp16(monkeypatch, capability, expected):
+    """A T4 (7.5) "supports" bf16 by slow emulation (`is_bf16_supported()` says True): the run
+    takes fp16 with loss scaling there, and bf16 from Ampere (8.0) on."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert dist.resolve_precision("bf16", torch.device("cuda")) == expected
+    assert any("no bf16" in str(w.message) for w in seen) == (expected == "fp16")
 
 
 def test_seed_everything_is_reproducible():

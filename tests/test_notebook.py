@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from aethermind.runtime import dist
 from aethermind.training import notebook as nbh
 from aethermind.training import plan
 from aethermind.training.config import load_config
@@ -81,7 +82,7 @@ def test_notebook_runs_no_command_but_the_generators():
 def test_t4_settings_fit_the_memory_planner(capsys):
     b = _builder()
     values = b.settings(False)
-    precision = nbh.gpu_precision((7, 5))
+    precision = dist.gpu_precision((7, 5))
     sets = [*values["EXTRA_SETS"], *(["precision=bf16"] if precision == "bf16" else [])]
     cfg = load_config(str(REPO / values["CONFIG"]), sets, values["VARIANT"])
     assert (precision, cfg.precision) == ("fp16", "fp16")  # fp16 + GradScaler: no bf16 on a T4
@@ -94,7 +95,7 @@ def test_t4_settings_fit_the_memory_planner(capsys):
 
 
 def test_gpu_precision_is_bf16_from_ampere_and_fp16_before():
-    assert [nbh.gpu_precision(c) for c in [(6, 1), (7, 5), (8, 0), (8, 9), (9, 0)]] == \
+    assert [dist.gpu_precision(c) for c in [(6, 1), (7, 5), (8, 0), (8, 9), (9, 0)]] == \
         ["fp16", "fp16", "bf16", "bf16", "bf16"]
 
 

@@ -121,12 +121,20 @@ def plain_warnings() -> Iterator[None]:
         yield
 
 
+def gpu_precision(capability: tuple[int, int]) -> str:
+    """The half precision a CUDA card of this compute capability trains in: bf16 runs in
+    hardware from Ampere (8.0); before it (a T4 is 7.5) torch emulates it slowly, and
+    `torch.cuda.is_bf16_supported()` counts that emulation, so fp16 with loss scaling."""
+    return "bf16" if tuple(capability) >= (8, 0) else "fp16"
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     """fp16/bf16 need an accelerator here; on CPU fall back to fp32 with a one-line warning."""
     if precision != "fp32" and device.type == "cpu":
         warnings.warn(f"precision {precision} needs a GPU: using fp32 on the CPU", stacklevel=2)
         return "fp32"
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+    if precision == "bf16" and device.type == "cuda" and \
+            gpu_precision(torch.cuda.get_device_capability(device)) != "bf16":
         warnings.warn("this GPU has no bf16: using fp16 with loss scaling", stacklevel=2)
         return "fp16"
     return precision

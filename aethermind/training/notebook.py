@@ -5,10 +5,8 @@ does not show a child's own stdout) and raises `CommandFailed` on a non-zero exi
 stops at the first failing step instead of carrying on as `!cmd` would. `train_live` does the
 same for `scripts/train.py` while redrawing the loss curve from the run's `metrics.jsonl` in
 place under the log (an IPython display handle; plain lines outside a kernel). Stopping the cell
-sends the child Ctrl-C, so it saves a checkpoint first and `--resume` continues. `gpu_precision`
-is the rule the notebook trains by: bf16 from Ampere (compute capability 8.0) on, fp16 with loss
-scaling before it (the T4 is 7.5; `torch.cuda.is_bf16_supported()` also counts slow emulation).
-It knows nothing about models or configs.
+sends the child Ctrl-C, so it saves a checkpoint first and `--resume` continues.
+It knows nothing about models or configs; the precision rule it trains by is `dist.gpu_precision`.
 Usage (in a cell): `train_live(cmd, "outputs/metrics.jsonl")`.
 """
 
@@ -29,11 +27,6 @@ from aethermind.training.dashboard import plot_losses
 
 class CommandFailed(RuntimeError):
     """A notebook step's command exited non-zero; the message names the command and the code."""
-
-
-def gpu_precision(capability: tuple[int, int]) -> str:
-    """The training precision for a CUDA card of this compute capability."""
-    return "bf16" if tuple(capability) >= (8, 0) else "fp16"
 
 
 def _spawn(command: str) -> subprocess.Popen[str]:
