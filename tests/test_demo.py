@@ -4,6 +4,7 @@ every stage through the same wiring, and each stage's output is checked against 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import signal
@@ -110,9 +111,13 @@ def test_printed_make_targets_set_up_a_fresh_clone_then_run_the_printed_command(
     assert [t[1] for t in targets] == ["chat", "serve"] and len(commands) == 2
     program = demo._aethermind_program()
     venv = tmp_path / ".venv"
+    # As a user types it, not nested in `make test`'s own make (its flags would leak in).
+    outside_make = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS",
+                                                                      "MFLAGS")}
     for target, command in zip(targets, commands, strict=True):
-        dry = subprocess.run(["make", "-n", *target[1:], f"VENV={venv}"], cwd=ROOT,
-                             capture_output=True, text=True, timeout=60)
+        dry = subprocess.run(["make", "--no-print-directory", "-n", *target[1:], f"VENV={venv}"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60,
+                             env=outside_make)
         assert dry.returncode == 0, dry.stderr
         lines = dry.stdout.splitlines()
         assert lines[0].endswith(f"-m venv {venv}")
