@@ -43,10 +43,23 @@ def ggufs(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture
-def llama():
+def llama(monkeypatch):
     """Open a GGUF in llama.cpp (the `interop` extra; make test-interop installs it)."""
     import llama_cpp
+    import llama_cpp.llama_cpp as capi
 
+    # llama.cpp's CPU weight repacking (its "extra buffer types", AMX on Sapphire Rapids and
+    # newer) segfaults on q8_0 with llama-cpp-python 0.3.36 on such a CPU: measured here with
+    # llama.cpp's own llama_model_quantize output of the same nano weights as well as with ours.
+    # Plain q8_0 kernels compute the same numbers, so the checks load weights without repacking.
+    defaults = capi.llama_model_default_params
+
+    def without_repacking():
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    monkeypatch.setattr(capi, "llama_model_default_params", without_repacking)
     opened = []
 
     def open_gguf(path: Path):
