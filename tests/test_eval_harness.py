@@ -109,6 +109,26 @@ def test_missing_datasets_offline_is_one_line(tmp_path):
     assert "openai/gsm8k:main" in lines[0] and "--suite standard --download" in lines[0]
 
 
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--limit", str(2**64)], "error: --limit 18446744073709551616: must be at least 1"),
+    (["--output", "/proc/forge1-card"], "error: --output /proc/forge1-card: cannot create it"),
+])
+def test_bad_limit_or_output_is_one_line_before_any_evaluation(overfit_final, monkeypatch,
+                                                                capsys, extra, message):
+    """Checked before the suite runs (it used to run minutes, then fail to write; a huge
+    --limit was a traceback from inside lm-eval)."""
+    from aethermind.evaluation import eval_cli
+
+    def never(*args, **kwargs):
+        raise AssertionError("the suite ran before the options were checked")
+
+    monkeypatch.setattr(eval_cli, "run_suite", never)
+    with pytest.raises(SystemExit) as exit_:
+        eval_cli.main(["--model", str(overfit_final), "--suite", "tiny", *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1 and err[0].startswith(message), err
+
+
 # --- lm-eval against the project's own pipeline ---------------------------------------------------
 def _trained_docs() -> list[dict]:
     docs = tiny_tasks.read_docs(tiny_tasks.GEN_FILE)[:LIMIT]

@@ -13,6 +13,7 @@ import argparse
 import importlib.util
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -38,6 +39,7 @@ from aethermind.evaluation.suites import SUITES, Suite
 from aethermind.evaluation.tiny_tasks import GEN_FILE, read_docs
 from aethermind.inference.engine import Engine
 from aethermind.runtime.dist import plain_warnings
+from aethermind.runtime.files import atomic_text
 from aethermind.text.prompts import GUIDE_PROMPTS
 
 INSTALL = 'pip install -e ".[eval]"'
@@ -135,6 +137,16 @@ def main(argv: list[str] | None = None) -> int:
             parser.exit(1, f"error: cannot write the bench card: {err}\n")
 
 
+def _check_writable(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise EvalError(f"--output {directory}: cannot create it ({err.strerror}); pass a "
+                        "writable folder") from None
+    if not os.access(directory, os.W_OK):
+        raise EvalError(f"--output {directory}: not writable; pass a writable folder")
+
+
 def _batch_size(text: str, device: Any) -> int | str:
     if text == "auto":
         return "auto" if device.type == "cuda" else 32
@@ -151,13 +163,15 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.download:
         print(f"the {suite.name} suite's datasets are in the Hugging Face cache")
         return 0
-    if args.limit is not None and args.limit < 1:
-        raise EvalError(f"--limit {args.limit}: must be at least 1")
+    if args.limit is not None and not 1 <= args.limit <= sys.maxsize:
+        raise EvalError(f"--limit {args.limit}: must be at least 1 (and a machine-sized integer)")
     try:
         model, tok = load_model(args.model, args.variant, args.tokenizer, args.device)
         ckpt = find_checkpoint(args.model)
     except LoadError as err:
         raise EvalError(str(err)) from None
+    directory = args.output or default_output(ckpt)
+    _check_writable(directory)  # before minutes of evaluation, not after
     device = next(model.parameters()).device
     batch = _batch_size(args.batch_size, device)
     _quiet_lm_eval()
@@ -171,10 +185,9 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     _progress("[2/2] think-format fidelity (guide prompts and held-out questions)")
     fidelity = _fidelity(model, tok, suite, batch)
     card = _card(args, suite, model, ckpt, out, fidelity, device, time.perf_counter() - start)
-    directory = args.output or default_output(ckpt)
     js, md = bench_card.write_card(card, directory)
-    (directory / "results.json").write_text(
-        json.dumps(out["results"], indent=2, default=str) + "\n", encoding="utf-8")
+    atomic_text(json.dumps(out["results"], indent=2, default=str) + "\n",
+                directory / "results.json")
     print(bench_card.markdown(card))
     print(f"wrote {js} and {md}")
     return 0
