@@ -22,6 +22,7 @@ from typing import Any
 from aethermind.data import synth
 from aethermind.data.synth_questions import fmt
 from aethermind.evaluation.suites import TINY_DIR
+from aethermind.runtime.files import atomic_text
 from aethermind.text.chat_format import ASSISTANT
 
 PER_TASK = 8  # questions per family in each task: 88 each, seconds on a CPU
@@ -75,8 +76,8 @@ def _jsonl(docs: list[dict[str, Any]]) -> str:
 
 
 def write_assets(directory: Path = TINY_DIR) -> None:
-    (directory / GEN_FILE).write_text(_jsonl(gen_docs()), encoding="utf-8")
-    (directory / MC_FILE).write_text(_jsonl(mc_docs()), encoding="utf-8")
+    atomic_text(_jsonl(gen_docs()), directory / GEN_FILE)
+    atomic_text(_jsonl(mc_docs()), directory / MC_FILE)
 
 
 def read_docs(name: str, directory: Path = TINY_DIR) -> list[dict[str, Any]]:

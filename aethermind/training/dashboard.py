@@ -27,6 +27,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
+from aethermind.runtime.files import atomic_text
 from aethermind.training.config import Dashboard as DashboardMode
 
 SPARK = "▁▂▃▄▅▆▇█"
@@ -72,7 +73,7 @@ class MetricsWriter:
                     kept.append(line)
             except (json.JSONDecodeError, KeyError, TypeError):
                 continue  # a line cut short by the crash
-        self.path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+        atomic_text("".join(f"{line}\n" for line in kept), self.path)  # a crash keeps the old
 
     def write(self, record: dict[str, Any]) -> None:
         self._file.write(json.dumps(record) + "\n")
