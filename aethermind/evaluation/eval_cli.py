@@ -22,6 +22,7 @@ from typing import Any
 import torch
 import yaml
 
+from aethermind.artifacts.layout import run_folder
 from aethermind.artifacts.loading import LoadError, add_model_args, find_checkpoint, load_model
 from aethermind.data import synth
 from aethermind.evaluation import bench_card
@@ -74,14 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def default_output(ckpt: Path) -> Path:
-    run = ckpt.parent.parent if ckpt.parent.name == "final_model" else ckpt.parent
-    return run / "eval"
+    return run_folder(ckpt) / "eval"
 
 
 def tokens_trained(ckpt: Path) -> tuple[int, str] | None:
     """(tokens, how they were counted) from the training run beside `final_model/`: the last
     step in metrics.jsonl times batch x context x accumulation of train_config.yaml."""
-    run = ckpt.parent.parent if ckpt.parent.name == "final_model" else ckpt.parent
+    run = run_folder(ckpt)
     metrics, configs = run / "metrics.jsonl", sorted(run.glob("*/train_config.yaml"))
     if not metrics.is_file() or not configs:
         return None
@@ -175,7 +175,7 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     device = next(model.parameters()).device
     batch = _batch_size(args.batch_size, device)
     _quiet_lm_eval()
-    if device.type == "cpu" and sum(p.numel() for p in model.parameters()) < ONE_THREAD_PARAMS:
+    if device.type == "cpu" and model.num_parameters() < ONE_THREAD_PARAMS:
         torch.set_num_threads(1)  # this process ends with the command: nothing to restore
     start = time.perf_counter()
     _progress(f"[1/2] {suite.name} suite through lm-eval ({device}, batch {batch}, thinking "
@@ -226,7 +226,7 @@ def _card(args: argparse.Namespace, suite: Suite, model: Any, ckpt: Path, out: d
     return {
         "suite": suite.name, "think": args.think, "limit": args.limit,
         "model": {"path": str(ckpt), "variant": model.config.preset_name() or "custom",
-                  "params": sum(p.numel() for p in model.parameters()),
+                  "params": model.num_parameters(),
                   "tokens_trained": trained[0] if trained else None,
                   "tokens_trained_source": trained[1] if trained else None},
         "commit": bench_card.git_commit(), "device": str(device),
