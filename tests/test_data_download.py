@@ -42,12 +42,19 @@ def test_guide_script_offline_exits_nonzero_without_traceback():
 def test_unreachable_hub_is_detected_fast(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.delenv("HTTPS_PROXY", raising=False)
+    monkeypatch.delenv("https_proxy", raising=False)
 
     def refuse(*args, **kwargs):
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(download.socket, "create_connection", refuse)
     assert "cannot connect" in download.hub_offline_reason(timeout=0.5)
+    # Behind a proxy a direct connection says nothing: the libraries go through the proxy.
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    assert download.hub_offline_reason(timeout=0.5) is None
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # asked for offline: that wins over a proxy
+    assert download.hub_offline_reason(timeout=0.5) == "HF_HUB_OFFLINE=1 is set"
 
 
 def test_local_jsonl_is_copied_unchanged_then_reused(tmp_path, capsys):

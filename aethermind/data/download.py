@@ -69,6 +69,8 @@ def hub_offline_reason(timeout: float = 3.0) -> str | None:
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
         if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
             return f"{var}=1 is set"
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy")):
+        return None  # a proxy resolves names itself: a direct probe says nothing, let it try
     result: list[BaseException | None] = []
 
     def probe() -> None:  # in a thread: a hanging DNS lookup must not block us

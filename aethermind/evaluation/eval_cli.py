@@ -25,6 +25,7 @@ import yaml
 from aethermind.artifacts.layout import run_folder
 from aethermind.artifacts.loading import LoadError, add_model_args, find_checkpoint, load_model
 from aethermind.data import synth
+from aethermind.data.download import hub_offline_reason
 from aethermind.evaluation import bench_card
 from aethermind.evaluation.harness import (
     FIDELITY_PER_TASK,
@@ -33,7 +34,6 @@ from aethermind.evaluation.harness import (
     download,
     go_offline,
     missing_datasets,
-    network_available,
     run_suite,
 )
 from aethermind.evaluation.suites import SUITES, Suite
@@ -101,7 +101,7 @@ def _check_datasets(parser: argparse.ArgumentParser, suite: Suite, fetch: bool) 
     if not any(b.datasets for b in suite.benchmarks):
         go_offline()  # shipped tasks: never wait on the network
         return
-    online = network_available()
+    online = hub_offline_reason() is None
     if fetch:
         if not online:
             raise EvalError("no network: run --download where huggingface.co is reachable, or "

@@ -19,7 +19,6 @@ Usage: `aethermind eval --model outputs/demo/final_model --suite tiny`.
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -35,7 +34,6 @@ from aethermind.text import chat_format as cf
 THINK = ("on", "off")
 CPU_BATCH = 32  # sequences per forward on a CPU; a GPU lets lm-eval find the largest ("auto")
 FIDELITY_PER_TASK = 2  # held-out questions per synthetic family in the fidelity figure
-_HUB = ("huggingface.co", 443)
 
 
 class EvalError(ValueError):
@@ -47,20 +45,6 @@ def _progress(text: str) -> None:
 
 
 # --- datasets: present, or one line saying how to get them -----------------------------------
-def network_available(timeout: float = 3.0) -> bool:
-    """False when the user asked for offline mode or the Hub cannot be reached."""
-    if any(os.environ.get(v, "").lower() in ("1", "true", "yes")
-           for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
-        return False
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy")):
-        return True  # a proxy resolves names itself; let the libraries try
-    try:
-        socket.create_connection(_HUB, timeout=timeout).close()
-    except OSError:
-        return False
-    return True
-
-
 def go_offline() -> None:
     """Make `datasets` and the Hub client read only their caches (no retries for minutes).
     The variables are read at import; a library imported earlier gets its flag set too."""
