@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from aethermind.inference.sampling import SamplingParams
 from aethermind.inference.thinking import OutputRouter
@@ -25,6 +25,9 @@ from aethermind.text import chat_format as cf
 SYSTEM_ROLES = ("system", "developer")  # "developer" is OpenAI's newer name for system
 ROLES = (*SYSTEM_ROLES, "user", "assistant")
 MAX_STOP_STRINGS = 4  # as OpenAI
+# OpenAI's reasoning_effort values -> the thinking switch: the model has one think block or
+# none, no budget, so every effort that asks for reasoning turns it on.
+REASONING_EFFORTS = {"none": False, "minimal": False, "low": True, "medium": True, "high": True}
 
 
 class APIError(Exception):
@@ -46,6 +49,18 @@ class _Lenient(BaseModel):
     # Clients send many fields we do not use (user, metadata, ...): ignore them, like vLLM.
     model_config = ConfigDict(extra="ignore")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _null_means_default(cls, data: Any) -> Any:
+        """OpenAI reads `null` for an optional field as "not given" (clients send
+        `temperature: null`), so such a key takes the field's default; a required field
+        stays null and gets its validation error."""
+        if not isinstance(data, dict):
+            return data
+        fields = cls.model_fields
+        return {k: v for k, v in data.items()
+                if v is not None or k not in fields or fields[k].is_required()}
+
 
 class _TextPart(_Lenient):
     type: str
@@ -63,15 +78,18 @@ class _StreamOptions(_Lenient):
     include_usage: bool = False
 
 
-class _Body(_Lenient):
+class _ResponseFormat(_Lenient):
+    type: str
+
+
+class SamplingBody(_Lenient):
+    """The fields chat and text completions share (their defaults are OpenAI's)."""
+
     model: str | None = None
-    messages: list[_Message]
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     top_k: int | None = Field(None, ge=0)  # extension (vLLM, llama.cpp)
     repetition_penalty: float = Field(1.0, gt=0.0)  # extension (vLLM)
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None  # OpenAI's newer name for max_tokens
     stop: str | list[str] | None = None
     seed: int | None = None
     stream: bool = False
@@ -79,10 +97,18 @@ class _Body(_Lenient):
     n: int = 1
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+
+
+class _Body(SamplingBody):
+    messages: list[_Message]
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None  # OpenAI's newer name for max_tokens
     logprobs: bool | None = None
     tools: list[Any] | None = None
     chat_template_kwargs: dict[str, Any] | None = None  # {"enable_thinking": bool}, as vLLM
     ignore_eos: bool = False  # extension (vLLM): generate exactly max_tokens (benchmarks)
+    reasoning_effort: str | None = None  # OpenAI's; REASONING_EFFORTS maps it
+    response_format: _ResponseFormat | None = None
 
 
 @dataclass
@@ -106,12 +132,29 @@ def _param_name(loc: tuple) -> str:
     return out
 
 
-def _from_validation(err: ValidationError) -> APIError:
+def from_validation(err: ValidationError) -> APIError:
     first = err.errors()[0]
     loc = tuple(p for p in first["loc"] if p not in ("str", "list[_TextPart]"))
     param = _param_name(loc) or None
     where = f"{param}: " if param else ""
     return APIError(400, f"{where}{first['msg']}", param=param)
+
+
+def validate_body(raw: Any, schema: type[BaseModel]) -> Any:
+    """`raw` (decoded JSON) as `schema`, or a 400 naming the first bad field."""
+    if not isinstance(raw, dict):
+        raise APIError(400, "the request body must be a JSON object")
+    try:
+        return schema.model_validate(raw)
+    except ValidationError as err:
+        raise from_validation(err) from None
+
+
+def check_model(requested: str | None, model_id: str) -> None:
+    """404 unless `requested` (None: any) is the model this server serves."""
+    if requested is not None and requested != model_id:
+        raise APIError(404, f"model {requested!r} does not exist: this server serves "
+                       f"{model_id!r} (GET /v1/models)", param="model", code="model_not_found")
 
 
 def _text(msg: _Message, i: int) -> str:
@@ -174,19 +217,48 @@ def build_conversation(messages: list[_Message]) -> tuple[cf.Conversation, str]:
     return conv, turns[-1][0]
 
 
-def _unsupported(body: _Body) -> None:
-    checks = [
+def refuse(checks: list[tuple[bool, str, str]]) -> None:
+    """400 for the first (bad, param, message) that is bad."""
+    for bad, param, message in checks:
+        if bad:
+            raise APIError(400, message, param=param)
+
+
+def unsupported_sampling(body: SamplingBody) -> list[tuple[bool, str, str]]:
+    return [
         (body.n != 1, "n", f"n={body.n}: only n=1 is supported"),
         (body.presence_penalty != 0, "presence_penalty",
          "presence_penalty is not supported: use repetition_penalty"),
         (body.frequency_penalty != 0, "frequency_penalty",
          "frequency_penalty is not supported: use repetition_penalty"),
+    ]
+
+
+def _unsupported(body: _Body) -> None:
+    fmt = body.response_format.type if body.response_format else "text"
+    refuse([
+        *unsupported_sampling(body),
         (bool(body.logprobs), "logprobs", "logprobs are not supported"),
         (bool(body.tools), "tools", "tools (function calling) are not supported"),
-    ]
-    for bad, param, message in checks:
-        if bad:
-            raise APIError(400, message, param=param)
+        (fmt != "text", "response_format.type",
+         f"response_format {fmt!r} is not supported: this server cannot guarantee JSON; "
+         "ask for it in the prompt and parse the answer yourself (only 'text' is accepted)"),
+    ])
+
+
+def stop_strings(stop: str | list[str] | None) -> tuple[str, ...]:
+    """The request's stop strings: at most MAX_STOP_STRINGS, none empty."""
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    if len(stops) > MAX_STOP_STRINGS or any(not s for s in stops):
+        raise APIError(400, f"stop: give at most {MAX_STOP_STRINGS} non-empty strings",
+                       param="stop")
+    return tuple(stops)
+
+
+def sampling_params(body: SamplingBody, max_new_tokens: int) -> SamplingParams:
+    return SamplingParams(max_new_tokens=max_new_tokens, temperature=body.temperature,
+                          top_k=body.top_k or None, top_p=body.top_p, seed=body.seed,
+                          repetition_penalty=body.repetition_penalty)
 
 
 def _max_tokens(body: _Body, prompt_len: int, max_seq_len: int) -> int:
@@ -199,11 +271,26 @@ def _max_tokens(body: _Body, prompt_len: int, max_seq_len: int) -> int:
                        f"{max_seq_len} tokens", param=param)
     room = max_seq_len - prompt_len
     if room < 1:
-        raise APIError(400, f"the prompt is {prompt_len} tokens, which leaves no room in the "
-                       f"model's {max_seq_len}-token context: shorten the messages by at least "
-                       f"{prompt_len - max_seq_len + 1} tokens", param="messages",
-                       code="context_length_exceeded")
+        raise context_exceeded(prompt_len, max_seq_len, 1, "messages")
     return min(value or room, room)
+
+
+def context_exceeded(prompt_len: int, max_seq_len: int, needed: int, param: str) -> APIError:
+    """The 400 for a prompt that leaves fewer than `needed` tokens of the context."""
+    what = "leaves no room in" if needed else "is more than"
+    return APIError(400, f"the prompt is {prompt_len} tokens, which {what} the model's "
+                    f"{max_seq_len}-token context: shorten the {param} by at least "
+                    f"{prompt_len + needed - max_seq_len} tokens", param=param,
+                    code="context_length_exceeded")
+
+
+def _effort_think(effort: str | None) -> bool | None:
+    if effort is None:
+        return None
+    if effort not in REASONING_EFFORTS:
+        raise APIError(400, f"reasoning_effort {effort!r}: use one of "
+                       f"{', '.join(REASONING_EFFORTS)}", param="reasoning_effort")
+    return REASONING_EFFORTS[effort]
 
 
 def _think_choice(body: _Body) -> bool | None:
@@ -212,37 +299,32 @@ def _think_choice(body: _Body) -> bool | None:
     if value is not None and not isinstance(value, bool):
         raise APIError(400, "chat_template_kwargs.enable_thinking must be true or false",
                        param="chat_template_kwargs.enable_thinking")
-    return value
+    effort = _effort_think(body.reasoning_effort)
+    if value is not None and effort is not None and value != effort:
+        raise APIError(400, f"reasoning_effort {body.reasoning_effort!r} contradicts "
+                       f"chat_template_kwargs.enable_thinking={str(value).lower()}: send one "
+                       "of them", param="reasoning_effort")
+    return effort if value is None else value
 
 
 def parse_request(raw: Any, tokenizer: Any, *, max_seq_len: int, model_id: str
                   ) -> ChatRequest:
     """Validate a decoded JSON body; raises `APIError` (400/404) naming the field and the fix."""
-    if not isinstance(raw, dict):
-        raise APIError(400, "the request body must be a JSON object")
-    try:
-        body = _Body.model_validate(raw)
-    except ValidationError as err:
-        raise _from_validation(err) from None
-    if body.model is not None and body.model != model_id:
-        raise APIError(404, f"model {body.model!r} does not exist: this server serves "
-                       f"{model_id!r} (GET /v1/models)", param="model", code="model_not_found")
+    body = validate_body(raw, _Body)
+    check_model(body.model, model_id)
     _unsupported(body)
-    stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
-    if len(stops) > MAX_STOP_STRINGS or any(not s for s in stops):
-        raise APIError(400, f"stop: give at most {MAX_STOP_STRINGS} non-empty strings",
-                       param="stop")
+    stops = stop_strings(body.stop)
     think = _think_choice(body)
     conv, user_message = build_conversation(body.messages)
     ids = cf.encode_prompt(conv, user_message, tokenizer, think=think)
-    budget = _max_tokens(body, len(ids), max_seq_len)
-    params = SamplingParams(max_new_tokens=budget, temperature=body.temperature,
-                            top_k=body.top_k or None, top_p=body.top_p, seed=body.seed,
-                            repetition_penalty=body.repetition_penalty)
+    params = sampling_params(body, _max_tokens(body, len(ids), max_seq_len))
     stop_ids = () if body.ignore_eos else tuple(cf.stop_ids(tokenizer))
-    include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    return ChatRequest(ids, params, stop_ids, tuple(stops), think, body.stream, include_usage,
-                       model_id)
+    return ChatRequest(ids, params, stop_ids, stops, think, body.stream,
+                       include_usage(body), model_id)
+
+
+def include_usage(body: SamplingBody) -> bool:
+    return bool(body.stream_options and body.stream_options.include_usage)
 
 
 # --- replies ----------------------------------------------------------------------------------
