@@ -1,9 +1,12 @@
 """`aethermind serve`: an OpenAI-compatible HTTP server and a web chat for a trained Forge-1.
 
 Endpoints: `POST /v1/chat/completions` (plain JSON or server-sent events ending in `[DONE]`),
-`GET /v1/models`, `GET /health`, and the web chat at `/` (one static page, no build step, works
-offline). Concurrent requests share one continuous-batching decode loop (`serve/scheduler.py`);
-the protocol and text decoding are in `serve/api.py`. Binds to 127.0.0.1 unless told otherwise;
+`POST /v1/completions` (legacy text completions with echo and logprobs, for lm-eval),
+`GET /v1/models`, `GET /v1/models/{id}`, `GET /health`, and the web chat at `/` (one static
+page, no build step, works offline). Concurrent requests share one continuous-batching decode
+loop (`serve/scheduler.py`); the protocols and text decoding are in `serve/api.py` and
+`serve/completions.py`; log-probabilities come from a forward pass of the model in a worker
+thread (the engine's thread only decodes). Binds to 127.0.0.1 unless told otherwise;
 `--api-key` (or AETHERMIND_API_KEY) makes /v1/* require `Authorization: Bearer KEY`.
 Usage: `aethermind serve --model outputs/final_model --port 8000`, then any OpenAI client with
 `base_url="http://127.0.0.1:8000/v1"`.
@@ -43,6 +46,7 @@ class ServerState:
     def __init__(self, model: Any, tokenizer: Any, *, model_id: str, api_key: str | None,
                  max_batch_size: int = DEFAULT_BATCH) -> None:
         self.tokenizer, self.model_id, self.api_key = tokenizer, model_id, api_key
+        self.model = model  # for scoring (logprobs); the scheduler's engine decodes
         self.max_seq_len = int(model.config.max_seq_len)
         self.scheduler = Scheduler(Engine(model, max_batch_size=max_batch_size))
 
@@ -115,19 +119,34 @@ def create_app(state: ServerState):  # -> fastapi.FastAPI (imported lazily: an o
     @app.get("/v1/models")
     async def models(request: Request) -> dict:
         check_key(request)
-        return {"object": "list", "data": [
-            {"id": state.model_id, "object": "model", "created": 0, "owned_by": "aethermind",
-             "max_model_len": state.max_seq_len}]}
+        return {"object": "list", "data": [model_card(state)]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str, request: Request) -> dict:
+        from aethermind.serve.api import check_model
+
+        check_key(request)
+        check_model(model_id, state.model_id)
+        return model_card(state)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        from aethermind.serve.completions import parse_completion_request
+
+        check_key(request)
+        req = parse_completion_request(await read_json(request), state.tokenizer,
+                                       max_seq_len=state.max_seq_len, model_id=state.model_id)
+        if req.stream:
+            return EventStream(_completion_sse(state, req), media_type="text/event-stream",
+                               headers=SSE_HEADERS)
+        return JSONResponse(await _text_completion(state, req, request))
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         from aethermind.serve.api import parse_request
 
         check_key(request)
-        try:
-            raw = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise APIError(400, f"the request body is not valid JSON ({err})") from None
+        raw = await read_json(request)
         req = parse_request(raw, state.tokenizer, max_seq_len=state.max_seq_len,
                             model_id=state.model_id)
         if req.stream:
@@ -136,6 +155,22 @@ def create_app(state: ServerState):  # -> fastapi.FastAPI (imported lazily: an o
         return JSONResponse(await _complete(state, req, request))
 
     return app
+
+
+def model_card(state: ServerState) -> dict:
+    """The one model's entry in GET /v1/models and GET /v1/models/{id}."""
+    return {"id": state.model_id, "object": "model", "created": 0, "owned_by": "aethermind",
+            "max_model_len": state.max_seq_len}
+
+
+async def read_json(request: Any) -> Any:
+    """The request body decoded as JSON, or a 400."""
+    from aethermind.serve.api import APIError
+
+    try:
+        return json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise APIError(400, f"the request body is not valid JSON ({err})") from None
 
 
 async def _generate(state: ServerState, req: Any, decoder: Any, counts: dict
@@ -171,18 +206,9 @@ async def _until_disconnect(request: Any) -> None:
         pass
 
 
-async def _complete(state: ServerState, req: Any, request: Any) -> dict:
-    """A non-streamed completion; a client that hangs up cancels it (and frees the slot)."""
-    from aethermind.serve.api import ReplyDecoder, completion_body, new_completion_id, now
-
-    decoder = ReplyDecoder(state.tokenizer, req.think, req.stop_strings)
-    counts: dict = {}
-
-    async def run() -> None:
-        async for _ in _generate(state, req, decoder, counts):
-            pass
-
-    work = asyncio.ensure_future(run())
+async def _unless_disconnected(request: Any, job: Any) -> Any:
+    """`await job` (a coroutine), cancelled if the client hangs up (which frees its slots)."""
+    work = asyncio.ensure_future(job)
     watch = asyncio.ensure_future(_until_disconnect(request))
     try:
         await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
@@ -194,9 +220,94 @@ async def _complete(state: ServerState, req: Any, request: Any) -> dict:
                 await work
     if work.cancelled():
         raise asyncio.CancelledError  # nobody is left to answer
-    work.result()  # re-raise a generation failure
+    return work.result()  # re-raises a generation failure
+
+
+async def _complete(state: ServerState, req: Any, request: Any) -> dict:
+    """A non-streamed completion; a client that hangs up cancels it (and frees the slot)."""
+    from aethermind.serve.api import ReplyDecoder, completion_body, new_completion_id, now
+
+    decoder = ReplyDecoder(state.tokenizer, req.think, req.stop_strings)
+    counts: dict = {}
+
+    async def run() -> None:
+        async for _ in _generate(state, req, decoder, counts):
+            pass
+
+    await _unless_disconnected(request, run())
     return completion_body(new_completion_id(), req, decoder, counts["finish"],
                            counts["tokens"], now())
+
+
+async def _job_pieces(state: ServerState, job: Any, decoder: Any, counts: dict
+                      ) -> AsyncIterator[str]:
+    """Text pieces of one text-completion job (none for max_tokens=0: nothing to run)."""
+    counts.update(tokens=0, finish="length")
+    if job.params.max_new_tokens > 0:
+        async for piece in _generate(state, job, decoder, counts):
+            yield piece
+
+
+async def _choice(state: ServerState, req: Any, job: Any, decoder: Any, counts: dict) -> Any:
+    """The finished job as a `completions.Choice`, scored when logprobs were asked for."""
+    from aethermind.serve.completions import Choice, score
+
+    choice = Choice(decoder.text, decoder.tokens, counts["finish"])
+    if req.logprobs is not None:  # a forward pass: off the event loop, beside the engine
+        choice.scores = await asyncio.to_thread(score, state.model,
+                                                job.prompt_ids + decoder.tokens, req.logprobs)
+    return choice
+
+
+async def _text_completion(state: ServerState, req: Any, request: Any) -> dict:
+    """A non-streamed text completion: every prompt's job runs in the batch at once."""
+    from aethermind.serve.api import now, usage
+    from aethermind.serve.completions import TextDecoder, choice_body, envelope, new_id
+
+    async def one(job: Any) -> Any:
+        decoder, counts = TextDecoder(state.tokenizer, req.stop_ids, req.stop_strings), {}
+        async for _ in _job_pieces(state, job, decoder, counts):
+            pass
+        return await _choice(state, req, job, decoder, counts)
+
+    choices = await _unless_disconnected(request, asyncio.gather(*map(one, req.jobs)))
+    completion_tokens = sum(len(c.tokens) for c in choices)
+    return {**envelope(new_id(), req, now()),
+            "choices": [choice_body(state.tokenizer, req, i, c) for i, c in enumerate(choices)],
+            "usage": usage(sum(len(j.prompt_ids) for j in req.jobs), completion_tokens)}
+
+
+async def _completion_sse(state: ServerState, req: Any) -> AsyncIterator[str]:
+    """Server-sent events of one streamed text completion: a chunk per piece, the finish
+    chunk, [usage], [DONE] (streams take one prompt, without echo or logprobs)."""
+    from aethermind.serve.api import now, usage
+    from aethermind.serve.completions import TextDecoder, envelope, new_id
+
+    head = envelope(new_id(), req, now())
+    job = req.jobs[0]
+    decoder, counts = TextDecoder(state.tokenizer, req.stop_ids, req.stop_strings), {}
+
+    def event(text: str, finish: str | None = None) -> str:
+        body = {**head, "choices": [{"text": text, "index": 0, "logprobs": None,
+                                     "finish_reason": finish}]}
+        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+    try:
+        async for piece in _job_pieces(state, job, decoder, counts):
+            yield event(piece)
+    except EngineFailure as err:
+        yield f"data: {json.dumps({'error': _server_error(err)})}\n\n"
+        yield "data: [DONE]\n\n"
+        return
+    yield event("", counts["finish"])
+    if req.include_usage:
+        use = usage(len(job.prompt_ids), len(decoder.tokens))
+        yield f"data: {json.dumps({**head, 'choices': [], 'usage': use})}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+def _server_error(err: Exception) -> dict:
+    return {"message": str(err), "type": "server_error", "param": None, "code": None}
 
 
 async def _sse(state: ServerState, req: Any) -> AsyncIterator[str]:
@@ -221,8 +332,7 @@ async def _sse(state: ServerState, req: Any) -> AsyncIterator[str]:
         async for part, text in _generate(state, req, decoder, counts):
             yield event(chunk_body(cid, req, created, piece_delta(part, text)))
     except EngineFailure as err:
-        yield event({"error": {"message": str(err), "type": "server_error", "param": None,
-                               "code": None}})
+        yield event({"error": _server_error(err)})
         yield "data: [DONE]\n\n"
         return
     yield event(chunk_body(cid, req, created, {}, counts["finish"]))
