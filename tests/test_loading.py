@@ -139,3 +139,45 @@ def test_cuda_without_a_gpu_falls_back_to_the_cpu_with_a_warning(saved):
     assert next(model.parameters()).device.type == "cpu"
     with pytest.raises(LoadError, match="unknown device 'gpu'"):
         load_model(saved[1], device="gpu")
+
+
+# --- a Hugging Face folder (export --format hf, or a fine-tune of it) -------------------------
+@pytest.fixture
+def hf_folder(saved, tiny_tokenizer, tmp_path):
+    from aethermind.artifacts.exported import ExportMeta
+    from aethermind.export.hf import write_hf_dir
+
+    model, _ = saved
+    return model, write_hf_dir(model, tiny_tokenizer, ExportMeta.of(model, tiny_tokenizer),
+                               tmp_path / "forge1_tiny_hf")
+
+
+def test_a_hugging_face_folder_loads_directly(hf_folder, tiny_tokenizer):
+    from aethermind.artifacts.loading import find_checkpoint
+
+    model, folder = hf_folder
+    for path in (folder, folder / "model.safetensors"):
+        loaded, tok = load_model(path)
+        assert _same_logits(model, loaded) and not loaded.training
+        assert tok.fingerprint() == tiny_tokenizer.fingerprint()
+        assert find_checkpoint(path) == folder  # the served model's id is the folder's name
+
+
+def test_a_hugging_face_folder_checks_variant_and_ignores_a_given_tokenizer(
+        hf_folder, default_tokenizer, tiny_tokenizer):
+    _, folder = hf_folder
+    with pytest.raises(LoadError, match="--variant nano does not match"):
+        load_model(folder, "nano")
+    with pytest.warns(UserWarning, match="holds its own"):
+        _, tok = load_model(folder, tokenizer=default_tokenizer)
+    assert tok.fingerprint() == tiny_tokenizer.fingerprint()
+
+
+def test_a_broken_hugging_face_folder_points_to_import_hf(hf_folder):
+    _, folder = hf_folder
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(LoadError) as err:
+        load_model(folder)
+    message = str(err.value)
+    assert "model.safetensors" in message and "aethermind import-hf" in message
+    assert "\n" not in message and "checkpoint not found" not in message

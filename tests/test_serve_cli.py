@@ -48,6 +48,26 @@ def test_serve_command_starts_serves_the_page_and_stops_cleanly(ckpt):
     assert proc.returncode == 0 and "Traceback" not in err
 
 
+def test_serve_command_serves_a_hugging_face_folder_under_its_name(ckpt, tmp_path):
+    from aethermind.artifacts.exported import ExportMeta
+    from aethermind.artifacts.loading import load_model
+    from aethermind.export.hf import write_hf_dir
+
+    model, tok = load_model(ckpt)
+    folder = write_hf_dir(model, tok, ExportMeta.of(model, tok), tmp_path / "forge1_tiny_hf")
+    proc = _serve("--model", str(folder), "--port", "0", "--device", "cpu")
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("serving forge1_tiny_hf on "), line + (
+            proc.stderr.read() if proc.poll() is not None else "")
+        url = line.split(" on ", 1)[1].split(" ", 1)[0]
+        models = json.loads(request(url + "/v1/models")[2])["data"]
+        assert [m["id"] for m in models] == ["forge1_tiny_hf"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+
+
 @pytest.mark.parametrize("case", ["no checkpoint", "port taken", "bad port"])
 def test_serve_command_errors_are_one_line(ckpt, tmp_path, capsys, monkeypatch, case):
     """In-process (the program's own start-up is the test above); a server that starts instead

@@ -6,7 +6,11 @@ in its `final_model/` (`layout.find_final`). A `.pt` is read with weights-only `
 and may be a plain state dict (the final model), a training checkpoint
 (`checkpoints/step_*.pt`) or an `aethermind export` .pt (both wrap the weights under "model"
 with their "model_config" and "tokenizer_fingerprint"); a `.safetensors` export is read with
-`exported.read_safetensors` (config and fingerprint in its header).
+`exported.read_safetensors` (config and fingerprint in its header). A Hugging Face Llama
+folder (what `aethermind export --format hf` writes, or a fine-tune of it: config.json with a
+`model_type`, the weights and a Forge-1 tokenizer) is read by `export.hf.read_hf_dir`, the
+converter `aethermind import-hf` uses, with its own tokenizer; `find_checkpoint` returns the
+folder itself (its name is the model's name), and a path to its model.safetensors means it.
 Shape: `config.json` beside the file wins, else the config the file embeds; `--variant` is only
 checked against it. Without either, the `--variant` preset, else the preset of the weights'
 width, with the weights' vocab size; the tensors' shapes are checked before any allocation.
@@ -34,6 +38,8 @@ import torch
 from aethermind.artifacts.checkpoint import torch_load
 from aethermind.artifacts.exported import read_safetensors
 from aethermind.artifacts.layout import CONFIG_FILE, TOKENIZER_DIR, find_final
+from aethermind.export.hf import WEIGHTS as HF_WEIGHTS
+from aethermind.export.hf import read_hf_dir
 from aethermind.model.config import PRESETS, VARIANTS, Forge1Config
 from aethermind.model.transformer import Forge1Model
 from aethermind.runtime.dist import select_device
@@ -44,12 +50,26 @@ class LoadError(ValueError):
     """A checkpoint, variant, tokenizer or device that cannot be used; the message says why."""
 
 
+def is_hf_dir(path: Path) -> bool:
+    """A Hugging Face model folder: config.json naming a `model_type` (ours names none)."""
+    config = path / CONFIG_FILE
+    try:
+        data = json.loads(config.read_text(encoding="utf-8")) if config.is_file() else None
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "model_type" in data
+
+
 def find_checkpoint(model_path: str | Path) -> Path:
-    """The .pt file: the path itself, or the single final model in a (final_model) dir."""
+    """The .pt file: the path itself, or the single final model in a (final_model) dir; or
+    a Hugging Face folder (also when given its model.safetensors)."""
     path = Path(model_path)
     if path.is_file():
-        return path
+        hf = path.name == HF_WEIGHTS and is_hf_dir(path.parent)
+        return path.parent if hf else path
     found = find_final(path) if path.is_dir() else []
+    if not found and path.is_dir() and is_hf_dir(path):
+        return path
     if len(found) > 1:
         raise LoadError(f"{found[0].parent} holds several checkpoints "
                         f"({', '.join(f.name for f in found)}): pass one .pt file")
@@ -127,26 +147,32 @@ def _width_preset(sd: dict[str, torch.Tensor]) -> str | None:
     return next((name for name, p in PRESETS.items() if p["dim"] == dim), None)
 
 
+def _check_variant(cfg: Forge1Config | None, variant: str | None) -> None:
+    """`variant` is a preset name and, given a saved `cfg`, that preset's shape."""
+    if variant is not None and variant not in VARIANTS:
+        raise LoadError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+    if cfg is None or variant is None:
+        return
+    actual = cfg.preset_name()
+    preset = Forge1Config.from_variant(variant, vocab_size=cfg.vocab_size)
+    diff = preset.matches(cfg)
+    if diff:
+        detail = ", ".join(f"{n}={getattr(cfg, n)} not {getattr(preset, n)}" for n in diff)
+        fix = (f"it is a {actual!r} model: use --variant {actual}" if actual else
+               "drop --variant to use its saved config")
+        raise LoadError(f"--variant {variant} does not match the checkpoint ({detail}); {fix}")
+
+
 def _config_for(ckpt: Path, sd: dict[str, torch.Tensor], variant: str | None,
                 embedded: dict[str, Any] | None) -> Forge1Config:
     """The model's config, read from what the run saved; `variant` is only checked against it.
     Without a saved config: the `variant` preset (else the one of the weights' width) with the
     weights' vocab."""
-    if variant is not None and variant not in VARIANTS:
-        raise LoadError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+    _check_variant(None, variant)  # a known name, before any file is read
     cfg = _saved_config(ckpt, embedded)
     hint = "the saved config does not describe these weights"
     if cfg is not None:
-        actual = cfg.preset_name()
-        preset = Forge1Config.from_variant(variant, vocab_size=cfg.vocab_size) if variant \
-            else None
-        diff = preset.matches(cfg) if preset else []
-        if diff:
-            detail = ", ".join(f"{n}={getattr(cfg, n)} not {getattr(preset, n)}" for n in diff)
-            fix = (f"it is a {actual!r} model: use --variant {actual}" if actual else
-                   "drop --variant to use its saved config")
-            raise LoadError(f"--variant {variant} does not match the checkpoint ({detail}); "
-                            f"{fix}")
+        _check_variant(cfg, variant)
     else:
         actual = _width_preset(sd)
         name = variant or actual
@@ -200,13 +226,30 @@ def _load_tokenizer(ckpt: Path, tokenizer: Any, fingerprint: str | None = None
     return saved
 
 
+def _read_hf(folder: Path, variant: str | None, tokenizer: Any
+             ) -> tuple[dict[str, torch.Tensor], Forge1Config, Forge1Tokenizer]:
+    """A Hugging Face folder through import-hf's converter; its tokenizer wins, like a
+    tokenizer/ beside a checkpoint, and --variant is only checked."""
+    try:
+        sd, cfg, tok = read_hf_dir(folder)
+    except ValueError as err:  # ExportError: one line naming the problem
+        raise LoadError(f"{err} (convert it with `aethermind import-hf --model {folder}`)"
+                        ) from None
+    _check_variant(cfg, variant)
+    if tokenizer is not None:
+        warnings.warn(f"ignoring the given tokenizer: {folder} holds its own, which is used "
+                      "instead", UserWarning, stacklevel=3)
+    return sd, cfg, tok
+
+
 def load_model(model_path: str | Path, variant: str | None = None, tokenizer: Any = None,
                device: str | torch.device = "cpu", *, torch_dtype: torch.dtype | None = None
                ) -> tuple[Forge1Model, Forge1Tokenizer]:
     """(model in eval mode on `device`, tokenizer). Raises LoadError with a one-line reason.
 
     Args:
-        model_path: the .pt file, or its final_model/ (or output) directory.
+        model_path: the .pt file, or its final_model/ (or output) directory, or a Hugging
+            Face Llama folder with a Forge-1 tokenizer.
         variant: a preset name (config.VARIANTS), checked against the saved config; needed
             only when no config was saved and the weights' width matches no preset.
         tokenizer: a Forge1Tokenizer or a directory, used when none is saved beside the
@@ -220,9 +263,12 @@ def load_model(model_path: str | Path, variant: str | None = None, tokenizer: An
     except ValueError as err:
         raise LoadError(str(err)) from None
     ckpt = find_checkpoint(model_path)
-    sd, embedded, fingerprint = _read_checkpoint(ckpt)
-    cfg = _config_for(ckpt, sd, variant, embedded)
-    tok = _load_tokenizer(ckpt, tokenizer, fingerprint)
+    if ckpt.is_dir():
+        sd, cfg, tok = _read_hf(ckpt, variant, tokenizer)
+    else:
+        sd, embedded, fingerprint = _read_checkpoint(ckpt)
+        cfg = _config_for(ckpt, sd, variant, embedded)
+        tok = _load_tokenizer(ckpt, tokenizer, fingerprint)
     if tok.get_vocab_size() > cfg.vocab_size or tok.get_vocab_size_padded() != cfg.vocab_size:
         raise LoadError(f"tokenizer has {tok.get_vocab_size()} tokens (padded "
                         f"{tok.get_vocab_size_padded()}) but the checkpoint's vocabulary is "
