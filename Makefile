@@ -55,7 +55,9 @@ test-notebook: $(STAMP)
 	$(BIN)/python -m pytest -m notebook
 
 # Checks against external tools (llama.cpp through llama-cpp-python, the web chat in Debian's
-# headless chromium): the `interop` extra, and chromium installed with apt when missing (root).
+# headless chromium, lm-eval's local-completions and the node `openai` client against the
+# server): the `interop` extra, and chromium installed with apt when missing (root); node and
+# npm must be installed (the test installs the pinned npm package into .pytest_cache).
 test-interop: $(STAMP)
 	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \
 		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
