@@ -129,6 +129,36 @@ def test_transformers_decode_keeps_the_thinking_and_split_thinking_separates_it(
         == tok.encode("<|think|>x<|/think|>", allow_special=True)
 
 
+@pytest.mark.parametrize("think_end, keeps", [
+    (7, "answer"),  # the <|assistant|> id, as docs/guide.md says (and `aethermind eval` passes)
+    (10, "answer"),  # the <|/think|> id works as well for a well-formed reply
+    ("<|/think|>", "answer"),  # a string is searched in decoded text: the think tags are there
+    ("<|assistant|>", "all"),  # ... the special tokens never are
+    (None, "all"),
+])
+def test_lm_eval_think_end_token_id_strips_the_thinking(hf_dir, think_end, keeps):
+    """lm-eval's HFLM (0.4.13) cuts a generation after the last `think_end_token`: as an
+    integer id; a string is matched in text decoded without special tokens."""
+    pytest.importorskip("lm_eval")
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    hf = transformers.AutoModelForCausalLM.from_pretrained(hf_dir).eval()
+    hf_tok = transformers.AutoTokenizer.from_pretrained(hf_dir)
+    turn = CONVS[0].turns[0]  # the model was fit to think on this one
+    prompt = hf_tok.apply_chat_template([{"role": "user", "content": turn.user}],
+                                        tokenize=False, add_generation_prompt=True)
+    lm = HFLM(pretrained=hf, tokenizer=hf_tok, batch_size=1, max_length=128,
+              think_end_token=think_end)
+    request = Instance("generate_until", {}, (prompt, {"until": ["<|/assistant|>"],
+                                                       "max_gen_toks": 40, "do_sample": False}), 0)
+    (out,) = lm.generate_until([request])
+    if keeps == "answer":
+        assert out == turn.assistant
+    else:
+        assert split_thinking(out) == (turn.thinking, turn.assistant)
+
+
 def test_import_hf_round_trip_restores_the_checkpoint(hf_dir, tmp_path):
     assert import_main(["--model", str(hf_dir), "--output", str(tmp_path / "a")]) == 0
     model, tok = load_model(tmp_path / "a", device="cpu")
