@@ -6,7 +6,12 @@ import pytest
 from jinja2.exceptions import TemplateError
 
 from aethermind.text import chat_format as cf
-from aethermind.text.chat_template import conversation_messages, render_messages
+from aethermind.text.chat_template import (
+    CHAT_TEMPLATE,
+    HF_CHAT_TEMPLATE,
+    conversation_messages,
+    render_messages,
+)
 
 SYSTEM = "You are terse."
 TURNS = [cf.Turn("What is 2+2?", "4", "2 plus 2 is 4."),
@@ -64,3 +69,33 @@ def test_null_reasoning_renders_no_think_and_other_roles_are_refused():
     with pytest.raises(TemplateError, match="role tool"):
         render_messages([{"role": "tool", "content": "x"}])
 
+
+
+def test_developer_message_renders_like_system():
+    """OpenAI's newer name for the system role (the server accepts it too)."""
+    msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hi"}]
+    dev = [{"role": "developer", "content": SYSTEM}, msgs[1]]
+    assert render_messages(dev, add_generation_prompt=True) \
+        == render_messages(msgs, add_generation_prompt=True) \
+        == cf.render_prompt(cf.Conversation(system=SYSTEM), "Hi")
+
+
+def test_content_parts_render_as_their_joined_text():
+    parts = [{"type": "text", "text": "What is "}, {"type": "text", "text": "2+2? <|eos|>"}]
+    msgs = [{"role": "system", "content": [{"type": "text", "text": SYSTEM}]},
+            {"role": "user", "content": parts},
+            {"role": "assistant", "content": [{"type": "text", "text": "4"}]}]
+    conv = cf.Conversation(turns=[cf.Turn(cf.sanitize("What is 2+2? <|eos|>"), "4")],
+                           system=SYSTEM)
+    assert render_messages(msgs) == cf.render(conv)
+    image = {"type": "image_url", "image_url": {"url": "http://x/y.png"}}
+    with pytest.raises(TemplateError, match="type image_url"):
+        render_messages([{"role": "user", "content": [image]}])
+
+
+def test_hf_template_differs_only_by_generation_markers():
+    """The HF folder's variant renders the same text (transformers checks: test_hf_export)."""
+    stripped = HF_CHAT_TEMPLATE.replace("{%- generation -%}", "") \
+        .replace("{%- endgeneration -%}", "")
+    assert stripped == CHAT_TEMPLATE and HF_CHAT_TEMPLATE.count("{%- generation -%}") == 1
+    assert "{%- generation" not in CHAT_TEMPLATE

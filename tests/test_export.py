@@ -250,7 +250,9 @@ def test_gguf_hparams_tokenizer_and_metadata(run_dir, tmp_path):
     ref = Tokenizer.from_str(tok.to_json())  # the `tokenizers` library's own id -> piece
     assert tokens[:n] == [ref.id_to_token(i) for i in range(n)]
     assert tokens[:12] == list(tok.special_ids)
-    assert set(types[:12]) == {gguf.TokenType.CONTROL}
+    # the think tags are USER_DEFINED (llama.cpp renders them), the other 10 CONTROL
+    assert {t: types[i] for t, i in tok.special_ids.items() if types[i] != gguf.TokenType.CONTROL} \
+        == {"<|think|>": gguf.TokenType.USER_DEFINED, "<|/think|>": gguf.TokenType.USER_DEFINED}
     assert set(types[12:n]) == {gguf.TokenType.NORMAL}
     assert set(types[n:]) == {gguf.TokenType.UNUSED}
     merges = json.loads(tok.to_json())["model"]["merges"]

@@ -11,6 +11,7 @@ import torch
 
 from aethermind.model.config import Forge1Config
 from aethermind.model.transformer import Forge1Model
+from aethermind.text import chat_format as cf
 from aethermind.text.tokenizer import Forge1Tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,3 +57,9 @@ def test_guide_model_and_tokenizer_paths_are_reexports():
 
     assert (GuideConfig, GuideModel, GuideTokenizer) == (Forge1Config, Forge1Model,
                                                          Forge1Tokenizer)
+
+
+def test_guide_gives_lm_eval_the_assistant_id_as_think_end_token():
+    """The id the guide tells lm-eval users is the one `aethermind eval` passes."""
+    text = GUIDE.read_text(encoding="utf-8")
+    assert f"think_end_token={Forge1Tokenizer().special_ids[cf.ASSISTANT]}" in text

@@ -15,8 +15,10 @@ from aethermind.export.cli import export_model
 from aethermind.export.hf import main as import_main
 from aethermind.inference.engine import Engine
 from aethermind.inference.sampling import SamplingParams
+from aethermind.inference.thinking import parse_completion
 from aethermind.text import chat_format as cf
-from aethermind.text.chat_template import CHAT_TEMPLATE, conversation_messages
+from aethermind.text.chat_template import HF_CHAT_TEMPLATE, conversation_messages
+from aethermind.text.thinking_split import split_thinking
 
 transformers = pytest.importorskip("transformers")
 
@@ -40,7 +42,12 @@ def test_directory_has_the_files_loaders_look_for(hf_dir):
                      "chat_template.jinja"}
     tok_cfg = json.loads((hf_dir / "tokenizer_config.json").read_text())
     assert tok_cfg["chat_template"] == (hf_dir / "chat_template.jinja").read_text() \
-        == CHAT_TEMPLATE
+        == HF_CHAT_TEMPLATE
+    # the think tags are ordinary added tokens: decoded text keeps them
+    assert "<|think|>" not in tok_cfg["additional_special_tokens"]
+    added = {t["content"]: t["special"] for t in
+             json.loads((hf_dir / "tokenizer.json").read_text())["added_tokens"]}
+    assert [s for s, special in added.items() if not special] == ["<|think|>", "<|/think|>"]
     gen = json.loads((hf_dir / "generation_config.json").read_text())
     assert gen["eos_token_id"] == [8, 1, 5]  # <|/assistant|>, <|eos|>, <|user|>
     meta = json.loads((hf_dir / "config.json").read_text())["forge1"]
@@ -102,6 +109,54 @@ def test_greedy_generate_matches_the_engine(hf_dir):
         assert out[: len(ref.tokens)] == ref.tokens and len(ref.tokens) > 5
         if ref.finish_reason == "stop":  # HF keeps the stop token, the engine drops it
             assert out[len(ref.tokens):] == [ref.stop_token]
+
+
+def test_transformers_decode_keeps_the_thinking_and_split_thinking_separates_it(hf_dir):
+    hf = transformers.AutoModelForCausalLM.from_pretrained(hf_dir).eval()
+    hf_tok = transformers.AutoTokenizer.from_pretrained(hf_dir)
+    ours, tok = _ours(hf_dir)
+    conv = CONVS[0]  # the model was fit to think on this one
+    ids = hf_tok.apply_chat_template([{"role": "user", "content": conv.turns[0].user}],
+                                     add_generation_prompt=True, return_dict=True,
+                                     return_tensors="pt")["input_ids"]
+    out = hf.generate(ids, max_new_tokens=40, do_sample=False)[0, ids.shape[1]:].tolist()
+    text = hf_tok.decode(out, skip_special_tokens=True)
+    assert text.startswith("<|think|>") and "<|/think|>" in text and "<|assistant|>" not in text
+    assert split_thinking(text) == parse_completion(out, tok)[:2] \
+        == (conv.turns[0].thinking, conv.turns[0].assistant)
+    # the tags still tokenize as one id each, never as BPE pieces
+    assert hf_tok("<|think|>x<|/think|>", add_special_tokens=False)["input_ids"] \
+        == tok.encode("<|think|>x<|/think|>", allow_special=True)
+
+
+@pytest.mark.parametrize("think_end, keeps", [
+    (7, "answer"),  # the <|assistant|> id, as docs/guide.md says (and `aethermind eval` passes)
+    (10, "answer"),  # the <|/think|> id works as well for a well-formed reply
+    ("<|/think|>", "answer"),  # a string is searched in decoded text: the think tags are there
+    ("<|assistant|>", "all"),  # ... the special tokens never are
+    (None, "all"),
+])
+def test_lm_eval_think_end_token_id_strips_the_thinking(hf_dir, think_end, keeps):
+    """lm-eval's HFLM (0.4.13) cuts a generation after the last `think_end_token`: as an
+    integer id; a string is matched in text decoded without special tokens."""
+    pytest.importorskip("lm_eval")
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    hf = transformers.AutoModelForCausalLM.from_pretrained(hf_dir).eval()
+    hf_tok = transformers.AutoTokenizer.from_pretrained(hf_dir)
+    turn = CONVS[0].turns[0]  # the model was fit to think on this one
+    prompt = hf_tok.apply_chat_template([{"role": "user", "content": turn.user}],
+                                        tokenize=False, add_generation_prompt=True)
+    lm = HFLM(pretrained=hf, tokenizer=hf_tok, batch_size=1, max_length=128,
+              think_end_token=think_end)
+    request = Instance("generate_until", {}, (prompt, {"until": ["<|/assistant|>"],
+                                                       "max_gen_toks": 40, "do_sample": False}), 0)
+    (out,) = lm.generate_until([request])
+    if keeps == "answer":
+        assert out == turn.assistant
+    else:
+        assert split_thinking(out) == (turn.thinking, turn.assistant)
 
 
 def test_import_hf_round_trip_restores_the_checkpoint(hf_dir, tmp_path):

@@ -6,6 +6,11 @@ logits within 1e-3 of Forge-1's, the same greedy tokens, and q8_0 close to f32.
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -13,15 +18,18 @@ import pytest
 import torch
 from _export_helpers import trained_folder, trained_model
 from _infer_helpers import CONVERSATIONS
+from tokenizers import Tokenizer
 
 from aethermind.artifacts.exported import ExportMeta
 from aethermind.export.cli import export_model
 from aethermind.export.gguf import write_gguf
 from aethermind.inference.engine import Engine
 from aethermind.inference.sampling import SamplingParams
+from aethermind.inference.thinking import parse_completion
 from aethermind.model.config import Forge1Config
 from aethermind.model.transformer import Forge1Model
 from aethermind.text import chat_format as cf
+from aethermind.text.thinking_split import split_thinking
 from aethermind.text.tokenizer import Forge1Tokenizer
 
 pytestmark = pytest.mark.interop
@@ -74,6 +82,18 @@ def llama(monkeypatch):
         llm.close()
 
 
+def _exported(tok: Forge1Tokenizer) -> Tokenizer:
+    """The tokenizer.json outside tools get (think tags not special)."""
+    return Tokenizer.from_str(tok.export_json())
+
+
+def _as_tools_tokenize(tok: Forge1Tokenizer, text: str) -> list[int]:
+    """Plain-text ids as the exported tokenizer gives them: only special tokens split up."""
+    exported = _exported(tok)
+    exported.encode_special_tokens = True
+    return exported.encode(text, add_special_tokens=False).ids
+
+
 def _chat_prompt(tok) -> list[int]:
     conv = cf.Conversation(turns=[cf.Turn("Sort 3, 1, 2", "1, 2, 3")])
     return cf.encode_prompt(conv, "What is 2+2?", tok)
@@ -86,7 +106,10 @@ def test_llama_cpp_tokenizes_like_forge1(ggufs, llama):
         data = text.encode("utf-8")
         assert llm.tokenize(data, add_bos=False, special=True) \
             == tok.encode(text, allow_special=True), text
-        assert llm.tokenize(data, add_bos=False, special=False) == tok.encode(text), text
+        # special=False: llama.cpp still matches USER_DEFINED tokens (the think tags), as
+        # `tokenizers` matches non-special added tokens in the exported tokenizer.json
+        assert llm.tokenize(data, add_bos=False, special=False) \
+            == _as_tools_tokenize(tok, text), text
     ids = tok.encode(MIXED, allow_special=True)
     assert llm.detokenize(ids, special=True).decode("utf-8") == tok.decode(ids) == MIXED
 
@@ -173,6 +196,59 @@ def test_llama_cpp_chat_completion_uses_the_embedded_template_and_stops(ggufs, l
         out = llm.create_chat_completion([{"role": "user", "content": question}],
                                          temperature=0.0, top_k=1, max_tokens=60)
         choice = out["choices"][0]
-        assert choice["message"]["content"] == tok.decode(ref.tokens, skip_special=True)
+        content = choice["message"]["content"]
+        # the think tags stay in the text (USER_DEFINED), the other tags do not: split it
+        assert content == _exported(tok).decode(ref.tokens, skip_special_tokens=True)
+        thinking, answer = split_thinking(content)
+        assert (thinking, answer) == parse_completion(ref.tokens, tok)[:2]
+        assert bool(thinking) == (conv.turns[0].thinking is not None)
         assert choice["finish_reason"] == "stop"
         assert out["usage"]["prompt_tokens"] == len(prompt)
+
+
+@pytest.fixture(scope="module")
+def llama_server(ggufs):
+    """`python -m llama_cpp.server` on the f32 GGUF (the `interop` extra has its [server] deps).
+    f32 only: the server has no switch for the q8_0 repacking crash the `llama` fixture avoids."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(ggufs["f32"]),
+           "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "128", "--n_threads", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stderr.read()[-2000:]
+            try:
+                urllib.request.urlopen(url + "/models", timeout=2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "llama_cpp.server did not start in 60 s"
+                time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_llama_cpp_server_returns_the_thinking_to_an_openai_client(llama_server):
+    """What a user of llama-cpp-python's own OpenAI server gets: the thinking inside the
+    content (the server has no reasoning parser for our tags), which split_thinking separates
+    exactly as our engine does."""
+    import openai
+
+    client = openai.OpenAI(base_url=llama_server, api_key="none")
+    model, tok = trained_model()
+    conv = CONVERSATIONS[0]  # one the model was fit to think on
+    prompt = cf.encode_prompt(cf.Conversation(), conv.turns[0].user, tok)
+    ref = Engine(model).generate(prompt, SamplingParams(max_new_tokens=60),
+                                 stop_ids=cf.stop_ids(tok))
+    reply = client.chat.completions.create(
+        model="forge1", messages=[{"role": "user", "content": conv.turns[0].user}],
+        temperature=0.0, max_tokens=60, extra_body={"top_k": 1, "repeat_penalty": 1.0})
+    content = reply.choices[0].message.content
+    assert content.startswith("<|think|>") and "<|/think|>" in content
+    assert split_thinking(content) == parse_completion(ref.tokens, tok)[:2] \
+        == (conv.turns[0].thinking, conv.turns[0].assistant)

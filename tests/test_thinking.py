@@ -19,6 +19,7 @@ from aethermind.inference.thinking import (
     run_thinking_pipeline,
 )
 from aethermind.text import chat_format as cf
+from aethermind.text.thinking_split import split_thinking
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def _parse(tok, text, think=None):
     return parse_completion(tok.encode(text, allow_special=True), tok, think)
 
 
-@pytest.mark.parametrize("text, expected", [
+PARSE_CASES = [
     ("<|think|>\nA then B.\n<|/think|>\n<|assistant|>B<|/assistant|>", ("A then B.", "B", True)),
     ("<|no_think|>\n<|assistant|>Just B.", ("", "Just B.", False)),
     # missing <|/think|>: the answer tag still closes the thinking
@@ -51,9 +52,37 @@ def _parse(tok, text, think=None):
     # no tags at all
     ("  plain words ", ("", "plain words", False)),
     ("", ("", "", False)),
-])
+]
+
+
+@pytest.mark.parametrize("text, expected", PARSE_CASES)
 def test_parse_completion_edge_cases(tok, text, expected):
     assert _parse(tok, text) == expected
+
+
+@pytest.mark.parametrize("text, expected", PARSE_CASES)
+def test_split_thinking_on_text_follows_the_same_rule(text, expected):
+    """The text helper other tools' output goes through splits as our id-based router does."""
+    assert split_thinking(text) == expected[:2]
+
+
+@pytest.mark.parametrize("text, expected", [
+    # what transformers decode(skip_special_tokens=True) and llama.cpp return: the think tags
+    # stay, <|assistant|> and <|/assistant|> are dropped
+    ("<|think|>\nA then B.\n<|/think|>\nB", ("A then B.", "B")),
+    ("\nJust B.", ("", "Just B.")),
+    # enable_thinking=True put <|think|> in the prompt: the reply only closes the block
+    ("reasoning\n<|/think|>\n42", ("reasoning", "42")),
+    ("<|think|>\ncut off while thinking", ("cut off while thinking", "")),
+])
+def test_split_thinking_on_what_tools_decode(text, expected):
+    assert split_thinking(text) == expected
+
+
+def test_split_thinking_forced_modes_match_the_router(tok):
+    for think in (True, False):
+        for text in ("reasoning\n<|/think|>\n<|assistant|>42", "<|assistant|>42", "plain"):
+            assert split_thinking(text, think) == _parse(tok, text, think)[:2], (text, think)
 
 
 def test_parse_forced_thinking_starts_inside_the_block(tok):

@@ -88,6 +88,19 @@ def test_save_load_round_trip_keeps_fingerprint(tmp_path, tiny_tokenizer):
     assert not list(tmp_path.glob("tok/.*.tmp*"))
 
 
+def test_exported_json_shows_think_tags_and_loads_back_as_the_original(tok):
+    """Outside tools keep the think tags in decoded text; loaded back by us, the tokenizer is
+    the original one (same fingerprint, plain text still never yields a special id)."""
+    exported = Tokenizer.from_str(tok.export_json())
+    ids = tok.encode("<|think|>\nhm\n<|/think|>\n<|assistant|>ok<|/assistant|>",
+                     allow_special=True)
+    assert exported.decode(ids, skip_special_tokens=True) == "<|think|>\nhm\n<|/think|>\nok"
+    assert tok.decode(ids, skip_special=True) == "\nhm\n\nok"  # ours: unchanged
+    again = Forge1Tokenizer.from_json(tok.export_json())
+    assert again.to_json() == tok.to_json() and again.fingerprint() == tok.fingerprint()
+    assert again.encode("<|think|>") == tok.encode("<|think|>") != [tok.special_ids["<|think|>"]]
+
+
 def test_reference_tokenizers_library_decodes_our_ids(tmp_path, default_tokenizer):
     default_tokenizer.save(tmp_path)
     ref = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))

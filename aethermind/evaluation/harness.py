@@ -29,6 +29,7 @@ import torch
 from aethermind.artifacts.exported import ExportMeta
 from aethermind.evaluation.suites import Suite
 from aethermind.export.hf import write_hf_dir
+from aethermind.runtime.files import atomic_text
 from aethermind.text import chat_format as cf
 
 THINK = ("on", "off")
@@ -91,6 +92,10 @@ def to_hf(model: Any, tok: Any, directory: Path) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     write_hf_dir(model, tok, ExportMeta.of(model, tok), directory)
+    # The export leaves the think tags visible to decoders (for users to split the thinking);
+    # lm-eval decodes answers with skip_special_tokens, and a stray think tag inside an answer
+    # must vanish there as it does in our parser: here all 12 tokens stay special.
+    atomic_text(tok.to_json(), directory / "tokenizer.json")
     device = next(model.parameters()).device
     hf = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).to(device)
     return hf.eval(), AutoTokenizer.from_pretrained(directory)

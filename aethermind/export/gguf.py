@@ -12,6 +12,7 @@ llama.cpp's converter uses), so this module only adds what differs from a plain 
   `ByteLevel(use_regex=True)`. `test_interop.py` checks the ids against llama.cpp itself.
 - Weights: f32, f16, or q8_0 (2-D weights quantized with `gguf.quants`; a row length that is not
   a multiple of 32 falls back to f16, as llama.cpp's converter does). Norms stay f32.
+- The think tags are USER_DEFINED tokens, the other special tokens CONTROL (see `_vocab`).
 - End of generation: `chat_format.STOP_TOKENS` under the eos/eot/eom keys (`STOP_KEYS`), so
   llama.cpp stops on exactly the tokens our engine and transformers stop on.
 Usage: `write_gguf(model, tok, meta, Path("forge1_nano-f16.gguf"), "f16")`.
@@ -32,6 +33,7 @@ from aethermind.model.hf_convert import to_hf
 from aethermind.model.transformer import Forge1Model
 from aethermind.text import chat_format as cf
 from aethermind.text.chat_template import CHAT_TEMPLATE
+from aethermind.text.special_tokens import VISIBLE_TOKENS
 from aethermind.text.tokenizer import Forge1Tokenizer
 
 GgufDtype = Literal["f32", "f16", "q8_0"]
@@ -78,11 +80,18 @@ def gguf_tensors(model: Forge1Model) -> dict[str, torch.Tensor]:
 
 
 def _vocab(tok: Forge1Tokenizer, n_vocab: int) -> tuple[list[str], list[int], list[str]]:
-    """(tokens, token types, merges); ids past the tokenizer (vocab padding) are UNUSED."""
+    """(tokens, token types, merges); ids past the tokenizer (vocab padding) are UNUSED.
+
+    Special tokens are CONTROL, except the think tags (`VISIBLE_TOKENS`): USER_DEFINED, which
+    llama.cpp's token_to_piece renders even without `special` (CONTROL ones it drops), so
+    chat completions keep the thinking splittable. llama.cpp matches USER_DEFINED tokens
+    before BPE even with parse_special off, so they stay one token in any text.
+    """
     spec = json.loads(tok.to_json())
     by_id = {i: piece for piece, i in spec["model"]["vocab"].items()}
     by_id.update({t["id"]: t["content"] for t in spec["added_tokens"]})
-    special = set(tok.special_ids.values())
+    visible = {tok.special_ids[s] for s in VISIBLE_TOKENS}
+    special = set(tok.special_ids.values()) - visible
     tokens, types = [], []
     for i in range(n_vocab):
         piece = by_id.get(i)
@@ -91,7 +100,8 @@ def _vocab(tok: Forge1Tokenizer, n_vocab: int) -> tuple[list[str], list[int], li
             types.append(gguf.TokenType.UNUSED)
         else:
             tokens.append(piece)
-            types.append(gguf.TokenType.CONTROL if i in special else gguf.TokenType.NORMAL)
+            types.append(gguf.TokenType.CONTROL if i in special else
+                         gguf.TokenType.USER_DEFINED if i in visible else gguf.TokenType.NORMAL)
     merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]]
     return tokens, types, merges
 

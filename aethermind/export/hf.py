@@ -2,8 +2,10 @@
 
 The directory holds config.json, model.safetensors, generation_config.json (its
 `eos_token_id` list is `chat_format.STOP_TOKENS`, so `generate` stops where our engine does),
-tokenizer.json, tokenizer_config.json, special_tokens_map.json and the chat template twice, as
-chat_template.jinja and inside tokenizer_config.json, because some loaders read only one.
+tokenizer.json (`Forge1Tokenizer.export_json`: the think tags are not special there, so decoded
+text keeps them), tokenizer_config.json, special_tokens_map.json and the chat template (the
+variant with {% generation %} markers) twice, as chat_template.jinja and inside
+tokenizer_config.json, because some loaders read only one.
 Weight names come from `hf_convert`; `transformers` is not needed to write or read it. The
 Forge-1 metadata rides in config.json under "forge1".
 Usage: `write_hf_dir(model, tok, ExportMeta.of(model, tok), Path("out/forge1_nano_hf"))`.
@@ -26,7 +28,8 @@ from aethermind.model.hf_convert import from_hf, to_hf
 from aethermind.model.transformer import Forge1Model
 from aethermind.runtime.files import staged_path
 from aethermind.text import chat_format as cf
-from aethermind.text.chat_template import CHAT_TEMPLATE
+from aethermind.text.chat_template import HF_CHAT_TEMPLATE
+from aethermind.text.special_tokens import VISIBLE_TOKENS
 from aethermind.text.tokenizer import Forge1Tokenizer
 
 WEIGHTS = "model.safetensors"
@@ -37,18 +40,24 @@ def _dump(obj: Any) -> str:
 
 
 def tokenizer_files(tok: Forge1Tokenizer, max_seq_len: int) -> dict[str, str]:
-    """tokenizer_config.json + special_tokens_map.json + chat_template.jinja contents."""
+    """tokenizer.json, tokenizer_config.json, special_tokens_map.json, chat_template.jinja.
+
+    The think tags are ordinary added tokens there (`special_tokens.VISIBLE_TOKENS`), so
+    `decode(skip_special_tokens=True)` keeps the thinking splittable; the template is the one
+    with {% generation %} markers (TRL's assistant_only_loss).
+    """
     bos, eos, pad = cf.SPECIAL_TOKENS[:3]
-    extra = list(cf.SPECIAL_TOKENS[3:])
+    extra = [s for s in cf.SPECIAL_TOKENS[3:] if s not in VISIBLE_TOKENS]
     special = {"bos_token": bos, "eos_token": eos, "pad_token": pad,
                "additional_special_tokens": extra}
     config = {"tokenizer_class": "PreTrainedTokenizerFast", **special,
               "add_bos_token": False, "add_eos_token": False,  # the template writes <|bos|>
               "clean_up_tokenization_spaces": False, "model_max_length": max_seq_len,
-              "chat_template": CHAT_TEMPLATE}
-    return {"tokenizer_config.json": _dump(config),
+              "chat_template": HF_CHAT_TEMPLATE}
+    return {"tokenizer.json": tok.export_json(),
+            "tokenizer_config.json": _dump(config),
             "special_tokens_map.json": _dump(special),
-            "chat_template.jinja": CHAT_TEMPLATE}
+            "chat_template.jinja": HF_CHAT_TEMPLATE}
 
 
 def write_hf_dir(model: Forge1Model, tok: Forge1Tokenizer, meta: ExportMeta,
@@ -62,7 +71,6 @@ def write_hf_dir(model: Forge1Model, tok: Forge1Tokenizer, meta: ExportMeta,
     directory.mkdir(parents=True, exist_ok=True)
     weights = {k: v.contiguous().float() for k, v in hf_sd.items()}
     safetensors.torch.save_file(weights, str(directory / WEIGHTS), metadata={"format": "pt"})
-    tok.save(directory)  # tokenizer.json (+ a plain tokenizer_config.json, replaced below)
     files = {"config.json": _dump(hf_cfg),
              "generation_config.json": _dump({**ids, "do_sample": False}),
              **tokenizer_files(tok, cfg.max_seq_len)}

@@ -29,6 +29,7 @@ from aethermind.inference.engine import Engine, FinishReason, PromptTooLongError
 from aethermind.inference.sampling import SamplingParams
 from aethermind.runtime.dist import select_device
 from aethermind.text import chat_format as cf
+from aethermind.text.thinking_split import SplitState, State
 
 StreamFn = Callable[[str, str], None]  # stream(part, text), part is "thinking" or "answer"
 
@@ -86,10 +87,8 @@ class _Segment:
 class OutputRouter:
     """Feeds generated ids, one at a time, into the thinking or the answer segment.
 
-    States: start -> thinking -> between -> answer. `<|think|>` opens thinking, `<|/think|>`
-    closes it, `<|no_think|>` skips it, `<|assistant|>` opens the answer from any state (so
-    a missing `<|/think|>` is tolerated) and non-blank text outside any block counts as
-    answer (so a missing `<|assistant|>` is tolerated too).
+    Which part a token belongs to is `thinking_split.SplitState`'s rule (the one `split_thinking`
+    applies to text), driven here by special-token ids: user text never moves it.
     """
 
     def __init__(self, tokenizer: Any, think: bool | None = None,
@@ -98,43 +97,41 @@ class OutputRouter:
         self.special = {i: s for s, i in tokenizer.special_ids.items()}
         self.segments = {"thinking": _Segment(decode), "answer": _Segment(decode)}
         self.stream = stream
-        self.used_thinking = think is True
-        self.state = {True: "thinking", False: "between", None: "start"}[think]
+        self.split = SplitState(think)
         self.loose: list[int] = []  # text ids seen outside a block, kept until non-blank
+
+    @property
+    def state(self) -> str:
+        return self.split.state
+
+    @property
+    def used_thinking(self) -> bool:
+        return self.split.used_thinking
 
     def _send(self, part: str, text: str) -> None:
         if text and self.stream is not None:
             self.stream(part, text)
 
-    def _enter(self, state: str) -> None:
+    def _enter(self, state: State) -> None:
         if self.state == "thinking" and state != "thinking":
             self._send("thinking", self.segments["thinking"].close())
-        self.state = state
+        self.split.state = state
 
     def push(self, token: int) -> None:
         special = self.special.get(token)
         if special is not None:
-            self._on_special(special)
+            self._enter(self.split.after_tag(special))
         elif self.state in ("thinking", "answer"):
             self._send(self.state, self.segments[self.state].push(token))
         else:  # text before the model opened a block
             self.loose.append(token)
             stream = TextStream(self.segments["answer"].stream.decode)
-            if "".join(stream.push(t) for t in self.loose).strip():
-                self._enter("answer")
+            state = self.split.after_text("".join(stream.push(t) for t in self.loose))
+            if state == "answer":
+                self._enter(state)
                 for t in self.loose:
                     self._send("answer", self.segments["answer"].push(t))
                 self.loose = []
-
-    def _on_special(self, special: str) -> None:
-        if special == cf.THINK and self.state == "start":
-            self.used_thinking = True
-            self._enter("thinking")
-        elif (special, self.state) in ((cf.END_THINK, "thinking"), (cf.NO_THINK, "start")):
-            self._enter("between")
-        elif special == cf.ASSISTANT and self.state != "answer":
-            self._enter("answer")
-        # Anything else (a stray tag inside a block) carries no text: ignore it.
 
     def finish(self) -> tuple[str, str, bool]:
         """(thinking, answer, used_thinking) once generation has ended, for whatever reason."""

@@ -21,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from aethermind.inference.sampling import SamplingParams
 from aethermind.inference.thinking import OutputRouter
 from aethermind.text import chat_format as cf
+from aethermind.text.chat_template import SYSTEM_ROLES
 
-SYSTEM_ROLES = ("system", "developer")  # "developer" is OpenAI's newer name for system
 ROLES = (*SYSTEM_ROLES, "user", "assistant")
 MAX_STOP_STRINGS = 4  # as OpenAI
 # OpenAI's reasoning_effort values -> the thinking switch: the model has one think block or

@@ -3,7 +3,9 @@
 Special tokens take ids 0-11 and are atomic. `encode()` treats its input as plain text, so a
 literal "<|user|>" typed by a user stays ordinary bytes; only `encode(..., allow_special=True)`
 (used on already-trusted template text) maps those strings to special ids. The saved
-`tokenizer.json` also loads in `transformers.PreTrainedTokenizerFast`. A leaf module: it knows
+`tokenizer.json` also loads in `transformers.PreTrainedTokenizerFast`; `export_json()` is the
+variant written for outside tools (think tags not special, see `special_tokens.VISIBLE_TOKENS`),
+and loading that variant back restores all 12 as special. A leaf module: it knows
 the special-token strings and nothing else of the package (no template, no data); the training
 command and its corpus live in `aethermind.data.tokenizer_train`.
 Usage: `tok = Forge1Tokenizer(); ids = tok.encode("hi"); tok.decode(ids) == "hi"`.
@@ -19,7 +21,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from aethermind.runtime.files import atomic_text
-from aethermind.text.special_tokens import SPECIAL_TOKENS
+from aethermind.text.special_tokens import SPECIAL_TOKENS, VISIBLE_TOKENS
 
 DEFAULT_TOKENIZER = Path(__file__).parents[1] / "assets" / "tokenizer"
 MIN_VOCAB = len(SPECIAL_TOKENS) + 256 + 32  # specials + byte alphabet + a few merges
@@ -40,11 +42,16 @@ class Forge1Tokenizer:
                              "retrain it or point to another tokenizer") from None
 
     def _init_from_json(self, blob: str) -> None:
-        self._json = blob
         try:
             self._tok = Tokenizer.from_str(blob)  # parses special-token strings
         except Exception as err:  # the Rust parser raises its own exception type
             raise ValueError(f"invalid tokenizer JSON: {_first_line(err)}") from None
+        plain = [t.content for t in self._tok.get_added_tokens_decoder().values()
+                 if t.content in SPECIAL_TOKENS and not t.special]
+        if plain:  # an exported tokenizer.json (export_json): back to the canonical form
+            blob = _with_special(blob, set(SPECIAL_TOKENS))
+            self._tok = Tokenizer.from_str(blob)
+        self._json = blob
         self._plain = Tokenizer.from_str(blob)
         self._plain.encode_special_tokens = True  # never produce special ids from text
         self.special_ids = {s: self._tok.token_to_id(s) for s in SPECIAL_TOKENS}
@@ -121,6 +128,11 @@ class Forge1Tokenizer:
         """The full `tokenizers` definition (vocab, merges, pre-tokenizer): what exporters copy."""
         return self._json
 
+    def export_json(self) -> str:
+        """tokenizer.json for outside tools: `VISIBLE_TOKENS` are ordinary added tokens there,
+        so their decoders keep the think tags in the text (still one id each)."""
+        return _with_special(self._json, set(SPECIAL_TOKENS) - set(VISIBLE_TOKENS))
+
     def fingerprint(self) -> str:
         """Short hash of the tokenizer's full definition, to detect stale shards and checkpoints."""
         return hashlib.sha256(self._json.encode("utf-8")).hexdigest()[:16]
@@ -129,6 +141,17 @@ class Forge1Tokenizer:
 def _first_line(err: BaseException) -> str:
     lines = str(err).strip().splitlines()
     return lines[0] if lines else type(err).__name__
+
+
+def _with_special(blob: str, special: set[str]) -> str:
+    """`blob` with exactly `special` of the 12 flagged special, in `tokenizers`' own
+    serialisation (canonical: a round trip through this function restores the bytes, so the
+    fingerprint of an exported and re-imported tokenizer is the original one)."""
+    spec = json.loads(blob)
+    for token in spec["added_tokens"]:
+        if token["content"] in SPECIAL_TOKENS:
+            token["special"] = token["content"] in special
+    return Tokenizer.from_str(json.dumps(spec, ensure_ascii=False)).to_str()
 
 
 def _strip_specials(texts: Iterable[str]) -> Iterator[str]:
