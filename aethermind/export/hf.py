@@ -1,7 +1,8 @@
 """A Hugging Face `LlamaForCausalLM` directory from Forge-1, and back (`aethermind import-hf`).
 
 The directory holds config.json, model.safetensors, generation_config.json (its
-`eos_token_id` list is `chat_format.STOP_TOKENS`, so `generate` stops where our engine does),
+`eos_token_id` list is `chat_format.STOP_TOKENS`, so `generate` stops where our engine does, and
+it samples with our defaults, `SamplingParams`'s temperature and top-p, as `chat` does),
 tokenizer.json, tokenizer_config.json, special_tokens_map.json and the chat template twice, as
 chat_template.jinja and inside tokenizer_config.json, because some loaders read only one.
 Weight names come from `hf_convert`; `transformers` is not needed to write or read it. The
@@ -21,6 +22,7 @@ import torch
 
 from aethermind.artifacts.exported import ExportError, ExportMeta, variant_of
 from aethermind.artifacts.layout import WEIGHTS_GLOB, final_dir, write_final
+from aethermind.inference.sampling import SamplingParams
 from aethermind.model.config import Forge1Config
 from aethermind.model.hf_convert import from_hf, to_hf
 from aethermind.model.transformer import Forge1Model
@@ -51,6 +53,15 @@ def tokenizer_files(tok: Forge1Tokenizer, max_seq_len: int) -> dict[str, str]:
             "chat_template.jinja": CHAT_TEMPLATE}
 
 
+def generation_defaults() -> dict[str, Any]:
+    """generation_config.json's sampling: `SamplingParams`'s defaults, so `generate` answers
+    as `aethermind chat` does (top_k: transformers' own default is 50, ours is off)."""
+    d = SamplingParams()
+    return {"do_sample": d.temperature > 0, "temperature": d.temperature,
+            "top_p": 1.0 if d.top_p is None else d.top_p, "top_k": d.top_k or 0,
+            "repetition_penalty": d.repetition_penalty}
+
+
 def write_hf_dir(model: Forge1Model, tok: Forge1Tokenizer, meta: ExportMeta,
                  directory: Path) -> Path:
     """Fill `directory` (the caller stages it) with a transformers-loadable Llama model."""
@@ -64,7 +75,7 @@ def write_hf_dir(model: Forge1Model, tok: Forge1Tokenizer, meta: ExportMeta,
     safetensors.torch.save_file(weights, str(directory / WEIGHTS), metadata={"format": "pt"})
     tok.save(directory)  # tokenizer.json (+ a plain tokenizer_config.json, replaced below)
     files = {"config.json": _dump(hf_cfg),
-             "generation_config.json": _dump({**ids, "do_sample": False}),
+             "generation_config.json": _dump({**ids, **generation_defaults()}),
              **tokenizer_files(tok, cfg.max_seq_len)}
     for name, text in files.items():
         (directory / name).write_text(text, encoding="utf-8")
