@@ -55,10 +55,12 @@ test-notebook: $(STAMP)
 	$(BIN)/python -m pytest -m notebook
 
 # Checks against external tools (llama.cpp through llama-cpp-python, the web chat in Debian's
-# headless chromium): the `interop` extra, and chromium installed with apt when missing (root).
+# headless chromium, the Ollama Modelfile's template in Go's text/template): the `interop`
+# extra, and chromium and Debian's golang installed with apt when missing (root).
 test-interop: $(STAMP)
 	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \
 		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
+	@command -v go >/dev/null || (apt-get update -qq && apt-get install -y -qq golang)
 	$(BIN)/python -m pip install --quiet -e ".[dev,interop]"
 	$(BIN)/python -m pytest -m interop
 
