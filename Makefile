@@ -56,11 +56,13 @@ test-notebook: $(STAMP)
 
 # Checks against external tools (llama.cpp through llama-cpp-python, the web chat in Debian's
 # headless chromium, lm-eval's local-completions and the node `openai` client against the
-# server): the `interop` extra, and chromium installed with apt when missing (root); node and
-# npm must be installed (the test installs the pinned npm package into .pytest_cache).
+# server, the Ollama Modelfile's template in Go's text/template): the `interop` extra, and
+# chromium and Debian's golang installed with apt when missing (root); node and npm must be
+# installed (the test installs the pinned npm package into .pytest_cache).
 test-interop: $(STAMP)
 	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \
 		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
+	@command -v go >/dev/null || (apt-get update -qq && apt-get install -y -qq golang)
 	$(BIN)/python -m pip install --quiet -e ".[dev,interop]"
 	$(BIN)/python -m pytest -m interop
 

@@ -53,3 +53,28 @@ def test_staging_a_file_cleans_its_own_stale_stage(tmp_path):
     stale.write_text("half")
     atomic_text("done", tmp_path / "x.txt")
     assert sorted(os.listdir(tmp_path)) == ["x.txt"]
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027])
+def test_staged_files_get_normal_modes_under_the_umask(tmp_path, mask):
+    """safetensors writes 0600 files: inside a staged folder they must come out 0666 & ~umask
+    like any file (an exported HF folder was unreadable to other users, issue 23)."""
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    torch = pytest.importorskip("torch")
+    previous = os.umask(mask)
+    try:
+        with staged_path(tmp_path / "model_hf") as tmp:
+            (tmp / "sub").mkdir(parents=True)
+            safetensors_torch.save_file({"w": torch.zeros(2)}, str(tmp / "model.safetensors"))
+            os.chmod(tmp / "sub", 0o700)
+            (tmp / "sub" / "config.json").write_text("{}")
+        atomic_text("x", tmp_path / "single.txt")
+    finally:
+        os.umask(previous)
+    final = tmp_path / "model_hf"
+    modes = {p.relative_to(tmp_path).as_posix(): p.stat().st_mode & 0o777
+             for p in [final, *final.rglob("*"), tmp_path / "single.txt"]}
+    file_mode, dir_mode = 0o666 & ~mask, 0o777 & ~mask
+    assert modes == {"model_hf": dir_mode, "model_hf/sub": dir_mode,
+                     "model_hf/model.safetensors": file_mode,
+                     "model_hf/sub/config.json": file_mode, "single.txt": file_mode}

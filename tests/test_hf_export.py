@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -52,6 +53,24 @@ def test_directory_has_the_files_loaders_look_for(hf_dir):
     assert gen["eos_token_id"] == [8, 1, 5]  # <|/assistant|>, <|eos|>, <|user|>
     meta = json.loads((hf_dir / "config.json").read_text())["forge1"]
     assert meta["variant"] == "custom" and meta["tokenizer_fingerprint"]
+
+
+def test_every_file_is_readable_like_a_normal_file(hf_dir):
+    """Not 0600, the mode safetensors gives its files (issue 23): 0666 less the umask."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert {p.name: p.stat().st_mode & 0o777 for p in hf_dir.iterdir()} \
+        == {p.name: 0o666 & ~mask for p in hf_dir.iterdir()}
+
+
+def test_generation_config_samples_with_our_defaults(hf_dir):
+    """transformers' `generate` samples as `aethermind chat` does (was greedy, issue 23) and
+    stops on our stop tokens."""
+    gen = transformers.GenerationConfig.from_pretrained(hf_dir)
+    ours = SamplingParams()
+    assert gen.do_sample is True
+    assert (gen.temperature, gen.top_p, gen.top_k) == (ours.temperature, ours.top_p, 0)
+    assert gen.eos_token_id == [8, 1, 5]
 
 
 def test_transformers_logits_match_forge1(hf_dir):

@@ -93,8 +93,9 @@ def test_transformers_stops_where_our_engine_does(tmp_path, special):
     hf = transformers.AutoModelForCausalLM.from_pretrained(hf_dir).eval()
     assert set(hf.generation_config.eos_token_id) == set(cf.stop_ids(tok))
     prompt = _prompt(tok)
-    with torch.no_grad():  # generation_config.json supplies eos_token_id and greedy decoding
-        out = hf.generate(torch.tensor([prompt]), max_new_tokens=LIMIT)[0, len(prompt):]
+    with torch.no_grad():  # generation_config.json supplies eos_token_id (it samples: greedy here)
+        out = hf.generate(torch.tensor([prompt]), max_new_tokens=LIMIT, do_sample=False)
+    out = out[0, len(prompt):]
     new = out.tolist()
     theirs = new[:-1] if new[-1] in cf.stop_ids(tok) else new
     ours = _engine(forced_model(tok, special), tok)

@@ -1,14 +1,17 @@
-"""Export a trained Forge-1: PyTorch .pt, safetensors, a Hugging Face directory, GGUF (guide §7).
+"""Export a trained Forge-1: PyTorch .pt, safetensors, a Hugging Face directory, GGUF, Ollama.
 
 `python scripts/export.py --model outputs/final_model/forge1_nano_final.pt --variant nano`
 writes the guide's defaults, `outputs/exports/forge1_nano.pt`, `forge1_nano.safetensors` and
 `tokenizer/`; `--format hf` adds `forge1_nano_hf/` (loads in `transformers`), `--format gguf
---dtype f16` adds `forge1_nano-f16.gguf` (llama.cpp, Ollama, LM Studio); `--format all` writes
-everything. `--dtype` is the GGUF weight type (default f16) and nothing else: with no GGUF
-output it is refused before any work, not ignored. Every file and directory is staged and
-renamed into place (`runtime.files`), so an existing export is replaced whole or not at all.
+--dtype f16` adds `forge1_nano-f16.gguf` (llama.cpp, LM Studio), `--format ollama` that GGUF
+plus a `Modelfile` beside it (`ollama create`); `--format all` writes every format and every
+GGUF weight type, the Modelfile using the `--dtype` one. `--dtype` is the GGUF weight type
+(default f16) and nothing else: with no GGUF output it is refused before any work, not
+ignored. Every file and directory is staged and renamed into place (`runtime.files`), so an
+existing export is replaced whole or not at all.
 This module is the command only: the .pt/safetensors format is `artifacts.exported`, the HF
-directory `export.hf`, GGUF `export.gguf`; the model is loaded as `chat` loads it.
+directory `export.hf`, GGUF `export.gguf`, the Modelfile `export.ollama`; the model is loaded
+as `chat` loads it.
 Usage: `paths = export_model("outputs/final_model", formats=("hf",), output="outputs/exports")`.
 """
 
@@ -25,13 +28,16 @@ from aethermind.artifacts.exported import ExportError, ExportMeta, save_pytorch,
 from aethermind.artifacts.loading import LoadError, add_model_args, load_model
 from aethermind.export.gguf import DEFAULT_GGUF_DTYPE, GGUF_DTYPES, GgufDtype, write_gguf
 from aethermind.export.hf import write_hf_dir
+from aethermind.export.ollama import MODELFILE, write_modelfile
 from aethermind.runtime.files import staged_path
 
-Format = Literal["pytorch", "safetensors", "hf", "gguf"]
+Format = Literal["pytorch", "safetensors", "hf", "gguf", "ollama"]
 FORMATS: tuple[Format, ...] = get_args(Format)
-# "both" is the guide's default (the two weight files + tokenizer/); "all" adds hf and gguf.
+# "both" is the guide's default (the two weight files + tokenizer/); "all" adds the others, and
+# with them every GGUF weight type (`--format all` in `main`).
 FORMAT_CHOICES = (*FORMATS, "both", "all")
 FORMAT_SETS: dict[str, tuple[Format, ...]] = {"both": ("pytorch", "safetensors"), "all": FORMATS}
+GGUF_FORMATS = ("gguf", "ollama")  # the formats that write a GGUF (the Modelfile's FROM)
 DEFAULT_OUTPUT = Path("outputs") / "exports"
 
 
@@ -43,7 +49,8 @@ def output_paths(output: Path, variant: str, gguf_dtype: GgufDtype = DEFAULT_GGU
             "safetensors": output / f"forge1_{variant}.safetensors",
             "tokenizer": output / "tokenizer",
             "hf": output / f"forge1_{variant}_hf",
-            "gguf": output / f"forge1_{variant}-{gguf_dtype}.gguf"}
+            "gguf": output / f"forge1_{variant}-{gguf_dtype}.gguf",
+            "ollama": output / MODELFILE}
 
 
 def resolve_gguf_dtype(formats: Sequence[str], gguf_dtype: str | None) -> GgufDtype:
@@ -56,21 +63,23 @@ def resolve_gguf_dtype(formats: Sequence[str], gguf_dtype: str | None) -> GgufDt
         return DEFAULT_GGUF_DTYPE
     if gguf_dtype not in GGUF_DTYPES:
         raise ExportError(f"--dtype {gguf_dtype}: choose one of {', '.join(GGUF_DTYPES)}")
-    if "gguf" not in formats:
+    if not set(GGUF_FORMATS) & set(formats):
         raise ExportError(f"--dtype {gguf_dtype} sets the GGUF weight type, but this export "
                           f"writes no GGUF ({', '.join(formats)} are float32): add --format "
-                          "gguf (or all), or drop --dtype")
+                          "gguf (or ollama, or all), or drop --dtype")
     return cast(GgufDtype, gguf_dtype)
 
 
 def export_model(model_path: str | Path, variant: str | None = None,
                  formats: Sequence[Format] = FORMAT_SETS["both"],
                  output: str | Path = DEFAULT_OUTPUT, *, gguf_dtype: GgufDtype | None = None,
-                 tokenizer: Any = None, device: str = "cpu") -> list[Path]:
+                 every_gguf_dtype: bool = False, tokenizer: Any = None, device: str = "cpu"
+                 ) -> list[Path]:
     """Load what `chat` loads (on `device`), write each format; returns the paths written.
 
-    `gguf_dtype` is the GGUF weight type (None: DEFAULT_GGUF_DTYPE); giving one without
-    "gguf" in `formats` raises ExportError.
+    `gguf_dtype` is the GGUF weight type (None: DEFAULT_GGUF_DTYPE), the Modelfile's FROM;
+    giving one without "gguf" or "ollama" in `formats` raises ExportError.
+    `every_gguf_dtype` (`--format all`) also writes a GGUF of every other weight type.
     """
     weight_type = resolve_gguf_dtype(formats, gguf_dtype)
     output = Path(output)
@@ -92,10 +101,17 @@ def export_model(model_path: str | Path, variant: str | None = None,
         with staged_path(paths["hf"]) as tmp:
             write_hf_dir(model, tok, meta, tmp)
         written.append(paths["hf"])
-    if "gguf" in formats:
-        with staged_path(paths["gguf"]) as tmp:
-            write_gguf(model, tok, meta, tmp, weight_type)
-        written.append(paths["gguf"])
+    if set(GGUF_FORMATS) & set(formats):
+        dtypes = GGUF_DTYPES if every_gguf_dtype else (weight_type,)
+        for dtype in dtypes:
+            path = output_paths(output, variant or meta.variant, dtype)["gguf"]
+            with staged_path(path) as tmp:
+                write_gguf(model, tok, meta, tmp, dtype)
+            written.append(path)
+    if "ollama" in formats:
+        with staged_path(paths["ollama"]) as tmp:
+            write_modelfile(tmp, paths["gguf"], model.config)
+        written.append(paths["ollama"])
     return written
 
 
@@ -103,13 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="aethermind export",
         description="Export a trained Forge-1 to .pt, safetensors, a Hugging Face directory "
-                    "or GGUF (llama.cpp / Ollama).")
+                    "GGUF (llama.cpp) or GGUF + Modelfile (Ollama).")
     add_model_args(p)
     p.add_argument("--format", default="both", choices=FORMAT_CHOICES,
-                   help="both = pytorch + safetensors (default); all = every format")
+                   help="both = pytorch + safetensors (default); ollama = GGUF + Modelfile; "
+                        "all = every format and every GGUF type")
     p.add_argument("--dtype", choices=GGUF_DTYPES,
-                   help=f"GGUF weight type, only with --format gguf or all "
-                        f"(default: {DEFAULT_GGUF_DTYPE})")
+                   help=f"GGUF weight type, only with --format gguf, ollama or all (with all: "
+                        f"the one the Modelfile uses) (default: {DEFAULT_GGUF_DTYPE})")
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
                    help=f"directory to write into (default: {DEFAULT_OUTPUT})")
     return p
@@ -121,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     formats = FORMAT_SETS.get(args.format, (args.format,))
     try:
         paths = export_model(args.model, args.variant, formats, args.output,
-                             gguf_dtype=args.dtype, tokenizer=args.tokenizer,
-                             device=args.device)
+                             gguf_dtype=args.dtype, every_gguf_dtype=args.format == "all",
+                             tokenizer=args.tokenizer, device=args.device)
     except (LoadError, ExportError) as err:
         parser.exit(2, f"error: {err}\n")
     except OSError as err:

@@ -1,7 +1,8 @@
 """A Hugging Face `LlamaForCausalLM` directory from Forge-1, and back (`aethermind import-hf`).
 
 The directory holds config.json, model.safetensors, generation_config.json (its
-`eos_token_id` list is `chat_format.STOP_TOKENS`, so `generate` stops where our engine does),
+`eos_token_id` list is `chat_format.STOP_TOKENS`, so `generate` stops where our engine does, and
+it samples with our defaults, `SamplingParams`'s temperature and top-p, as `chat` does),
 tokenizer.json (`Forge1Tokenizer.export_json`: the think tags are not special there, so decoded
 text keeps them), tokenizer_config.json, special_tokens_map.json and the chat template (the
 variant with {% generation %} markers) twice, as chat_template.jinja and inside
@@ -23,6 +24,7 @@ import torch
 
 from aethermind.artifacts.exported import ExportError, ExportMeta, variant_of
 from aethermind.artifacts.layout import WEIGHTS_GLOB, final_dir, write_final
+from aethermind.inference.sampling import SamplingParams
 from aethermind.model.config import Forge1Config
 from aethermind.model.hf_convert import from_hf, to_hf
 from aethermind.model.transformer import Forge1Model
@@ -60,6 +62,15 @@ def tokenizer_files(tok: Forge1Tokenizer, max_seq_len: int) -> dict[str, str]:
             "chat_template.jinja": HF_CHAT_TEMPLATE}
 
 
+def generation_defaults() -> dict[str, Any]:
+    """generation_config.json's sampling: `SamplingParams`'s defaults, so `generate` answers
+    as `aethermind chat` does (top_k: transformers' own default is 50, ours is off)."""
+    d = SamplingParams()
+    return {"do_sample": d.temperature > 0, "temperature": d.temperature,
+            "top_p": 1.0 if d.top_p is None else d.top_p, "top_k": d.top_k or 0,
+            "repetition_penalty": d.repetition_penalty}
+
+
 def write_hf_dir(model: Forge1Model, tok: Forge1Tokenizer, meta: ExportMeta,
                  directory: Path) -> Path:
     """Fill `directory` (the caller stages it) with a transformers-loadable Llama model."""
@@ -72,7 +83,7 @@ def write_hf_dir(model: Forge1Model, tok: Forge1Tokenizer, meta: ExportMeta,
     weights = {k: v.contiguous().float() for k, v in hf_sd.items()}
     safetensors.torch.save_file(weights, str(directory / WEIGHTS), metadata={"format": "pt"})
     files = {"config.json": _dump(hf_cfg),
-             "generation_config.json": _dump({**ids, "do_sample": False}),
+             "generation_config.json": _dump({**ids, **generation_defaults()}),
              **tokenizer_files(tok, cfg.max_seq_len)}
     for name, text in files.items():
         (directory / name).write_text(text, encoding="utf-8")

@@ -58,6 +58,30 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux: /proc), since
+    the set-and-restore fallback briefly changes it for every thread of the process."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _normal_modes(path: Path) -> None:
+    """Give a staged file or tree the modes a plain `open()`/`mkdir()` would: 0666/0777 less the
+    umask. Some writers (safetensors, tempfile) create owner-only (0600) files, which made an
+    exported model folder unreadable to anyone else (issue 23)."""
+    mask = _umask()
+    for p in [path, *(path.rglob("*") if path.is_dir() else ())]:
+        if not p.is_symlink():
+            os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
+
+
 def _fsync_tree(path: Path) -> None:
     files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
     for file in files:
@@ -112,8 +136,7 @@ def staged_path(final: str | Path) -> Iterator[Path]:
     remove(tmp)
     try:
         yield tmp
-        if tmp.is_file():
-            os.chmod(tmp, 0o644)  # some writers (safetensors, tempfile) create owner-only files
+        _normal_modes(tmp)
         _fsync_tree(tmp)
         if tmp.is_dir() and final.exists():
             os.replace(final, old)
