@@ -6,7 +6,7 @@ for the commands (flags added by `add_sampling_args`, whose defaults are read fr
 dataclass), the request parser for the server. `sample_next` turns last-position logits into
 token ids with an explicit `torch.Generator` (`make_generator`), so sampling never touches the
 global RNG and a seed reproduces an answer. It knows nothing of models, tokenizers or the
-engine's loop (`engine.py`), and imports nothing of the package.
+engine's loop (`engine.py`), and imports nothing of the package but `dist.SEED_RANGE`.
 Usage: `params = params_from_args(args)`; `next_ids = sample_next(logits, params, gen)`.
 """
 
@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
+
+from aethermind.runtime.dist import SEED_RANGE
 
 
 @dataclass(kw_only=True)
@@ -31,6 +34,13 @@ class SamplingParams:
     seed: int | None = None  # seeds the explicit torch.Generator; None = fresh entropy
 
     def __post_init__(self) -> None:
+        for name in ("temperature", "top_p", "repetition_penalty"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name}={value}: must be a finite number")
+        if self.seed is not None and not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
+            raise ValueError(f"seed={self.seed}: must fit in 64 bits "
+                             f"({SEED_RANGE[0]}..{SEED_RANGE[1]})")
         if self.max_new_tokens < 0:
             raise ValueError(f"max_new_tokens={self.max_new_tokens}: must be >= 0")
         if self.temperature < 0:
