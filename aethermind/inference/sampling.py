@@ -6,7 +6,7 @@ for the commands (flags added by `add_sampling_args`, whose defaults are read fr
 dataclass), the request parser for the server. `sample_next` turns last-position logits into
 token ids with an explicit `torch.Generator` (`make_generator`), so sampling never touches the
 global RNG and a seed reproduces an answer. It knows nothing of models, tokenizers or the
-engine's loop (`engine.py`), and imports nothing of the package but `dist.SEED_RANGE`.
+engine's loop (`engine.py`), and imports nothing of the package.
 Usage: `params = params_from_args(args)`; `next_ids = sample_next(logits, params, gen)`.
 """
 
@@ -19,7 +19,10 @@ from dataclasses import dataclass
 
 import torch
 
-from aethermind.runtime.dist import SEED_RANGE
+# What torch's manual_seed takes (a negative seed wraps around): the one check of every seed a
+# user gives (SamplingParams here, TrainConfig); beyond it torch raises an overflow error late,
+# after the model loaded. It lives in this leaf so every edge can import it.
+SEED_RANGE = (-(2**63), 2**64 - 1)
 
 
 @dataclass(kw_only=True)

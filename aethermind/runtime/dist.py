@@ -157,11 +157,6 @@ def teardown() -> None:
         tdist.destroy_process_group()
 
 
-# What torch's manual_seed takes (a negative seed wraps around): the one check of every seed a
-# user gives (SamplingParams, TrainConfig); beyond it torch raises an overflow error late.
-SEED_RANGE = (-(2**63), 2**64 - 1)
-
-
 def seed_everything(seed: int, rank: int = 0) -> None:
     """Seed python, numpy and torch (all devices); ranks get distinct but fixed streams."""
     seed = seed + rank

@@ -19,9 +19,9 @@ from typing import Any, Literal
 import yaml
 
 from aethermind.data.pack import LAYOUTS, Layout
+from aethermind.inference.sampling import SEED_RANGE
 from aethermind.model.attention import Backend as AttentionBackend
 from aethermind.model.config import VARIANTS
-from aethermind.runtime.dist import SEED_RANGE
 
 
 class ConfigError(ValueError):
