@@ -278,3 +278,11 @@ def test_demo_bad_option_is_one_line_before_any_work(argv, tmp_path, monkeypatch
         argv += ["--output", str(tmp_path / "demo")]
     _assert_one_line_error(*_run(demo.main, argv, capsys))
     assert (tmp_path / "foreign" / "mine.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("seed", [2**64, -(2**63) - 1, 10**30])
+def test_train_seed_beyond_64_bits_is_a_config_error(seed):
+    from aethermind.training.config import TrainConfig
+
+    with pytest.raises(ValueError, match="'seed'"):
+        TrainConfig(seed=seed)
