@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from aethermind.artifacts.loading import load_model
 from aethermind.data import synth
@@ -39,6 +40,7 @@ from aethermind.runtime.files import atomic_text
 from aethermind.serve.server import DEFAULT_HOST, DEFAULT_PORT
 from aethermind.text import prompts
 from aethermind.text.chat_format import Conversation, Turn, encode, render
+from aethermind.text.terminal import terminal_safe
 from aethermind.text.tokenizer import Forge1Tokenizer
 from aethermind.training.config import TrainConfig
 from aethermind.training.train import train
@@ -61,6 +63,9 @@ TOKENS_PER_EXAMPLE = 100  # built-in examples average ~100 tokens once encoded (
 N_FRESH = 24  # fresh questions in the guide's phrasing (4 per template)
 N_BEFORE = 44  # held-out questions asked of the untrained model (4 per family)
 GEN_BATCH = 32  # questions generated at once (the engine's batch)
+# Bounds of the options: far beyond any sensible demo, short of what would exhaust memory.
+MAX_MINUTES = 7 * 24 * 60.0
+MAX_STEPS = MAX_EXAMPLES = 10_000_000
 
 
 def steps_for(minutes: float) -> int:
@@ -174,15 +179,21 @@ def _transcript(engine: Any, tokenizer: Any, fresh: dict, examples: list, out: P
         result = answer(engine, tokenizer, message, params, history=history)
         history.append({"user": message, "assistant": result.answer,
                         "thinking": result.thinking if result.used_thinking else None})
-        console.print(f"[bold cyan]you[/]  {message}")
-        if result.used_thinking:
-            console.print(f"[dim]thinking: {result.thinking}[/]")
-        console.print(f"[bold green]forge[/] {result.answer}\n")
+        _print_turn(console, message, result)
         lines += [f"**you:** {message}", ""]
         if result.used_thinking:
             lines += _thinking_lines(result.thinking)
         lines += [f"**forge-1:** {result.answer}", ""]
     return atomic_text("\n".join(lines), out / "chat_transcript.md")
+
+
+def _print_turn(console: Console, message: str, result: Any) -> None:
+    """One chat turn on the terminal. Model text is `Text` (an answer like "[dim]" is not
+    markup) cleaned by `terminal_safe`; the transcript file keeps it raw."""
+    console.print(Text.assemble(("you", "bold cyan"), f"  {message}"))
+    if result.used_thinking:
+        console.print(Text(f"thinking: {terminal_safe(result.thinking)}", style="dim"))
+    console.print(Text.assemble(("forge", "bold green"), f" {terminal_safe(result.answer)}\n"))
 
 
 def _aethermind_program() -> list[str]:
@@ -255,20 +266,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _checked_steps(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """The run's steps, every option checked first: a value out of range (nan, a week of
+    minutes, a billion questions) is one line and exit 2, not a traceback or a day's wait."""
+    if args.steps is None and not OVERHEAD_MINUTES < args.minutes <= MAX_MINUTES:
+        parser.error(f"--minutes {args.minutes:g}: must be more than {OVERHEAD_MINUTES:g} "
+                     "(set-up, data and evaluation take about that) and at most "
+                     f"{MAX_MINUTES:g}; or pass --steps")
+    steps = args.steps if args.steps is not None else steps_for(args.minutes)
+    if args.n_train is None and 1 <= steps <= MAX_STEPS:
+        args.n_train = examples_for(steps)
+    for flag, value, most in (("--steps", steps, MAX_STEPS),
+                              ("--n-train", args.n_train, MAX_EXAMPLES),
+                              ("--n-test", args.n_test, MAX_EXAMPLES),
+                              ("--max-new-tokens", args.max_new_tokens or 1, MAX_EXAMPLES)):
+        if not 1 <= value <= most:
+            parser.error(f"{flag} {value}: must be between 1 and {most:,}")
+    return steps
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.minutes <= OVERHEAD_MINUTES and args.steps is None:
-        parser.error(f"--minutes {args.minutes:g}: must be more than {OVERHEAD_MINUTES:g} "
-                     "(set-up, data and evaluation take about that); or pass --steps")
-    steps = args.steps if args.steps is not None else steps_for(args.minutes)
-    if args.n_train is None:
-        args.n_train = examples_for(steps)
-    if steps < 1 or args.n_train < 1 or args.n_test < 1:
-        parser.error("--steps, --n-train and --n-test must be at least 1")
+    steps = _checked_steps(parser, args)
     console = Console()
     started = time.perf_counter()
-    _prepare_out(args.out)
+    try:
+        _prepare_out(args.out)
+    except OSError as err:
+        parser.exit(2, f"aethermind demo: cannot use --output {args.out}: "
+                       f"{err.strerror or err}\n")
 
     console.rule("[bold]1/5  data: built-in reasoning conversations and their vocabulary")
     train_path, val_path, tok_dir = build_data(args.out, args.n_train, args.n_test)

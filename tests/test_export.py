@@ -180,7 +180,7 @@ def test_a_dtype_for_a_format_without_gguf_is_refused_before_loading(tmp_path, m
     def no_load(*args, **kwargs):
         raise AssertionError("the model was loaded before --dtype was checked")
 
-    monkeypatch.setattr("aethermind.export.cli.load_model", no_load)
+    monkeypatch.setattr("aethermind.export.cli.load_verified", no_load)
     for formats in (("hf",), FORMAT_SETS["both"]):
         with pytest.raises(ExportError, match="writes no GGUF"):
             export_model(tmp_path / "any.pt", formats=formats, output=tmp_path / "out",

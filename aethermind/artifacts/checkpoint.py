@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 import re
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,23 @@ def torch_load(path: str | Path, map_location: str | torch.device = "cpu") -> An
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated zip, bad pickle, disallowed global: all mean corrupt
         raise ValueError(f"cannot read checkpoint {path}: {describe_load_error(err)}") from None
+
+
+def verify_crc(path: str | Path) -> None:
+    """Raise ValueError if a zip-format .pt holds a record whose bytes no longer match the CRC32
+    torch.save wrote for it (a bit flip, a bad copy): `torch.load` never checks them and would
+    return the damaged weights. A legacy (pickle) .pt carries no checksum and passes."""
+    path = Path(path)
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except Exception as err:  # truncated or mangled archive: many error types
+        raise ValueError(f"{path} is damaged ({type(err).__name__}: {err})") from None
+    if bad is not None:
+        raise ValueError(f"{path} is damaged: record {bad} fails its CRC32 check; copy it "
+                         "again or use an earlier checkpoint")
 
 
 def describe_load_error(err: BaseException) -> str:

@@ -25,7 +25,7 @@ import safetensors.torch
 import torch
 
 from aethermind.model.config import Forge1Config
-from aethermind.runtime.files import atomic_torch_save, staged_path
+from aethermind.runtime.files import atomic_torch_save, staged_path, writer_errors
 
 if TYPE_CHECKING:
     from aethermind.model.transformer import Forge1Model
@@ -89,9 +89,17 @@ def save_safetensors(model: Forge1Model, meta: ExportMeta, path: Path) -> Path:
     if model.config.tie_embeddings:
         sd.pop("lm_head.weight")
     with staged_path(path) as tmp:
-        safetensors.torch.save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp),
-                  metadata=meta.to_strings())
+        save_safetensors_file({k: v.contiguous() for k, v in sd.items()}, tmp,
+                              meta.to_strings())
     return path
+
+
+def save_safetensors_file(tensors: dict[str, torch.Tensor], path: Path,
+                          metadata: dict[str, str]) -> None:
+    """`safetensors.torch.save_file`, whose full-disk errors (SafetensorError, RuntimeError)
+    become an OSError naming the disk, as every other write failure is."""
+    with writer_errors(path, RuntimeError, safetensors.SafetensorError):
+        safetensors.torch.save_file(tensors, str(path), metadata=metadata)
 
 
 def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], ExportMeta]:

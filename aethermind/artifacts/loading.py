@@ -15,13 +15,15 @@ Shape: `config.json` beside the file wins, else the config the file embeds; `--v
 checked against it. Without either, the `--variant` preset, else the preset of the weights'
 width, with the weights' vocab size; the tensors' shapes are checked before any allocation.
 Tokenizer: `tokenizer/` beside the file wins (a different given one is ignored with a
-warning); else the one given, else the bundled default (with a warning when the weights do not
-name a tokenizer fingerprint). Without `tokenizer/` beside, a tokenizer whose fingerprint is
-not the one saved with the weights is refused; any tokenizer whose size does not fit the
-model's vocabulary is refused.
-Errors are `LoadError` (a ValueError) whose message names the problem and the fix, so CLIs
-print it as one line. `add_model_args` declares the shared --model/--variant/--tokenizer/
---device options.
+warning), unless the weights name another tokenizer fingerprint (then it belongs to another
+model and is refused); else the one given, else the bundled default (with a warning when
+the weights do not name a tokenizer fingerprint). Without `tokenizer/` beside, a tokenizer
+whose fingerprint is not the one saved with the weights is refused; any tokenizer whose size
+does not fit the model's vocabulary is refused.
+`load_verified` adds an integrity check (CRC32s, finite weights) for commands that copy the
+weights elsewhere (export). Errors are `LoadError` (a ValueError) whose message names the
+problem and the fix, so CLIs print it as one line. `add_model_args` declares the shared
+--model/--variant/--tokenizer/--device options.
 Usage: `model, tok = load_model("outputs/final_model/forge1_nano_final.pt", "nano")`.
 """
 
@@ -35,7 +37,7 @@ from typing import Any
 
 import torch
 
-from aethermind.artifacts.checkpoint import torch_load
+from aethermind.artifacts.checkpoint import torch_load, verify_crc
 from aethermind.artifacts.exported import read_safetensors
 from aethermind.artifacts.layout import CONFIG_FILE, TOKENIZER_DIR, find_final
 from aethermind.export.hf import WEIGHTS as HF_WEIGHTS
@@ -220,6 +222,10 @@ def _load_tokenizer(ckpt: Path, tokenizer: Any, fingerprint: str | None = None
         saved = Forge1Tokenizer(beside)
     except ValueError as err:  # a corrupt tokenizer.json beside the model
         raise LoadError(str(err)) from None
+    if fingerprint is not None and saved.fingerprint() != fingerprint:
+        raise LoadError(f"{beside} is tokenizer {saved.fingerprint()}, but {ckpt.name} was "
+                        f"trained with {fingerprint}: the folder's tokenizer belongs to another "
+                        "model (export each model into its own --output)")
     if given is not None and given.fingerprint() != saved.fingerprint():
         warnings.warn(f"ignoring the given tokenizer: the checkpoint was saved with {beside}, "
                       "which is used instead", UserWarning, stacklevel=3)
@@ -278,6 +284,25 @@ def load_model(model_path: str | Path, variant: str | None = None, tokenizer: An
     model.load_state_dict(sd)
     model.to(device=dev, dtype=torch_dtype)
     return model.eval(), tok
+
+
+def load_verified(model_path: str | Path, variant: str | None = None, tokenizer: Any = None,
+                  device: str | torch.device = "cpu", *, torch_dtype: torch.dtype | None = None
+                  ) -> tuple[Forge1Model, Forge1Tokenizer]:
+    """`load_model` plus an integrity check, for commands that copy the weights elsewhere
+    (export): the .pt's CRC32s, and every tensor finite. Names and shapes `load_model` checks
+    already. A damaged checkpoint is a LoadError instead of a model that babbles."""
+    ckpt = find_checkpoint(model_path)
+    try:
+        verify_crc(ckpt)
+    except ValueError as err:
+        raise LoadError(str(err)) from None
+    model, tok = load_model(ckpt, variant, tokenizer, device, torch_dtype=torch_dtype)
+    for name, tensor in model.state_dict().items():
+        if not bool(torch.isfinite(tensor).all()):
+            raise LoadError(f"{ckpt}: tensor {name} holds NaN or infinite values (a damaged "
+                            "file or a diverged run): use an earlier checkpoint")
+    return model, tok
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:

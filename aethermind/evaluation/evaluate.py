@@ -42,6 +42,7 @@ from aethermind.runtime.dist import plain_warnings
 from aethermind.runtime.files import atomic_text
 from aethermind.text import chat_format as cf
 from aethermind.text.prompts import TEST_PROMPTS
+from aethermind.text.terminal import terminal_safe
 
 DEFAULT_VAL = Path("data/val.jsonl")
 
@@ -152,7 +153,8 @@ def _prompt_table(rows: list[dict[str, Any]]) -> Any:
     """Two text columns and two narrow ones, so an 80-column terminal wraps words, not letters
     (eight columns folded every ~10 characters): the thinking sits above the answer in one
     cell and the speed is a stack of three short lines. Model text goes in as `Text`, never
-    markup (an answer like "[a, b]" would be read as a style)."""
+    markup (an answer like "[a, b]" would be read as a style), cleaned by `terminal_safe`
+    (escape sequences the model emits must not reach the terminal); --json keeps it raw."""
     table = Table(title="Forge-1 test prompts", show_lines=True, expand=True)
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("Prompt", ratio=1)
@@ -161,14 +163,14 @@ def _prompt_table(rows: list[dict[str, Any]]) -> Any:
     for i, row in enumerate(rows, 1):
         reply = Text()
         if row["used_thinking"]:
-            thinking = row["thinking"]
+            thinking = terminal_safe(row["thinking"])
             thinking = thinking if len(thinking) < 300 else thinking[:297] + "..."
             reply.append(f"thinking: {thinking or '(empty)'}\n", style="dim")
             reply.append("answer: ", style="bold")
-        reply.append(row["answer"] or "(empty)")
+        reply.append(terminal_safe(row["answer"]) or "(empty)")
         speed = (f"{row['completion_tokens']} tok\n{row['seconds']:.2f} s\n"
                  f"{row['tokens_per_second']:.1f}/s")
-        table.add_row(str(i), Text(row["prompt"]), reply, speed)
+        table.add_row(str(i), Text(terminal_safe(row["prompt"])), reply, speed)
     return table
 
 

@@ -9,6 +9,9 @@ GGUF weight type, the Modelfile using the `--dtype` one. `--dtype` is the GGUF w
 (default f16) and nothing else: with no GGUF output it is refused before any work, not
 ignored. Every file and directory is staged and renamed into place (`runtime.files`), so an
 existing export is replaced whole or not at all.
+The checkpoint is checked first (`loading.load_verified`: CRC32s, names, shapes, finite
+values), a killed export's temp files in `--output` are removed, and a `tokenizer/` that other
+exports in `--output` still need is never replaced by another model's tokenizer.
 This module is the command only: the .pt/safetensors format is `artifacts.exported`, the HF
 directory `export.hf`, GGUF `export.gguf`, the Modelfile `export.ollama`; the model is loaded
 as `chat` loads it.
@@ -25,11 +28,12 @@ from typing import Any, Literal, cast, get_args
 import torch
 
 from aethermind.artifacts.exported import ExportError, ExportMeta, save_pytorch, save_safetensors
-from aethermind.artifacts.loading import LoadError, add_model_args, load_model
+from aethermind.artifacts.loading import LoadError, add_model_args, load_verified
 from aethermind.export.gguf import DEFAULT_GGUF_DTYPE, GGUF_DTYPES, GgufDtype, write_gguf
 from aethermind.export.hf import write_hf_dir
 from aethermind.export.ollama import MODELFILE, write_modelfile
-from aethermind.runtime.files import staged_path
+from aethermind.runtime.files import remove_stale_temp_files, staged_path
+from aethermind.text.tokenizer import Forge1Tokenizer
 
 Format = Literal["pytorch", "safetensors", "hf", "gguf", "ollama"]
 FORMATS: tuple[Format, ...] = get_args(Format)
@@ -85,11 +89,14 @@ def export_model(model_path: str | Path, variant: str | None = None,
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise ExportError(f"--output {output} is a file: pass a directory")
-    model, tok = load_model(model_path, variant, tokenizer, device, torch_dtype=torch.float32)
+    model, tok = load_verified(model_path, variant, tokenizer, device,
+                               torch_dtype=torch.float32)
     meta = ExportMeta.of(model, tok)
     paths = output_paths(output, variant or meta.variant, weight_type)
+    remove_stale_temp_files(output)  # what a killed export left, whatever it was writing
     written: list[Path] = []
     if {"pytorch", "safetensors"} & set(formats):
+        _check_shared_tokenizer(paths, formats, tok)
         with staged_path(paths["tokenizer"]) as tmp:
             tok.save(tmp)
         written.append(paths["tokenizer"])
@@ -113,6 +120,29 @@ def export_model(model_path: str | Path, variant: str | None = None,
             write_modelfile(tmp, paths["gguf"], model.config)
         written.append(paths["ollama"])
     return written
+
+
+def _check_shared_tokenizer(paths: dict[str, Path], formats: Sequence[Format],
+                            tok: Any) -> None:
+    """The .pt and .safetensors exports of one --output share its `tokenizer/`: refuse to
+    replace it with another tokenizer while exports this run does not rewrite still need the
+    old one (they would load with the wrong tokenizer; the loader now refuses them)."""
+    existing = paths["tokenizer"] / "tokenizer.json"
+    if not existing.is_file():
+        return
+    try:
+        old = Forge1Tokenizer(paths["tokenizer"]).fingerprint()
+    except ValueError:  # a damaged tokenizer/ binds nothing: replacing it loses nothing
+        return
+    if old == tok.fingerprint():
+        return
+    ours = {paths[f] for f in formats if f in ("pytorch", "safetensors")}
+    others = sorted(p.name for p in paths["tokenizer"].parent.glob("forge1_*")
+                    if p.suffix in (".pt", ".safetensors") and p not in ours)
+    if others:
+        raise ExportError(f"{paths['tokenizer'].parent} holds {', '.join(others)}, made with "
+                          f"another tokenizer ({old}) that this export would replace: pass "
+                          "another --output for this model")
 
 
 def build_parser() -> argparse.ArgumentParser:

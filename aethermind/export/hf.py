@@ -19,16 +19,22 @@ import json
 from pathlib import Path
 from typing import Any
 
+import safetensors
 import safetensors.torch
 import torch
 
-from aethermind.artifacts.exported import ExportError, ExportMeta, variant_of
+from aethermind.artifacts.exported import (
+    ExportError,
+    ExportMeta,
+    save_safetensors_file,
+    variant_of,
+)
 from aethermind.artifacts.layout import WEIGHTS_GLOB, final_dir, write_final
 from aethermind.inference.sampling import SamplingParams
 from aethermind.model.config import Forge1Config
-from aethermind.model.hf_convert import from_hf, to_hf
+from aethermind.model.hf_convert import from_hf, from_hf_config_dict, to_hf
 from aethermind.model.transformer import Forge1Model
-from aethermind.runtime.files import staged_path
+from aethermind.runtime.files import remove_stale_temp_files, staged_path
 from aethermind.text import chat_format as cf
 from aethermind.text.chat_template import HF_CHAT_TEMPLATE
 from aethermind.text.special_tokens import VISIBLE_TOKENS
@@ -81,7 +87,7 @@ def write_hf_dir(model: Forge1Model, tok: Forge1Tokenizer, meta: ExportMeta,
     hf_cfg = {**hf_cfg, **ids, "torch_dtype": "float32", "forge1": meta.to_strings()}
     directory.mkdir(parents=True, exist_ok=True)
     weights = {k: v.contiguous().float() for k, v in hf_sd.items()}
-    safetensors.torch.save_file(weights, str(directory / WEIGHTS), metadata={"format": "pt"})
+    save_safetensors_file(weights, directory / WEIGHTS, {"format": "pt"})
     files = {"config.json": _dump(hf_cfg),
              "generation_config.json": _dump({**ids, **generation_defaults()}),
              **tokenizer_files(tok, cfg.max_seq_len)}
@@ -101,7 +107,11 @@ def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
                           "model with save_pretrained(..., safe_serialization=True)")
     sd: dict[str, torch.Tensor] = {}
     for shard in shards:
-        sd.update(safetensors.torch.load_file(str(directory / shard)))
+        try:
+            sd.update(safetensors.torch.load_file(str(directory / shard)))
+        except (safetensors.SafetensorError, OSError) as err:  # empty, truncated, foreign
+            raise ExportError(f"{directory / shard}: not readable as safetensors ({err})"
+                              ) from None
     return {k: v.float() for k, v in sd.items()}
 
 
@@ -112,10 +122,22 @@ def read_hf_dir(directory: str | Path) -> tuple[dict[str, torch.Tensor], Forge1C
     config_file = directory / "config.json"
     if not config_file.is_file():
         raise ExportError(f"no config.json in {directory}: pass a Hugging Face model directory")
-    hf_cfg = json.loads(config_file.read_text(encoding="utf-8"))
+    try:
+        hf_cfg = json.loads(config_file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:  # empty, not JSON, not UTF-8
+        raise ExportError(f"{config_file} is not a JSON config ({err})") from None
+    if not isinstance(hf_cfg, dict):
+        raise ExportError(f"{config_file} holds a {type(hf_cfg).__name__}, not a config "
+                          "object")
     if hf_cfg.get("model_type") != "llama":
         raise ExportError(f"{config_file}: model_type {hf_cfg.get('model_type')!r}; only Llama "
                           "(LlamaForCausalLM) directories convert to Forge-1")
+    try:  # the config alone first: a bad one fails before gigabytes of weights are read
+        from_hf_config_dict(hf_cfg)
+    except KeyError as err:
+        raise ExportError(f"{config_file} lacks {err}") from None
+    except (ValueError, TypeError) as err:
+        raise ExportError(f"{config_file}: {err}") from None
     try:
         tok = Forge1Tokenizer(directory)
         sd, cfg = from_hf(_read_weights(directory), hf_cfg)
@@ -136,11 +158,20 @@ def read_hf_dir(directory: str | Path) -> tuple[dict[str, torch.Tensor], Forge1C
     return sd, cfg, tok
 
 
-def import_hf(directory: str | Path, output: str | Path) -> Path:
-    """Write `output/final_model/` (the layout `chat`, `evaluate` and `export` read), replacing
-    an existing one whole or not at all."""
+def import_hf(directory: str | Path, output: str | Path, *, overwrite: bool = False) -> Path:
+    """Write `output/final_model/` (the layout `chat`, `evaluate` and `export` read). An
+    existing one (a trained model, perhaps) is refused unless `overwrite`, then replaced whole
+    or not at all. Temp files a killed earlier writer left in `output` are removed first."""
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise ExportError(f"--output {output} is a file: pass a directory")
+    target = final_dir(output)
+    if target.exists() and not overwrite and (not target.is_dir() or any(target.iterdir())):
+        raise ExportError(f"--output {output} already holds a model ({target}): pass "
+                          "--overwrite to replace it, or another --output")
     sd, cfg, tok = read_hf_dir(directory)
-    with staged_path(final_dir(output)) as tmp:
+    remove_stale_temp_files(output)
+    with staged_path(target) as tmp:
         write_final(sd, cfg, tok, tmp, variant_of(cfg))
     return next(final_dir(output).glob(WEIGHTS_GLOB))
 
@@ -157,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", nargs="?", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.add_argument("--output", type=Path, default=Path("outputs") / "imported",
                    help="writes OUTPUT/final_model/ (default: outputs/imported)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a model already in OUTPUT/final_model/ (refused without it)")
     return p
 
 
@@ -166,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.model is None:
         p.error("the following arguments are required: --model")
     try:
-        path = import_hf(Path(args.model), args.output)
+        path = import_hf(Path(args.model), args.output, overwrite=args.overwrite)
     except ExportError as err:
         p.exit(2, f"error: {err}\n")
     except OSError as err:

@@ -29,10 +29,13 @@ from aethermind.inference.thinking import answer
 from aethermind.runtime.dist import plain_warnings
 from aethermind.runtime.files import atomic_text
 from aethermind.text import chat_format as cf
+from aethermind.text.terminal import terminal_safe
+from aethermind.text.tokenizer import replace_surrogates
 
 COMMANDS = {
     "/think": "toggle showing the thinking block",
-    "/save [PATH]": "save the conversation as JSON (default <output folder>/chats/)",
+    "/save [PATH]": "save the conversation as JSON (default <output folder>/chats/; never "
+                    "replaces a file)",
     "/clear": "clear the conversation history",
     "/help": "show these commands",
     "/quit": "leave the chat (also /exit, Ctrl-D or Ctrl-C)",
@@ -51,11 +54,23 @@ def default_save_dir(model_path: str | Path) -> Path:
     return run_folder(model_path) / "chats"
 
 
+def free_name(path: Path) -> Path:
+    """`path`, or `<stem>-2<suffix>`, `-3`, ... : the first name not taken."""
+    candidate, n = path, 2
+    while candidate.exists() or candidate.is_symlink():
+        candidate, n = path.with_name(f"{path.stem}-{n}{path.suffix}"), n + 1
+    return candidate
+
+
 def save_conversation(state: ChatState, path: Path, model_path: str) -> Path:
     """Write the conversation as JSON (system prompt, turns with thinking) atomically and return
-    the path. An existing folder gets a `chat_<time>.json` inside it."""
+    the path. An existing folder gets a new `chat_<time>.json` inside it. An existing file (the
+    checkpoint being chatted with, say) is never replaced: FileExistsError names a free name."""
     if path.is_dir():
-        path = path / f"chat_{time.strftime('%Y%m%d_%H%M%S')}.json"
+        path = free_name(path / f"chat_{time.strftime('%Y%m%d_%H%M%S')}.json")
+    elif path.exists() or path.is_symlink():
+        raise FileExistsError(errno.EEXIST, f"{path} exists and /save never replaces a file; "
+                                            f"try /save {free_name(path)}")
     for parent in path.parents:  # name a file in the way instead of mkdir's "File exists"
         if parent.exists():
             if not parent.is_dir():
@@ -67,7 +82,8 @@ def save_conversation(state: ChatState, path: Path, model_path: str) -> Path:
 
 
 class _Printer:
-    """Streams one reply: dim thinking (when shown), then `Forge-1: ` and the answer."""
+    """Streams one reply: dim thinking (when shown), then `Forge-1: ` and the answer. Model
+    text goes through `terminal_safe` (the terminal must not run what the model emits)."""
 
     def __init__(self, console: Console, show_thinking: bool) -> None:
         self.console, self.show = console, show_thinking
@@ -84,14 +100,14 @@ class _Printer:
                 self.in_thinking = True
                 self._out("thinking: " if self.show else "(thinking...)\n", "dim italic")
             if self.show:
-                self._out(text, "dim")
+                self._out(terminal_safe(text), "dim")
             return
         if not self.in_answer:
             self.in_answer = True
             if self.in_thinking and self.show:
                 self._out("\n")
             self._out("Forge-1: ", "bold cyan")
-        self._out(text)
+        self._out(terminal_safe(text))
 
     def end(self) -> None:
         if not self.in_answer:
@@ -115,9 +131,13 @@ def _command(line: str, state: ChatState, console: Console, model_path: str) -> 
         console.print("history cleared")
     elif cmd == "/save":
         path = Path(arg.strip()) if arg.strip() else \
-            default_save_dir(model_path) / f"chat_{time.strftime('%Y%m%d_%H%M%S')}.json"
+            free_name(default_save_dir(model_path) / f"chat_{time.strftime('%Y%m%d_%H%M%S')}.json")
         try:
             saved = save_conversation(state, path, model_path)
+        except FileExistsError as err:
+            console.print(f"not saved: {err.strerror}", style="red", markup=False,
+                          highlight=False, soft_wrap=True)
+            return True
         except OSError as err:  # a file in the way, read-only, full: the chat goes on
             console.print(f"cannot save to {path}: {err.strerror or err}; the conversation is "
                           "kept, try /save with another path", style="red", markup=False,
@@ -178,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(sys.stdin, "reconfigure"):  # undecodable input bytes become U+FFFD, not a crash
         sys.stdin.reconfigure(errors="replace")
     console = Console(highlight=False)
-    state = ChatState(show_thinking=args.show_thinking, system=args.system)
+    state = ChatState(show_thinking=args.show_thinking, system=replace_surrogates(args.system))
     device = next(model.parameters()).device
     # The vocabulary explains the size: tiny is 1.0M with the demo's fitted one, 2.8M with 16,384.
     console.print(f"Forge-1 chat ({model.num_parameters() / 1e6:.1f}M parameters: "
@@ -188,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     engine = Engine(model, max_batch_size=1)  # prepacks and allocates once, not every turn
     while True:
         try:
-            line = console.input("[bold green]You:[/bold green] ").strip()
+            # A lone surrogate (undecodable bytes) could not be saved as JSON: U+FFFD instead.
+            line = replace_surrogates(console.input("[bold green]You:[/bold green] ")).strip()
         except (EOFError, KeyboardInterrupt):
             console.print("\nbye")
             return 0

@@ -14,9 +14,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
+
+# What torch's manual_seed takes (a negative seed wraps around): the one check of every seed a
+# user gives (SamplingParams here, TrainConfig); beyond it torch raises an overflow error late,
+# after the model loaded. It lives in this leaf so every edge can import it.
+SEED_RANGE = (-(2**63), 2**64 - 1)
 
 
 @dataclass(kw_only=True)
@@ -31,6 +37,13 @@ class SamplingParams:
     seed: int | None = None  # seeds the explicit torch.Generator; None = fresh entropy
 
     def __post_init__(self) -> None:
+        for name in ("temperature", "top_p", "repetition_penalty"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name}={value}: must be a finite number")
+        if self.seed is not None and not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
+            raise ValueError(f"seed={self.seed}: must fit in 64 bits "
+                             f"({SEED_RANGE[0]}..{SEED_RANGE[1]})")
         if self.max_new_tokens < 0:
             raise ValueError(f"max_new_tokens={self.max_new_tokens}: must be >= 0")
         if self.temperature < 0:

@@ -10,6 +10,7 @@ construction. `validate()` runs in `__post_init__` and again whenever a model is
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -56,8 +57,9 @@ class Forge1Config:
                 raise ValueError(f"Forge1Config.{name}={value!r}: must be a positive integer")
         for name in ("rope_theta", "norm_eps", "init_std"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"Forge1Config.{name}={value!r}: must be a positive number")
+            if not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ValueError(f"Forge1Config.{name}={value!r}: must be a positive finite "
+                                 "number")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"Forge1Config.dropout={self.dropout!r}: must be in [0, 1)")
         if self.dim % self.n_heads:

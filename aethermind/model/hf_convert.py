@@ -50,15 +50,46 @@ def to_hf_config_dict(cfg: Forge1Config) -> dict[str, Any]:
     }
 
 
+def rope_context(rope: dict[str, Any], max_positions: int) -> int:
+    """The context length at which `rope` (an HF `rope_scaling`/`rope_parameters` dict) is
+    exactly Forge-1's plain RoPE; raises ValueError for a scaling Forge-1 cannot represent.
+
+    Legacy configs spell the kind "type", newer ones "rope_type". A `factor` of 1 makes linear,
+    yarn (without an attention_factor) and llama3 scaling the identity. Dynamic NTK only
+    changes the frequencies for sequences longer than the original context, so capping the
+    context there is exact. Every other case would silently give other attention than the
+    model was trained with.
+    """
+    if not isinstance(rope, dict):
+        raise ValueError(f"HF config rope_scaling={rope!r}: expected a dict or null")
+    kind = rope.get("rope_type", rope.get("type")) or "default"
+    if kind == "default":
+        return max_positions
+    factor = rope.get("factor", 1.0)
+    if not isinstance(factor, (int, float)) or isinstance(factor, bool) or factor < 1:
+        raise ValueError(f"HF config rope_scaling factor={factor!r}: must be a number >= 1")
+    if kind == "dynamic":
+        return min(max_positions, rope.get("original_max_position_embeddings") or max_positions)
+    # yarn's attention_factor scales the rotary tables even at factor 1.
+    if kind in ("linear", "yarn", "llama3") and factor == 1 \
+            and rope.get("attention_factor") in (None, 1, 1.0):
+        return max_positions
+    raise ValueError(f"HF config rope_scaling {kind!r} with factor {factor}: Forge-1 has only "
+                     "plain RoPE and cannot run this model as trained")
+
+
 def from_hf_config_dict(hf: dict[str, Any]) -> Forge1Config:
     """A Forge1Config from a LlamaConfig dict; refuses features Forge-1 does not have."""
     for key, ok in (("attention_bias", False), ("mlp_bias", False), ("hidden_act", "silu")):
         if hf.get(key, ok) != ok:
             raise ValueError(f"HF config {key}={hf[key]!r}: Forge-1 supports only {ok!r}")
-    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
-    if rope.get("rope_type", "default") not in ("default", None):
-        raise ValueError(f"HF config rope_type={rope['rope_type']!r}: only default RoPE is "
-                         "supported")
+    # Newer configs say rope_parameters, older ones rope_scaling; one may hold a scaling
+    # while the other is the plain default, so each present one is checked.
+    max_len = hf.get("max_position_embeddings", 2048)
+    for key in ("rope_scaling", "rope_parameters"):
+        if hf.get(key) is not None:
+            max_len = rope_context(hf[key], max_len)
+    rope = hf.get("rope_parameters") or {}
     heads = hf["num_attention_heads"]
     head_dim = hf.get("head_dim") or hf["hidden_size"] // heads
     if head_dim * heads != hf["hidden_size"]:
@@ -68,7 +99,7 @@ def from_hf_config_dict(hf: dict[str, Any]) -> Forge1Config:
     return Forge1Config(
         vocab_size=hf["vocab_size"], dim=hf["hidden_size"], n_layers=hf["num_hidden_layers"],
         n_heads=heads, n_kv_heads=hf.get("num_key_value_heads") or heads,
-        ffn_dim=hf["intermediate_size"], max_seq_len=hf.get("max_position_embeddings", 2048),
+        ffn_dim=hf["intermediate_size"], max_seq_len=max_len,
         rope_theta=float(theta), norm_eps=hf.get("rms_norm_eps", 1e-6),
         init_std=hf.get("initializer_range", 0.02),
         tie_embeddings=hf.get("tie_word_embeddings", False))

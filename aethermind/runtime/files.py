@@ -7,6 +7,9 @@ the same folder (a rename only stays atomic within one file system); a directory
 replaced is first moved aside to `.<name>.old<pid>`, because POSIX cannot rename a directory
 over a non-empty one. Leftovers of a dead process (the pid in the name no longer runs) are
 cleaned by `remove_stale_temp_files`, which `staged_path` runs for its own target first.
+Libraries that fail a write without an OSError (torch.save, safetensors raise RuntimeError on
+a full disk) are wrapped in `writer_errors`, so every command's `except OSError` gives one line
+that names the disk (`write_failure`).
 A leaf: it imports nothing from aethermind and not torch at module level (the torch-free data
 packing workers write through it).
 Usage: `atomic_text("hello\\n", Path("out/a.txt"))`; `with staged_path(out_dir) as tmp: ...`.
@@ -14,6 +17,7 @@ Usage: `atomic_text("hello\\n", Path("out/a.txt"))`; `with staged_path(out_dir) 
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import shutil
@@ -23,6 +27,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 StageKind = Literal["tmp", "old"]
+LOW_SPACE = 64 * 2**20  # a failed write with less free than this is reported as a full disk
 _KINDS: tuple[StageKind, ...] = ("tmp", "old")
 
 
@@ -147,6 +152,42 @@ def staged_path(final: str | Path) -> Iterator[Path]:
         remove(tmp)
 
 
+def _mount_point(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() or not os.path.ismount(path):
+        if path.parent == path:
+            break
+        path = path.parent
+    return path
+
+
+def write_failure(path: str | Path, err: BaseException) -> OSError:
+    """An OSError for a writer that failed without one: torch.save and safetensors raise
+    RuntimeError / SafetensorError when the disk fills, which the commands' `except OSError`
+    would miss (a traceback). It names the disk and what is free on it."""
+    path = Path(path)
+    mount = _mount_point(path.parent)
+    try:
+        free = shutil.disk_usage(mount).free
+    except OSError:
+        free = -1
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    if 0 <= free < LOW_SPACE:
+        return OSError(errno.ENOSPC, f"no space left on the disk mounted at {mount} "
+                                     f"({free / 1e6:.1f} MB free) while writing {path.name}")
+    return OSError(errno.EIO, f"writing {path.name} failed ({first}); the disk mounted at "
+                              f"{mount} has {free / 1e6:.0f} MB free")
+
+
+@contextmanager
+def writer_errors(path: str | Path, *types: type[BaseException]) -> Iterator[None]:
+    """Re-raise a library writer's own error `types` as `write_failure`'s OSError."""
+    try:
+        yield
+    except types as err:
+        raise write_failure(path, err) from None
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
     """Call `write(binary_file)` on a staged file and rename it over `path`; returns `path`."""
     path = Path(path)
@@ -164,4 +205,5 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     """`torch.save(obj)` to `path` atomically."""
     import torch  # here, not at the top: the torch-free packing workers import this module
 
-    return atomic_write(path, lambda f: torch.save(obj, f))
+    with writer_errors(path, RuntimeError):  # torch's zip writer: RuntimeError on a full disk
+        return atomic_write(path, lambda f: torch.save(obj, f))

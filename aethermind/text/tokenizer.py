@@ -2,7 +2,9 @@
 
 Special tokens take ids 0-11 and are atomic. `encode()` treats its input as plain text, so a
 literal "<|user|>" typed by a user stays ordinary bytes; only `encode(..., allow_special=True)`
-(used on already-trusted template text) maps those strings to special ids. The saved
+(used on already-trusted template text) maps those strings to special ids. A lone surrogate
+(what Python makes of undecodable input bytes, e.g. in argv) cannot be UTF-8: `encode` reads
+it as U+FFFD (`replace_surrogates`), as undecodable stdin is read. The saved
 `tokenizer.json` also loads in `transformers.PreTrainedTokenizerFast`; `export_json()` is the
 variant written for outside tools (think tags not special, see `special_tokens.VISIBLE_TOKENS`),
 and loading that variant back restores all 12 as special. A leaf module: it knows
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -25,6 +28,12 @@ from aethermind.text.special_tokens import SPECIAL_TOKENS, VISIBLE_TOKENS
 
 DEFAULT_TOKENIZER = Path(__file__).parents[1] / "assets" / "tokenizer"
 MIN_VOCAB = len(SPECIAL_TOKENS) + 256 + 32  # specials + byte alphabet + a few merges
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def replace_surrogates(text: str) -> str:
+    """`text` with each lone surrogate replaced by U+FFFD, so it can be encoded as UTF-8."""
+    return _SURROGATE.sub("\ufffd", text)
 
 
 class Forge1Tokenizer:
@@ -108,10 +117,11 @@ class Forge1Tokenizer:
     # --- encode / decode ------------------------------------------------------------------------
     def encode(self, text: str, allow_special: bool = False) -> list[int]:
         tok = self._tok if allow_special else self._plain
-        return tok.encode(text, add_special_tokens=False).ids
+        return tok.encode(replace_surrogates(text), add_special_tokens=False).ids
 
     def encode_batch(self, texts: list[str], allow_special: bool = False) -> list[list[int]]:
         tok = self._tok if allow_special else self._plain
+        texts = [replace_surrogates(t) for t in texts]
         return [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
 
     def decode(self, ids: Iterable[int], skip_special: bool = False) -> str:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 
 from aethermind.data.pack import LAYOUTS, Layout
+from aethermind.inference.sampling import SEED_RANGE
 from aethermind.model.attention import Backend as AttentionBackend
 from aethermind.model.config import VARIANTS
 
@@ -105,6 +106,8 @@ class TrainConfig:
         for name in ("min_lr_ratio", "warmup_ratio", "beta1", "beta2"):
             if not 0 <= getattr(self, name) <= 1:
                 _fail(name, getattr(self, name), "a number in [0, 1]")
+        if not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1] - 1024:  # + rank in seed_everything
+            _fail("seed", self.seed, f"an integer in {SEED_RANGE[0]}..{SEED_RANGE[1] - 1024}")
         if self.variant is not None and self.variant not in VARIANTS:
             _fail("variant", self.variant, "one of " + ", ".join(VARIANTS))
         if self.fsdp and self.optimizer == "muon":

@@ -60,16 +60,29 @@ def model_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
 
 def load_model_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                      state: dict[str, Any], fsdp: bool) -> None:
-    """The inverse of `model_state`: full state dicts back into a (possibly sharded) run."""
+    """The inverse of `model_state`: full state dicts back into a (possibly sharded) run.
+
+    Only the optimizer's moments and step counts come from the checkpoint: its hyperparameters
+    (weight decay, betas, eps, ...) stay the ones this run's config built it with, because
+    torch's `load_state_dict` would put the saved ones back while the new checkpoint's config
+    shows the new ones (issue 22)."""
+    hyper = [{k: v for k, v in group.items() if k != "params"}
+             for group in optimizer.param_groups]
     if fsdp:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
         set_state_dict(model, optimizer, model_state_dict=state["model"],
                        optim_state_dict=state["optimizer"],
                        options=StateDictOptions(full_state_dict=True))
-        return
-    dist.unwrap(model).load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    else:
+        dist.unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    changed = sorted({k for group, h in zip(optimizer.param_groups, hyper, strict=True)
+                      for k in h if k != "lr" and group.get(k) != h[k]})
+    for group, h in zip(optimizer.param_groups, hyper, strict=True):
+        group.update(h)  # in place: MuonAdamW's AdamW half shares these dicts
+    if changed:
+        dist.log0("resume: optimizer %s from the config, not the checkpoint", ", ".join(changed))
 
 
 def claim_checkpoint_dir(ckpt_dir: Path, resume: bool, overwrite: bool) -> None:
