@@ -43,7 +43,7 @@ def _commands(modelfile: Path) -> list[tuple[str, str]]:
 
 def test_modelfile_sits_beside_the_gguf_it_names(exported):
     gguf, modelfile = exported
-    assert (gguf.name, modelfile.name) == ("forge1_custom-f32.gguf", "Modelfile")
+    assert (gguf.name, modelfile.name) == ("forge1_custom-f32.gguf", "forge1_custom.Modelfile")
     assert gguf.parent == modelfile.parent
     assert _commands(modelfile)[0] == ("FROM", "./forge1_custom-f32.gguf")
 
@@ -57,7 +57,8 @@ def test_modelfile_parameters_are_our_stops_context_and_sampling(exported):
     d = SamplingParams()
     assert params.pop("stop") == list(cf.STOP_TOKENS)
     assert params == {"num_ctx": ["128"], "temperature": [str(d.temperature)],
-                      "top_p": [str(d.top_p)], "top_k": ["0"], "repeat_penalty": ["1"]}
+                      "top_p": [str(d.top_p)], "top_k": ["0"], "repeat_penalty": ["1"],
+                      "num_predict": [str(d.max_new_tokens)]}
     assert d.repetition_penalty == 1 and d.top_k is None  # what "1" and "0" (off) stand for
 
 
@@ -77,9 +78,9 @@ def test_format_all_writes_every_gguf_type_and_the_modelfile_uses_dtype(export_r
                  "--output", str(tmp_path)]) == 0
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == sorted(["forge1_custom.pt", "forge1_custom.safetensors", "tokenizer",
-                            "forge1_custom_hf", "Modelfile",
+                            "forge1_custom_hf", "forge1_custom.Modelfile",
                             *(f"forge1_custom-{t}.gguf" for t in GGUF_DTYPES)])
-    assert ("FROM", "./forge1_custom-q8_0.gguf") in _commands(tmp_path / "Modelfile")
+    assert ("FROM", "./forge1_custom-q8_0.gguf") in _commands(tmp_path / "forge1_custom.Modelfile")
     assert capsys.readouterr().out.count("wrote ") == len(names)
 
 

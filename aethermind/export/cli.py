@@ -4,8 +4,9 @@
 writes the guide's defaults, `outputs/exports/forge1_nano.pt`, `forge1_nano.safetensors` and
 `tokenizer/`; `--format hf` adds `forge1_nano_hf/` (loads in `transformers`), `--format gguf
 --dtype f16` adds `forge1_nano-f16.gguf` (llama.cpp, LM Studio), `--format ollama` that GGUF
-plus a `Modelfile` beside it (`ollama create`); `--format all` writes every format and every
-GGUF weight type, the Modelfile using the `--dtype` one. `--dtype` is the GGUF weight type
+plus `forge1_nano.Modelfile` beside it (`ollama create -f`; one per variant, so models of two
+sizes in one folder keep their own); `--format all` writes every format and every GGUF weight
+type, the Modelfile using the `--dtype` one. `--dtype` is the GGUF weight type
 (default f16) and nothing else: with no GGUF output it is refused before any work, not
 ignored. Every file and directory is staged and renamed into place (`runtime.files`), so an
 existing export is replaced whole or not at all.
@@ -31,7 +32,7 @@ from aethermind.artifacts.exported import ExportError, ExportMeta, save_pytorch,
 from aethermind.artifacts.loading import LoadError, add_model_args, load_verified
 from aethermind.export.gguf import DEFAULT_GGUF_DTYPE, GGUF_DTYPES, GgufDtype, write_gguf
 from aethermind.export.hf import write_hf_dir
-from aethermind.export.ollama import MODELFILE, write_modelfile
+from aethermind.export.ollama import write_modelfile
 from aethermind.runtime.files import remove_stale_temp_files, staged_path
 from aethermind.text.tokenizer import Forge1Tokenizer
 
@@ -54,7 +55,7 @@ def output_paths(output: Path, variant: str, gguf_dtype: GgufDtype = DEFAULT_GGU
             "tokenizer": output / "tokenizer",
             "hf": output / f"forge1_{variant}_hf",
             "gguf": output / f"forge1_{variant}-{gguf_dtype}.gguf",
-            "ollama": output / MODELFILE}
+            "ollama": output / f"forge1_{variant}.Modelfile"}
 
 
 def resolve_gguf_dtype(formats: Sequence[str], gguf_dtype: str | None) -> GgufDtype:
@@ -117,7 +118,7 @@ def export_model(model_path: str | Path, variant: str | None = None,
             written.append(path)
     if "ollama" in formats:
         with staged_path(paths["ollama"]) as tmp:
-            write_modelfile(tmp, paths["gguf"], model.config)
+            write_modelfile(tmp, paths["gguf"], model.config, paths["ollama"].name)
         written.append(paths["ollama"])
     return written
 

@@ -26,7 +26,8 @@ message (`make test-interop` renders it with Go's text/template and compares):
   `/api/generate` with `raw: true` bypasses templates and so this protection.
 PARAMETERs: a stop for each `STOP_TOKENS` entry, num_ctx = the model's context, and sampling
 from `SamplingParams` (Ollama's own defaults differ: top_k 40, repeat_penalty 1.1).
-Usage: `write_modelfile(Path("out/Modelfile"), Path("out/forge1_nano-f16.gguf"), cfg)`.
+Usage: `write_modelfile(Path("out/forge1_nano.Modelfile"), Path("out/forge1_nano-f16.gguf"), cfg)`
+(one Modelfile per variant, so a nano and a mini exported into one folder keep their own).
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from aethermind.inference.sampling import SamplingParams
 from aethermind.model.config import Forge1Config
 from aethermind.text import chat_format as cf
 
-MODELFILE = "Modelfile"
 # Byte counts `clean` copies at once when they hold no '<' (the big step asks `html`, which also
 # escapes quotes, '&' and '>'; the small one compares each byte). Each step is one nested
 # template call and Go stops at a depth of 100,000: big steps keep long messages renderable.
@@ -115,8 +115,9 @@ def _number(value: float) -> str:
     return f"{value:g}"
 
 
-def modelfile(gguf: str, cfg: Forge1Config) -> str:
-    """The Modelfile text; `gguf` is the FROM path as written (relative to the Modelfile)."""
+def modelfile(gguf: str, cfg: Forge1Config, name: str = "Modelfile") -> str:
+    """The Modelfile text; `gguf` is the FROM path as written (relative to the Modelfile),
+    `name` the Modelfile's own file name (for the usage line)."""
     template = go_template()
     # The parser ends a """ block at the first """ and drops non-printable runes.
     assert '"""' not in template and template.isascii(), "TEMPLATE must survive the parser"
@@ -124,10 +125,11 @@ def modelfile(gguf: str, cfg: Forge1Config) -> str:
     params = [("num_ctx", str(cfg.max_seq_len)), ("temperature", _number(d.temperature)),
               ("top_p", _number(1.0 if d.top_p is None else d.top_p)),
               ("top_k", str(d.top_k or 0)),  # 0 = off in Ollama as in our sampler
-              ("repeat_penalty", _number(d.repetition_penalty))]
+              ("repeat_penalty", _number(d.repetition_penalty)),
+              ("num_predict", str(d.max_new_tokens))]  # Ollama's own default: no limit
     lines = [
         "# Forge-1 for Ollama, written by `aethermind export --format ollama`:",
-        f"#   ollama create forge1 -f {MODELFILE} && ollama run forge1",
+        f"#   ollama create forge1 -f {name} && ollama run forge1",
         "# `ollama run forge1 --think=false` answers directly; --hidethinking hides thinking.",
         f"FROM {gguf}",
         f'TEMPLATE """{template}"""',
@@ -137,9 +139,10 @@ def modelfile(gguf: str, cfg: Forge1Config) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_modelfile(path: Path, gguf: Path, cfg: Forge1Config) -> Path:
+def write_modelfile(path: Path, gguf: Path, cfg: Forge1Config, name: str = "Modelfile"
+                    ) -> Path:
     """Write the Modelfile to `path` (the caller stages it); FROM names `gguf` beside it."""
     if gguf.parent.resolve() != path.parent.resolve():
         raise ValueError(f"{gguf} must be in the Modelfile's folder {path.parent}")
-    path.write_text(modelfile(f"./{gguf.name}", cfg), encoding="utf-8")
+    path.write_text(modelfile(f"./{gguf.name}", cfg, name), encoding="utf-8")
     return path
