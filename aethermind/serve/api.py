@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from aethermind.inference.sampling import SamplingParams
+from aethermind.inference.sampling import SamplingParams, SamplingValueError
 from aethermind.inference.thinking import OutputRouter
 from aethermind.text import chat_format as cf
 
@@ -236,9 +236,12 @@ def parse_request(raw: Any, tokenizer: Any, *, max_seq_len: int, model_id: str
     conv, user_message = build_conversation(body.messages)
     ids = cf.encode_prompt(conv, user_message, tokenizer, think=think)
     budget = _max_tokens(body, len(ids), max_seq_len)
-    params = SamplingParams(max_new_tokens=budget, temperature=body.temperature,
-                            top_k=body.top_k or None, top_p=body.top_p, seed=body.seed,
-                            repetition_penalty=body.repetition_penalty)
+    try:  # SamplingParams owns the rules pydantic cannot say (finite, a 64-bit seed)
+        params = SamplingParams(max_new_tokens=budget, temperature=body.temperature,
+                                top_k=body.top_k or None, top_p=body.top_p, seed=body.seed,
+                                repetition_penalty=body.repetition_penalty)
+    except SamplingValueError as err:
+        raise APIError(400, str(err), param=err.field) from None
     stop_ids = () if body.ignore_eos else tuple(cf.stop_ids(tokenizer))
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return ChatRequest(ids, params, stop_ids, tuple(stops), think, body.stream, include_usage,

@@ -4,7 +4,11 @@ Endpoints: `POST /v1/chat/completions` (plain JSON or server-sent events ending 
 `GET /v1/models`, `GET /health`, and the web chat at `/` (one static page, no build step, works
 offline). Concurrent requests share one continuous-batching decode loop (`serve/scheduler.py`);
 the protocol and text decoding are in `serve/api.py`. Binds to 127.0.0.1 unless told otherwise;
-`--api-key` (or AETHERMIND_API_KEY) makes /v1/* require `Authorization: Bearer KEY`.
+`--api-key` (or AETHERMIND_API_KEY) makes /v1/* require `Authorization: Bearer KEY`. Every request
+first passes `serve/guard.py` (Host and Origin checks against web pages, JSON content type, the
+`--max-body-bytes` limit; `--allow-origin` opens CORS to named sites). JSON decoding, template
+rendering and tokenising run on a small thread pool, so a large request never stalls the event
+loop that streams everyone's tokens.
 Usage: `aethermind serve --model outputs/final_model --port 8000`, then any OpenAI client with
 `base_url="http://127.0.0.1:8000/v1"`.
 """
@@ -19,7 +23,8 @@ import os
 import secrets
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any
 
@@ -29,7 +34,12 @@ from aethermind.serve.scheduler import EngineFailure, Scheduler
 
 API_KEY_ENV = "AETHERMIND_API_KEY"
 DEFAULT_HOST, DEFAULT_PORT, DEFAULT_BATCH = "127.0.0.1", 8000, 8
+DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB: far more text than any Forge-1 context holds
+# Request parsing threads: tokenizers releases the GIL, so two keep a core busy while the event
+# loop goes on; more would only queue heavy requests behind each other sooner.
+PARSE_THREADS = 2
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+log = logging.getLogger(__name__)
 
 
 def web_page() -> str:
@@ -38,13 +48,25 @@ def web_page() -> str:
 
 
 class ServerState:
-    """What the handlers share: model id, tokenizer, context length, the scheduler, the key."""
+    """What the handlers share: model id, tokenizer, context length, the scheduler, the key,
+    the parsing threads, and what `guard.BrowserGuard` needs (bound host, origins, size)."""
 
     def __init__(self, model: Any, tokenizer: Any, *, model_id: str, api_key: str | None,
-                 max_batch_size: int = DEFAULT_BATCH) -> None:
+                 max_batch_size: int = DEFAULT_BATCH, host: str = DEFAULT_HOST,
+                 allow_origins: Sequence[str] = (),
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
         self.tokenizer, self.model_id, self.api_key = tokenizer, model_id, api_key
+        self.host, self.allow_origins, self.max_body_bytes = host, allow_origins, max_body_bytes
         self.max_seq_len = int(model.config.max_seq_len)
         self.scheduler = Scheduler(Engine(model, max_batch_size=max_batch_size))
+        self.parsers = ThreadPoolExecutor(PARSE_THREADS, thread_name_prefix="aethermind-parse")
+
+    def parse(self, body: bytes) -> Any:  # -> api.ChatRequest; runs on a parsing thread
+        from aethermind.serve.api import parse_request
+        from aethermind.serve.guard import decode_json
+
+        return parse_request(decode_json(body), self.tokenizer, max_seq_len=self.max_seq_len,
+                             model_id=self.model_id)
 
 
 def create_app(state: ServerState):  # -> fastapi.FastAPI (imported lazily: an optional extra)
@@ -54,6 +76,7 @@ def create_app(state: ServerState):  # -> fastapi.FastAPI (imported lazily: an o
     from starlette.exceptions import HTTPException
 
     from aethermind.serve.api import APIError  # pydantic, part of the same extra
+    from aethermind.serve.guard import BrowserGuard
 
     class EventStream(StreamingResponse):
         """Closes the event generator however the response ends, so a client that hangs up
@@ -72,9 +95,15 @@ def create_app(state: ServerState):  # -> fastapi.FastAPI (imported lazily: an o
             yield
         finally:
             state.scheduler.stop()
+            state.parsers.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="aethermind serve", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
+    # The key is the protection where there is one: only a key-less server checks Host (a
+    # keyed one may sit behind a proxy under any name).
+    app.add_middleware(BrowserGuard, allow_origins=state.allow_origins,
+                       check_host=state.api_key is None, bound_host=state.host,
+                       max_body_bytes=state.max_body_bytes)
 
     def error(err: APIError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
@@ -121,15 +150,9 @@ def create_app(state: ServerState):  # -> fastapi.FastAPI (imported lazily: an o
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
-        from aethermind.serve.api import parse_request
-
         check_key(request)
-        try:
-            raw = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise APIError(400, f"the request body is not valid JSON ({err})") from None
-        req = parse_request(raw, state.tokenizer, max_seq_len=state.max_seq_len,
-                            model_id=state.model_id)
+        body = await request.body()
+        req = await asyncio.get_running_loop().run_in_executor(state.parsers, state.parse, body)
         if req.stream:
             return EventStream(_sse(state, req), media_type="text/event-stream",
                                headers=SSE_HEADERS)
@@ -220,8 +243,12 @@ async def _sse(state: ServerState, req: Any) -> AsyncIterator[str]:
     try:
         async for part, text in _generate(state, req, decoder, counts):
             yield event(chunk_body(cid, req, created, piece_delta(part, text)))
-    except EngineFailure as err:
-        yield event({"error": {"message": str(err), "type": "server_error", "param": None,
+    except Exception as err:  # the stream ends with an error event, never cut short
+        if not isinstance(err, EngineFailure):  # expected failures are logged where they occur
+            log.exception("streamed generation failed")
+        message = str(err) if isinstance(err, EngineFailure) else \
+            f"generation failed: {type(err).__name__}"
+        yield event({"error": {"message": message, "type": "server_error", "param": None,
                                "code": None}})
         yield "data: [DONE]\n\n"
         return
@@ -246,7 +273,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="requests decoded together; more wait in a queue "
                    f"(default {DEFAULT_BATCH})")
     p.add_argument("--model-name", help="id clients use as `model` (default: checkpoint name)")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="let web pages from ORIGIN (e.g. https://app.example.org, or *) call "
+                   "the API from the browser (CORS); repeatable. Default: only the server's "
+                   "own page")
+    p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
+                   help=f"largest request body accepted (default {DEFAULT_MAX_BODY_BYTES:,}; "
+                   "bigger ones get 413)")
     return p
+
+
+def _check_origin(origin: str) -> str | None:
+    """Why `origin` can never match a browser's Origin header, or None if it can."""
+    if origin == "*":
+        return None
+    scheme, sep, rest = origin.partition("://")
+    if not sep or scheme not in ("http", "https") or not rest or "/" in rest.rstrip("/"):
+        return "give scheme://host[:port] as the browser sends it (or *), e.g. " \
+            "https://app.example.org"
+    return None
 
 
 def _is_loopback(host: str) -> bool:
@@ -281,6 +326,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--port {args.port}: must be between 0 and 65535")
     if args.max_batch_size < 1:
         parser.error(f"--max-batch-size {args.max_batch_size}: must be at least 1")
+    if args.max_body_bytes < 1:
+        parser.error(f"--max-body-bytes {args.max_body_bytes}: must be at least 1")
+    for origin in args.allow_origin:
+        if (why := _check_origin(origin)) is not None:
+            parser.error(f"--allow-origin {origin}: {why}")
     try:
         import uvicorn
     except ImportError:
@@ -292,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"error: {err}\n")
     model_id = args.model_name or find_checkpoint(args.model).stem
     state = ServerState(model, tok, model_id=model_id, api_key=args.api_key,
-                        max_batch_size=args.max_batch_size)
+                        max_batch_size=args.max_batch_size, host=args.host,
+                        allow_origins=args.allow_origin, max_body_bytes=args.max_body_bytes)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"serving {model_id} on http://{shown}:{port} (web chat at /, OpenAI API at /v1)",
