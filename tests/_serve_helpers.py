@@ -40,12 +40,13 @@ def random_checkpoint(out: Path, max_seq_len: int = 128, seed: int = 0) -> Path:
 
 
 @contextlib.contextmanager
-def running_server(ckpt: Path, *, api_key: str | None = None, max_batch_size: int = 8
-                   ) -> Iterator[tuple[str, ServerState]]:
-    """(base URL, state) of a uvicorn server serving `ckpt`, stopped on exit."""
+def running_server(ckpt: Path, *, api_key: str | None = None, max_batch_size: int = 8,
+                   **options) -> Iterator[tuple[str, ServerState]]:
+    """(base URL, state) of a uvicorn server serving `ckpt`, stopped on exit; `options` go to
+    `ServerState` (allow_origins, max_body_bytes)."""
     model, tok = load_model(ckpt)
     state = ServerState(model, tok, model_id=ckpt.stem, api_key=api_key,
-                        max_batch_size=max_batch_size)
+                        max_batch_size=max_batch_size, **options)
     sock = bind("127.0.0.1", 0)
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(create_app(state), log_level="warning",

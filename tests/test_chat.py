@@ -92,6 +92,16 @@ def test_streamed_answer_with_emoji_and_cjk_prints_whole(ckpt, tmp_path):
     child.expect(pexpect.EOF)
 
 
+def test_a_tiny_temperature_answers_as_greedy_and_the_chat_goes_on(ckpt, tmp_path):
+    """Issue 22: 1e-40 made sampling fail (NaN probabilities) and the chat crashed."""
+    child = _chat(ckpt, tmp_path, "--temperature", "1e-40")
+    assert "Forge-1: The answer is 4." in _say(child, "What is 2+2?")
+    second = _say(child, "Say hello in Japanese")
+    assert "Forge-1: " in second and "error" not in second
+    child.sendline("/quit")
+    child.expect(pexpect.EOF)
+
+
 @pytest.mark.parametrize("key", ["ctrl-d", "ctrl-c"])
 def test_ctrl_d_and_ctrl_c_end_cleanly(ckpt, key):
     child = _chat(ckpt)

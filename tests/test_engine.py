@@ -10,6 +10,7 @@ from _infer_helpers import make_tokenizer
 from aethermind.inference.engine import (
     REPLACEMENT_CHAR,
     Engine,
+    GenerationError,
     PromptTooLongError,
     TextStream,
     TokenEvent,
@@ -188,6 +189,45 @@ def test_each_sequence_keeps_its_own_params_and_seed_in_a_batch(model):
     batch = Engine(model, max_batch_size=2).generate_batch(prompts, params)
     assert [g.tokens for g in batch] == alone
     assert [len(g.tokens) for g in batch] == [12, 12, 7]
+
+
+def _poison(engine: Engine, victim: set[int]) -> None:
+    """NaN logits for the sequences in `victim` (what a broken model gives)."""
+    real = engine._sample
+
+    def sample(seqs, logits):
+        for i, seq in enumerate(seqs):
+            if seq.id in victim:
+                logits[i, 3] = float("nan")
+        return real(seqs, logits)
+
+    engine._sample = sample
+
+
+@pytest.mark.parametrize("victim_params", [greedy(12), SamplingParams(max_new_tokens=12)])
+def test_a_sequence_that_cannot_be_sampled_fails_alone(model, victim_params):
+    vocab = model.config.vocab_size
+    prompts = [_prompt(6, vocab, seed=1), _prompt(9, vocab, seed=2)]
+    params = greedy(12, repetition_penalty=5.0)
+    alone = Engine(model, max_batch_size=1).generate(prompts[0], params).tokens
+    engine = Engine(model, max_batch_size=2)
+    a, b = engine.add(prompts[0], params), engine.add(prompts[1], victim_params)
+    _poison(engine, {b})
+    events = _drain(engine)
+    assert _tokens(events[a]) == alone
+    assert events[b] == [TokenEvent(b, None, True, "error")]
+    assert not engine.has_work()
+
+
+def test_generate_and_stream_raise_for_unsampleable_scores_and_free_the_engine(model):
+    engine = Engine(model, max_batch_size=1)
+    prompt = _prompt(5, model.config.vocab_size)
+    _poison(engine, set(range(10)))
+    with pytest.raises(GenerationError, match="could not be sampled"):
+        engine.generate(prompt, greedy(4))
+    with pytest.raises(GenerationError):
+        list(engine.stream(prompt, greedy(4)))
+    assert not engine.has_work()
 
 
 def test_step_reports_one_event_per_advancing_sequence(model):

@@ -174,15 +174,15 @@ def test_demo_imports_only_the_train_entry_from_the_training_loop():
 
 # Imports that stay inside functions, each for its reason: optional extras (eval: lm_eval and
 # transformers; IPython, there only inside a notebook kernel; serve: fastapi,
-# starlette, uvicorn and the pydantic request models (api, completions); tensorboard;
-# jinja2, which transformers brings), modules that take seconds to load for one rare path
-# (datasets/pyarrow for a hub download, torch.distributed under FSDP), and torch in the file
-# helpers that the torch-free packing workers import.
+# starlette, uvicorn, the pydantic request models (api, completions) and guard, which raises
+# their errors; tensorboard; jinja2, which transformers brings), modules that take seconds to
+# load for one rare path (datasets/pyarrow for a hub download, torch.distributed under FSDP),
+# and torch in the file helpers that the torch-free packing workers import.
 LAZY_IMPORTS = {"lm_eval", "lm_eval.models.huggingface", "lm_eval.tasks", "transformers",
                 "IPython", "IPython.display",
                 "fastapi", "fastapi.responses", "starlette.exceptions", "uvicorn",
                 "aethermind.serve.api", "aethermind.serve.completions",
-                "torch.utils.tensorboard", "jinja2.exceptions",
+                "aethermind.serve.guard", "torch.utils.tensorboard", "jinja2.exceptions",
                 "jinja2.sandbox", "datasets", "pyarrow.parquet", "torch.distributed.fsdp",
                 "torch.distributed.checkpoint", "torch.distributed.checkpoint.state_dict",
                 ("aethermind.runtime.files", "torch")}

@@ -12,12 +12,15 @@ import torch
 from aethermind.evaluation import evaluate
 from aethermind.inference import chat
 from aethermind.inference.sampling import (
+    NO_TOKEN,
     SamplingParams,
+    SamplingValueError,
     add_sampling_args,
     apply_repetition_penalty,
     filter_logits,
     params_from_args,
     sample_next,
+    scale_logits,
 )
 
 
@@ -62,6 +65,59 @@ def test_top_p_keeps_the_smallest_nucleus():
     gen = torch.Generator().manual_seed(0)
     params = SamplingParams(temperature=1.0, top_p=0.7)
     assert {int(sample_next(logits, params, gen)) for _ in range(200)} == {1, 3}
+
+
+def _draws(logits: torch.Tensor, params: SamplingParams, n: int = 100) -> set[int]:
+    gen = torch.Generator().manual_seed(0)
+    return {int(sample_next(logits, params, gen)) for _ in range(n)}
+
+
+@pytest.mark.parametrize("temperature", [1e-40, 5e-324, 1e-300])
+def test_a_tiny_temperature_samples_the_top_tokens_only(temperature):
+    """The limit of softmax(logits / T) as T -> 0: uniform over the tied maxima (issue 22)."""
+    logits = torch.tensor([[1.0, 3.0, -2.0, 3.0, 2.999]])
+    assert _draws(logits, SamplingParams(temperature=temperature, top_p=None)) == {1, 3}
+    assert _draws(logits, SamplingParams(temperature=temperature, top_k=2)) == {1, 3}
+    nucleus = _draws(logits, SamplingParams(temperature=temperature, top_p=1e-300))
+    assert len(nucleus) == 1 and nucleus <= {1, 3}  # the nucleus: one top token
+
+
+def test_infinite_scores_from_an_extreme_penalty_sample_among_themselves():
+    logits = torch.tensor([[1.0, 3.0, -2.0, 0.5]])
+    seen = torch.tensor([[True, False, True, True]])  # 1/1e-300 and 0.5/1e-300: both +inf
+    params = SamplingParams(temperature=1.0, top_p=None, repetition_penalty=1e-300)
+    gen = torch.Generator().manual_seed(0)
+    drawn = {int(sample_next(logits, params, gen, seen)) for _ in range(100)}
+    assert drawn == {0, 3}
+
+
+def test_ordinary_temperatures_scale_bit_for_bit_as_a_plain_division():
+    logits = torch.randn(4, 300) * 20
+    for t in (0.05, 0.7, 1.0, 2.0):
+        assert torch.equal(scale_logits(logits, t), logits / t)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.7, 1e-40])
+def test_a_row_without_usable_scores_gets_no_token_and_leaves_the_others(temperature):
+    logits = torch.randn(3, 50)
+    logits[1, 7] = float("nan")
+    logits[2] = float("-inf")
+    gen = torch.Generator().manual_seed(0)
+    params = SamplingParams(temperature=temperature, top_k=5)
+    picked = sample_next(logits, params, gen).tolist()
+    assert picked[1] == picked[2] == NO_TOKEN and 0 <= picked[0] < 50
+    assert picked[0] == int(logits[0].argmax()) or temperature == 0.7
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("temperature", float("nan")), ("temperature", float("inf")), ("top_p", float("nan")),
+    ("repetition_penalty", float("inf")), ("repetition_penalty", float("nan")),
+    ("seed", 2**64), ("seed", -(2**63) - 1), ("seed", 10**30)])
+def test_non_finite_values_and_seeds_beyond_64_bits_are_refused_by_name(field, value):
+    with pytest.raises(SamplingValueError, match=f"^{field}=") as err:
+        SamplingParams(**{field: value})
+    assert err.value.field == field
+    SamplingParams(seed=2**64 - 1), SamplingParams(seed=-(2**63))  # the edges are fine
 
 
 def test_sampling_params_reject_bad_values():

@@ -68,7 +68,8 @@ def test_serve_command_serves_a_hugging_face_folder_under_its_name(ckpt, tmp_pat
         proc.communicate(timeout=30)
 
 
-@pytest.mark.parametrize("case", ["no checkpoint", "port taken", "bad port"])
+@pytest.mark.parametrize("case", ["no checkpoint", "port taken", "bad port", "bad origin",
+                                  "bad body limit"])
 def test_serve_command_errors_are_one_line(ckpt, tmp_path, capsys, monkeypatch, case):
     """In-process (the program's own start-up is the test above); a server that starts instead
     of refusing fails here at once rather than blocking the test."""
@@ -85,6 +86,10 @@ def test_serve_command_errors_are_one_line(ckpt, tmp_path, capsys, monkeypatch, 
     elif case == "port taken":
         held = bind("127.0.0.1", 0)
         args += ["--port", str(held.getsockname()[1])]
+    elif case == "bad origin":
+        args += ["--allow-origin", "app.example.org"]  # no scheme: no browser sends that
+    elif case == "bad body limit":
+        args += ["--max-body-bytes", "0"]
     else:
         args += ["--port", "70000"]
     try:
@@ -97,4 +102,5 @@ def test_serve_command_errors_are_one_line(ckpt, tmp_path, capsys, monkeypatch, 
     assert exit_.value.code == 2 and "Traceback" not in err
     message = err.strip().splitlines()[-1]
     assert {"no checkpoint": "checkpoint not found", "port taken": "cannot listen on",
-            "bad port": "--port 70000"}[case] in message
+            "bad port": "--port 70000", "bad origin": "--allow-origin app.example.org: give",
+            "bad body limit": "--max-body-bytes 0: must be at least 1"}[case] in message

@@ -23,7 +23,7 @@ from rich.console import Console
 
 from aethermind.artifacts.layout import run_folder
 from aethermind.artifacts.loading import LoadError, add_model_args, load_model
-from aethermind.inference.engine import Engine, PromptTooLongError
+from aethermind.inference.engine import Engine, GenerationError, PromptTooLongError
 from aethermind.inference.sampling import SamplingParams, add_sampling_args, params_from_args
 from aethermind.inference.thinking import answer
 from aethermind.runtime.dist import plain_warnings
@@ -162,8 +162,8 @@ def _reply(line: str, state: ChatState, engine: Any, tok: Any, params: SamplingP
     except KeyboardInterrupt:
         console.print("\n[interrupted: answer discarded]", style="dim", markup=False)
         return
-    except PromptTooLongError as err:
-        console.print(f"error: {err}", style="red", markup=False)
+    except (PromptTooLongError, GenerationError) as err:  # the conversation so far is kept
+        console.print(f"\nerror: {err}", style="red", markup=False)
         return
     printer.end()
     if r.dropped_turns:

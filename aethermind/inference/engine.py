@@ -11,7 +11,9 @@ The engine works on token ids only; it knows no tokenizer and no chat template (
 Context policy: a prompt that leaves no room for one new token raises `PromptTooLongError`;
 `max_new_tokens` is clipped to the room left in the context (then `finish_reason == "length"`).
 Trimming old turns is the caller's job because only the caller knows where turns begin.
-How a token is drawn from the logits is `sampling.py`'s; the engine calls `sample_next`.
+How a token is drawn from the logits is `sampling.py`'s; the engine calls `sample_next`. A
+sequence whose logits cannot be sampled (NaN, all -inf) ends alone with finish_reason "error"
+(the driven paths raise `GenerationError`); the rest of the batch goes on untouched.
 Usage: `out = Engine(model).generate(ids, SamplingParams(max_new_tokens=64), stop_ids={eos})`.
 """
 
@@ -26,17 +28,30 @@ from typing import Literal
 
 import torch
 
-from aethermind.inference.sampling import SamplingParams, make_generator, sample_next
+from aethermind.inference.sampling import (
+    NO_TOKEN,
+    SamplingParams,
+    greedy_next,
+    make_generator,
+    sample_next,
+)
 from aethermind.model.kv_cache import KVCache
 from aethermind.model.packed_linear import packed_for_cpu
 
 REPLACEMENT_CHAR = "\ufffd"  # what a byte-level decoder yields for an incomplete UTF-8 sequence
-# "stop": a stop token; "length": the token budget or the context ran out; "cancelled": `cancel`.
-FinishReason = Literal["stop", "length", "cancelled"]
+# "stop": a stop token; "length": the token budget or the context ran out; "cancelled": `cancel`;
+# "error": the model's scores for this sequence could not be sampled (NaN or all -inf).
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+UNSAMPLEABLE = ("the model's next-token scores could not be sampled (NaN or all -inf): "
+                "the model's weights are probably broken")
 
 
 class PromptTooLongError(ValueError):
     """The prompt leaves no room in the model's context; the message says by how much."""
+
+
+class GenerationError(RuntimeError):
+    """A sequence driven by generate/generate_batch/stream ended in finish_reason "error"."""
 
 
 @dataclass
@@ -207,7 +222,7 @@ class Engine:
         for event in self._drive(seqs):
             if on_token is not None and event.token is not None:
                 on_token(event.token)
-        return seqs[0].result()
+        return _checked(seqs)[0]
 
     def generate_batch(self, prompts: Sequence[Sequence[int]],
                        params: SamplingParams | Sequence[SamplingParams] | None = None,
@@ -224,7 +239,7 @@ class Engine:
         seqs = self._start(prompts, params, stop_ids)
         for _ in self._drive(seqs):
             pass
-        return [s.result() for s in seqs]
+        return _checked(seqs)
 
     def stream(self, prompt_ids: Sequence[int], params: SamplingParams | None = None,
                stop_ids: Collection[int] = ()) -> Iterator[int]:
@@ -233,6 +248,7 @@ class Engine:
         for event in self._drive(seqs):
             if event.token is not None:
                 yield event.token
+        _checked(seqs)
 
     def _start(self, prompts: Sequence[Sequence[int]], params: Sequence[SamplingParams],
                stop_ids: Collection[int]) -> list[_Sequence]:
@@ -331,19 +347,22 @@ class Engine:
     def _sample(self, seqs: list[_Sequence], logits: torch.Tensor) -> torch.Tensor:
         """Next ids (n,), on the device; each row with its own params and generator."""
         if all(s.greedy for s in seqs):
-            return logits.argmax(dim=-1)
+            return greedy_next(logits)
         picked = []
         for i, seq in enumerate(seqs):
             token = sample_next(logits[i:i + 1], seq.params, seq.generator, seq.seen)
             if seq.seen is not None:
-                seq.seen[0].index_fill_(0, token, True)  # a stop token ends it: no harm done
+                # A stop token or NO_TOKEN (clamped to a valid index) ends it: no harm done.
+                seq.seen[0].index_fill_(0, token.clamp(min=0), True)
             picked.append(token)
         return torch.cat(picked)
 
     def _advance(self, seq: _Sequence, token: int, now: float) -> TokenEvent:
         if not seq.tokens and seq.stop_token is None:
             seq.first_token_at = now
-        if token in seq.stops:
+        if token == NO_TOKEN:
+            seq.finish_reason = "error"
+        elif token in seq.stops:
             seq.finish_reason, seq.stop_token = "stop", token
         else:
             seq.tokens.append(token)
@@ -352,6 +371,13 @@ class Engine:
         if seq.finish_reason is not None:
             seq.finished_at = now
             self._slots[seq.slot] = None
-            return TokenEvent(seq.id, None if seq.stop_token is not None else token, True,
-                              seq.finish_reason)
+            new = token if seq.finish_reason == "length" else None
+            return TokenEvent(seq.id, new, True, seq.finish_reason)
         return TokenEvent(seq.id, token, False, None)
+
+
+def _checked(seqs: list[_Sequence]) -> list[Generation]:
+    """The driven paths' results; a sequence that ended in "error" raises `GenerationError`."""
+    if any(s.finish_reason == "error" for s in seqs):
+        raise GenerationError(UNSAMPLEABLE)
+    return [s.result() for s in seqs]

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from aethermind.inference.sampling import SamplingParams
+from aethermind.inference.sampling import SamplingParams, SamplingValueError
 from aethermind.inference.thinking import OutputRouter
 from aethermind.text import chat_format as cf
 from aethermind.text.chat_template import SYSTEM_ROLES
@@ -256,9 +256,14 @@ def stop_strings(stop: str | list[str] | None) -> tuple[str, ...]:
 
 
 def sampling_params(body: SamplingBody, max_new_tokens: int) -> SamplingParams:
-    return SamplingParams(max_new_tokens=max_new_tokens, temperature=body.temperature,
-                          top_k=body.top_k or None, top_p=body.top_p, seed=body.seed,
-                          repetition_penalty=body.repetition_penalty)
+    """The request's sampling; a 400 naming the field for what `SamplingParams` refuses and
+    pydantic cannot say (finite values, a 64-bit seed)."""
+    try:
+        return SamplingParams(max_new_tokens=max_new_tokens, temperature=body.temperature,
+                              top_k=body.top_k or None, top_p=body.top_p, seed=body.seed,
+                              repetition_penalty=body.repetition_penalty)
+    except SamplingValueError as err:
+        raise APIError(400, str(err), param=err.field) from None
 
 
 def _max_tokens(body: _Body, prompt_len: int, max_seq_len: int) -> int:

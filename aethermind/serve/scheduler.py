@@ -5,7 +5,9 @@ scheduler thread is the only code that touches the `Engine`: handlers post `add`
 commands to it, it applies them between steps (sequences join and leave the batch there), calls
 `engine.step()` while there is work, and hands each `TokenEvent` to the request that owns that
 sequence through its event loop (`call_soon_threadsafe`), so a request only ever sees its own
-tokens. It knows nothing about HTTP or text (`server.py`, `api.py`).
+tokens. A sequence the engine ends in "error" (scores it cannot sample) fails alone with
+`EngineFailure`; only an exception from `engine.step()` itself fails every request in flight.
+It knows nothing about HTTP or text (`server.py`, `api.py`).
 Usage: `sched = Scheduler(engine); sched.start(); stream = sched.submit(ids, params, stops)`,
 then `async for event in stream: ...` inside the event loop; `sched.cancel(stream)` to leave.
 """
@@ -20,14 +22,15 @@ from collections import deque
 from collections.abc import AsyncIterator, Collection, Sequence
 from typing import Any
 
-from aethermind.inference.engine import TokenEvent
+from aethermind.inference.engine import UNSAMPLEABLE, TokenEvent
 from aethermind.inference.sampling import SamplingParams
 
 log = logging.getLogger(__name__)
 
 
 class EngineFailure(RuntimeError):
-    """The engine raised while stepping; every request in flight gets this error."""
+    """Generation failed: for one request (its sequence ended in "error"), or for every request
+    in flight (the engine raised while stepping)."""
 
 
 class RequestStream:
@@ -154,4 +157,7 @@ class Scheduler:
                 continue
             if event.finished:
                 self._finished(stream)
-            stream._deliver(event)
+            if event.finish_reason == "error":
+                stream._deliver(EngineFailure(f"generation failed: {UNSAMPLEABLE}"))
+            else:
+                stream._deliver(event)

@@ -7,7 +7,11 @@ page, no build step, works offline). Concurrent requests share one continuous-ba
 loop (`serve/scheduler.py`); the protocols and text decoding are in `serve/api.py` and
 `serve/completions.py`; log-probabilities come from a forward pass of the model in a worker
 thread (the engine's thread only decodes). Binds to 127.0.0.1 unless told otherwise;
-`--api-key` (or AETHERMIND_API_KEY) makes /v1/* require `Authorization: Bearer KEY`.
+`--api-key` (or AETHERMIND_API_KEY) makes /v1/* require `Authorization: Bearer KEY`. Every request
+first passes `serve/guard.py` (Host and Origin checks against web pages, JSON content type, the
+`--max-body-bytes` limit; `--allow-origin` opens CORS to named sites). JSON decoding, template
+rendering and tokenising run on a small thread pool, so a large request never stalls the event
+loop that streams everyone's tokens.
 Usage: `aethermind serve --model outputs/final_model --port 8000`, then any OpenAI client with
 `base_url="http://127.0.0.1:8000/v1"`.
 """
@@ -22,7 +26,8 @@ import os
 import secrets
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any
 
@@ -32,7 +37,12 @@ from aethermind.serve.scheduler import EngineFailure, Scheduler
 
 API_KEY_ENV = "AETHERMIND_API_KEY"
 DEFAULT_HOST, DEFAULT_PORT, DEFAULT_BATCH = "127.0.0.1", 8000, 8
+DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB: far more text than any Forge-1 context holds
+# Request parsing threads: tokenizers releases the GIL, so two keep a core busy while the event
+# loop goes on; more would only queue heavy requests behind each other sooner.
+PARSE_THREADS = 2
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+log = logging.getLogger(__name__)
 
 
 def web_page() -> str:
@@ -41,14 +51,27 @@ def web_page() -> str:
 
 
 class ServerState:
-    """What the handlers share: model id, tokenizer, context length, the scheduler, the key."""
+    """What the handlers share: model id, tokenizer, context length, the scheduler, the key,
+    the parsing threads, and what `guard.BrowserGuard` needs (bound host, origins, size)."""
 
     def __init__(self, model: Any, tokenizer: Any, *, model_id: str, api_key: str | None,
-                 max_batch_size: int = DEFAULT_BATCH) -> None:
+                 max_batch_size: int = DEFAULT_BATCH, host: str = DEFAULT_HOST,
+                 allow_origins: Sequence[str] = (),
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
         self.tokenizer, self.model_id, self.api_key = tokenizer, model_id, api_key
         self.model = model  # for scoring (logprobs); the scheduler's engine decodes
+        self.host, self.allow_origins, self.max_body_bytes = host, allow_origins, max_body_bytes
         self.max_seq_len = int(model.config.max_seq_len)
         self.scheduler = Scheduler(Engine(model, max_batch_size=max_batch_size))
+        self.parsers = ThreadPoolExecutor(PARSE_THREADS, thread_name_prefix="aethermind-parse")
+
+    def parse(self, body: bytes, parser: Callable[..., Any]) -> Any:
+        """`parser` (api.parse_request or completions.parse_completion_request) of the JSON
+        body; runs on a parsing thread."""
+        from aethermind.serve.guard import decode_json
+
+        return parser(decode_json(body), self.tokenizer, max_seq_len=self.max_seq_len,
+                      model_id=self.model_id)
 
 
 def create_app(state: ServerState):  # -> fastapi.FastAPI (imported lazily: an optional extra)
@@ -58,6 +81,7 @@ def create_app(state: ServerState):  # -> fastapi.FastAPI (imported lazily: an o
     from starlette.exceptions import HTTPException
 
     from aethermind.serve.api import APIError  # pydantic, part of the same extra
+    from aethermind.serve.guard import BrowserGuard
 
     class EventStream(StreamingResponse):
         """Closes the event generator however the response ends, so a client that hangs up
@@ -76,9 +100,15 @@ def create_app(state: ServerState):  # -> fastapi.FastAPI (imported lazily: an o
             yield
         finally:
             state.scheduler.stop()
+            state.parsers.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="aethermind serve", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
+    # The key is the protection where there is one: only a key-less server checks Host (a
+    # keyed one may sit behind a proxy under any name).
+    app.add_middleware(BrowserGuard, allow_origins=state.allow_origins,
+                       check_host=state.api_key is None, bound_host=state.host,
+                       max_body_bytes=state.max_body_bytes)
 
     def error(err: APIError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
@@ -96,6 +126,12 @@ def create_app(state: ServerState):  # -> fastapi.FastAPI (imported lazily: an o
     async def _http_error(_request: Request, err: HTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code)
         return error(APIError(err.status_code, str(err.detail), code=code))
+
+    async def parse(request: Request, parser: Callable[..., Any]) -> Any:
+        """The request parsed off the event loop (JSON, template, tokenising)."""
+        body = await request.body()
+        return await asyncio.get_running_loop().run_in_executor(state.parsers, state.parse,
+                                                                body, parser)
 
     def check_key(request: Request) -> None:
         if state.api_key is None:
@@ -134,8 +170,7 @@ def create_app(state: ServerState):  # -> fastapi.FastAPI (imported lazily: an o
         from aethermind.serve.completions import parse_completion_request
 
         check_key(request)
-        req = parse_completion_request(await read_json(request), state.tokenizer,
-                                       max_seq_len=state.max_seq_len, model_id=state.model_id)
+        req = await parse(request, parse_completion_request)
         if req.stream:
             return EventStream(_completion_sse(state, req), media_type="text/event-stream",
                                headers=SSE_HEADERS)
@@ -146,9 +181,7 @@ def create_app(state: ServerState):  # -> fastapi.FastAPI (imported lazily: an o
         from aethermind.serve.api import parse_request
 
         check_key(request)
-        raw = await read_json(request)
-        req = parse_request(raw, state.tokenizer, max_seq_len=state.max_seq_len,
-                            model_id=state.model_id)
+        req = await parse(request, parse_request)
         if req.stream:
             return EventStream(_sse(state, req), media_type="text/event-stream",
                                headers=SSE_HEADERS)
@@ -161,16 +194,6 @@ def model_card(state: ServerState) -> dict:
     """The one model's entry in GET /v1/models and GET /v1/models/{id}."""
     return {"id": state.model_id, "object": "model", "created": 0, "owned_by": "aethermind",
             "max_model_len": state.max_seq_len}
-
-
-async def read_json(request: Any) -> Any:
-    """The request body decoded as JSON, or a 400."""
-    from aethermind.serve.api import APIError
-
-    try:
-        return json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise APIError(400, f"the request body is not valid JSON ({err})") from None
 
 
 async def _generate(state: ServerState, req: Any, decoder: Any, counts: dict
@@ -295,8 +318,8 @@ async def _completion_sse(state: ServerState, req: Any) -> AsyncIterator[str]:
     try:
         async for piece in _job_pieces(state, job, decoder, counts):
             yield event(piece)
-    except EngineFailure as err:
-        yield f"data: {json.dumps({'error': _server_error(err)})}\n\n"
+    except Exception as err:  # the stream ends with an error event, never cut short
+        yield f"data: {json.dumps({'error': _stream_error(err)})}\n\n"
         yield "data: [DONE]\n\n"
         return
     yield event("", counts["finish"])
@@ -306,8 +329,14 @@ async def _completion_sse(state: ServerState, req: Any) -> AsyncIterator[str]:
     yield "data: [DONE]\n\n"
 
 
-def _server_error(err: Exception) -> dict:
-    return {"message": str(err), "type": "server_error", "param": None, "code": None}
+def _stream_error(err: Exception) -> dict:
+    """The error event that ends a stream which failed after its 200 was sent; unexpected
+    failures are logged here (expected ones where they occur)."""
+    if not isinstance(err, EngineFailure):
+        log.exception("streamed generation failed")
+    message = str(err) if isinstance(err, EngineFailure) else \
+        f"generation failed: {type(err).__name__}"
+    return {"message": message, "type": "server_error", "param": None, "code": None}
 
 
 async def _sse(state: ServerState, req: Any) -> AsyncIterator[str]:
@@ -331,8 +360,8 @@ async def _sse(state: ServerState, req: Any) -> AsyncIterator[str]:
     try:
         async for part, text in _generate(state, req, decoder, counts):
             yield event(chunk_body(cid, req, created, piece_delta(part, text)))
-    except EngineFailure as err:
-        yield event({"error": _server_error(err)})
+    except Exception as err:  # the stream ends with an error event, never cut short
+        yield event({"error": _stream_error(err)})
         yield "data: [DONE]\n\n"
         return
     yield event(chunk_body(cid, req, created, {}, counts["finish"]))
@@ -356,7 +385,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="requests decoded together; more wait in a queue "
                    f"(default {DEFAULT_BATCH})")
     p.add_argument("--model-name", help="id clients use as `model` (default: checkpoint name)")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="let web pages from ORIGIN (e.g. https://app.example.org, or *) call "
+                   "the API from the browser (CORS); repeatable. Default: only the server's "
+                   "own page")
+    p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
+                   help=f"largest request body accepted (default {DEFAULT_MAX_BODY_BYTES:,}; "
+                   "bigger ones get 413)")
     return p
+
+
+def _check_origin(origin: str) -> str | None:
+    """Why `origin` can never match a browser's Origin header, or None if it can."""
+    if origin == "*":
+        return None
+    scheme, sep, rest = origin.partition("://")
+    if not sep or scheme not in ("http", "https") or not rest or "/" in rest.rstrip("/"):
+        return "give scheme://host[:port] as the browser sends it (or *), e.g. " \
+            "https://app.example.org"
+    return None
 
 
 def _is_loopback(host: str) -> bool:
@@ -391,6 +438,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--port {args.port}: must be between 0 and 65535")
     if args.max_batch_size < 1:
         parser.error(f"--max-batch-size {args.max_batch_size}: must be at least 1")
+    if args.max_body_bytes < 1:
+        parser.error(f"--max-body-bytes {args.max_body_bytes}: must be at least 1")
+    for origin in args.allow_origin:
+        if (why := _check_origin(origin)) is not None:
+            parser.error(f"--allow-origin {origin}: {why}")
     try:
         import uvicorn
     except ImportError:
@@ -402,7 +454,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"error: {err}\n")
     model_id = args.model_name or find_checkpoint(args.model).stem
     state = ServerState(model, tok, model_id=model_id, api_key=args.api_key,
-                        max_batch_size=args.max_batch_size)
+                        max_batch_size=args.max_batch_size, host=args.host,
+                        allow_origins=args.allow_origin, max_body_bytes=args.max_body_bytes)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"serving {model_id} on http://{shown}:{port} (web chat at /, OpenAI API at /v1)",
