@@ -4,9 +4,15 @@ Each case builds its own scratch folder, runs the command a user would (preproce
 tokenizer, train, chat, evaluate, colab_setup) and records the exit status, whether a Python
 traceback appeared, the first lines the user sees, and whether data survived. The table in
 docs/bad_inputs.md was made from its output on this branch and on the commit before issue 8.
+The groups added for issue 22 probe the server (hostile HTTP requests to a real `aethermind
+serve`, whose log is read for tracebacks; rc is then the HTTP status), the web chat (a long
+conversation in headless chromium, `bad_inputs_http.py`), export, import-hf and chat. A note
+may carry a marker (DATA LOST, SILENTLY WRONG, STALLED, UNSAFE, FAILED, TEMP FILES LEFT); the
+last line counts tracebacks, HTTP 500s and each marker over the cases run.
 Usage: `python bench/bad_inputs.py <repo root> <scratch dir> <final_model .pt> [NAME,NAME]`
 (the model: any `final_model/forge1_*_final.pt`, e.g. from the CPU quick test; the optional
-list runs only the cases whose names contain one of the words). It never touches <repo root>.
+list runs only the cases whose names contain one of the words, `new` the issue-22 groups, e.g.
+`new` or `server:,web chat:`). It never touches <repo root>.
 """
 import json
 import os
@@ -14,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -75,11 +82,14 @@ def run(cmd, cwd, stdin=None, sig_after=None, sig_twice=False, timeout=600):
 
 
 CASES = []
+NEW = set()  # the names of the issue-22 groups' cases
 
 
-def case(name):
+def case(name, new=False):
     def deco(f):
         CASES.append((name, f))
+        if new:
+            NEW.add(name)
         return f
     return deco
 
@@ -513,22 +523,491 @@ def _(d):
     return run([PY, str(TREE / "scripts" / "colab_setup.py")], d)
 
 
-for name, fn in CASES:
-    if ONLY and not any(o in name for o in ONLY):
-        continue
-    d = WORK / f"c{CASES.index((name, fn)):02d}"
-    shutil.rmtree(d, ignore_errors=True)
-    d.mkdir(parents=True)
+# ---------------- the surfaces added since issue 8 (issue 22): `new` in the list runs only these
+# Outcome markers in a case's note, counted by the summary line at the end.
+LOST, WRONG, STALL, UNSAFE, FAILED, LITTER = ("DATA LOST", "SILENTLY WRONG", "STALLED",
+                                              "UNSAFE", "FAILED", "TEMP FILES LEFT")
+EXPORT = CLI + ["export", "--device", "cpu"]
+IMPORT = CLI + ["import-hf"]
+_SERVER = {}
+
+
+def server():
+    """One `aethermind serve` on MODEL for every server case, started at first use."""
+    if "srv" not in _SERVER:
+        from bad_inputs_http import Server
+        WORK.mkdir(parents=True, exist_ok=True)
+        _SERVER["srv"] = Server(CLI + ["serve", "--model", str(MODEL), "--device", "cpu"],
+                                WORK / "server.log", ENV, WORK)
+    return _SERVER["srv"]
+
+
+def http_case(send, note=""):
+    """(status, body, server log, secs, note): the server's log is where a 500's trace is."""
+    srv = server()
+    srv.log_since()
+    t0 = time.time()
     try:
-        res = fn(d)
-    except Exception as e:  # noqa: BLE001
-        res = (None, "", f"HARNESS ERROR {e!r}", 0)
-    rc, out, err = res[0], res[1], res[2]
-    note = res[4] if len(res) > 4 else ""
+        status, text = send(srv)
+    except OSError as err:  # the server hung up or stalled past the timeout
+        status, text = None, f"no reply: {err!r}"
+    secs = time.time() - t0
+    time.sleep(0.5)  # the server logs a failure after it replied: keep it with this case
+    if callable(note):
+        note = note(status, text)
+    return status, text[:400], srv.log_since(), secs, note
+
+
+def chat_body(content="What is 2 + 2?", **kw):
+    return {"messages": [{"role": "user", "content": content}], "max_tokens": 8, **kw}
+
+
+HOSTILE = {  # name -> request body (a str is sent as is: JSON with NaN or a surrogate escape)
+    "temperature 1e-40 (tiny positive)": chat_body(temperature=1e-40),
+    "temperature 1e-40, streamed": chat_body(temperature=1e-40, stream=True),
+    "seed NaN": json.dumps(chat_body()).replace('"max_tokens"', '"seed": NaN, "max_tokens"'),
+    "seed 2**70": chat_body(seed=2 ** 70),
+    "seed -1": chat_body(seed=-1),
+    "lone surrogate in a message": json.dumps(chat_body("caf\\ud800")).replace("\\\\ud800",
+                                                                              "\\ud800"),
+    "messages is a string": {"messages": "hi"},
+    "content is a number": {"messages": [{"role": "user", "content": 5}]},
+    "temperature is a string": chat_body(temperature="hot"),
+    "max_tokens 1e30 (a float)": chat_body(max_tokens=1e30),
+    "max_tokens is true": chat_body(max_tokens=True),
+    "top_k 10**30": chat_body(top_k=10 ** 30),
+    "top_p 1e-45": chat_body(top_p=1e-45),
+    "repetition_penalty 1e-45": chat_body(repetition_penalty=1e-45),
+    "stop is a number": chat_body(stop=5),
+    "chat_template_kwargs is a list": chat_body(chat_template_kwargs=[1]),
+    "unknown model": chat_body(model="gpt-4o"),
+    "body is a JSON list": "[1, 2]",
+}
+
+
+def _hostile(body):
+    return lambda d: http_case(lambda srv: srv.post(body))
+
+
+for _name, _body in HOSTILE.items():
+    case(f"server: {_name}", new=True)(_hostile(_body))
+
+
+@case("server: temperature 1e-40 while another client's greedy stream runs", new=True)
+def _(d):
+    def send(srv):
+        thread, greedy = srv.stream_in_thread(chat_body("Hello", max_tokens=60, temperature=0))
+        while greedy["events"] < 2 and thread.is_alive():
+            time.sleep(0.02)
+        status, text = srv.post(chat_body(temperature=1e-40, max_tokens=30))
+        thread.join(300)
+        ok = greedy["done"] and not greedy["error"]
+        return status, text + ("" if ok else f"\nother client's stream: server_error "
+                               f"{greedy['error']}")
+    return http_case(send, lambda s, t: "other client's stream intact"
+                     if "other client" not in t else f"{FAILED}: other client's stream cut")
+
+
+@case("server: 10 MB request body while another client polls /health", new=True)
+def _(d):
+    waits, rss = [], []
+
+    def send(srv):
+        rss.append(srv.rss_mb())
+        stop = threading.Event()
+        poller = srv.health_latency(stop, waits)
+        time.sleep(0.3)
+        try:
+            return srv.post(chat_body("word " * 2_000_000), timeout=300)
+        finally:
+            stop.set()
+            poller.join(130)
+            rss.append(srv.rss_mb())
+
+    def note(status, text):
+        worst = max(waits, default=0.0)
+        stalled = f"{STALL}: " if worst > 2 else ""
+        return (f"{stalled}/health waited up to {worst:.1f} s; server memory {rss[0]:.0f} -> "
+                f"{rss[-1]:.0f} MB")
+    return http_case(send, note)
+
+
+@case("server: text/plain POST from another origin (CORS simple request)", new=True)
+def _(d):
+    return http_case(lambda srv: srv.post(chat_body(), headers={
+        "Content-Type": "text/plain", "Origin": "http://evil.example"}),
+        lambda s, t: f"{UNSAFE}: any web page can drive the server" if s == 200 else "refused")
+
+
+@case("server: wrong Host header (DNS rebinding)", new=True)
+def _(d):
+    return http_case(lambda srv: srv.post(chat_body(), headers={"Host": "evil.example:80"}),
+                     lambda s, t: f"{UNSAFE}: answered for another host name" if s == 200
+                     else "refused")
+
+
+# ---------------- web chat
+@case("web chat: 12 turns, each about a sixth of the context", new=True)
+def _(d):
+    from bad_inputs_http import web_chat_turns
+    srv = server()
+    ctx = json.loads(srv.request("GET", "/v1/models")[1])["data"][0]["max_model_len"]
+    message = "word " * max(1, ctx // 6)
+    t0 = time.time()
+    try:
+        shown = web_chat_turns(srv.url, [message] * 12, d / "profile")
+    except RuntimeError as err:
+        return (None, "", f"not run ({err})", 0)
+    died = f"{FAILED}: the conversation died at turn {shown['turns'] + 1}; " \
+        if shown["errors"] else ""
+    note = (f"{died}{shown['turns']} of 12 turns answered, messages sent per request "
+            f"{shown['sent']}, {len(shown['notes'])} answers said old turns were dropped")
+    return (0 if not shown["errors"] else 1, "\n".join(shown["errors"][:2]), srv.log_since(),
+            time.time() - t0, note)
+
+
+# ---------------- export / import-hf
+def _sha(path):
+    import hashlib
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _temp_files(folder):
+    found = [p for p in Path(folder).rglob(".*") if ".tmp" in p.name or ".old" in p.name]
+    size = sum(f.stat().st_size for p in found for f in ([p] if p.is_file() else p.rglob("*"))
+               if f.is_file())
+    return found, size
+
+
+def _flip_tensor_bytes(pt):
+    """Flip 4 KB in the middle of the largest tensor record: the zip still opens."""
+    import zipfile
+    with zipfile.ZipFile(pt) as z:
+        info = max(z.infolist(), key=lambda i: i.file_size)
+    with open(pt, "r+b") as f:
+        f.seek(info.header_offset + 26)
+        name_len, extra_len = (int.from_bytes(f.read(2), "little") for _ in range(2))
+        start = info.header_offset + 30 + name_len + extra_len + info.file_size // 2
+        f.seek(start)
+        data = bytes(b ^ 0x5A for b in f.read(4096))
+        f.seek(start)
+        f.write(data)
+
+
+@case("export: corrupted .pt (4 KB flipped inside a tensor)", new=True)
+def _(d):
+    m = _copy_model(d)
+    _flip_tensor_bytes(m)
+    r = run(EXPORT + ["--model", str(m), "--output", "exp"], d)
+    return r + (f"{WRONG}: the corrupted checkpoint was exported" if r[0] == 0
+                else "refused",)
+
+
+@case("export: truncated .pt", new=True)
+def _(d):
+    m = _copy_model(d)
+    m.write_bytes(m.read_bytes()[: m.stat().st_size // 2])
+    return run(EXPORT + ["--model", str(m), "--output", "exp"], d)
+
+
+@case("export: --output already holds a model file of the same name", new=True)
+def _(d):
+    m = _copy_model(d)
+    run(EXPORT + ["--model", str(m), "--output", "exp"], d)
+    mine = sorted((d / "exp").glob("forge1_*.pt"))
+    for p in mine:
+        p.write_bytes(b"the user's own model, trained for a week")
+    r = run(EXPORT + ["--model", str(m), "--output", "exp"], d)
+    kept = all(p.read_bytes().startswith(b"the user's own") for p in mine)
+    return r + ("existing model intact" if kept else f"{LOST}: {mine[0].name} replaced "
+                "without --overwrite",)
+
+
+_MODEL_B = """
+import random, sys
+from pathlib import Path
+from aethermind.artifacts.layout import final_dir, write_final
+from aethermind.artifacts.loading import load_model
+from aethermind.artifacts.exported import variant_of
+from aethermind.model.config import PRESETS, Forge1Config
+from aethermind.model.transformer import Forge1Model
+from aethermind.text.tokenizer import Forge1Tokenizer
+model_a, tok_a = load_model(sys.argv[1], device="cpu")
+rng = random.Random(0)
+words = ["".join(rng.choice("qxzjkvwy") for _ in range(rng.randint(2, 7))) for _ in range(4000)]
+texts = [" ".join(rng.choice(words) for _ in range(12)) for _ in range(3000)]
+tok = Forge1Tokenizer.train(texts, vocab_size=tok_a.get_vocab_size())
+# Another variant than A's, so the two exports' files have different names.
+shape = PRESETS["tiny"] if variant_of(model_a.config) == "custom" else dict(
+    dim=32, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=64, max_seq_len=64)
+cfg = Forge1Config(vocab_size=tok.get_vocab_size_padded(), **shape)
+print(write_final(Forge1Model(cfg).state_dict(), cfg, tok, final_dir(sys.argv[2]),
+                  variant_of(cfg)))
+"""
+
+_FINGERPRINTS = """
+import sys
+from aethermind.artifacts.loading import load_model
+from aethermind.artifacts.checkpoint import torch_load
+_, tok = load_model(sys.argv[1], device="cpu")
+print(torch_load(sys.argv[1]).get("tokenizer_fingerprint") == tok.fingerprint())
+"""
+
+
+@case("export: two models with different tokenizers into one --output", new=True)
+def _(d):
+    m = _copy_model(d)
+    made = run([PY, "-c", _MODEL_B, str(m), str(d / "b")], d)
+    if made[0] != 0:
+        return (None, "", f"HARNESS ERROR making model B: {made[2][-300:]}", made[3])
+    b = Path(made[1].strip().splitlines()[-1])
+    run(EXPORT + ["--model", str(m), "--output", "exp"], d)
+    r = run(EXPORT + ["--model", str(b), "--output", "exp"], d)
+    b_name = run(EXPORT + ["--model", str(b), "--output", "probe"], d)[1]
+    first = [p for p in (d / "exp").glob("forge1_*.pt") if p.name not in b_name]
+    if not first:
+        return r + ("the first export is gone",)
+    check = run([PY, "-c", _FINGERPRINTS, str(first[0])], d)
+    same = check[1].strip().endswith("True")
+    return r + (f"{first[0].name} still loads with its own tokenizer" if same else
+                f"{WRONG}: {first[0].name} now loads with the other model's tokenizer"
+                if check[0] == 0 else f"{first[0].name} no longer loads: "
+                f"{(check[2].strip().splitlines() or [''])[-1]}",)
+
+
+@case("export: kill -9 while --format all writes the HF folder, then a plain export", new=True)
+def _(d):
+    m = _copy_model(d)
+    proc = subprocess.Popen(EXPORT + ["--model", str(m), "--output", "exp", "--format", "all"],
+                            cwd=d, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while not any("_hf" in p.name or ".gguf" in p.name for p in _temp_files(d / "exp")[0]) \
+            if (d / "exp").is_dir() else True:
+        if proc.poll() is not None or time.time() - t0 > 240:
+            break
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait()
+    killed, killed_size = _temp_files(d / "exp") if (d / "exp").is_dir() else ([], 0)
+    r = run(EXPORT + ["--model", str(m), "--output", "exp"], d)
+    left, size = _temp_files(d / "exp")
+    return r + ((f"{LITTER}: " if left else "") +
+                f"the killed export left {len(killed)} ({killed_size / 1e6:.1f} MB); after "
+                f"the re-export {len(left)} ({size / 1e6:.1f} MB)",)
+
+
+def _hf_export(d):
+    m = _copy_model(d)
+    run(EXPORT + ["--model", str(m), "--output", "exp", "--format", "hf"], d)
+    return next((d / "exp").glob("forge1_*_hf")), m
+
+
+@case("import-hf: --output holding a trained final_model/", new=True)
+def _(d):
+    hf, m = _hf_export(d)
+    (m.parent / "notes.txt").write_text("my run's notes")
+    before = _sha(m)
+    r = run(IMPORT + ["--model", str(hf), "--output", str(d)], d)
+    intact = (m.parent / "notes.txt").exists() and m.exists() and _sha(m) == before
+    return r + ("existing final_model/ intact" if intact else
+                f"{LOST}: the trained final_model/ was replaced without --overwrite",)
+
+
+_ROPE = {"linear": {"type": "linear", "factor": 4.0},
+         "dynamic": {"type": "dynamic", "factor": 4.0},
+         "yarn": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}}
+
+
+def _rope_case(kind):
+    def fn(d):
+        hf, _ = _hf_export(d)
+        cfg_path = hf / "config.json"
+        hf_cfg = json.loads(cfg_path.read_text())
+        hf_cfg.pop("rope_parameters", None)
+        hf_cfg["rope_scaling"] = _ROPE[kind]
+        cfg_path.write_text(json.dumps(hf_cfg, indent=2))
+        r = run(IMPORT + ["--model", str(hf), "--output", "imp"], d)
+        return r + (f"{WRONG}: read as plain RoPE" if r[0] == 0 else "refused",)
+    return fn
+
+
+for _kind in _ROPE:
+    case(f"import-hf: legacy rope_scaling {{'type': '{_kind}'}}", new=True)(_rope_case(_kind))
+
+
+def _missing_case(name):
+    def fn(d):
+        hf, _ = _hf_export(d)
+        (hf / name).unlink()
+        return run(IMPORT + ["--model", str(hf), "--output", "imp"], d)
+    return fn
+
+
+for _file in ("config.json", "model.safetensors", "tokenizer.json"):
+    case(f"import-hf: {_file} missing", new=True)(_missing_case(_file))
+
+
+# ---------------- chat: saving, options, what reaches the terminal
+@case("chat: /save onto an existing file", new=True)
+def _(d):
+    m = _copy_model(d)
+    (d / "keep.json").write_text('{"mine": true}')
+    r = run(CHAT + ["--model", str(m)], d, stdin=b"hi\n/save keep.json\n/quit\n")
+    kept = (d / "keep.json").read_text() == '{"mine": true}'
+    return r + ("existing file intact" if kept else f"{LOST}: keep.json overwritten",)
+
+
+@case("chat: /save onto the checkpoint being chatted with", new=True)
+def _(d):
+    m = _copy_model(d)
+    before = _sha(m)
+    r = run(CHAT + ["--model", str(m)], d, stdin=f"hi\n/save {m}\n/quit\n".encode())
+    return r + ("checkpoint intact" if _sha(m) == before
+                else f"{LOST}: the checkpoint was overwritten by the chat JSON",)
+
+
+ESC_TEXT = "\x1b[2J\x1b]52;c;aGVsbG8=\x07"  # clear the screen; write the clipboard
+
+
+def _raw_escapes(r):
+    return f"{UNSAFE}: raw ESC reached the terminal" if "\x1b" in r[1] + r[2] \
+        else "no raw ESC in the output"
+
+
+@case("chat: escape sequences in a command, echoed back", new=True)
+def _(d):
+    m = _copy_model(d)
+    (d / "afile").write_text("x")
+    r = run(CHAT + ["--model", str(m)], d,
+            stdin=f"/{ESC_TEXT}\n/save afile/{ESC_TEXT}.json\n/quit\n".encode())
+    return r + (_raw_escapes(r),)
+
+
+_ESC_MODEL = """
+import sys, torch
+from aethermind.artifacts.layout import final_dir, write_final
+from aethermind.artifacts.loading import load_model
+model, tok = load_model(sys.argv[1], device="cpu")
+[esc] = tok.encode("\\x1b")
+sd = model.state_dict()  # views: in-place edits reach tied weights too
+with torch.no_grad():
+    for k, v in sd.items():
+        if k.endswith(("attn.wo.weight", "mlp.w_down.weight")):
+            v.zero_()  # the residual stream stays the token embedding
+    sd["norm.weight"].zero_()
+    sd["norm.weight"][0] = 1.0  # the output sees only dimension 0 ...
+    sd["tok_emb.weight"][:, 0] = 1.0  # ... which is positive for every token
+    sd["tok_emb.weight"][esc, 0] = 100.0
+    if not model.config.tie_embeddings:
+        sd["lm_head.weight"].zero_()
+        sd["lm_head.weight"][esc, 0] = 100.0
+print(write_final(sd, model.config, tok, final_dir(sys.argv[2]), "esc"))
+"""
+
+
+def _esc_model(d):
+    m = _copy_model(d)
+    made = run([PY, "-c", _ESC_MODEL, str(m), str(d / "esc")], d)
+    if made[0] != 0:
+        raise RuntimeError(f"making the ESC model: {made[2][-300:]}")
+    return made[1].strip().splitlines()[-1]
+
+
+@case("chat: a model whose every token is ESC", new=True)
+def _(d):
+    r = run(CHAT + ["--model", _esc_model(d), "--temperature", "0"], d, stdin=b"hi\n/quit\n")
+    return r + (_raw_escapes(r),)
+
+
+@case("evaluate: a model whose every token is ESC", new=True)
+def _(d):
+    esc = _esc_model(d)
+    jl(d / "v.jsonl", 3)
+    r = run([PY, str(TREE / "scripts" / "evaluate.py"), "--n-test", "1", "--max-new-tokens",
+             "4", "--model", esc, "--val", "v.jsonl"], d)
+    return r + (_raw_escapes(r),)
+
+
+CHAT_OPTIONS = {"--temperature 1e-40": ["--temperature", "1e-40"],
+                "--seed 2**70": ["--seed", str(2 ** 70)],
+                "--seed nan": ["--seed", "nan"],
+                "--top-p nan": ["--top-p", "nan"],
+                "--max-new-tokens 10**30": ["--max-new-tokens", str(10 ** 30)],
+                "--system with a non-UTF-8 byte": ["--system", "caf\udcff"]}
+
+
+def _chat_option_case(flags):
+    def fn(d):
+        m = _copy_model(d)
+        r = run(CHAT + ["--model", str(m)] + flags, d, stdin=b"hi\nhello\n/save\n/quit\n")
+        saved = list((d / "chats").glob("*.json"))
+        turns = len(json.loads(saved[0].read_text())["turns"]) if saved else 0
+        lost = f"{LOST}: the conversation, " if r[0] != 0 and turns < 2 else ""
+        return r + (f"{lost}{turns} of 2 turns saved",)
+    return fn
+
+
+for _name, _flags in CHAT_OPTIONS.items():
+    case(f"chat: {_name}", new=True)(_chat_option_case(_flags))
+
+
+def _selected(name):
+    if not ONLY:
+        return True
+    return ("new" in ONLY and name in NEW) or any(o in name for o in ONLY if o != "new")
+
+
+def _key_lines(name, out, err):
+    if name.startswith("server:"):  # the reply first (errors in an event stream included)
+        lines = [ln for ln in out.splitlines() if ln.strip()]
+        errs = [ln for ln in lines if '"error"' in ln]
+        return (errs or lines)[:2] + [ln for ln in err.splitlines()
+                                      if "Traceback" in ln or "Error" in ln][:2]
     lines = [ln for ln in (err + "\n" + out).splitlines() if ln.strip()]
     key = [ln for ln in lines if any(w in ln.lower() for w in (
         "error", "warning", "cannot", "skipp", "interrupt", "stopp", "refus", "in use", "saved",
         "not ", "no usable", "ctrl-c", "wrote", "packed", "traceback", "exception"))]
-    print(json.dumps({"case": name, "rc": rc, "traceback": "Traceback" in err + out,
-                      "lines": key[:4] or lines[-2:], "note": note,
-                      "secs": round(res[3], 1)}), flush=True)
+    return key[:4] or lines[-2:]
+
+
+def summary(records):
+    """Counts over the cases run: what issue 22's "done when" asks to be zero, and more."""
+    def marked(*words):
+        return sum(any(w in r["note"] for w in words) for r in records)
+    return {"cases": len(records),
+            "tracebacks": sum(r["traceback"] for r in records),
+            "http_500": sum(r["case"].startswith("server:") and (
+                r["rc"] == 500 or "server_error" in r["reply"]) for r in records),
+            "data_lost": marked(LOST, "REPLACED"), "silent_wrong": marked(WRONG),
+            "stalls_or_hangs": marked(STALL) + sum(r["rc"] is None and "no reply" in r["reply"]
+                                                   for r in records),
+            "unsafe": marked(UNSAFE), "failed": marked(FAILED), "temp_files_left": marked(LITTER)}
+
+
+def main():
+    records = []
+    try:
+        for index, (name, fn) in enumerate(CASES):
+            if not _selected(name):
+                continue
+            d = WORK / f"c{index:02d}"
+            shutil.rmtree(d, ignore_errors=True)
+            d.mkdir(parents=True)
+            try:
+                res = fn(d)
+            except Exception as e:  # noqa: BLE001
+                res = (None, "", f"HARNESS ERROR {e!r}", 0)
+            rc, out, err = res[0], res[1], res[2]
+            note = res[4] if len(res) > 4 else ""
+            record = {"case": name, "rc": rc, "traceback": "Traceback" in err + out,
+                      "lines": _key_lines(name, out, err), "note": note,
+                      "secs": round(res[3], 1)}
+            print(json.dumps(record), flush=True)
+            records.append({**record, "reply": out})
+    finally:
+        if "srv" in _SERVER:
+            _SERVER["srv"].close()
+    print(json.dumps({"summary": summary(records)}), flush=True)
+
+
+main()

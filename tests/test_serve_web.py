@@ -3,7 +3,8 @@
 Starts `aethermind serve` as a program on the tiny overfit model (it chooses to think on "What
 is 2+2?" and not on "Say hello in Japanese"; its context is 128 tokens), types messages, and
 checks the streamed answer, the foldable thinking block, the thinking menu (by default no
-think flag is sent, as `aethermind chat` does), and errors (in view, with the way out). The
+think flag is sent, as `aethermind chat` does), errors (in view, with the way out), and a
+conversation past the context (the oldest turns dropped, as in `aethermind chat`). The
 screenshot goes to tmp_path, or to $AETHERMIND_SCREENSHOT.
 """
 
@@ -180,10 +181,30 @@ def test_errors_show_in_view_with_the_way_out_and_leave_the_chat_usable(browser,
     reply = _ask(browser, "What is 2+2?")
     assert reply.find_element(By.CLASS_NAME, "answer").text == "The answer is 4."
 
-    reply = _ask(browser, too_long, paste=True)  # now a conversation: the way out is New chat
+    # In a conversation too: dropping every earlier turn cannot make it fit. Those turns come
+    # back for the next message, which sees the first exchange (no turn was dropped for it).
+    reply = _ask(browser, too_long, paste=True)
     error = reply.find_element(By.CLASS_NAME, "error")
-    assert "Press New chat" in error.text and browser.execute_script(IN_VIEW, error)
+    assert "send a shorter one" in error.text and browser.execute_script(IN_VIEW, error)
     assert reply.find_elements(By.CLASS_NAME, "answer") == []
-    browser.find_element(By.ID, "new-chat").click()
     reply = _ask(browser, "Say hello in Japanese")
-    assert reply.find_element(By.CLASS_NAME, "answer").text == "こんにちは 😀 世界"
+    assert reply.find_elements(By.CLASS_NAME, "error") == []
+    assert len(browser.execute_script("return window.sent")[-1]["messages"]) == 3
+    assert browser.find_elements(By.CSS_SELECTOR, ".msg.dropped, .note") == []
+
+
+def test_a_long_conversation_drops_the_oldest_turns_and_goes_on(browser, server_url):
+    from selenium.webdriver.common.by import By
+
+    _open(browser, server_url)
+    for turn in range(12):  # the 128-token context holds about five of these turns
+        reply = _ask(browser, "What is 2+2?")
+        assert reply.find_elements(By.CLASS_NAME, "error") == [], f"turn {turn + 1}"
+    sent = browser.execute_script("return window.sent")
+    chat = [body for body in sent if "messages" in body]
+    assert len(chat[-1]["messages"]) < 2 * 12 - 1  # the last request left old turns out
+    assert chat[-1]["messages"][-1] == {"role": "user", "content": "What is 2+2?"}
+    note = reply.find_element(By.CLASS_NAME, "note")
+    assert "oldest" in note.text and browser.execute_script(IN_VIEW, note)
+    dropped = browser.find_elements(By.CSS_SELECTOR, ".msg.dropped")
+    assert dropped and dropped[0] == browser.find_elements(By.CSS_SELECTOR, ".msg")[0]
