@@ -12,7 +12,7 @@ from rich.console import Console
 
 from aethermind import demo
 from aethermind.evaluation.evaluate import _prompt_table
-from aethermind.inference.chat import ChatState, _Printer, save_conversation
+from aethermind.inference.chat import ChatState, _command, _Printer, save_conversation
 from aethermind.text import chat_format as cf
 from aethermind.text.terminal import REPLACEMENT, terminal_safe
 
@@ -93,3 +93,18 @@ def test_demo_transcript_printing_is_cleaned_and_not_markup():
         demo._print_turn(console, "q", SimpleNamespace(used_thinking=True, thinking=text,
                                                         answer=text + " [dim]x[/dim]"))
     assert _clean(buf.getvalue()) and "[dim]x[/dim]" in buf.getvalue()
+
+
+def test_chat_commands_echo_user_text_cleaned(tmp_path):
+    """Chat's own messages quote what the user typed (a path, a command): that is cleaned too."""
+    console, buf = _console()
+    state = ChatState(False, "s", [cf.Turn("hi", "a", "")])
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    hostile = HOSTILE["clear screen"] + HOSTILE["clipboard (OSC 52)"]
+    _command(f"/save {blocker}/{hostile}.json", state, console, "m.pt")  # cannot save
+    _command(f"/save {tmp_path}/{hostile}.json", state, console, "m.pt")  # saved
+    _command(f"/nope{hostile}", state, console, "m.pt")  # unknown command
+    out = buf.getvalue()
+    assert "cannot save" in out and "saved 1 turn" in out and "unknown command" in out
+    assert _clean(out)

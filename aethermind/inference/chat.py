@@ -135,21 +135,23 @@ def _command(line: str, state: ChatState, console: Console, model_path: str) -> 
         try:
             saved = save_conversation(state, path, model_path)
         except FileExistsError as err:
-            console.print(f"not saved: {err.strerror}", style="red", markup=False,
+            console.print(terminal_safe(f"not saved: {err.strerror}"), style="red", markup=False,
                           highlight=False, soft_wrap=True)
             return True
         except OSError as err:  # a file in the way, read-only, full: the chat goes on
-            console.print(f"cannot save to {path}: {err.strerror or err}; the conversation is "
-                          "kept, try /save with another path", style="red", markup=False,
+            console.print(terminal_safe(f"cannot save to {path}: {err.strerror or err}; the "
+                                        "conversation is kept, try /save with another path"),
+                          style="red", markup=False,
                           highlight=False, soft_wrap=True)
             return True
-        console.print(f"saved {len(state.history)} turn(s) to {saved}", markup=False,
+        console.print(terminal_safe(f"saved {len(state.history)} turn(s) to {saved}"), markup=False,
                       highlight=False, soft_wrap=True)
     elif cmd == "/help":
         for name, text in COMMANDS.items():
             console.print(f"  {name:<14} {text}", markup=False, highlight=False)
     else:
-        console.print(f"unknown command {cmd}: /help lists the commands", markup=False)
+        console.print(terminal_safe(f"unknown command {cmd}: /help lists the commands"),
+                      markup=False)
     return True
 
 
@@ -163,7 +165,7 @@ def _reply(line: str, state: ChatState, engine: Any, tok: Any, params: SamplingP
         console.print("\n[interrupted: answer discarded]", style="dim", markup=False)
         return
     except (PromptTooLongError, GenerationError) as err:  # the conversation so far is kept
-        console.print(f"\nerror: {err}", style="red", markup=False)
+        console.print(terminal_safe(f"\nerror: {err}"), style="red", markup=False)
         return
     printer.end()
     if r.dropped_turns:
