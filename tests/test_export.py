@@ -148,7 +148,7 @@ def test_a_failed_write_leaves_the_existing_export_whole(run_dir, tmp_path, monk
     monkeypatch.setattr("safetensors.torch.save_file", crash)
     for fmt in ("pytorch", "safetensors", "hf"):
         with pytest.raises(OSError):
-            export_model(run_dir, formats=(fmt,), output=tmp_path)
+            export_model(run_dir, formats=(fmt,), output=tmp_path, overwrite=True)
     after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     assert after == before  # no half file, no leftover temp file
 

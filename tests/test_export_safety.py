@@ -175,7 +175,7 @@ def test_a_second_model_with_another_tokenizer_cannot_take_over_tokenizer_dir(ru
     assert (out / "tokenizer" / "tokenizer.json").read_bytes() == before
     load_model(out / "forge1_custom.safetensors")  # the first still loads, with its tokenizer
     # Replacing every export the old tokenizer served is fine: nothing is left mismatched.
-    export_cli.export_model(other, output=out)
+    export_cli.export_model(other, output=out, overwrite=True)
     load_model(out / "forge1_custom.pt")
 
 
@@ -189,10 +189,20 @@ def test_loader_refuses_a_tokenizer_dir_that_is_not_the_weights_one(run_dir, tmp
             load_model(out / name)
 
 
-def test_reexporting_the_same_model_still_replaces_its_files(run_dir, tmp_path):
+def test_reexporting_replaces_files_only_with_overwrite(run_dir, tmp_path, capsys):
     out = tmp_path / "exports"
-    first = export_cli.export_model(run_dir, output=out)
-    assert export_cli.export_model(run_dir, output=out) == first
+    first = export_cli.export_model(run_dir, formats=("pytorch", "safetensors", "ollama"),
+                                    output=out)
+    mine = out / "forge1_custom.pt"
+    mine.write_bytes(b"the user's own file")
+    err = _one_line_exit(export_cli.main, ["--model", str(run_dir), "--format", "all",
+                                           "--output", str(out)], capsys)
+    assert "--overwrite" in err and "forge1_custom.pt" in err and "forge1_custom.Modelfile" in err
+    assert mine.read_bytes() == b"the user's own file"
+    assert sorted(out.iterdir()) == sorted(first)  # nothing new written
+    assert export_cli.export_model(run_dir, formats=("pytorch", "safetensors", "ollama"),
+                                   output=out, overwrite=True) == first
+    load_model(mine)
 
 
 def _hf(**rope: object) -> dict:
@@ -295,6 +305,6 @@ def test_export_on_a_full_disk_is_one_line_and_keeps_the_old_export(fmt, run_dir
     monkeypatch.setattr(torch, "save", torch_save)
     monkeypatch.setattr(files.shutil, "disk_usage", lambda path: Usage(10**9, 10**9, 12_000))
     err = _one_line_exit(export_cli.main, ["--model", str(run_dir), "--format", fmt,
-                                           "--output", str(out)], capsys)
+                                           "--output", str(out), "--overwrite"], capsys)
     assert "no space left on the disk mounted at" in err
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before and old

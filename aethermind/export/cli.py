@@ -78,13 +78,15 @@ def resolve_gguf_dtype(formats: Sequence[str], gguf_dtype: str | None) -> GgufDt
 def export_model(model_path: str | Path, variant: str | None = None,
                  formats: Sequence[Format] = FORMAT_SETS["both"],
                  output: str | Path = DEFAULT_OUTPUT, *, gguf_dtype: GgufDtype | None = None,
-                 every_gguf_dtype: bool = False, tokenizer: Any = None, device: str = "cpu"
-                 ) -> list[Path]:
+                 every_gguf_dtype: bool = False, tokenizer: Any = None, device: str = "cpu",
+                 overwrite: bool = False) -> list[Path]:
     """Load what `chat` loads (on `device`), write each format; returns the paths written.
 
     `gguf_dtype` is the GGUF weight type (None: DEFAULT_GGUF_DTYPE), the Modelfile's FROM;
     giving one without "gguf" or "ollama" in `formats` raises ExportError.
     `every_gguf_dtype` (`--format all`) also writes a GGUF of every other weight type.
+    A file or folder already at a target is replaced only with `overwrite` (`--overwrite`):
+    the check runs before anything is written.
     """
     weight_type = resolve_gguf_dtype(formats, gguf_dtype)
     output = Path(output)
@@ -94,6 +96,11 @@ def export_model(model_path: str | Path, variant: str | None = None,
                                torch_dtype=torch.float32)
     meta = ExportMeta.of(model, tok)
     paths = output_paths(output, variant or meta.variant, weight_type)
+    targets = _targets(formats, output, variant or meta.variant, weight_type, every_gguf_dtype)
+    taken = [p.name for p in targets if p.exists() or p.is_symlink()]
+    if taken and not overwrite:
+        raise ExportError(f"{output} already holds {', '.join(taken)}: pass --overwrite to "
+                          "replace them, or another --output")
     remove_stale_temp_files(output)  # what a killed export left, whatever it was writing
     written: list[Path] = []
     if {"pytorch", "safetensors"} & set(formats):
@@ -110,9 +117,8 @@ def export_model(model_path: str | Path, variant: str | None = None,
             write_hf_dir(model, tok, meta, tmp)
         written.append(paths["hf"])
     if set(GGUF_FORMATS) & set(formats):
-        dtypes = GGUF_DTYPES if every_gguf_dtype else (weight_type,)
-        for dtype in dtypes:
-            path = output_paths(output, variant or meta.variant, dtype)["gguf"]
+        ggufs = [p for p in targets if p.suffix == ".gguf"]
+        for dtype, path in zip(_gguf_dtypes(weight_type, every_gguf_dtype), ggufs, strict=True):
             with staged_path(path) as tmp:
                 write_gguf(model, tok, meta, tmp, dtype)
             written.append(path)
@@ -121,6 +127,23 @@ def export_model(model_path: str | Path, variant: str | None = None,
             write_modelfile(tmp, paths["gguf"], model.config, paths["ollama"].name)
         written.append(paths["ollama"])
     return written
+
+
+def _gguf_dtypes(weight_type: GgufDtype, every: bool) -> tuple[GgufDtype, ...]:
+    return GGUF_DTYPES if every else (weight_type,)
+
+
+def _targets(formats: Sequence[Format], output: Path, variant: str, weight_type: GgufDtype,
+             every_gguf_dtype: bool) -> list[Path]:
+    """What this export would replace: each format's file or folder, a GGUF per weight type
+    (not `tokenizer/`, shared by the .pt and .safetensors exports and guarded by
+    `_check_shared_tokenizer`)."""
+    paths = output_paths(output, variant)
+    targets = [paths[f] for f in formats if f != "gguf"]
+    if set(GGUF_FORMATS) & set(formats):
+        targets += [output_paths(output, variant, dtype)["gguf"]
+                    for dtype in _gguf_dtypes(weight_type, every_gguf_dtype)]
+    return targets
 
 
 def _check_shared_tokenizer(paths: dict[str, Path], formats: Sequence[Format],
@@ -160,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"the one the Modelfile uses) (default: {DEFAULT_GGUF_DTYPE})")
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
                    help=f"directory to write into (default: {DEFAULT_OUTPUT})")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace files an earlier export left in --output (default: refuse)")
     return p
 
 
@@ -170,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         paths = export_model(args.model, args.variant, formats, args.output,
                              gguf_dtype=args.dtype, every_gguf_dtype=args.format == "all",
-                             tokenizer=args.tokenizer, device=args.device)
+                             tokenizer=args.tokenizer, device=args.device,
+                             overwrite=args.overwrite)
     except (LoadError, ExportError) as err:
         parser.exit(2, f"error: {err}\n")
     except OSError as err:
