@@ -827,7 +827,15 @@ def _rope_case(kind):
         hf_cfg["rope_scaling"] = _ROPE[kind]
         cfg_path.write_text(json.dumps(hf_cfg, indent=2))
         r = run(IMPORT + ["--model", str(hf), "--output", "imp"], d)
-        return r + (f"{WRONG}: read as plain RoPE" if r[0] == 0 else "refused",)
+        if r[0] != 0:
+            return r + ("refused",)
+        # Dynamic NTK scaling changes nothing within the original context: read exactly when
+        # the imported context is capped there; any other imported scaling is a wrong model.
+        got = json.loads((d / "imp" / "final_model" / "config.json").read_text())
+        got = got.get("model", got).get("max_seq_len")
+        exact = kind == "dynamic" and got == hf_cfg["max_position_embeddings"]
+        return r + (f"read exactly: context capped at {got}" if exact else
+                    f"{WRONG}: read as plain RoPE (context {got})",)
     return fn
 
 
@@ -942,6 +950,9 @@ def _chat_option_case(flags):
         r = run(CHAT + ["--model", str(m)] + flags, d, stdin=b"hi\nhello\n/save\n/quit\n")
         saved = list((d / "chats").glob("*.json"))
         turns = len(json.loads(saved[0].read_text())["turns"]) if saved else 0
+        began = "You:" in r[1]  # refused before the first prompt: no conversation to lose
+        if r[0] != 0 and not began:
+            return r + ("refused before the conversation began",)
         lost = f"{LOST}: the conversation, " if r[0] != 0 and turns < 2 else ""
         return r + (f"{lost}{turns} of 2 turns saved",)
     return fn
