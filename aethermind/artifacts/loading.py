@@ -8,7 +8,8 @@ and may be a plain state dict (the final model), a training checkpoint
 with their "model_config" and "tokenizer_fingerprint"); a `.safetensors` export is read with
 `exported.read_safetensors` (config and fingerprint in its header). A Hugging Face Llama
 folder (what `aethermind export --format hf` writes, or a fine-tune of it: config.json with a
-`model_type`, the weights and a Forge-1 tokenizer) is read by `export.hf.read_hf_dir`, the
+`model_type`, the weights and a Forge-1 tokenizer; or a Hub Llama such as SmolLM2, whose
+own tokenizer is adopted and the embedding resized to it) is read by `export.hf.read_hf_dir`, the
 converter `aethermind import-hf` uses, with its own tokenizer; `find_checkpoint` returns the
 folder itself (its name is the model's name), and a path to its model.safetensors means it.
 Shape: `config.json` beside the file wins, else the config the file embeds; `--variant` is only
@@ -255,7 +256,7 @@ def load_model(model_path: str | Path, variant: str | None = None, tokenizer: An
 
     Args:
         model_path: the .pt file, or its final_model/ (or output) directory, or a Hugging
-            Face Llama folder with a Forge-1 tokenizer.
+            Face Llama folder (its own tokenizer, Forge-1 special tokens added when missing).
         variant: a preset name (config.VARIANTS), checked against the saved config; needed
             only when no config was saved and the weights' width matches no preset.
         tokenizer: a Forge1Tokenizer or a directory, used when none is saved beside the

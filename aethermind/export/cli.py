@@ -30,7 +30,13 @@ import torch
 
 from aethermind.artifacts.exported import ExportError, ExportMeta, save_pytorch, save_safetensors
 from aethermind.artifacts.loading import LoadError, add_model_args, load_verified
-from aethermind.export.gguf import DEFAULT_GGUF_DTYPE, GGUF_DTYPES, GgufDtype, write_gguf
+from aethermind.export.gguf import (
+    DEFAULT_GGUF_DTYPE,
+    GGUF_DTYPES,
+    GgufDtype,
+    gguf_pre_tokenizer,
+    write_gguf,
+)
 from aethermind.export.hf import write_hf_dir
 from aethermind.export.ollama import write_modelfile
 from aethermind.runtime.files import remove_stale_temp_files, staged_path
@@ -94,6 +100,11 @@ def export_model(model_path: str | Path, variant: str | None = None,
         raise ExportError(f"--output {output} is a file: pass a directory")
     model, tok = load_verified(model_path, variant, tokenizer, device,
                                torch_dtype=torch.float32)
+    if set(GGUF_FORMATS) & set(formats):
+        try:  # an adopted Hub tokenizer llama.cpp cannot reproduce: refused before any write
+            gguf_pre_tokenizer(tok)
+        except ValueError as err:
+            raise ExportError(str(err)) from None
     meta = ExportMeta.of(model, tok)
     paths = output_paths(output, variant or meta.variant, weight_type)
     targets = _targets(formats, output, variant or meta.variant, weight_type, every_gguf_dtype)

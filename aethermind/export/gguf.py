@@ -10,6 +10,10 @@ llama.cpp's converter uses), so this module only adds what differs from a plain 
   "smollm": in llama.cpp's src/llama-vocab.cpp that type splits on `\\p{N}` (single digits) and
   then applies the GPT-2 regex, which is exactly our `Digits(individual_digits=True)` followed by
   `ByteLevel(use_regex=True)`. `test_interop.py` checks the ids against llama.cpp itself.
+  An adopted Hub tokenizer is written only when llama.cpp has its pre-tokenizer
+  (`gguf_pre_tokenizer`: ours/SmolLM2's, or plain GPT-2 byte-level); any other (SentencePiece
+  style, a normalizer, byte fallback) is refused in one line naming `--format hf`, since
+  llama.cpp would silently give other ids than the model was trained on.
 - Weights: f32, f16, or q8_0 (2-D weights quantized with `gguf.quants`; a row length that is not
   a multiple of 32 falls back to f16, as llama.cpp's converter does). Norms stay f32.
 - The think tags are USER_DEFINED tokens, the other special tokens CONTROL (see `_vocab`).
@@ -44,6 +48,14 @@ DEFAULT_GGUF_DTYPE: GgufDtype = "f16"
 # no such role, and eom ("end of message") is the one key llama.cpp only uses for stopping.
 STOP_KEYS = {cf.END_ASSISTANT: "eot", cf.EOS: "eos", cf.USER: "eom"}
 PRE_TOKENIZER = "smollm"  # llama.cpp LLAMA_VOCAB_PRE_TYPE_SMOLLM = \p{N} split + GPT-2 regex
+_BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}
+_DIGITS = {"type": "Digits", "individual_digits": True}
+# `tokenizers` pre-tokenizer (trim_offsets aside: it only moves offsets) -> llama.cpp pre type
+# that splits text identically (src/llama-vocab.cpp: "smollm" = \p{N} + GPT-2 regex, "gpt-2").
+KNOWN_PRE_TOKENIZERS = (
+    ({"type": "Sequence", "pretokenizers": [_DIGITS, _BYTE_LEVEL]}, PRE_TOKENIZER),
+    (_BYTE_LEVEL, "gpt-2"),
+)
 META_PREFIX = "forge1."
 
 
@@ -79,6 +91,34 @@ def gguf_tensors(model: Forge1Model) -> dict[str, torch.Tensor]:
     return out
 
 
+def _without_offsets(node: object) -> object:
+    if isinstance(node, dict):
+        return {k: _without_offsets(v) for k, v in node.items() if k != "trim_offsets"}
+    if isinstance(node, list):
+        return [_without_offsets(v) for v in node]
+    return node
+
+
+def gguf_pre_tokenizer(tok: Forge1Tokenizer) -> str:
+    """llama.cpp's name for `tok`'s pre-tokenizer; ValueError when llama.cpp has none that
+    tokenizes exactly as `tok` does (only byte-level BPE without a normalizer qualifies)."""
+    spec = json.loads(tok.to_json())
+    model, pre = spec["model"], _without_offsets(spec.get("pre_tokenizer"))
+    byte_level = (model.get("type") == "BPE" and not model.get("byte_fallback")
+                  and spec.get("normalizer") is None
+                  and (spec.get("decoder") or {}).get("type") == "ByteLevel")
+    name = next((n for p, n in KNOWN_PRE_TOKENIZERS if p == pre), None)
+    if not byte_level or name is None:
+        kind = "byte-level BPE" if byte_level else f"{model.get('type')} with " + (
+            "byte fallback" if model.get("byte_fallback") else
+            f"normalizer {(spec.get('normalizer') or {}).get('type')}"
+            if spec.get("normalizer") else "no byte-level decoder")
+        raise ValueError(f"GGUF: llama.cpp has no pre-tokenizer that matches this tokenizer "
+                         f"({kind}, pre-tokenizer {(pre or {}).get('type')}): export it with "
+                         "--format hf instead")
+    return name
+
+
 def _vocab(tok: Forge1Tokenizer, n_vocab: int) -> tuple[list[str], list[int], list[str]]:
     """(tokens, token types, merges); ids past the tokenizer (vocab padding) are UNUSED.
 
@@ -91,7 +131,9 @@ def _vocab(tok: Forge1Tokenizer, n_vocab: int) -> tuple[list[str], list[int], li
     by_id = {i: piece for piece, i in spec["model"]["vocab"].items()}
     by_id.update({t["id"]: t["content"] for t in spec["added_tokens"]})
     visible = {tok.special_ids[s] for s in VISIBLE_TOKENS}
-    special = set(tok.special_ids.values()) - visible
+    # An adopted tokenizer's own special tokens (<|endoftext|>, ...) are CONTROL like ours.
+    special = {t["id"] for t in spec["added_tokens"] if t["special"]} - visible
+    visible |= {t["id"] for t in spec["added_tokens"] if not t["special"]}
     tokens, types = [], []
     for i in range(n_vocab):
         piece = by_id.get(i)
@@ -130,8 +172,10 @@ def _add_stop_tokens(w: gguf.GGUFWriter, tok: Forge1Tokenizer) -> None:
 
 def write_gguf(model: Forge1Model, tok: Forge1Tokenizer, meta: ExportMeta, path: Path,
                dtype: GgufDtype = DEFAULT_GGUF_DTYPE) -> Path:
-    """Write the GGUF file (`dtype`: the weight type, as `export`'s --dtype resolved it)."""
+    """Write the GGUF file (`dtype`: the weight type, as `export`'s --dtype resolved it).
+    Raises ValueError (`gguf_pre_tokenizer`) before writing for a tokenizer llama.cpp lacks."""
     cfg = model.config
+    pre = gguf_pre_tokenizer(tok)
     file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
                  "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[dtype]
     w = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
@@ -150,7 +194,7 @@ def write_gguf(model: Forge1Model, tok: Forge1Tokenizer, meta: ExportMeta, path:
     w.add_layer_norm_rms_eps(cfg.norm_eps)
     tokens, types, merges = _vocab(tok, cfg.vocab_size)
     w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre(PRE_TOKENIZER)
+    w.add_tokenizer_pre(pre)
     w.add_token_list(tokens)
     w.add_token_types(types)
     w.add_token_merges(merges)

@@ -4,7 +4,8 @@ The directory holds config.json, model.safetensors, generation_config.json (its
 `eos_token_id` list is `chat_format.STOP_TOKENS`, so `generate` stops where our engine does, and
 it samples with our defaults, `SamplingParams`'s temperature and top-p, as `chat` does),
 tokenizer.json (`Forge1Tokenizer.export_json`: the think tags are not special there, so decoded
-text keeps them), tokenizer_config.json, special_tokens_map.json and the chat template (the
+text keeps them; an adopted Hub tokenizer stays in its own style, with the Forge-1 special
+tokens appended), tokenizer_config.json, special_tokens_map.json and the chat template (the
 variant with {% generation %} markers) twice, as chat_template.jinja and inside
 tokenizer_config.json, because some loaders read only one.
 Weight names come from `hf_convert`; `transformers` is not needed to write or read it. The
@@ -33,6 +34,7 @@ from aethermind.artifacts.layout import WEIGHTS_GLOB, final_dir, write_final
 from aethermind.inference.sampling import SamplingParams
 from aethermind.model.config import Forge1Config
 from aethermind.model.hf_convert import from_hf, from_hf_config_dict, to_hf
+from aethermind.model.resize import resize_vocab
 from aethermind.model.transformer import Forge1Model
 from aethermind.runtime.files import remove_stale_temp_files, staged_path
 from aethermind.text import chat_format as cf
@@ -117,7 +119,12 @@ def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
 
 def read_hf_dir(directory: str | Path) -> tuple[dict[str, torch.Tensor], Forge1Config,
                                                  Forge1Tokenizer]:
-    """(Forge-1 state dict, config, tokenizer) from a Llama directory with a Forge-1 tokenizer."""
+    """(Forge-1 state dict, config, tokenizer) from a Llama directory and its tokenizer.json.
+
+    A Forge-1 tokenizer must fit the weights as they are. A foreign one (a Hub Llama's) is
+    adopted (`Forge1Tokenizer.added_specials`) and the embedding (and an untied head) resized
+    to it (`resize.resize_vocab`): its ids keep their rows, the new special tokens get new ones.
+    """
     directory = Path(directory)
     config_file = directory / "config.json"
     if not config_file.is_file():
@@ -138,6 +145,10 @@ def read_hf_dir(directory: str | Path) -> tuple[dict[str, torch.Tensor], Forge1C
         raise ExportError(f"{config_file} lacks {err}") from None
     except (ValueError, TypeError) as err:
         raise ExportError(f"{config_file}: {err}") from None
+    if not (directory / "tokenizer.json").is_file() and (directory / "tokenizer.model").is_file():
+        raise ExportError(f"{directory} has a SentencePiece tokenizer.model but no "
+                          "tokenizer.json: write one with transformers' AutoTokenizer."
+                          "from_pretrained(folder).save_pretrained(folder)")
     try:
         tok = Forge1Tokenizer(directory)
         sd, cfg = from_hf(_read_weights(directory), hf_cfg)
@@ -145,6 +156,12 @@ def read_hf_dir(directory: str | Path) -> tuple[dict[str, torch.Tensor], Forge1C
         raise ExportError(f"{directory}: {err}") from None
     except KeyError as err:
         raise ExportError(f"{directory}: weights lack tensor {err}") from None
+    if tok.added_specials:  # a Hub tokenizer just adopted: its new ids need rows
+        known = tok.get_vocab_size() - len(tok.added_specials)
+        try:
+            sd, cfg = resize_vocab(sd, cfg, tok.get_vocab_size_padded(), known)
+        except ValueError as err:
+            raise ExportError(f"{directory}: {err}") from None
     if tok.get_vocab_size_padded() != cfg.vocab_size:
         raise ExportError(f"{directory}: the tokenizer has {tok.get_vocab_size()} tokens but the "
                           f"model's vocabulary is {cfg.vocab_size}; they must belong together")
@@ -179,9 +196,10 @@ def import_hf(directory: str | Path, output: str | Path, *, overwrite: bool = Fa
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="aethermind import-hf",
-        description="Make a Forge-1 checkpoint from a Hugging Face Llama directory whose "
-                    "tokenizer has the Forge-1 special tokens (e.g. one `aethermind export "
-                    "--format hf` wrote and someone fine-tuned).")
+        description="Make a Forge-1 checkpoint from a Hugging Face Llama directory: one "
+                    "`aethermind export --format hf` wrote (and someone fine-tuned), or a Hub "
+                    "Llama such as SmolLM2 or TinyLlama, which keeps its own tokenizer with the "
+                    "Forge-1 special tokens added.")
     p.add_argument("--model", type=Path, help="the Hugging Face model directory")
     # The positional spelling from before every command took --model: still accepted, not shown
     # (no type=: argparse would convert the SUPPRESS default and overwrite --model with it).

@@ -1,6 +1,11 @@
-"""Forge1Tokenizer: byte-level BPE (Hugging Face `tokenizers`) with the 12 Forge-1 special tokens.
+"""Forge1Tokenizer: a Hugging Face `tokenizers` definition with the 12 Forge-1 special tokens.
 
-Special tokens take ids 0-11 and are atomic. `encode()` treats its input as plain text, so a
+Ours (`train`, the bundled default) is byte-level BPE with the special tokens at ids 0-11. A
+foreign one (a Hub Llama's tokenizer.json: byte-level BPE like SmolLM2, or SentencePiece-style
+like TinyLlama) is adopted on load (`adopt_json`): its vocabulary, merges, normalizer and own
+special tokens are kept; the Forge-1 special tokens it lacks are appended after its ids
+(`added_specials` names them; the model's embedding must grow to match, `model.resize`).
+Whatever the style, special tokens are atomic. `encode()` treats its input as plain text, so a
 literal "<|user|>" typed by a user stays ordinary bytes; only `encode(..., allow_special=True)`
 (used on already-trusted template text) maps those strings to special ids. A lone surrogate
 (what Python makes of undecodable input bytes, e.g. in argv) cannot be UTF-8: `encode` reads
@@ -21,7 +26,7 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from aethermind.runtime.files import atomic_text
 from aethermind.text.special_tokens import SPECIAL_TOKENS, VISIBLE_TOKENS
@@ -59,15 +64,13 @@ class Forge1Tokenizer:
                  if t.content in SPECIAL_TOKENS and not t.special]
         if plain:  # an exported tokenizer.json (export_json): back to the canonical form
             blob = _with_special(blob, set(SPECIAL_TOKENS))
-            self._tok = Tokenizer.from_str(blob)
+        blob, self.added_specials = adopt_json(blob)
+        self._tok = Tokenizer.from_str(blob)
         self._json = blob
         self._plain = Tokenizer.from_str(blob)
         self._plain.encode_special_tokens = True  # never produce special ids from text
         self.special_ids = {s: self._tok.token_to_id(s) for s in SPECIAL_TOKENS}
-        missing = [s for s, i in self.special_ids.items() if i is None]
-        if missing:
-            raise ValueError(f"tokenizer lacks special tokens {missing}: retrain it with "
-                             "`aethermind tokenizer train`")
+        assert None not in self.special_ids.values(), "adopt_json adds every special token"
         self.bos_id, self.eos_id, self.pad_id = (self.special_ids[s] for s in SPECIAL_TOKENS[:3])
 
     @classmethod
@@ -162,6 +165,45 @@ def _with_special(blob: str, special: set[str]) -> str:
         if token["content"] in SPECIAL_TOKENS:
             token["special"] = token["content"] in special
     return Tokenizer.from_str(json.dumps(spec, ensure_ascii=False)).to_str()
+
+
+def adopt_json(blob: str) -> tuple[str, tuple[str, ...]]:
+    """(`blob` made a Forge-1 tokenizer, the special tokens that had to be added).
+
+    A definition that already has the 12 (ours, or an adopted one saved back) is returned
+    unchanged, byte for byte, so its fingerprint stays. A foreign one gets, in canonical
+    serialisation (adopting it again is then the identity):
+    - the missing Forge-1 special tokens appended after its last id, in `SPECIAL_TOKENS` order;
+    - no post-processor: ours never adds tokens on its own (`encode` passes
+      add_special_tokens=False, and the chat template writes <|bos|>), and an HF export must
+      not prepend the foreign <s> either;
+    - a Metaspace pre-tokenizer's prepend_scheme "first" made "always": "first" adds the word
+      prefix only at offset 0 of the whole string, so in an HF export the text after each
+      template token would get other ids than our piecewise `chat_format.encode` gives it.
+    """
+    spec = json.loads(blob)
+    present = {t["content"] for t in spec.get("added_tokens") or ()}
+    missing = tuple(s for s in SPECIAL_TOKENS if s not in present)
+    metaspace = _metaspace_first(spec.get("pre_tokenizer"))
+    if not missing and not metaspace:
+        return blob, ()
+    for node in metaspace:
+        node["prepend_scheme"] = "always"
+    spec["post_processor"] = None
+    tok = Tokenizer.from_str(json.dumps(spec, ensure_ascii=False))
+    before = tok.get_vocab_size(with_added_tokens=True)
+    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in missing])
+    # A string its base vocabulary already holds keeps that id: only new ids count as added.
+    return tok.to_str(), tuple(s for s in missing if tok.token_to_id(s) >= before)
+
+
+def _metaspace_first(node: object) -> list[dict]:
+    """The Metaspace pre-tokenizers with prepend_scheme "first" in `node` (nested Sequences)."""
+    if not isinstance(node, dict):
+        return []
+    if node.get("type") == "Metaspace" and node.get("prepend_scheme") == "first":
+        return [node]
+    return [m for child in node.get("pretokenizers") or () for m in _metaspace_first(child)]
 
 
 def _strip_specials(texts: Iterable[str]) -> Iterator[str]:
