@@ -1010,7 +1010,8 @@ def main():
                 res = (None, "", f"HARNESS ERROR {e!r}", 0)
             rc, out, err = res[0], res[1], res[2]
             note = res[4] if len(res) > 4 else ""
-            record = {"case": name, "rc": rc, "traceback": "Traceback" in err + out,
+            record = {"case": name, "new": name in NEW, "rc": rc,
+                      "traceback": "Traceback" in err + out,
                       "lines": _key_lines(name, out, err), "note": note,
                       "secs": round(res[3], 1)}
             print(json.dumps(record), flush=True)

@@ -113,6 +113,17 @@ def test_export_and_import_clean_a_killed_writers_temp_files(run_dir, hf_dir, tm
         assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
 
 
+def test_a_refused_export_still_clears_a_killed_writers_temp_files(run_dir, tmp_path):
+    out = tmp_path / "exports"
+    export_cli.export_model(run_dir, formats=("pytorch",), output=out)
+    litter = out / f".forge1_custom_hf.tmp{_dead_pid()}"
+    litter.mkdir()
+    (litter / "model.safetensors").write_bytes(b"\0" * 1000)
+    with pytest.raises(export_cli.ExportError, match="pass --overwrite"):
+        export_cli.export_model(run_dir, formats=("pytorch",), output=out)
+    assert not litter.exists()
+
+
 def test_a_live_writers_temp_files_are_left_alone(run_dir, tmp_path):
     out = tmp_path / "exports"
     out.mkdir()

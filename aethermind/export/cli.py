@@ -98,6 +98,9 @@ def export_model(model_path: str | Path, variant: str | None = None,
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise ExportError(f"--output {output} is a file: pass a directory")
+    # What a killed export left, whatever it was writing: litter, not data, so it goes even
+    # when this export is refused below.
+    remove_stale_temp_files(output)
     model, tok = load_verified(model_path, variant, tokenizer, device,
                                torch_dtype=torch.float32)
     if set(GGUF_FORMATS) & set(formats):
@@ -112,7 +115,6 @@ def export_model(model_path: str | Path, variant: str | None = None,
     if taken and not overwrite:
         raise ExportError(f"{output} already holds {', '.join(taken)}: pass --overwrite to "
                           "replace them, or another --output")
-    remove_stale_temp_files(output)  # what a killed export left, whatever it was writing
     written: list[Path] = []
     if {"pytorch", "safetensors"} & set(formats):
         _check_shared_tokenizer(paths, formats, tok)
