@@ -24,7 +24,21 @@ def outcome(record: dict) -> str:
     if record["traceback"]:
         status = f"**traceback** ({status})"
     first = record["lines"][0] if record["lines"] else ""
+    if group == "server" and record["rc"] == 200:
+        first = _answered(first)
     return f"{status}: {cell(first)}" if first else status
+
+
+def _answered(line: str) -> str:
+    """A 200's body in a few words (the whole completion says nothing more)."""
+    if line.startswith("data:"):
+        return "a streamed answer"
+    try:
+        choice = json.loads(line)["choices"][0]
+    except (ValueError, KeyError, IndexError, TypeError):
+        # cut off (the record keeps 400 characters): a completion all the same
+        return "an answer" if '"chat.completion"' in line else line
+    return f"an answer (finish_reason {choice['finish_reason']})"
 
 
 def main() -> None:
