@@ -111,9 +111,11 @@ def test_jsonl_source_keeps_checkable_records_only(tmp_path):
 def test_every_family_stays_in_the_mix_and_ranks_draw_their_own():
     pools = synth_records(parse_families("all"), per_family=20)
     one = PromptSource(pools, seed=0)
-    assert {r["task"] for r in one.take(len(synth.TASKS))} == set(synth.TASKS)
+    assert {r["task"] for _, r in one.take(len(synth.TASKS))} == set(synth.TASKS)
     ranks = [PromptSource(pools, seed=0, rank=r, world=2) for r in (0, 1)]
-    drawn = [[r["question"] for r in src.take(10)] for src in ranks]
-    assert not set(drawn[0]) & set(drawn[1])
+    drawn = [src.take(10) for src in ranks]
+    assert not {g for g, _ in drawn[0]} & {g for g, _ in drawn[1]}
+    # two processes draw between them exactly what one process draws, position for position
+    assert sorted(drawn[0] + drawn[1], key=lambda d: d[0]) == PromptSource(pools, 0).take(20)
     test_questions = {e.question for e in synth.make_split("test", 440)}
     assert not test_questions & {r["question"] for pool in pools for r in pool}

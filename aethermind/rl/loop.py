@@ -5,8 +5,9 @@ loop, then teardown (final checkpoint, `final_model/` in the layout chat/evaluat
 read, reward PNG). One step = one rollout batch: P prompts x G answers (each process its own
 prompts under torchrun), groups whose answers all score the same dropped (their advantage is 0
 everywhere), then `updates_per_batch` optimizer steps on the rest with the clipped ratio
-against the rollout policy. A checkpoint holds the weights, optimizer, rollout RNG and prompt
-position, so a run stopped by a signal (or kill -9, from its last checkpoint) resumes exactly.
+against the rollout policy. A checkpoint holds the weights, optimizer and prompt position
+(which also seeds the rollouts, `rollout.sample_seeds`), so a run stopped by a signal (or
+kill -9, from its last checkpoint) resumes exactly.
 Usage: `rl(load_rl_config("configs/rl_cpu.yaml"))` or `aethermind rl --config ...`.
 """
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +55,6 @@ class RLRun:
     tokenizer: Any
     optimizer: torch.optim.Optimizer
     source: sources.PromptSource
-    rng: random.Random  # rollout seeds
     rewards: list[tuple[str, float, Reward]]
     variant: str
     step: int
@@ -96,7 +95,6 @@ def setup(cfg: RLConfig, *, resume: bool = False, overwrite: bool = False) -> RL
     optimizer = build_optimizer(model, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
                                 betas=(cfg.beta1, cfg.beta2), name=cfg.optimizer)
     source = sources.PromptSource(pools, cfg.seed, ctx.rank, ctx.world_size)
-    rng = random.Random(f"rl-rollout-{cfg.seed}-{ctx.rank}")
     step = 0
     found = ckpt.latest_valid(cfg.checkpoint_path) if resume else None
     if found is not None:
@@ -110,8 +108,6 @@ def setup(cfg: RLConfig, *, resume: bool = False, overwrite: bool = False) -> RL
             source.load_state_dict(state["sampler"])
         except ValueError as err:
             raise TrainingError(f"cannot resume from {path}: {err}") from None
-        rollout_state = state["rollout_rng"][ctx.rank]
-        rng.setstate((rollout_state[0], tuple(rollout_state[1]), rollout_state[2]))
         ckpt.set_rng_state(state["rng"])
         step = state["step"]
         dist.log0("resumed from %s (step %d)", path, step)
@@ -123,7 +119,7 @@ def setup(cfg: RLConfig, *, resume: bool = False, overwrite: bool = False) -> RL
                             resume_step=step if resume else None) if main else None
     dash = RLDashboard(cfg.max_steps, mode=cfg.dashboard, log_every=cfg.log_every,
                        start_step=step, enabled=main)
-    return RLRun(cfg, ctx, model, wrapped, ref, tokenizer, optimizer, source, rng,
+    return RLRun(cfg, ctx, model, wrapped, ref, tokenizer, optimizer, source,
                  parse_rewards(cfg.rewards), _variant_of(model.config), step, dash, metrics)
 
 
@@ -138,7 +134,7 @@ def collect(run: RLRun) -> tuple[list[Group], list[Group]]:
     kept: list[Group] = []
     for refill in range(cfg.max_refills + 1):
         batch = rollout(run.model, run.tokenizer, run.source.take(cfg.prompts_per_step),
-                        cfg.group_size, params, run.rng, run.rewards)
+                        cfg.group_size, params, cfg.seed, run.rewards)
         rolled += batch
         for g in batch:
             uncertain = cfg.min_pass_rate <= g.pass_rate <= cfg.max_pass_rate
@@ -218,16 +214,11 @@ def _rollout_stats(run: RLRun, rolled: list[Group], kept: list[Group]) -> dict[s
 
 # --- the loop ---------------------------------------------------------------------------------
 def save(run: RLRun) -> None:
-    states = [None] * run.ctx.world_size  # every process's rollout RNG: each samples its own
-    if run.ctx.distributed:
-        tdist.all_gather_object(states, run.rng.getstate())
-    else:
-        states = [run.rng.getstate()]
     if not dist.is_main():
         return
     state = {"step": run.step, "model": run.model.state_dict(),
              "optimizer": run.optimizer.state_dict(), "sampler": run.source.state_dict(),
-             "rollout_rng": states, "rng": ckpt.rng_state(), "config": run.cfg.to_dict(),
+             "rng": ckpt.rng_state(), "config": run.cfg.to_dict(),
              "tokenizer_fingerprint": run.tokenizer.fingerprint()}
     try:
         path = ckpt.save_checkpoint(state, run.cfg.checkpoint_path, run.step,

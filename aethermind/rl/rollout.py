@@ -1,10 +1,12 @@
 """Rollouts: G sampled answers per prompt through the continuous-batching `Engine`, scored.
 
-Each answer gets its own seed drawn from the run's rollout RNG (`random.Random`, saved in every
-checkpoint), so a resumed run samples the same answers. A fresh `Engine` is built per batch:
-it prepacks the current weights for the CPU, and the weights change after every update.
+Each answer gets its own seed, a hash of (run seed, the prompt's global position, answer
+index): a resumed run, or the same prompts split over another number of processes, samples
+exactly the same answers, and the prompt position in the checkpoint is the whole rollout state.
+A fresh `Engine` is built per batch: it prepacks the current weights for the CPU, and the
+weights change after every update.
 It knows nothing about losses; `rl.loss` turns the groups into a policy-gradient loss.
-Usage: `groups = rollout(model, tok, records, cfg, rng, rewards)`.
+Usage: `groups = rollout(model, tok, src.take(8), 8, params, seed, rewards)`.
 """
 
 from __future__ import annotations
@@ -52,12 +54,13 @@ class Group:
 
 
 @torch.no_grad()
-def rollout(model: torch.nn.Module, tokenizer: Any, records: list[dict[str, Any]],
-            group_size: int, params: SamplingParams, rng: random.Random,
+def rollout(model: torch.nn.Module, tokenizer: Any, drawn: list[tuple[int, dict[str, Any]]],
+            group_size: int, params: SamplingParams, seed: int,
             rewards: list[tuple[str, float, Reward]]) -> list[Group]:
-    """Sample `group_size` answers per record with `params` (a seed each from `rng`), score."""
+    """Sample `group_size` answers per (position, record) with `params`, score them."""
+    records = [r for _, r in drawn]
     prompts = [cf.encode_prompt(cf.Conversation(), r["question"], tokenizer) for r in records]
-    seeds = [rng.randrange(SEED_RANGE[0], SEED_RANGE[1]) for _ in range(len(records) * group_size)]
+    seeds = [s for g, _ in drawn for s in sample_seeds(seed, g, group_size)]
     batch = [p for p in prompts for _ in range(group_size)]
     sampling = [SamplingParams(max_new_tokens=params.max_new_tokens,
                                temperature=params.temperature, top_p=None, seed=s)
@@ -77,6 +80,12 @@ def rollout(model: torch.nn.Module, tokenizer: Any, records: list[dict[str, Any]
                                   exact(text, record) > 0))
         groups.append(Group(record, samples))
     return groups
+
+
+def sample_seeds(seed: int, position: int, n: int) -> list[int]:
+    """The sampling seeds of the `n` answers to the prompt at global `position`."""
+    rng = random.Random(f"rl-{seed}-{position}")
+    return [rng.randrange(SEED_RANGE[0], SEED_RANGE[1]) for _ in range(n)]
 
 
 def advantages(group: Group, scale: bool) -> list[float]:

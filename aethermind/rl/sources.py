@@ -6,6 +6,8 @@ round-robin (every family stays in the mix, so RL on the weak ones cannot make t
 the others, issue 19); within a family the order is a seeded shuffle, reshuffled each pass.
 Under several processes, rank r takes positions r, r + K, r + 2K... (its own prompts).
 A record is a dict: `question`, and what checks it (`task`, `thinking`, `answer`, `solution`).
+The global position also seeds the prompt's answers (`rollout.sample_seeds`), so what a
+prompt samples does not depend on which process draws it or when.
 Usage: `src = PromptSource(synth_records(parse_families("all")), seed=0)`; `src.take(8)`.
 """
 
@@ -91,10 +93,11 @@ class PromptSource:
         size = len(self.pools[pool])
         return self.pools[pool][self._order(pool, k // size)[k % size]]
 
-    def take(self, n: int) -> list[dict[str, Any]]:
-        out = [self.record((self.position + i) * self.world + self.rank) for i in range(n)]
+    def take(self, n: int) -> list[tuple[int, dict[str, Any]]]:
+        """The next `n` (global position, record) pairs of this process."""
+        positions = [(self.position + i) * self.world + self.rank for i in range(n)]
         self.position += n
-        return out
+        return [(g, self.record(g)) for g in positions]
 
     def state_dict(self) -> dict[str, int]:
         return {"position": self.position, "seed": self.seed, "world": self.world}
