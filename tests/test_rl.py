@@ -96,6 +96,16 @@ def test_bad_config_is_one_line_before_any_work(tmp_path, capsys, line, key):
     assert not (tmp_path / "outputs").exists()
 
 
+def test_unusable_device_model_or_prompts_are_one_line(tmp_path, capsys):
+    for sets, code, words in ((["device=gpu0"], 2, "device"), ([], 1, "not found"),
+                              (["prompts=jsonl", f"prompt_file={tmp_path / 'no.jsonl'}"], 1,
+                               "prompt_file")):
+        args = ["--output", str(tmp_path / "out"), "--set", f"model={tmp_path / 'none'}"]
+        assert rl_main(args + [a for s in sets for a in ("--set", s)]) == code
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and words in err, err
+
+
 def test_config_reads_yaml_number_text(tmp_path):
     path = tmp_path / "rl.yaml"
     path.write_text("learning_rate: 3e-5\n", encoding="utf-8")

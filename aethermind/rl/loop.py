@@ -30,7 +30,7 @@ from aethermind.artifacts.loading import load_model
 from aethermind.inference.sampling import SamplingParams
 from aethermind.model.config import PRESETS
 from aethermind.rl import sources
-from aethermind.rl.config import RLConfig, dump_yaml
+from aethermind.rl.config import ConfigError, RLConfig, dump_yaml
 from aethermind.rl.dashboard import RLDashboard, plot_rewards
 from aethermind.rl.loss import pad_batch, policy_loss, token_logprobs
 from aethermind.rl.rewards import Reward, parse_rewards
@@ -80,14 +80,17 @@ def _pools(cfg: RLConfig) -> list[list[dict[str, Any]]]:
 
 def setup(cfg: RLConfig, *, resume: bool = False, overwrite: bool = False) -> RLRun:
     """Device, seed, model, optimizer, prompts, resume, dashboard (see `train.setup`'s order)."""
-    ctx = dist.setup(cfg.device)
+    try:
+        ctx = dist.setup(cfg.device)
+    except ValueError as err:  # a device name select_device does not know
+        raise ConfigError(f"config key 'device': {err}") from None
     dist.seed_everything(cfg.seed, ctx.rank)
     if dist.is_main():
         claim_checkpoint_dir(cfg.checkpoint_path, resume, overwrite)
     dist.barrier()
     try:
+        pools = _pools(cfg)  # first: a bad prompt file fails before the model loads
         model, tokenizer = load_model(cfg.model, device=ctx.device)
-        pools = _pools(cfg)
     except ValueError as err:  # LoadError, a prompt file without usable records
         raise TrainingError(str(err)) from None
     ref = copy.deepcopy(model).eval().requires_grad_(False) if cfg.kl_coef > 0 else None

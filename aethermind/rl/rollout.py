@@ -67,7 +67,10 @@ def rollout(model: torch.nn.Module, tokenizer: Any, drawn: list[tuple[int, dict[
                 for s in seeds]
     was_training = model.training
     model.eval()
-    engine = Engine(model, max_batch_size=min(ENGINE_BATCH, len(batch)))
+    # The cache holds the longest prompt plus its answer, not the whole context.
+    room = min(model.config.max_seq_len, max(map(len, prompts)) + params.max_new_tokens)
+    engine = Engine(model, max_batch_size=min(ENGINE_BATCH, len(batch)),
+                    max_seq_len=max(room, 2))
     gens = engine.generate_batch(batch, sampling, cf.stop_ids(tokenizer))
     model.train(was_training)
     groups = []

@@ -51,7 +51,11 @@ def synth_records(families: tuple[str, ...], per_family: int = POOL_PER_FAMILY, 
 def jsonl_records(path: str | Path) -> list[list[dict[str, Any]]]:
     """One pool of JSONL records with a question and a checkable answer; others skipped."""
     pool = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError as err:
+        raise ValueError(f"prompt_file {path}: cannot read it ({err.strerror or err})") from None
+    for line in text.splitlines():
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
