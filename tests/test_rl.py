@@ -20,7 +20,7 @@ from _infer_helpers import make_tokenizer, save_final, tiny_config
 from aethermind.model.transformer import Forge1Model
 from aethermind.rl import loop
 from aethermind.rl.cli import main as rl_main
-from aethermind.rl.config import ConfigError, dump_yaml, load_rl_config
+from aethermind.rl.config import ConfigError, dump_yaml, keys, load_rl_config
 from aethermind.training.dashboard import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,6 +104,19 @@ def test_unusable_device_model_or_prompts_are_one_line(tmp_path, capsys):
         assert rl_main(args + [a for s in sets for a in ("--set", s)]) == code
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and words in err, err
+
+
+def test_the_rl_keys_are_frozen_and_the_shipped_config_loads():
+    # Adding or renaming a key is a deliberate edit here, as for training's keys.
+    assert keys() == [
+        "model", "device", "prompts", "prompt_file", "families", "rewards", "prompts_per_step",
+        "group_size", "temperature", "max_new_tokens", "updates_per_batch", "clip_low",
+        "clip_high", "kl_coef", "scale_advantages", "filter_uncertain", "min_pass_rate",
+        "max_pass_rate", "max_refills", "micro_batch_size", "optimizer", "learning_rate",
+        "weight_decay", "beta1", "beta2", "max_grad_norm", "max_steps", "output_dir",
+        "checkpoint_every", "keep_checkpoints", "log_every", "dashboard", "seed"]
+    cfg = load_rl_config(REPO / "configs" / "rl_cpu.yaml")
+    assert cfg.rewards == "exact, trace=0.5" and cfg.families == "all"
 
 
 def test_config_reads_yaml_number_text(tmp_path):

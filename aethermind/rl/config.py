@@ -65,7 +65,6 @@ class RLConfig:
     beta2: float = 0.95
     max_grad_norm: float = 1.0  # 0 = no clipping
     max_steps: int = 100  # rollout batches
-    max_minutes: float = 0.0  # wall-clock budget of the loop; 0 = only max_steps
     # --- bookkeeping ----------------------------------------------------------------------------
     output_dir: str = "outputs/rl"  # metrics.jsonl, reward_curve.png, checkpoints/, final_model/
     checkpoint_every: int = 25  # rollout batches between checkpoints; 0 = only at the end
@@ -86,7 +85,7 @@ class RLConfig:
         for name in ("checkpoint_every", "max_refills"):
             if getattr(self, name) < 0:
                 _fail(name, getattr(self, name), "an integer >= 0")
-        for name in ("temperature", "weight_decay", "max_grad_norm", "kl_coef", "max_minutes"):
+        for name in ("temperature", "weight_decay", "max_grad_norm", "kl_coef"):
             if getattr(self, name) < 0:
                 _fail(name, getattr(self, name), "a number >= 0")
         if not self.learning_rate > 0:

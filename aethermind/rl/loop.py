@@ -105,12 +105,13 @@ def setup(cfg: RLConfig, *, resume: bool = False, overwrite: bool = False) -> RL
         if state["tokenizer_fingerprint"] != tokenizer.fingerprint():
             raise TrainingError(f"cannot resume from {path}: it was trained with another "
                                 "tokenizer than the model in `model:`")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
         try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
             source.load_state_dict(state["sampler"])
-        except ValueError as err:
-            raise TrainingError(f"cannot resume from {path}: {err}") from None
+        except (RuntimeError, ValueError, KeyError) as err:  # another model, optimizer, seed
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise TrainingError(f"cannot resume from {path}: {first}") from None
         ckpt.set_rng_state(state["rng"])
         step = state["step"]
         dist.log0("resumed from %s (step %d)", path, step)
