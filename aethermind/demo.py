@@ -62,9 +62,11 @@ CHAT_SCRIPT = (prompts.GREETING, prompts.ARITHMETIC, "Which is bigger, 345 or 35
 # the clock; a busy or slower machine takes longer for the same result.
 STEPS_PER_MINUTE = 200
 OVERHEAD_MINUTES = 3.0
-# GRPO steps (8 prompts x 8 answers, 2 updates each) a minute on two quiet cores: --rl-minutes
-# becomes steps with it, as --minutes does (issue 19 measured 90-130 one-update steps in 4).
-RL_STEPS_PER_MINUTE = 20
+# GRPO steps of the demo recipe (8 prompts x 8 answers, up to 2 refills for uncertain groups,
+# 2 updates each) a minute: --rl-minutes becomes steps with it, as --minutes does. Measured:
+# ~18 s a step with two runs sharing two busy cores (load ~4); 8 a minute is an estimate for
+# two quiet cores, not a measurement (issue 19: 90-130 plain one-update steps in 4 minutes).
+RL_STEPS_PER_MINUTE = 8
 N_TEST = 440  # 40 held-out questions per task family
 TOKENS_PER_EXAMPLE = 100  # built-in examples average ~100 tokens once encoded (chats of 1-3)
 N_FRESH = 24  # fresh questions in the guide's phrasing (4 per template)
