@@ -20,6 +20,7 @@ COMMANDS = {
     "tokenizer": ("aethermind.data.tokenizer_train", "train a byte-level BPE tokenizer"),
     "data": ("aethermind.data.cli", "download | preprocess | synth | pack training data"),
     "train": ("aethermind.training.train", "train Forge-1 from a YAML config (resumable)"),
+    "rl": ("aethermind.rl.cli", "improve a trained model with GRPO on checkable answers"),
     "plan": ("aethermind.training.plan", "estimate GPU memory for a config before training"),
     "evaluate": ("aethermind.evaluation.evaluate",
                  "test prompts, validation loss and reasoning accuracy"),

@@ -5,8 +5,10 @@ tokenizer's, cut down to the ~1.7k tokens that data uses (same splits, ~3x cheap
 Each stage runs the same code as its own command (`aethermind data synth`, `aethermind train`,
 `aethermind evaluate`, `aethermind chat`), so the demo doubles as a smoke test of the product.
 It shows held-out accuracy per task family before and after training, the loss curve, and a
-transcript of fresh questions in the guide's phrasing with the model's thinking.
-Usage: `aethermind demo [--output outputs/demo] [--minutes 10]` (what `make demo` runs).
+transcript of fresh questions in the guide's phrasing with the model's thinking. With
+`--rl-minutes N` it then runs N minutes of GRPO (`aethermind rl`) on the trained model, every
+family in the prompt mix, and shows held-out accuracy per family before and after RL.
+Usage: `aethermind demo [--output outputs/demo] [--minutes 10] [--rl-minutes 0]` (`make demo`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from aethermind.inference.sampling import SamplingParams
 from aethermind.inference.thinking import answer
 from aethermind.model.config import Forge1Config
 from aethermind.model.transformer import Forge1Model
+from aethermind.rl.config import RLConfig
+from aethermind.rl.loop import rl
 from aethermind.runtime.files import atomic_text
 from aethermind.serve.server import DEFAULT_HOST, DEFAULT_PORT
 from aethermind.text import prompts
@@ -58,6 +62,11 @@ CHAT_SCRIPT = (prompts.GREETING, prompts.ARITHMETIC, "Which is bigger, 345 or 35
 # the clock; a busy or slower machine takes longer for the same result.
 STEPS_PER_MINUTE = 200
 OVERHEAD_MINUTES = 3.0
+# GRPO steps of the demo recipe (8 prompts x 8 answers, up to 2 refills for uncertain groups,
+# 2 updates each) a minute: --rl-minutes becomes steps with it, as --minutes does. Measured:
+# ~18 s a step with two runs sharing two busy cores (load ~4); 8 a minute is an estimate for
+# two quiet cores, not a measurement (issue 19: 90-130 plain one-update steps in 4 minutes).
+RL_STEPS_PER_MINUTE = 8
 N_TEST = 440  # 40 held-out questions per task family
 TOKENS_PER_EXAMPLE = 100  # built-in examples average ~100 tokens once encoded (chats of 1-3)
 N_FRESH = 24  # fresh questions in the guide's phrasing (4 per template)
@@ -121,6 +130,21 @@ def train_config(out: Path, train: Path, val: Path, tokenizer: Path, steps: int,
     return TrainConfig(**{**recipe, **overrides})
 
 
+def rl_config(out: Path, model: Path, steps: int, max_new_tokens: int, **overrides
+              ) -> RLConfig:
+    """The demo's RL recipe (issue 19's levers): every family in the mix so none is forgotten,
+    exact answer plus the dense trace reward, groups where the model is uncertain, two clipped
+    updates per rollout batch, a small AdamW step."""
+    recipe: dict[str, Any] = dict(
+        model=str(model), device="cpu", prompts="synth", families="all",
+        rewards="exact, trace=0.5", prompts_per_step=8, group_size=8, temperature=1.0,
+        max_new_tokens=max_new_tokens, updates_per_batch=2, filter_uncertain=True,
+        optimizer="adamw", learning_rate=2e-5, max_steps=steps,
+        checkpoint_every=max(1, steps // 2), output_dir=str(out / "rl"), seed=0,
+        dashboard="auto")
+    return RLConfig(**{**recipe, **overrides})
+
+
 def max_new_tokens_for(tokenizer: Any, examples: list) -> int:
     """A generation cap that fits the longest reference trace and answer, plus slack."""
     longest = max(sum(encode(Conversation(turns=[Turn(e.question, e.answer, e.thinking)]),
@@ -155,6 +179,35 @@ def _family_table(console: Console, before: dict, after: dict, fresh: dict) -> N
     table.add_row("[bold]fresh, guide's phrasing", "-",
                   f"[bold]{fresh['accuracy']:.0%} ({fresh['correct']}/{fresh['n']})")
     console.print(table)
+
+
+def _rl_table(console: Console, before: dict, after: dict) -> None:
+    table = Table(title="held-out accuracy per task family before and after RL")
+    for col in ("family", "before RL", "after RL", "change"):
+        table.add_column(col, justify="right" if col != "family" else "left")
+    for task, row in after["per_task"].items():
+        b = before["per_task"][task]["accuracy"]
+        table.add_row(task, f"{b:.0%}", f"{row['accuracy']:.0%}",
+                      f"{(row['accuracy'] - b) * 100:+.1f}")
+    table.add_row("[bold]all", f"{before['accuracy']:.1%}", f"[bold]{after['accuracy']:.1%}",
+                  f"{(after['accuracy'] - before['accuracy']) * 100:+.1f}")
+    console.print(table)
+
+
+def _run_rl(args: argparse.Namespace, console: Console, final: Path, test: list, cap: int,
+            before: dict) -> dict[str, Any] | None:
+    """GRPO on the trained model, then the same held-out questions; None if RL stopped."""
+    steps = max(1, round(args.rl_minutes * RL_STEPS_PER_MINUTE))
+    console.rule(f"[bold]RL: GRPO on checkable answers, {steps} steps")
+    result = rl(rl_config(args.out, final, steps, cap), overwrite=True)
+    if result["status"] != "completed":
+        console.print(f"[red]RL ended early ({result['status']})")
+        return None
+    model, tokenizer = load_model(result["final_model"])
+    after = score_examples(Engine(model, max_batch_size=GEN_BATCH), tokenizer, test, cap)
+    _rl_table(console, before, after)
+    return {"steps": steps, "model": str(Path(result["final_model"]).parent),
+            "accuracy": after}
 
 
 def _thinking_lines(thinking: str) -> list[str]:
@@ -257,6 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
                              f"{OVERHEAD_MINUTES:g} for set-up, data and evaluation, the rest "
                              f"trains at {STEPS_PER_MINUTE} steps a minute")
     parser.add_argument("--steps", type=int, help="optimizer steps (overrides --minutes)")
+    parser.add_argument("--rl-minutes", type=float, default=0.0,
+                        help="minutes of RL (GRPO) after training, at "
+                             f"{RL_STEPS_PER_MINUTE} steps a minute; shows accuracy per family "
+                             "before and after (default 0: none)")
     parser.add_argument("--n-train", type=int,
                         help="built-in training examples (default: enough for the steps)")
     parser.add_argument("--n-test", type=int, default=N_TEST,
@@ -274,6 +331,8 @@ def _checked_steps(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
                      "(set-up, data and evaluation take about that) and at most "
                      f"{MAX_MINUTES:g}; or pass --steps")
     steps = args.steps if args.steps is not None else steps_for(args.minutes)
+    if not 0 <= args.rl_minutes <= MAX_MINUTES:
+        parser.error(f"--rl-minutes {args.rl_minutes:g}: must be between 0 and {MAX_MINUTES:g}")
     if args.n_train is None and 1 <= steps <= MAX_STEPS:
         args.n_train = examples_for(steps)
     for flag, value, most in (("--steps", steps, MAX_STEPS),
@@ -334,12 +393,14 @@ def main(argv: list[str] | None = None) -> int:
     fresh = score_examples(engine, tokenizer, fresh_examples, cap)
     after = json.loads(eval_json.read_text(encoding="utf-8"))["reasoning"]
     _family_table(console, before, after, fresh)
+    after_rl = _run_rl(args, console, final, test, cap, after) if args.rl_minutes else None
     greedy = SamplingParams(max_new_tokens=cap, temperature=0.0)  # as the scoring above
     transcript = _transcript(engine, tokenizer, fresh, fresh_examples, args.out, console, greedy)
     minutes = (time.perf_counter() - started) / 60
     _add_to_report(eval_json, {"before_training": before, "fresh_guide_questions": fresh,
                                "demo": {"steps": steps, "minutes": round(minutes, 2),
-                                        "n_train": args.n_train, "max_new_tokens": cap}})
+                                        "n_train": args.n_train, "max_new_tokens": cap},
+                               **({"after_rl": after_rl} if after_rl else {})})
     console.rule(f"[bold green]done in {minutes:.1f} min")
     console.print(f"model       {final}\nevaluation  {eval_json}\n"
                   f"transcript  {transcript}\nloss curve  {args.out / 'loss_curve.png'}")

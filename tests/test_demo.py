@@ -22,7 +22,8 @@ from aethermind.text.tokenizer import Forge1Tokenizer
 from aethermind.training.dashboard import read_metrics
 
 
-def test_demo_runs_every_stage_and_writes_its_outputs(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("rl_minutes", ["0", "0.05"])  # 0.05 minutes: one RL step
+def test_demo_runs_every_stage_and_writes_its_outputs(tmp_path, capsys, monkeypatch, rl_minutes):
     # The wiring, not the learning, is under test: a one-layer "tiny" and few validation
     # chats and fresh questions keep it to seconds.
     monkeypatch.setitem(PRESETS, "tiny", dict(dim=32, n_layers=1, n_heads=2, n_kv_heads=1,
@@ -34,7 +35,7 @@ def test_demo_runs_every_stage_and_writes_its_outputs(tmp_path, capsys, monkeypa
     monkeypatch.setattr(demo, "N_FRESH", 6)
     out = tmp_path / "demo"
     rc = demo.main(["--output", str(out), "--steps", "2", "--n-train", "100", "--n-test", "11",
-                    "--max-new-tokens", "4"])
+                    "--max-new-tokens", "4", "--rl-minutes", rl_minutes])
     assert rc == 0
     final = out / "final_model" / "forge1_tiny_final.pt"
     assert final.is_file()
@@ -53,6 +54,13 @@ def test_demo_runs_every_stage_and_writes_its_outputs(tmp_path, capsys, monkeypa
     assert all(0 <= t["accuracy"] <= 1 for t in reasoning["per_task"].values())
     assert reasoning["correct"] == sum(s["correct"] for s in reasoning["samples"])
     assert set(report["before_training"]["per_task"]) == set(synth.TASKS)
+    if rl_minutes == "0":
+        assert "after_rl" not in report and not (out / "rl").exists()
+    else:  # the RL model answered the same held-out questions, and is a loadable final_model
+        assert report["after_rl"]["steps"] == 1
+        assert report["after_rl"]["accuracy"]["n"] == 11
+        assert (out / "rl" / "final_model" / "forge1_tiny_final.pt").is_file()
+        assert [r["step"] for r in read_metrics(out / "rl" / "metrics.jsonl")] == [1]
     fresh = report["fresh_guide_questions"]
     assert fresh["n"] == 6 and report["demo"]["steps"] == 2
     transcript = (out / "chat_transcript.md").read_text()

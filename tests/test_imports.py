@@ -141,7 +141,7 @@ def test_stage_subpackages_hold_every_module():
     assert top == {"__init__.py", "cli.py", "demo.py"}
     stages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
     assert stages == {"runtime", "text", "model", "data", "training", "artifacts", "inference",
-                      "evaluation", "export", "serve"}
+                      "evaluation", "export", "serve", "rl"}
 
 
 def test_sampling_is_a_leaf():

@@ -163,7 +163,11 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 def coerce(key: str, raw: str) -> Any:
     """Turn command-line text into the type of `key` (int, float, bool, str or None)."""
-    hint = _hints()[key]
+    return coerce_to(_hints()[key], key, raw)
+
+
+def coerce_to(hint: Any, key: str, raw: str) -> Any:
+    """Turn text into a value of type `hint` (any config dataclass's field type)."""
     options = typing.get_args(hint) if _is_union(hint) else (hint,)
     if type(None) in options and raw.lower() in ("none", "null", "~", ""):
         return None
@@ -192,28 +196,46 @@ def coerce(key: str, raw: str) -> Any:
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 variant: str | None = None) -> TrainConfig:
     """YAML file (flat mapping) < `--set` overrides < `--variant`; the result is validated."""
-    data: dict[str, Any] = {}
-    where = "config"
-    if path is not None:
-        where = str(path)
-        file = Path(path)
-        if not file.is_file():
-            raise ConfigError(f"--config {path}: file not found (see configs/ for examples)")
-        try:
-            loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err})".replace("\n", " ")) from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a flat mapping of key: value")
-        data.update(loaded)
+    data: dict[str, Any] = read_mapping(path) if path is not None else {}
+    where = "config" if path is None else str(path)
     for item in overrides or []:
         key, value = parse_override(item)
         data[key] = value
     if variant is not None:
         data["variant"] = variant
     return from_dict(data, where)
+
+
+def read_mapping(path: str | Path) -> dict[str, Any]:
+    """A config file's flat `key: value` mapping; a missing or malformed file is ConfigError."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"--config {path}: file not found (see configs/ for examples)")
+    try:
+        loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})".replace("\n", " ")) from None
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a flat mapping of key: value")
+    return loaded
+
+
+def check_types(obj: Any) -> None:
+    """Every field of the dataclass `obj` holds its annotated type, floats finite; the first
+    that does not is a ConfigError (shared by every strict config: training, RL)."""
+    hints = typing.get_type_hints(type(obj))
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        _check_type(f.name, value, hints[f.name])
+        if isinstance(value, float) and not math.isfinite(value):  # inf lr trains NaNs
+            _fail(f.name, value, "a finite number")
+
+
+def matches(value: Any, hint: Any) -> bool:
+    """Whether `value` already has type `hint` (YAML text for a number does not)."""
+    return _matches(value, hint)
 
 
 def dump_yaml(cfg: TrainConfig) -> str:

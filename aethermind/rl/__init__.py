@@ -1,0 +1,1 @@
+"""Reinforcement learning with verifiable rewards (`aethermind rl`): GRPO on a trained model."""

@@ -1,0 +1,101 @@
+"""Rollouts: G sampled answers per prompt through the continuous-batching `Engine`, scored.
+
+Each answer gets its own seed, a hash of (run seed, the prompt's global position, answer
+index): a resumed run, or the same prompts split over another number of processes, samples
+exactly the same answers, and the prompt position in the checkpoint is the whole rollout state.
+A fresh `Engine` is built per batch: it prepacks the current weights for the CPU, and the
+weights change after every update.
+It knows nothing about losses; `rl.loss` turns the groups into a policy-gradient loss.
+Usage: `groups = rollout(model, tok, src.take(8), 8, params, seed, rewards)`.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from aethermind.inference.engine import Engine
+from aethermind.inference.sampling import SEED_RANGE, SamplingParams
+from aethermind.rl.rewards import Reward, exact, score_all
+from aethermind.text import chat_format as cf
+
+ENGINE_BATCH = 64  # sequences decoded at once (the KV cache's slots)
+
+
+@dataclass
+class Sample:
+    prompt: list[int]
+    completion: list[int]  # generated ids, the stop token included when there was one
+    reward: float
+    correct: bool  # the exact-answer check, reported whatever the rewards are
+
+
+@dataclass
+class Group:
+    record: dict[str, Any]
+    samples: list[Sample]
+
+    @property
+    def rewards(self) -> list[float]:
+        return [s.reward for s in self.samples]
+
+    @property
+    def pass_rate(self) -> float:
+        return sum(s.correct for s in self.samples) / len(self.samples)
+
+    @property
+    def has_signal(self) -> bool:
+        """Whether the answers' rewards differ: a group that all score the same has zero
+        advantage everywhere, so it teaches nothing (GRPO drops it)."""
+        return max(self.rewards) - min(self.rewards) > 1e-9
+
+
+@torch.no_grad()
+def rollout(model: torch.nn.Module, tokenizer: Any, drawn: list[tuple[int, dict[str, Any]]],
+            group_size: int, params: SamplingParams, seed: int,
+            rewards: list[tuple[str, float, Reward]]) -> list[Group]:
+    """Sample `group_size` answers per (position, record) with `params`, score them."""
+    records = [r for _, r in drawn]
+    prompts = [cf.encode_prompt(cf.Conversation(), r["question"], tokenizer) for r in records]
+    seeds = [s for g, _ in drawn for s in sample_seeds(seed, g, group_size)]
+    batch = [p for p in prompts for _ in range(group_size)]
+    sampling = [SamplingParams(max_new_tokens=params.max_new_tokens,
+                               temperature=params.temperature, top_p=None, seed=s)
+                for s in seeds]
+    was_training = model.training
+    model.eval()
+    # The cache holds the longest prompt plus its answer, not the whole context.
+    room = min(model.config.max_seq_len, max(map(len, prompts)) + params.max_new_tokens)
+    engine = Engine(model, max_batch_size=min(ENGINE_BATCH, len(batch)),
+                    max_seq_len=max(room, 2))
+    gens = engine.generate_batch(batch, sampling, cf.stop_ids(tokenizer))
+    model.train(was_training)
+    groups = []
+    for i, record in enumerate(records):
+        samples = []
+        for gen in gens[i * group_size:(i + 1) * group_size]:
+            ids = gen.tokens + ([gen.stop_token] if gen.stop_token is not None else [])
+            text = tokenizer.decode(ids)
+            samples.append(Sample(prompts[i], ids, score_all(rewards, text, record),
+                                  exact(text, record) > 0))
+        groups.append(Group(record, samples))
+    return groups
+
+
+def sample_seeds(seed: int, position: int, n: int) -> list[int]:
+    """The sampling seeds of the `n` answers to the prompt at global `position`."""
+    rng = random.Random(f"rl-{seed}-{position}")
+    return [rng.randrange(SEED_RANGE[0], SEED_RANGE[1]) for _ in range(n)]
+
+
+def advantages(group: Group, scale: bool) -> list[float]:
+    """Group-relative advantages: reward minus the group mean, divided by the group's std when
+    `scale` (GRPO; Dr. GRPO leaves it out to avoid favouring near-solved groups)."""
+    r = torch.tensor(group.rewards, dtype=torch.float64)
+    a = r - r.mean()
+    if scale:
+        a = a / (r.std(unbiased=False) + 1e-6)
+    return a.tolist()
