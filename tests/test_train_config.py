@@ -30,7 +30,8 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_the_cli_keys_are_frozen():
     # Adding or renaming a key is a deliberate edit here (torchtitan's test_no_new_cli_options).
     assert keys() == [
-        "variant", "train_data", "val_data", "tokenizer", "tokenizer_vocab_size",
+        "variant", "init_from", "lora", "train_data", "val_data", "tokenizer",
+        "tokenizer_vocab_size",
         "data_cache_dir", "layout", "loss_on_all_tokens", "device", "precision",
         "gradient_checkpointing", "compile", "attention", "fsdp", "num_workers", "pin_memory",
         "batch_size", "gradient_accumulation_steps", "context_length", "optimizer", "learning_rate",
