@@ -456,6 +456,9 @@ def _preflight(cfg: TrainConfig, resume: bool) -> None:
     resuming = resume and ckpt.list_checkpoints(cfg.checkpoint_path)
     if cfg.init_from is not None and (not resuming or cfg.lora is not None):
         check_init_source(cfg)  # a missing source fails before anything is written
+    if cfg.lora is not None and importlib.util.find_spec("peft") is None:
+        raise TrainingError("lora: needs the peft package: pip install 'aethermind[lora]' "
+                            "(or pip install peft)")
     if cfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise TrainingError("tensorboard: true needs the tensorboard package: "
                             "pip install tensorboard (or set tensorboard: false)")
