@@ -15,11 +15,13 @@ from _train_helpers import make_cfg, write_chats
 from aethermind.artifacts import checkpoint as ckpt
 from aethermind.artifacts.exported import ExportMeta
 from aethermind.artifacts.loading import load_model
+from aethermind.export.cli import export_model
+from aethermind.export.cli import main as export_main
 from aethermind.export.hf import write_hf_dir
 from aethermind.model.config import Forge1Config
 from aethermind.model.transformer import Forge1Model
-from aethermind.training import lora, train
-from aethermind.training.config import ConfigError, LoraSettings, load_config
+from aethermind.training import lora, plan, train
+from aethermind.training.config import ConfigError, LoraSettings, TrainConfig, load_config
 
 SETTINGS = dict(r=4, alpha=8.0, dropout=0.0, targets=("q_proj", "v_proj", "o_proj",
                                                       "gate_proj", "down_proj"))
@@ -168,3 +170,30 @@ def test_lora_config_section_is_strict_and_validated(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match="init_from set too"):
         load_config(None, ["lora.r=4"])
+
+
+def test_export_with_the_adapter_writes_the_merged_model(base, lora_run, tmp_path, capsys):
+    written = export_model(base.final, formats=("pytorch",), output=tmp_path / "out",
+                           adapter=lora_run / "adapter")
+    exported = load_model(next(p for p in written if p.suffix == ".pt"))[0].state_dict()
+    final = load_model(lora_run / "final_model")[0].state_dict()
+    assert all(torch.allclose(exported[k], final[k], atol=1e-6) for k in final)
+    with pytest.raises(SystemExit) as exit_info:
+        export_main(["--model", str(base.final), "--adapter", str(tmp_path),
+                     "--output", str(tmp_path / "x")])
+    assert exit_info.value.code == 2
+    assert "expected a PEFT LoRA folder" in capsys.readouterr().err
+
+
+def test_the_planner_counts_gradients_and_states_of_the_adapters_only():
+    cfg = Forge1Config.nano()
+    full = plan.estimate(cfg, TrainConfig(variant="nano"))
+    settings = LoraSettings(dropout=0.0)  # dropout saves a masked copy of each input: more
+    adapted = plan.estimate(cfg, TrainConfig(variant="nano", init_from="x", lora=settings))
+    n = plan.count_lora(cfg, settings)
+    assert adapted.gradients == 4 * n and adapted.optimizer == 8 * n
+    assert adapted.weights == full.weights + 4 * n
+    assert adapted.total(False) < full.total(False) - 10 * full.params  # 12 B/param saved
+    dropped = plan.estimate(cfg, TrainConfig(variant="nano", init_from="x",
+                                             lora=LoraSettings()))
+    assert dropped.activations > adapted.activations

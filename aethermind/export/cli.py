@@ -9,7 +9,9 @@ sizes in one folder keep their own); `--format all` writes every format and ever
 type, the Modelfile using the `--dtype` one. `--dtype` is the GGUF weight type
 (default f16) and nothing else: with no GGUF output it is refused before any work, not
 ignored. Every file and directory is staged and renamed into place (`runtime.files`), so an
-existing export is replaced whole or not at all.
+existing export is replaced whole or not at all. `--adapter DIR` merges a PEFT LoRA folder
+(what a `lora:` run writes to <output_dir>/adapter/, HF module names) into the weights first
+(W + alpha / r * B @ A, `training.lora`), so every format carries the fine-tuned model.
 The checkpoint is checked first (`loading.load_verified`: CRC32s, names, shapes, finite
 values), a killed export's temp files in `--output` are removed, and a `tokenizer/` that other
 exports in `--output` still need is never replaced by another model's tokenizer.
@@ -35,6 +37,7 @@ from aethermind.export.hf import write_hf_dir
 from aethermind.export.ollama import write_modelfile
 from aethermind.runtime.files import remove_stale_temp_files, staged_path
 from aethermind.text.tokenizer import Forge1Tokenizer
+from aethermind.training.lora import merge, read_adapter
 
 Format = Literal["pytorch", "safetensors", "hf", "gguf", "ollama"]
 FORMATS: tuple[Format, ...] = get_args(Format)
@@ -78,8 +81,8 @@ def resolve_gguf_dtype(formats: Sequence[str], gguf_dtype: str | None) -> GgufDt
 def export_model(model_path: str | Path, variant: str | None = None,
                  formats: Sequence[Format] = FORMAT_SETS["both"],
                  output: str | Path = DEFAULT_OUTPUT, *, gguf_dtype: GgufDtype | None = None,
-                 every_gguf_dtype: bool = False, tokenizer: Any = None, device: str = "cpu"
-                 ) -> list[Path]:
+                 every_gguf_dtype: bool = False, tokenizer: Any = None, device: str = "cpu",
+                 adapter: str | Path | None = None) -> list[Path]:
     """Load what `chat` loads (on `device`), write each format; returns the paths written.
 
     `gguf_dtype` is the GGUF weight type (None: DEFAULT_GGUF_DTYPE), the Modelfile's FROM;
@@ -92,6 +95,8 @@ def export_model(model_path: str | Path, variant: str | None = None,
         raise ExportError(f"--output {output} is a file: pass a directory")
     model, tok = load_verified(model_path, variant, tokenizer, device,
                                torch_dtype=torch.float32)
+    if adapter is not None:
+        _merge_adapter(model, adapter)
     meta = ExportMeta.of(model, tok)
     paths = output_paths(output, variant or meta.variant, weight_type)
     remove_stale_temp_files(output)  # what a killed export left, whatever it was writing
@@ -146,6 +151,21 @@ def _check_shared_tokenizer(paths: dict[str, Path], formats: Sequence[Format],
                           "another --output for this model")
 
 
+def _merge_adapter(model: torch.nn.Module, adapter: str | Path) -> None:
+    """Merge the PEFT LoRA folder `adapter` into `model` in place; one-line ExportError when it
+    is not one or belongs to another model shape."""
+    try:
+        tensors, scale = read_adapter(adapter)
+        merged = merge(model.state_dict(), model.config, tensors, scale)
+        model.load_state_dict(merged)
+    except ValueError as err:
+        raise ExportError(str(err)) from None
+    except (KeyError, RuntimeError) as err:  # a layer the model lacks, or other shapes
+        raise ExportError(f"--adapter {adapter}: does not fit this model "
+                          f"({str(err).splitlines()[0]}); pass the model it was trained on"
+                          ) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="aethermind export",
@@ -160,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"the one the Modelfile uses) (default: {DEFAULT_GGUF_DTYPE})")
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
                    help=f"directory to write into (default: {DEFAULT_OUTPUT})")
+    p.add_argument("--adapter", type=Path,
+                   help="PEFT LoRA folder to merge into the weights first (a lora: run's "
+                        "<output_dir>/adapter)")
     return p
 
 
@@ -170,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         paths = export_model(args.model, args.variant, formats, args.output,
                              gguf_dtype=args.dtype, every_gguf_dtype=args.format == "all",
-                             tokenizer=args.tokenizer, device=args.device)
+                             tokenizer=args.tokenizer, device=args.device,
+                             adapter=args.adapter)
     except (LoadError, ExportError) as err:
         parser.exit(2, f"error: {err}\n")
     except OSError as err:
