@@ -91,7 +91,7 @@ def load_model_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         set_state_dict(model, optimizer, model_state_dict=state["model"],
                        optim_state_dict=state["optimizer"],
                        options=StateDictOptions(full_state_dict=True))
-    elif state["config"].get("lora") is not None:  # adapters only, onto the init_from weights
+    elif state.get("config", {}).get("lora") is not None:  # adapters only, onto init_from
         module = dist.unwrap(model)
         result = module.load_state_dict(state["model"], strict=False)
         trainable = {n for n, p in module.named_parameters() if p.requires_grad}
