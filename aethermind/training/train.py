@@ -391,8 +391,8 @@ def teardown(run: Run, progress: Progress, signum: int | None) -> dict[str, Any]
         if dist.is_main():
             final_path = write_final(final_sd, run.model_cfg, run.tokenizer, final_dir(out_dir),
                                      run.variant)
-            # Provenance (init_from, lora, data): config.json is the shape only.
-            atomic_text(dump_yaml(cfg), final_dir(out_dir) / "train_config.yaml")
+            if cfg.init_from is not None:  # provenance: config.json is the shape only
+                atomic_text(dump_yaml(cfg), final_dir(out_dir) / "train_config.yaml")
             run.dash.message(f"final model: {final_path}")
             if cfg.lora is not None:
                 adapter = lora.save_adapter(run.model, cfg.lora, out_dir / "adapter",
