@@ -154,6 +154,21 @@ def test_token_limit_drops_and_counts(run):
     assert stats["gsm8k"].dropped["too_long"] == 1
 
 
+def test_think_limit_drops_long_traces_whole_and_keeps_the_rest(run, tmp_path,
+                                                                 default_tokenizer):
+    unlimited, _ = run(val_fraction=0.0)
+    stats, _ = run(val_fraction=0.0, max_think_tokens=8)
+    dropped = sum(s.dropped["think_too_long"] for s in stats.values())
+    assert dropped > 0
+    assert sum(s.kept for s in stats.values()) == sum(s.kept for s in unlimited.values()) - dropped
+    kept = [parse(json.loads(line)["text"])
+            for line in (tmp_path / "train.jsonl").read_text(encoding="utf-8").splitlines()]
+    traces = [t.thinking for conv in kept for t in conv.turns if t.thinking]
+    # Dropped, never truncated: what is left is whole traces within the limit.
+    assert all(len(default_tokenizer.encode(t)) <= 8 for t in traces)
+    assert stats["openhermes"].dropped["think_too_long"] == 0  # no thinking: never dropped
+
+
 def test_missing_input_file_is_a_clear_error(tmp_path, capsys):
     rc = preprocess.main(["--input", str(tmp_path / "nope.jsonl"), "--output",
                           str(tmp_path / "t.jsonl")])

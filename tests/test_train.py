@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -17,30 +15,17 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
+from _train_helpers import make_cfg, write_chats, write_yaml
 
 from aethermind import cli
 from aethermind.artifacts import checkpoint as ckpt
 from aethermind.model.transformer import Forge1Model
-from aethermind.text.chat_format import Conversation, Turn, render
 from aethermind.training import train
-from aethermind.training.config import TrainConfig, dump_yaml
+from aethermind.training.config import TrainConfig
 from aethermind.training.dashboard import Dashboard, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "assets" / "losses_tiny_cpu.txt"
-
-
-def write_chats(path: Path, n: int, seed: int) -> Path:
-    """Small arithmetic chats, half with a think block (independent of the synth module)."""
-    rng = random.Random(seed)
-    with path.open("w", encoding="utf-8") as f:
-        for i in range(n):
-            a, b = rng.randint(1, 99), rng.randint(1, 99)
-            think = f"Let me think step by step. {a} + {b} = {a + b}." if i % 2 == 0 else None
-            conv = Conversation(turns=[Turn(f"What is {a} + {b}?", f"The answer is {a + b}.",
-                                            think)])
-            f.write(json.dumps({"text": render(conv)}) + "\n")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -51,20 +36,6 @@ def assets(tmp_path_factory, tiny_tokenizer_dir):
         train=str(write_chats(root / "train.jsonl", 96, seed=0)),
         val=str(write_chats(root / "val.jsonl", 16, seed=1)),
         cache=str(root / "cache"))
-
-
-def make_cfg(assets, out: Path, **overrides) -> TrainConfig:
-    base = dict(variant="tiny", train_data=assets.train, val_data=None, tokenizer=assets.tok,
-                data_cache_dir=assets.cache, device="cpu", precision="fp32", batch_size=4,
-                context_length=64, learning_rate=3e-3, warmup_ratio=0.1, max_steps=6,
-                checkpoint_every=0, eval_every=0, eval_batches=2, log_every=1, dashboard="off",
-                output_dir=str(out), num_workers=1, seed=0)
-    return TrainConfig(**{**base, **overrides})
-
-
-def write_yaml(cfg: TrainConfig, path: Path) -> Path:
-    path.write_text(dump_yaml(cfg), encoding="utf-8")
-    return path
 
 
 def test_loss_is_summed_over_masked_tokens_only(tiny_config):

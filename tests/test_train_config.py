@@ -30,7 +30,8 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_the_cli_keys_are_frozen():
     # Adding or renaming a key is a deliberate edit here (torchtitan's test_no_new_cli_options).
     assert keys() == [
-        "variant", "train_data", "val_data", "tokenizer", "tokenizer_vocab_size",
+        "variant", "init_from", "lora", "train_data", "val_data", "tokenizer",
+        "tokenizer_vocab_size",
         "data_cache_dir", "layout", "loss_on_all_tokens", "device", "precision",
         "gradient_checkpointing", "compile", "attention", "fsdp", "num_workers", "pin_memory",
         "batch_size", "gradient_accumulation_steps", "context_length", "optimizer", "learning_rate",
@@ -150,3 +151,14 @@ def test_tensorboard_without_the_package_is_a_clear_error(tmp_path, capsys, monk
                      f"output_dir={tmp_path / 'o'}"])
     assert rc == 1 and "pip install tensorboard" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_stage_and_fine_tune_configs_load():
+    stage2 = load_config(CONFIGS / "stage2_reasoning.yaml")
+    assert stage2.init_from == "outputs/stage1/final_model" and stage2.variant is None
+    assert load_config(CONFIGS / "stage1_instructions.yaml").output_dir == "outputs/stage1"
+    assert load_config(CONFIGS / "hub_finetune.yaml").lora is None
+    hub_lora = load_config(CONFIGS / "hub_lora.yaml").lora
+    assert hub_lora is not None and hub_lora.r == 16 and len(hub_lora.targets) == 7
+    identity = load_config(CONFIGS / "identity.yaml", ["lora.r=8"])
+    assert identity.init_from == "outputs/demo/final_model" and identity.lora.r == 8

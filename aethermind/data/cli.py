@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from aethermind.data import download, preprocess
+from aethermind.data import download, identity, preprocess
 from aethermind.data.jsonl import skipped_note
 from aethermind.data.pack import LAYOUTS, build_shards, read_index
 from aethermind.data.synth import write_synth
@@ -27,6 +27,7 @@ SUBCOMMANDS = {
     "preprocess": "raw datasets -> Forge-1 chat text (data/train.jsonl, data/val.jsonl)",
     "synth": "write the built-in reasoning data (data/train.jsonl, data/val.jsonl)",
     "pack": "tokenize a JSONL file into memmap shards for training",
+    "identity": "write the identity fine-tuning set (who the model is), mixed with your data",
 }
 USAGE = "usage: aethermind data <command> [options]\n\ncommands:\n" + "\n".join(
     f"  {name:<10}  {help_}" for name, help_ in SUBCOMMANDS.items())
@@ -116,7 +117,8 @@ def pack_main(argv: list[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """Every sub-command's own parser under one `aethermind data` parser (imports them all)."""
     builders = {"download": download.build_parser, "preprocess": preprocess.build_parser,
-                "synth": synth_parser, "pack": pack_parser}
+                "synth": synth_parser, "pack": pack_parser,
+               "identity": identity.build_parser}
     parser = argparse.ArgumentParser(prog="aethermind data",
                                      description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
@@ -141,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         run = synth_main
     elif command == "pack":
         run = pack_main
+    elif command == "identity":
+        run = identity.main
     else:
         print(f"aethermind data: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2

@@ -3,9 +3,12 @@
 Reads every `*.jsonl` in the raw directory (the three guide datasets first, then any added with
 `download --add`), converts each record with `schemas.to_conversation`, renders it with
 `chat_format.render` (the only template writer), drops exact duplicates (hash of the rendered
-text) and samples over the token limit (counted, never truncated), and splits off a
-deterministic held-out set by a hash of the text. Prints a per-dataset table of what was read,
-kept and dropped, and where malformed lines are (file:line).
+text), samples over the token limit and, with `--max-think-tokens N`, samples with a thinking
+trace over N tokens (OpenThoughts' traces run to thousands; short ones teach small models
+better). Both limits drop and count, never truncate: a cut trace would teach the model to jump
+from half a derivation to the answer. It splits off a deterministic held-out set by a hash of
+the text. Prints a per-dataset table of what was read, kept and dropped, and where malformed
+lines are (file:line).
 Usage: `python data/preprocess.py --max-samples 1000` or `aethermind data preprocess`.
 """
 
@@ -27,11 +30,12 @@ from rich.table import Table
 from aethermind.data import schemas
 from aethermind.data.jsonl import check_text_file, numbered_lines
 from aethermind.runtime.files import staged_path
-from aethermind.text.chat_format import encode, render
+from aethermind.text.chat_format import Conversation, encode, render
 from aethermind.text.tokenizer import Forge1Tokenizer
 
 GUIDE_FILES = ("openhermes", "platypus", "openthoughts")
-DROP_REASONS = ("malformed", "no_pair", "unbalanced_markers", "duplicate", "too_long")
+DROP_REASONS = ("malformed", "no_pair", "unbalanced_markers", "duplicate", "too_long",
+                "think_too_long")
 
 
 @dataclass
@@ -60,6 +64,8 @@ class PreprocessConfig:
     val_output: Path | None = _opt(None, "held-out file (default: val.jsonl beside --output)")
     max_samples: int | None = _opt(None, "keep at most N samples per dataset")
     max_tokens: int = _opt(2048, "drop samples longer than this many tokens (0 = no limit)")
+    max_think_tokens: int = _opt(0, "drop samples whose thinking trace (any turn's) is longer "
+                                    "than this many tokens (0 = no limit)")
     val_fraction: float = _opt(0.02, "share of samples held out, chosen by text hash")
     inputs: tuple[Path, ...] = _opt((), "a raw JSONL file to read (repeatable; default: all "
                                         "in --raw-dir)")
@@ -67,6 +73,10 @@ class PreprocessConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction={self.val_fraction}: must be in [0, 1)")
+        for name in ("max_tokens", "max_think_tokens"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)}: must be at least 0 "
+                                 "(0 = no limit)")
         if self.max_samples is not None and self.max_samples < 1:
             raise ValueError(f"max_samples={self.max_samples}: must be at least 1")
 
@@ -123,6 +133,9 @@ def _process_file(path: Path, cfg: PreprocessConfig, tok: Forge1Tokenizer, seen:
         except schemas.Dropped as drop:
             stats.dropped[drop.reason] += 1
             continue
+        if cfg.max_think_tokens and _think_too_long(conv, tok, cfg.max_think_tokens):
+            stats.dropped["think_too_long"] += 1
+            continue
         text = render(conv)
         key = hashlib.sha256(text.encode("utf-8")).digest()
         if key in seen:
@@ -141,6 +154,13 @@ def _process_file(path: Path, cfg: PreprocessConfig, tok: Forge1Tokenizer, seen:
             out_train.write(line)
             stats.train += 1
     return stats
+
+
+def _think_too_long(conv: Conversation, tok: Forge1Tokenizer, limit: int) -> bool:
+    """Whether a turn's thinking has more than `limit` tokens (bytes first: a token is at
+    least one byte, so a short trace needs no tokenizing)."""
+    return any(t.thinking and len(t.thinking.encode("utf-8")) > limit
+               and len(tok.encode(t.thinking)) > limit for t in conv.turns)
 
 
 def preprocess(cfg: PreprocessConfig, tokenizer: Forge1Tokenizer | None = None) -> list[Stats]:

@@ -9,7 +9,9 @@ sizes in one folder keep their own); `--format all` writes every format and ever
 type, the Modelfile using the `--dtype` one. `--dtype` is the GGUF weight type
 (default f16) and nothing else: with no GGUF output it is refused before any work, not
 ignored. Every file and directory is staged and renamed into place (`runtime.files`), so an
-existing export is replaced whole or not at all.
+existing export is replaced whole or not at all. `--adapter DIR` merges a PEFT LoRA folder
+(what a `lora:` run writes to <output_dir>/adapter/, HF module names) into the weights first
+(W + alpha / r * B @ A, `training.lora`), so every format carries the fine-tuned model.
 The checkpoint is checked first (`loading.load_verified`: CRC32s, names, shapes, finite
 values), a killed export's temp files in `--output` are removed, and a `tokenizer/` that other
 exports in `--output` still need is never replaced by another model's tokenizer.
@@ -41,6 +43,7 @@ from aethermind.export.hf import write_hf_dir
 from aethermind.export.ollama import write_modelfile
 from aethermind.runtime.files import remove_stale_temp_files, staged_path
 from aethermind.text.tokenizer import Forge1Tokenizer
+from aethermind.training.lora import merge, read_adapter
 
 Format = Literal["pytorch", "safetensors", "hf", "gguf", "ollama"]
 FORMATS: tuple[Format, ...] = get_args(Format)
@@ -85,7 +88,7 @@ def export_model(model_path: str | Path, variant: str | None = None,
                  formats: Sequence[Format] = FORMAT_SETS["both"],
                  output: str | Path = DEFAULT_OUTPUT, *, gguf_dtype: GgufDtype | None = None,
                  every_gguf_dtype: bool = False, tokenizer: Any = None, device: str = "cpu",
-                 overwrite: bool = False) -> list[Path]:
+                 overwrite: bool = False, adapter: str | Path | None = None) -> list[Path]:
     """Load what `chat` loads (on `device`), write each format; returns the paths written.
 
     `gguf_dtype` is the GGUF weight type (None: DEFAULT_GGUF_DTYPE), the Modelfile's FROM;
@@ -103,6 +106,8 @@ def export_model(model_path: str | Path, variant: str | None = None,
     remove_stale_temp_files(output)
     model, tok = load_verified(model_path, variant, tokenizer, device,
                                torch_dtype=torch.float32)
+    if adapter is not None:
+        _merge_adapter(model, adapter)
     if set(GGUF_FORMATS) & set(formats):
         try:  # an adopted Hub tokenizer llama.cpp cannot reproduce: refused before any write
             gguf_pre_tokenizer(tok)
@@ -182,6 +187,21 @@ def _check_shared_tokenizer(paths: dict[str, Path], formats: Sequence[Format],
                           "another --output for this model")
 
 
+def _merge_adapter(model: torch.nn.Module, adapter: str | Path) -> None:
+    """Merge the PEFT LoRA folder `adapter` into `model` in place; one-line ExportError when it
+    is not one or belongs to another model shape."""
+    try:
+        tensors, scale = read_adapter(adapter)
+        merged = merge(model.state_dict(), model.config, tensors, scale)
+        model.load_state_dict(merged)
+    except ValueError as err:
+        raise ExportError(str(err)) from None
+    except (KeyError, RuntimeError) as err:  # a layer the model lacks, or other shapes
+        raise ExportError(f"--adapter {adapter}: does not fit this model "
+                          f"({str(err).splitlines()[0]}); pass the model it was trained on"
+                          ) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="aethermind export",
@@ -198,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"directory to write into (default: {DEFAULT_OUTPUT})")
     p.add_argument("--overwrite", action="store_true",
                    help="replace files an earlier export left in --output (default: refuse)")
+    p.add_argument("--adapter", type=Path,
+                   help="PEFT LoRA folder to merge into the weights first (a lora: run's "
+                        "<output_dir>/adapter)")
     return p
 
 
@@ -209,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         paths = export_model(args.model, args.variant, formats, args.output,
                              gguf_dtype=args.dtype, every_gguf_dtype=args.format == "all",
                              tokenizer=args.tokenizer, device=args.device,
-                             overwrite=args.overwrite)
+                             overwrite=args.overwrite, adapter=args.adapter)
     except (LoadError, ExportError) as err:
         parser.exit(2, f"error: {err}\n")
     except OSError as err:

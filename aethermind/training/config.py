@@ -3,6 +3,8 @@
 Precedence: field defaults < the YAML file < `--set key=value` (and `--variant`). Unknown keys and
 bad values raise `ConfigError` naming the key, the value and what is allowed, before any work
 starts. It knows nothing about models or data beyond names; `train.py` interprets it.
+The one nested key is `lora:` (a mapping `{r, alpha, dropout, targets}`, strict like the
+rest; `--set lora.r=16`, `--set lora.targets=q_proj,v_proj`, `--set lora=null`).
 Usage: `cfg = load_config("configs/cpu_config.yaml", ["max_steps=20"], variant="tiny")`.
 """
 
@@ -22,6 +24,7 @@ from aethermind.data.pack import LAYOUTS, Layout
 from aethermind.inference.sampling import SEED_RANGE
 from aethermind.model.attention import Backend as AttentionBackend
 from aethermind.model.config import VARIANTS
+from aethermind.training.lora import LORA_TARGETS
 
 
 class ConfigError(ValueError):
@@ -35,9 +38,59 @@ Dashboard = Literal["auto", "rich", "plain", "off"]
 
 
 @dataclass(frozen=True, kw_only=True)
+class LoraSettings:
+    """`lora:` in the training config: train low-rank adapters (through peft) on a frozen
+    `init_from` model instead of every weight. Targets use Hugging Face Llama's module names."""
+
+    r: int = 8  # adapter rank
+    alpha: float = 16.0  # the update is scaled by alpha / r (peft's lora_alpha)
+    dropout: float = 0.05  # dropout on the adapters' input (peft's lora_dropout)
+    targets: tuple[str, ...] = LORA_TARGETS  # a subset of LORA_TARGETS; default all seven
+
+    def __post_init__(self) -> None:
+        if isinstance(self.targets, str):  # `--set lora.targets=q_proj,v_proj`
+            object.__setattr__(self, "targets", tuple(t.strip() for t in
+                                                      self.targets.split(",") if t.strip()))
+        if isinstance(self.targets, list):  # YAML lists
+            object.__setattr__(self, "targets", tuple(self.targets))
+        r, alpha, dropout = self.r, self.alpha, self.dropout
+        if not isinstance(r, int) or isinstance(r, bool) or r < 1:
+            _fail("lora.r", r, "an integer >= 1")
+        if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or \
+                not 0 < alpha < math.inf:
+            _fail("lora.alpha", alpha, "a number > 0")
+        if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or \
+                not 0 <= dropout < 1:
+            _fail("lora.dropout", dropout, "a number in [0, 1)")
+        bad = [t for t in self.targets if t not in LORA_TARGETS]
+        if bad or not self.targets or len(set(self.targets)) != len(self.targets):
+            _fail("lora.targets", list(self.targets), "a non-empty list without repeats of "
+                  + ", ".join(LORA_TARGETS))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"r": self.r, "alpha": self.alpha, "dropout": self.dropout,
+                "targets": list(self.targets)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> LoraSettings:
+        if not isinstance(data, dict):
+            raise ConfigError(f"config key 'lora' has value {data!r}: expected a mapping with "
+                              f"keys {', '.join(lora_keys())} (or null)")
+        unknown = sorted(set(data) - set(lora_keys()))
+        if unknown:
+            raise ConfigError(f"lora: unknown key {unknown[0]!r}; allowed keys: "
+                              f"{', '.join(lora_keys())}")
+        return cls(**data)
+
+
+@dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     # --- what to train ----------------------------------------------------------------------
-    variant: str | None = None  # model preset, a key of config.PRESETS; --variant overrides
+    variant: str | None = None  # model preset, a key of config.PRESETS; --variant overrides;
+    # with init_from it may be left out (the source's shape is used) or must match the source
+    init_from: str | None = None  # start from these weights (final_model/, .pt or HF Llama
+    # folder): weights only, fresh optimizer, schedule and data position; --resume wins
+    lora: LoraSettings | None = None  # train LoRA adapters on the frozen init_from weights
     train_data: str = "data/train.jsonl"  # JSONL with a "text" field per line
     val_data: str | None = None  # JSONL for the validation loss; None = no validation
     tokenizer: str = "default"  # "default" (bundled) | "train" (once, on train_data) | a dir
@@ -110,6 +163,15 @@ class TrainConfig:
             _fail("seed", self.seed, f"an integer in {SEED_RANGE[0]}..{SEED_RANGE[1] - 1024}")
         if self.variant is not None and self.variant not in VARIANTS:
             _fail("variant", self.variant, "one of " + ", ".join(VARIANTS))
+        if self.lora is not None and self.init_from is None:
+            _fail("lora", self.lora.to_dict(), "init_from set too (adapters train on top of "
+                  "existing weights; random frozen weights learn nothing useful)")
+        if self.init_from is not None and self.tokenizer == "train":
+            _fail("tokenizer", "train", "the init_from model's tokenizer (its folder, or "
+                  "default) with init_from: its weights know only its own token ids")
+        if self.lora is not None and self.fsdp:
+            _fail("fsdp", True, "false with lora (LoRA runs replicate the model with DDP; "
+                  "its frozen weights need no sharded optimizer state)")
         if self.fsdp and self.optimizer == "muon":
             _fail("optimizer", self.optimizer, "adamw with fsdp: true (Muon orthogonalizes "
                   "whole matrices, FSDP shards them; DDP works with muon)")
@@ -127,7 +189,9 @@ class TrainConfig:
         return Path(self.data_cache_dir or Path(self.output_dir) / "cache")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        out["lora"] = self.lora and self.lora.to_dict()  # targets as a list: plain YAML
+        return out
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
@@ -138,12 +202,18 @@ def keys() -> list[str]:
     return [f.name for f in fields(TrainConfig)]
 
 
+def lora_keys() -> list[str]:
+    return [f.name for f in fields(LoraSettings)]
+
+
 def from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig:
     """Build a TrainConfig; unknown keys are errors (a typo must not silently do nothing)."""
     unknown = sorted(set(data) - set(keys()))
     if unknown:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed keys: "
                           f"{', '.join(keys())}")
+    if isinstance(data.get("lora"), dict):
+        data = {**data, "lora": LoraSettings.from_dict(data["lora"])}
     # PyYAML reads `3e-4` (no dot) as a string: coerce text for fields that are not text.
     data = {k: coerce(k, v) if isinstance(v, str) and not _matches(v, _hints()[k]) else v
             for k, v in data.items()}
@@ -156,9 +226,32 @@ def parse_override(item: str) -> tuple[str, Any]:
     key = key.strip()
     if not sep or not key:
         raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set max_steps=20")
+    section, dot, sub = key.partition(".")
+    if dot and section == "lora":
+        if sub not in lora_keys():
+            raise ConfigError(f"--set {key}: unknown key {sub!r} of lora; allowed keys: "
+                              f"{', '.join(lora_keys())}")
+        return key, _coerce_lora(sub, raw.strip())
     if key not in keys():
         raise ConfigError(f"--set {key}: unknown key {key!r}; allowed keys: {', '.join(keys())}")
+    if key == "lora":
+        if raw.strip().lower() not in ("none", "null", "~", ""):
+            raise ConfigError("--set lora: only lora=null (off); set its fields with "
+                              "--set lora.r=8 (turns LoRA on with defaults for the others)")
+        return key, None
     return key, coerce(key, raw.strip())
+
+
+def _coerce_lora(sub: str, raw: str) -> Any:
+    """`--set lora.<sub>=raw` text -> the field's type (targets stay comma-separated text)."""
+    if sub == "targets":
+        return raw
+    kind = int if sub == "r" else float
+    try:
+        return kind(raw)
+    except ValueError:
+        _fail(f"lora.{sub}", raw, "an integer" if kind is int else "a number")
+        raise AssertionError from None  # unreachable: _fail raises
 
 
 def coerce(key: str, raw: str) -> Any:
@@ -200,7 +293,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     where = "config" if path is None else str(path)
     for item in overrides or []:
         key, value = parse_override(item)
-        data[key] = value
+        if key.startswith("lora."):  # one field of the mapping; the others keep theirs
+            section = data.get("lora")
+            data["lora"] = {**(section if isinstance(section, dict) else {}), key[5:]: value}
+        else:
+            data[key] = value
     if variant is not None:
         data["variant"] = variant
     return from_dict(data, where)
@@ -258,6 +355,8 @@ def _describe(hint: Any) -> str:
         return "one of " + ", ".join(map(str, typing.get_args(hint)))
     if hint is type(None):
         return "null"
+    if hint is LoraSettings:
+        return "a mapping with keys " + ", ".join(lora_keys())
     return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}[hint]
 
 

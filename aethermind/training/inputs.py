@@ -3,8 +3,10 @@
 Turns the `TrainConfig` data keys into what the loop consumes: the tokenizer (bundled, trained
 once and cached under output_dir, or a directory), `pack` shards built once per rank group
 (rank 0 first, the others then hit the cache) and `BatchLoader`s sharded over the processes.
+`load_init` reads the `init_from` weights through `artifacts.loading.load_model` (the one
+loader: final_model/, .pt, Hugging Face Llama folder) and checks them against the run.
 Every problem with the user's files becomes a one-line `TrainingError`. Knows nothing about
-models or optimizers.
+optimizers.
 Usage: `loader = open_loader(build_shards(cfg, cfg.train_data, "train", tok), cfg, ctx, ...)`.
 """
 
@@ -15,10 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from aethermind.artifacts.layout import TOKENIZER_DIR
+from aethermind.artifacts.loading import LoadError, find_checkpoint, load_model
 from aethermind.data.jsonl import check_text_file, skipped_note
 from aethermind.data.loader import BatchLoader
 from aethermind.data.pack import ensure_shards, read_index
 from aethermind.data.tokenizer_train import read_jsonl_texts
+from aethermind.model.transformer import Forge1Model
 from aethermind.runtime import dist
 from aethermind.text.tokenizer import Forge1Tokenizer
 from aethermind.training.config import TrainConfig
@@ -48,6 +53,35 @@ def load_tokenizer(cfg: TrainConfig) -> Forge1Tokenizer:
         return Forge1Tokenizer(tok_dir)
     except ValueError as err:  # a corrupt cached tokenizer.json, unreadable train_data
         raise TrainingError(f"tokenizer: {err}") from None
+
+
+def check_init_source(cfg: TrainConfig) -> Path:
+    """The `init_from` file or folder exists and is a model (no weights read yet)."""
+    assert cfg.init_from is not None
+    try:
+        return find_checkpoint(cfg.init_from)
+    except LoadError as err:
+        raise TrainingError(f"init_from {cfg.init_from}: {err}") from None
+
+
+def load_init(cfg: TrainConfig, tokenizer: Forge1Tokenizer) -> Forge1Model:
+    """The `init_from` model (on the CPU), refused in one line when it is missing, not a Llama,
+    not the configured variant's shape, or trained with another tokenizer than the run's."""
+    source = check_init_source(cfg)
+    try:
+        with warnings.catch_warnings():  # its own tokenizer wins; compared just below
+            warnings.filterwarnings("ignore", message="ignoring the given tokenizer")
+            model, tok = load_model(source, cfg.variant, tokenizer)
+    except LoadError as err:
+        raise TrainingError(f"init_from {cfg.init_from}: {err}") from None
+    if tok.fingerprint() != tokenizer.fingerprint():
+        own = source if source.is_dir() else source.parent / TOKENIZER_DIR
+        fix = f"set tokenizer: {own}" if (own / "tokenizer.json").is_file() else \
+            "set tokenizer: to the folder of the tokenizer it was trained with"
+        raise TrainingError(f"init_from {cfg.init_from}: its tokenizer ({tok.fingerprint()}) "
+                            f"is not this run's (tokenizer: {cfg.tokenizer}, "
+                            f"{tokenizer.fingerprint()}); {fix}")
+    return model
 
 
 def check_data_files(cfg: TrainConfig) -> None:

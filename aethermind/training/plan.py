@@ -5,6 +5,8 @@ AdamW states (fp32 masters under mixed precision, as torch.amp keeps them), acti
 and without gradient checkpointing, the logits, and CUDA overhead; then a verdict for a GPU
 size. It is an estimate (the activation count follows this model's saved tensors per block),
 not a measurement; it builds the model on the meta device, so it costs no memory itself.
+With `lora:` only the adapters get gradients and AdamW states; the frozen weights still sit in
+fp32, and each adapter saves its r-wide intermediate (and, with dropout, its input) per token.
 Usage: `aethermind plan --config configs/local_config.yaml --variant nano --gpu-gb 4`.
 """
 
@@ -20,7 +22,8 @@ import torch
 from aethermind.model.config import VARIANTS, Forge1Config
 from aethermind.model.transformer import Forge1Model
 from aethermind.text.tokenizer import Forge1Tokenizer
-from aethermind.training.config import ConfigError, TrainConfig, load_config
+from aethermind.training import lora
+from aethermind.training.config import ConfigError, LoraSettings, TrainConfig, load_config
 
 CUDA_OVERHEAD = 0.5 * 2**30  # CUDA context + cuBLAS workspaces, outside max_memory_allocated
 FRAGMENTATION = 0.10  # caching-allocator slack on top of live tensors
@@ -29,6 +32,7 @@ FRAGMENTATION = 0.10  # caching-allocator slack on top of live tensors
 @dataclass(frozen=True)
 class Budget:
     params: int
+    trainable: int  # parameters with gradients and optimizer states (LoRA: the adapters)
     weights: float  # bytes
     gradients: float
     optimizer: float
@@ -54,6 +58,23 @@ def count_params(cfg: Forge1Config) -> int:
         return Forge1Model(cfg).num_parameters()
 
 
+def count_lora(cfg: Forge1Config, settings: LoraSettings) -> int:
+    """Adapter parameters `lora.add_adapters` would add (built on the meta device)."""
+    with torch.device("meta"):
+        model = Forge1Model(cfg)
+        lora.add_adapters(model, settings)
+    return lora.trainable_count(model)
+
+
+def lora_activation_bytes(cfg: Forge1Config, settings: LoraSettings, act: int) -> float:
+    """Bytes per token one block's adapters save for backward: the r-wide A output, and the
+    dropped-out input when dropout is on (without dropout the base layer's saved input is
+    shared)."""
+    width = {"o_proj": cfg.n_heads * cfg.head_dim, "down_proj": cfg.ffn_dim}
+    inputs = sum(width.get(t, cfg.dim) for t in settings.targets) if settings.dropout else 0
+    return act * (inputs + settings.r * len(settings.targets))
+
+
 def block_activation_bytes(cfg: Forge1Config, act: int) -> float:
     """Bytes saved for backward by one block per token (act = bytes of a compute element).
 
@@ -74,11 +95,18 @@ def estimate(cfg: Forge1Config, train: TrainConfig) -> Budget:
     P = count_params(cfg)
     act = 4 if train.precision == "fp32" else 2
     tokens = train.batch_size * train.context_length
-    per_block = block_activation_bytes(cfg, act) * tokens
+    per_token = block_activation_bytes(cfg, act)
+    trainable = P
+    if train.lora is not None:
+        trainable = count_lora(cfg, train.lora)
+        per_token += lora_activation_bytes(cfg, train.lora, act)
+        P += trainable  # the adapters are weights too
+    per_block = per_token * tokens
     # Logits: low-precision output, its fp32 copy for the loss, and log-softmax's saved output.
     logits = tokens * cfg.vocab_size * (act + 4 + 4) if act == 2 else tokens * cfg.vocab_size * 8
     checkpointed = cfg.n_layers * 4 * cfg.dim * tokens + per_block  # block inputs + one block
-    return Budget(params=P, weights=4 * P, gradients=4 * P, optimizer=8 * P,
+    return Budget(params=P, trainable=trainable, weights=4 * P, gradients=4 * trainable,
+                  optimizer=8 * trainable,
                   activations=cfg.n_layers * per_block, activations_ckpt=checkpointed,
                   logits=logits, overhead=CUDA_OVERHEAD)
 
@@ -89,10 +117,11 @@ def _gb(x: float) -> str:
 
 def format_table(b: Budget, cfg: Forge1Config, train: TrainConfig, variant: str,
                  gpu_gb: float) -> str:
+    which = "" if train.lora is None else f", LoRA {b.trainable / 1e6:.2f}M"
     rows = [
         ("Model weights (fp32 masters)", b.weights, b.weights),
-        ("Gradients (fp32)", b.gradients, b.gradients),
-        ("Optimizer states (AdamW, 2 x fp32)", b.optimizer, b.optimizer),
+        (f"Gradients (fp32{which})", b.gradients, b.gradients),
+        (f"Optimizer states (AdamW, 2 x fp32{which})", b.optimizer, b.optimizer),
         (f"Activations ({train.batch_size} x {train.context_length}, {train.precision})",
          b.activations, b.activations_ckpt),
         (f"Logits + loss (vocab {cfg.vocab_size})", b.logits, b.logits),

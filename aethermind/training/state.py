@@ -24,10 +24,20 @@ from aethermind.training.config import OptimizerName
 from aethermind.training.errors import TrainingError
 
 
-def check_resumable(state: dict[str, Any], path: Path, variant: str,
-                    tokenizer: Forge1Tokenizer, optimizer: OptimizerName = "adamw") -> None:
-    """Refuse to continue a run with a different model size, tokenizer or optimizer."""
+def check_resumable(state: dict[str, Any], path: Path, variant: str | None,
+                    tokenizer: Forge1Tokenizer, optimizer: OptimizerName = "adamw",
+                    lora: dict[str, Any] | None = None, init_from: str | None = None) -> None:
+    """Refuse to continue a run with a different model size, tokenizer, optimizer or LoRA
+    setting (and, for LoRA, another init_from: the adapters belong to their base weights)."""
     saved = state["config"]
+    if saved.get("lora") != lora:
+        raise TrainingError(f"cannot resume: {path} was trained with lora "
+                            f"{saved.get('lora')} but lora {lora} was asked; use the run's "
+                            "lora settings or a new output_dir/checkpoint_dir")
+    if lora is not None and saved.get("init_from") != init_from:
+        raise TrainingError(f"cannot resume: {path} holds LoRA adapters for init_from "
+                            f"{saved.get('init_from')}, not {init_from}; use that init_from or "
+                            "a new output_dir/checkpoint_dir")
     was = saved.get("optimizer", "adamw")  # checkpoints from before the key trained AdamW
     if was != optimizer:
         raise TrainingError(f"cannot resume: {path} was trained with optimizer {was} but "
@@ -44,9 +54,11 @@ def check_resumable(state: dict[str, Any], path: Path, variant: str,
                             "output_dir/checkpoint_dir")
 
 
-def model_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, fsdp: bool
-                ) -> tuple[dict, dict | None]:
-    """Full (unsharded) model and optimizer state dicts; under FSDP a collective, on the CPU."""
+def model_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, fsdp: bool,
+                trainable_only: bool = False) -> tuple[dict, dict | None]:
+    """Full (unsharded) model and optimizer state dicts; under FSDP a collective, on the CPU.
+    `trainable_only` keeps just the parameters that train (a LoRA run's adapters: its frozen
+    weights come back from init_from, so checkpoints stay small)."""
     if fsdp:
         # Imported only under FSDP: torch.distributed.checkpoint adds seconds to start-up.
         from torch.distributed.checkpoint import state_dict as dcp
@@ -55,7 +67,12 @@ def model_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
         if optimizer is None:
             return dcp.get_model_state_dict(model, options=options), None
         return dcp.get_state_dict(model, optimizer, options=options)
-    return dist.unwrap(model).state_dict(), optimizer and optimizer.state_dict()
+    module = dist.unwrap(model)
+    sd = module.state_dict()
+    if trainable_only:
+        names = {n for n, p in module.named_parameters() if p.requires_grad}
+        sd = {k: v for k, v in sd.items() if k in names}
+    return sd, optimizer and optimizer.state_dict()
 
 
 def load_model_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -74,6 +91,15 @@ def load_model_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         set_state_dict(model, optimizer, model_state_dict=state["model"],
                        optim_state_dict=state["optimizer"],
                        options=StateDictOptions(full_state_dict=True))
+    elif state.get("config", {}).get("lora") is not None:  # adapters only, onto init_from
+        module = dist.unwrap(model)
+        result = module.load_state_dict(state["model"], strict=False)
+        trainable = {n for n, p in module.named_parameters() if p.requires_grad}
+        bad = sorted(result.unexpected_keys) + sorted(trainable & set(result.missing_keys))
+        if bad:
+            raise TrainingError(f"cannot resume: the checkpoint's adapters do not fit this "
+                                f"model (e.g. {bad[0]}); use a new output_dir")
+        optimizer.load_state_dict(state["optimizer"])
     else:
         dist.unwrap(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

@@ -6,9 +6,14 @@ into a `Run`, then `run_loop` (lr, micro-batch accumulation, clip, step, log, ev
 runs as one process or as K under `torchrun --nproc_per_node=K` (DDP, or FSDP2 with `fsdp: true`).
 Loss: summed cross-entropy over loss-bearing tokens divided by the step's global count of such
 tokens, so K processes x A micro-batches give exactly the gradient of one big batch.
-The run's inputs (tokenizer, shards, loaders) come from `inputs.py`, what a checkpoint holds
-and the resume checks from `state.py`, stopping on signals from `signals.py`, the
-validation-loss loop from `evaluation.loss`.
+The run's inputs (tokenizer, shards, loaders, the `init_from` weights) come from `inputs.py`,
+what a checkpoint holds and the resume checks from `state.py`, LoRA adapters from `lora.py`,
+stopping on signals from `signals.py`, the validation-loss loop from `evaluation.loss`.
+`init_from` starts from existing weights with a fresh optimizer, schedule and data position;
+the shape is the source's (`variant`, if given, must match it). `--resume` wins over it when
+the run folder holds a checkpoint: a full fine-tune then never reads init_from again, a LoRA
+run reads only its frozen base weights from it (checkpoints hold the adapters). A LoRA run
+writes the merged weights to final_model/ and the PEFT adapter to <output_dir>/adapter/.
 Usage: `python scripts/train.py --config configs/local_config.yaml --variant nano [--resume]`.
 """
 
@@ -29,6 +34,7 @@ from typing import Any, Literal
 import torch
 
 from aethermind.artifacts import checkpoint as ckpt
+from aethermind.artifacts.exported import variant_of
 from aethermind.artifacts.layout import final_dir, write_final
 from aethermind.data.loader import BatchLoader, to_device
 from aethermind.evaluation.loss import loss_totals
@@ -39,12 +45,15 @@ from aethermind.runtime import dist
 from aethermind.runtime.files import atomic_text
 from aethermind.runtime.runlock import LockedError, OutputLock
 from aethermind.text.tokenizer import Forge1Tokenizer
+from aethermind.training import lora
 from aethermind.training.config import ConfigError, TrainConfig, dump_yaml, load_config
 from aethermind.training.dashboard import Dashboard, MetricsWriter, memory_text, plot_losses
 from aethermind.training.errors import TrainingError
 from aethermind.training.inputs import (
     build_shards,  # tests patch this name
     check_data_files,
+    check_init_source,
+    load_init,
     load_tokenizer,
     micro_batches,
     open_loader,
@@ -72,6 +81,7 @@ class Run:
     accum: int  # micro-batches per optimizer step in this process
     tokenizer: Forge1Tokenizer
     model_cfg: Forge1Config
+    variant: str  # names final_model's weights: the config's, else the shape's preset or custom
     model: Forge1Model  # the bare module: parameters to clip, counts to log
     wrapped: torch.nn.Module  # compiled and/or DDP/FSDP-wrapped: what forward/backward run
     optimizer: torch.optim.Optimizer
@@ -117,22 +127,33 @@ def setup(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False) ->
     # ------------------------------------------------------------------ tokenizer + data
     check_data_files(cfg)  # before a tokenizer is trained or anything is packed
     tokenizer = load_tokenizer(cfg)
-    model_cfg = Forge1Config.from_variant(cfg.variant,
-                                          vocab_size=tokenizer.get_vocab_size_padded())
-    if cfg.context_length > model_cfg.max_seq_len:
-        raise ConfigError(f"config key 'context_length' has value {cfg.context_length}: the "
-                          f"{cfg.variant} variant allows at most {model_cfg.max_seq_len}")
     found = ckpt.latest_valid(cfg.checkpoint_path) if resume else None
     if found is not None:  # refuse a mismatched resume before any expensive work
-        check_resumable(found[1], found[0], cfg.variant, tokenizer, cfg.optimizer)
-    elif resume:
+        check_resumable(found[1], found[0], cfg.variant, tokenizer, cfg.optimizer,
+                        cfg.lora and cfg.lora.to_dict(), cfg.init_from)
+    # A resumed full fine-tune must not read init_from again; LoRA needs its frozen base.
+    init = load_init(cfg, tokenizer) if cfg.init_from and (
+        found is None or cfg.lora is not None) else None
+    if init is not None:
+        model_cfg = init.config
+    elif cfg.init_from is not None:  # resuming: the shape the checkpoint was trained with
+        model_cfg = Forge1Config.from_dict(found[1]["model_config"])
+    else:
+        model_cfg = Forge1Config.from_variant(cfg.variant,
+                                              vocab_size=tokenizer.get_vocab_size_padded())
+    variant = cfg.variant or variant_of(model_cfg)
+    if cfg.context_length > model_cfg.max_seq_len:
+        raise ConfigError(f"config key 'context_length' has value {cfg.context_length}: the "
+                          f"{variant} model allows at most {model_cfg.max_seq_len}")
+    if found is None and resume:
         warnings.warn(f"--resume: no valid checkpoint in {cfg.checkpoint_path}; starting from "
                       "step 0", stacklevel=3)
     loader, val_loader = _open_data(cfg, ctx, tokenizer)
     steps_per_epoch = max(1, len(loader) // accum)
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     # ------------------------------------------------------------------ model + optimizer
-    model, wrapped, optimizer = _build_model(cfg, ctx, model_cfg)
+    model, wrapped, optimizer = _build_model(cfg, ctx, model_cfg, init)
+    init = None  # the model holds the weights now
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=precision == "fp16")
     amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
     autocast = torch.autocast(ctx.device.type, dtype=amp_dtype or torch.float32,
@@ -147,9 +168,17 @@ def setup(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False) ->
     if rng is not None:
         ckpt.set_rng_state(rng)  # last, after everything that draws random numbers at setup
     dist.log0("Forge-1 %s: %.1fM parameters, %s, %s, %d steps (%d per epoch), "
-              "global batch %d x %d tokens", cfg.variant, model.num_parameters() / 1e6,
+              "global batch %d x %d tokens", variant, model.num_parameters() / 1e6,
               ctx.device, precision, total_steps, steps_per_epoch,
               cfg.batch_size * cfg.gradient_accumulation_steps, cfg.context_length)
+    if cfg.init_from is not None:
+        dist.log0("initialised from %s%s", cfg.init_from,
+                  " (weights from the resumed checkpoint)" if step and cfg.lora is None else "")
+    if cfg.lora is not None:
+        n = lora.trainable_count(model)
+        dist.log0("LoRA r=%d alpha=%g on %s: %.2fM trainable parameters (%.2f%%)", cfg.lora.r,
+                  cfg.lora.alpha, ",".join(cfg.lora.targets), n / 1e6,
+                  100 * n / model.num_parameters())
     # ------------------------------------------------------------------ dashboard
     out_dir, main_proc = Path(cfg.output_dir), dist.is_main()
     metrics = MetricsWriter(out_dir / "metrics.jsonl",
@@ -157,15 +186,20 @@ def setup(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False) ->
     dash = Dashboard(total_steps, out_dir, mode=cfg.dashboard, log_every=cfg.log_every,
                      start_step=step, tensorboard=cfg.tensorboard, enabled=main_proc)
     return Run(cfg=cfg, ctx=ctx, precision=precision, accum=accum, tokenizer=tokenizer,
-               model_cfg=model_cfg, model=model, wrapped=wrapped, optimizer=optimizer,
-               scaler=scaler, autocast=autocast, loader=loader, val_loader=val_loader,
-               total_steps=total_steps, step=step, dash=dash, metrics=metrics)
+               model_cfg=model_cfg, variant=variant, model=model, wrapped=wrapped,
+               optimizer=optimizer, scaler=scaler, autocast=autocast, loader=loader,
+               val_loader=val_loader, total_steps=total_steps, step=step, dash=dash,
+               metrics=metrics)
 
 
-def _build_model(cfg: TrainConfig, ctx: dist.DistContext, model_cfg: Forge1Config
+def _build_model(cfg: TrainConfig, ctx: dist.DistContext, model_cfg: Forge1Config,
+                 init: Forge1Model | None = None
                  ) -> tuple[Forge1Model, torch.nn.Module, torch.optim.Optimizer]:
-    """The model (initialised from the seeded RNG), its compiled/wrapped form, its optimizer."""
-    model = Forge1Model(model_cfg).to(ctx.device)
+    """The model (`init`'s weights, else initialised from the seeded RNG; with LoRA adapters
+    on it when configured), its compiled/wrapped form, its optimizer (trainable parameters)."""
+    model = (init if init is not None else Forge1Model(model_cfg)).to(ctx.device)
+    if cfg.lora is not None:
+        lora.add_adapters(model, cfg.lora)
     model.set_gradient_checkpointing(cfg.gradient_checkpointing)
     model.attention_backend = cfg.attention
     wrapped = torch.compile(model) if cfg.compile else model
@@ -216,7 +250,8 @@ def _resume(path: Path, state: dict[str, Any], cfg: TrainConfig, wrapped: torch.
 def save(run: Run, at_step: int) -> None:
     """Checkpoint the run after `at_step` steps (a collective under FSDP; rank 0 writes)."""
     cfg = run.cfg
-    model_sd, optim_sd = model_state(run.wrapped, run.optimizer, cfg.fsdp)
+    model_sd, optim_sd = model_state(run.wrapped, run.optimizer, cfg.fsdp,
+                                     trainable_only=cfg.lora is not None)
     if not dist.is_main():
         return
     state = {"step": at_step, "model": model_sd, "optimizer": optim_sd,
@@ -352,11 +387,17 @@ def teardown(run: Run, progress: Progress, signum: int | None) -> dict[str, Any]
     if progress.status != "diverged" and progress.last_saved != run.step:
         save(run, run.step)
     if progress.status == "completed":
-        final_sd = model_state(run.wrapped, None, cfg.fsdp)[0]  # a collective under FSDP
+        final_sd = _final_state(run)  # a collective under FSDP
         if dist.is_main():
             final_path = write_final(final_sd, run.model_cfg, run.tokenizer, final_dir(out_dir),
-                                     cfg.variant)
+                                     run.variant)
+            if cfg.init_from is not None:  # provenance: config.json is the shape only
+                atomic_text(dump_yaml(cfg), final_dir(out_dir) / "train_config.yaml")
             run.dash.message(f"final model: {final_path}")
+            if cfg.lora is not None:
+                adapter = lora.save_adapter(run.model, cfg.lora, out_dir / "adapter",
+                                            base=cfg.init_from)
+                run.dash.message(f"LoRA adapter (PEFT, HF names): {adapter}")
     if run.metrics is not None:
         run.metrics.close()
         plot_losses(out_dir / "metrics.jsonl", out_dir / "loss_curve.png")
@@ -372,6 +413,15 @@ def teardown(run: Run, progress: Progress, signum: int | None) -> dict[str, Any]
     return result
 
 
+def _final_state(run: Run) -> dict[str, torch.Tensor]:
+    """The weights final_model/ gets: the model's, or under LoRA the base with the adapters
+    merged in (so chat, evaluate, export and serve need to know nothing about LoRA)."""
+    if run.cfg.lora is None:
+        return model_state(run.wrapped, None, run.cfg.fsdp)[0]
+    return lora.merge(lora.base_state_dict(run.model), run.model_cfg,
+                      *lora.adapter_tensors(run.model))
+
+
 # --- entry ------------------------------------------------------------------------------------
 def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = None,
           overwrite: bool = False) -> dict[str, Any]:
@@ -383,7 +433,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
     folder holding another run's checkpoints is refused unless `resume` (continue it) or
     `overwrite` (delete them first).
     """
-    _preflight(cfg)  # before the lock creates the output folder: a refused run leaves nothing
+    _preflight(cfg, resume)  # before the lock creates the output folder: a refusal leaves nothing
     lock = OutputLock(cfg.output_dir) if dist.is_main() else contextlib.nullcontext()
     try:
         lock.__enter__()
@@ -398,11 +448,17 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
         lock.__exit__(None, None, None)
 
 
-def _preflight(cfg: TrainConfig) -> None:
+def _preflight(cfg: TrainConfig, resume: bool) -> None:
     """Checks that need no work done yet, so a bad config fails before anything is written."""
-    if cfg.variant is None:
+    if cfg.variant is None and cfg.init_from is None:
         raise ConfigError("no variant: pass --variant " + "|".join(VARIANTS) +
-                          " or set variant: in the config")
+                          " or set variant: in the config (or init_from:)")
+    resuming = resume and ckpt.list_checkpoints(cfg.checkpoint_path)
+    if cfg.init_from is not None and (not resuming or cfg.lora is not None):
+        check_init_source(cfg)  # a missing source fails before anything is written
+    if cfg.lora is not None and importlib.util.find_spec("peft") is None:
+        raise TrainingError("lora: needs the peft package: pip install 'aethermind[lora]' "
+                            "(or pip install peft)")
     if cfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise TrainingError("tensorboard: true needs the tensorboard package: "
                             "pip install tensorboard (or set tensorboard: false)")
@@ -418,6 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true",
                         help="start fresh even though checkpoint_dir holds another run's "
                         "checkpoints (deletes them)")
+    parser.add_argument("--init-from", metavar="PATH",
+                        help="start from these weights (final_model/, .pt or HF Llama folder): "
+                        "fresh optimizer, schedule and data position; --resume wins")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set max_steps=20 (repeatable)")
     return parser
@@ -428,7 +487,8 @@ def main(argv: list[str] | None = None) -> int:
     dist.setup_logging()
     with dist.plain_warnings():
         try:
-            cfg = load_config(args.config, args.set, args.variant)
+            extra = [f"init_from={args.init_from}"] if args.init_from else []
+            cfg = load_config(args.config, args.set + extra, args.variant)
             result = train(cfg, resume=args.resume, overwrite=args.overwrite)
         except (ConfigError, TrainingError) as err:
             print(f"aethermind train: {err}", file=sys.stderr)
