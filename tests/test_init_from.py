@@ -125,3 +125,15 @@ def test_a_source_with_another_tokenizer_is_refused(source, tmp_path, capsys):
 def test_init_from_with_a_trained_tokenizer_is_a_config_error():
     with pytest.raises(ConfigError, match="'tokenizer' has value 'train'"):
         TrainConfig(init_from="x", tokenizer="train")
+
+
+def test_plan_takes_the_shape_of_init_from_when_no_variant_is_given(source, capsys):
+    from aethermind.training import plan
+
+    assert plan.main(["--set", f"init_from={source.final}", "--set",
+                      f"tokenizer={source.assets.tok}", "--set", "context_length=64"]) == 0
+    n = load_model(source.final)[0].num_parameters()
+    assert f"({n / 1e6:.1f}M parameters)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # a missing source is a one-line error, as in train
+        plan.main(["--set", f"init_from={source.root}/nope"])
+    assert "init_from" in capsys.readouterr().err

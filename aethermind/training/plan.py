@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
+from aethermind.artifacts.exported import variant_of
+from aethermind.artifacts.loading import LoadError, load_model
 from aethermind.model.config import VARIANTS, Forge1Config
 from aethermind.model.transformer import Forge1Model
 from aethermind.text.tokenizer import Forge1Tokenizer
@@ -268,14 +270,21 @@ def main(argv: list[str] | None = None) -> int:
         train = load_config(args.config, args.set, args.variant)
     except ConfigError as err:
         parser.error(str(err))
-    if train.variant is None:
+    if train.variant is None and train.init_from is None:
         parser.error(f"no variant: pass --variant {'|'.join(VARIANTS)} or set variant: in the "
                      "config")
-    cfg = model_config(train, train.variant)
+    if train.init_from is not None:  # the shape is the source's, as `train` takes it
+        try:
+            cfg = load_model(train.init_from, train.variant, device="cpu")[0].config
+        except LoadError as err:
+            parser.error(f"init_from {train.init_from}: {err}")
+        variant = variant_of(cfg)
+    else:
+        cfg, variant = model_config(train, train.variant), train.variant
     if train.context_length > cfg.max_seq_len:
-        parser.error(f"context_length={train.context_length} exceeds the {train.variant} "
+        parser.error(f"context_length={train.context_length} exceeds the {variant} "
                      f"variant's max_seq_len={cfg.max_seq_len}")
-    print(format_table(estimate(cfg, train), cfg, train, train.variant, args.gpu_gb))
+    print(format_table(estimate(cfg, train), cfg, train, variant, args.gpu_gb))
     return 0
 
 
