@@ -10,6 +10,9 @@ Batched decode (`--batch`, default 8; what the server's continuous batching reli
 aggregate tokens/s of `--batch` same-length prompts decoded together, on both sides, against
 batch 1 of the same side; decode rate = batch x (n - 1) / (time for n tokens - time for 1).
 On a busy shared machine, `--threads 1 --cpu-time` gives figures that neighbours barely move.
+Under load (issue 24, item 4): `--busy N` keeps N spinning processes running meanwhile, and
+`--forge-threads auto` gives Forge-1 the thread count chat and serve use (`runtime.threads`:
+free cores by the load average) while HF keeps `--threads` (torch's default) as a user has it.
 Usage: `python bench/bench_generate.py --variants tiny nano --dtypes fp32 bf16 --json out.json`.
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,12 +36,20 @@ from aethermind.inference.sampling import SamplingParams  # noqa: E402
 from aethermind.model.config import VARIANTS, Forge1Config  # noqa: E402
 from aethermind.model.hf_convert import to_hf  # noqa: E402
 from aethermind.model.transformer import Forge1Model  # noqa: E402
+from aethermind.runtime import threads  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # Every timing reads this clock: wall time by default; `--cpu-time` switches to this process's
 # CPU seconds, which on a shared, oversubscribed machine leaves out the time spent waiting for a
 # core (use it with --threads 1, where CPU seconds and busy wall time are the same thing).
 CLOCK = [time.perf_counter]
+# Torch threads per side while it runs: None = leave as set (`--threads`); see `--forge-threads`.
+SIDE_THREADS: dict[str, int | None] = {"forge": None, "hf": None}
+
+
+def _on(side: str) -> None:
+    if SIDE_THREADS[side] is not None:
+        torch.set_num_threads(SIDE_THREADS[side])
 
 
 def memory_bandwidth(mib: int = 512, repeats: int = 5) -> dict[str, float]:
@@ -149,6 +161,7 @@ def bench_one(variant: str, dtype_name: str, prompt_len: int, new_tokens: int, r
     same = None
     for _ in range(repeats):
         for name, run, model in (("forge", _forge_run, forge), ("hf", _hf_run, hf)):
+            _on(name)
             ttft, tps, tokens = run(model, prompt, new_tokens)
             best[name] = [min(best[name][0], ttft), max(best[name][1], tps)]
             if name == "forge":
@@ -162,6 +175,7 @@ def bench_one(variant: str, dtype_name: str, prompt_len: int, new_tokens: int, r
                     ("forge_1", _forge_batch, forge, prompts[:1]),
                     ("forge_b", _forge_batch, forge_batched, prompts),
                     ("hf_1", _hf_batch, hf, prompts[:1]), ("hf_b", _hf_batch, hf, prompts)):
+                _on("hf" if name.startswith("hf") else "forge")
                 rates[name] = max(rates.get(name, 0.0), _decode_rate(run, model, rows,
                                                                      new_tokens))
     read_gb_s = max(bw_before, memory_bandwidth()["read_gb_s"])
@@ -219,6 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--batch", type=int, default=8, help="batched-decode size (1 skips it)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--forge-threads", choices=("same", "auto"), default="same",
+                   help="auto: Forge-1 uses runtime.threads' rule (as chat/serve do), HF keeps "
+                   "--threads (default same: both use --threads)")
+    p.add_argument("--busy", type=int, default=0,
+                   help="spinning processes kept running during the benchmark (default 0)")
     p.add_argument("--cpu-time", action="store_true",
                    help="time with process CPU seconds instead of wall time (see CLOCK)")
     p.add_argument("--json", type=Path, help="also write the figures here")
@@ -229,12 +248,28 @@ def main(argv: list[str] | None = None) -> int:
         CLOCK[0] = time.process_time
     import transformers
 
-    bw = memory_bandwidth()
-    rows = [bench_one(v, d, args.prompt_tokens, args.new_tokens, args.repeats, args.batch)
-            for v in args.variants for d in args.dtypes]
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}, "
-          f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
-          f"{'CPU' if args.cpu_time else 'wall'} time")
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                for _ in range(args.busy)]
+    try:
+        time.sleep(5 if spinners else 0)  # let the load average see them
+        load_before = threads.machine_load()
+        if args.forge_threads == "auto":
+            SIDE_THREADS["hf"] = torch.get_num_threads()
+            SIDE_THREADS["forge"] = threads.decode_threads(
+                threads.available_cores(), load_before, torch.get_num_threads())
+        bw = memory_bandwidth()
+        rows = [bench_one(v, d, args.prompt_tokens, args.new_tokens, args.repeats, args.batch)
+                for v in args.variants for d in args.dtypes]
+    finally:
+        for proc in spinners:
+            proc.kill()
+            proc.wait()
+    sides = {k: v or torch.get_num_threads() for k, v in SIDE_THREADS.items()}
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, threads: "
+          f"Forge-1 {sides['forge']}, HF {sides['hf']}; {args.busy} busy processes, load "
+          f"{load_before:.1f} on {threads.available_cores()} cores; "
+          f"{platform.processor() or platform.machine()}, {'CPU' if args.cpu_time else 'wall'} "
+          "time")
     print(_table(rows, bw))
     if args.json:
         args.json.write_text(json.dumps({"bandwidth": bw, "rows": rows}, indent=2))

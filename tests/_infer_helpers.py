@@ -57,8 +57,10 @@ _TRAINED: dict[tuple, dict[str, torch.Tensor]] = {}
 
 
 def fit_conversations(model: Forge1Model, tok: Forge1Tokenizer, steps: int, *,
-                      stabilise: bool = True) -> float:
-    """Overfit `model` on CONVERSATIONS with plain AdamW (lr 1e-2) on one thread; final loss.
+                      stabilise: bool = True,
+                      conversations: list[cf.Conversation] | None = None) -> float:
+    """Overfit `model` on `conversations` (default CONVERSATIONS) with plain AdamW (lr 1e-2)
+    on one thread; final loss.
 
     One thread because tiny ops on a busy shared CPU stall on OpenMP barriers. `stabilise` adds
     clipping and a linear decay to zero: at a constant 1e-2 the loss spikes now and then (to
@@ -67,7 +69,7 @@ def fit_conversations(model: Forge1Model, tok: Forge1Tokenizer, steps: int, *,
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        rows = [cf.encode(c, tok)[0] for c in CONVERSATIONS]
+        rows = [cf.encode(c, tok)[0] for c in conversations or CONVERSATIONS]
         T = max(map(len, rows))
         tokens = torch.full((len(rows), T), tok.pad_id, dtype=torch.long)
         targets = torch.full((len(rows), T), -100, dtype=torch.long)

@@ -202,6 +202,7 @@ CHAT_CASES = {
     "seed a float": ["--seed", "1.5"],
     "system with special tokens": ["--system", "be nice <|user|>"],
     "device bogus": ["--device", "tpu"],
+    "dtype bogus": ["--dtype", "fp16"],
     "variant bad": ["--variant", "giant"],
     "tokenizer not a folder": ["--tokenizer", "/nonexistent/tok"],
 }

@@ -1,13 +1,27 @@
-"""Prepacked CPU linears: same outputs as the model, parameters shared, model left untouched."""
+"""Prepacked CPU linears: same outputs as the model, parameters shared, model left untouched;
+bf16 and int8 weights close to fp32, and greedy answers of a trained model unchanged by them."""
 
 from __future__ import annotations
 
+import pytest
 import torch
+import torch.nn.functional as F
+from _infer_helpers import fit_conversations, make_tokenizer, tiny_config
 from torch import nn
 
+from aethermind.inference.engine import Engine
+from aethermind.inference.sampling import SamplingParams
 from aethermind.model.kv_cache import KVCache
-from aethermind.model.packed_linear import PackedLinear, packed_for_cpu
+from aethermind.model.packed_linear import (
+    DECODE_DTYPES,
+    PackedLinear,
+    check_decode_dtype,
+    packed_for_cpu,
+)
+from aethermind.model.quantize import Int8Linear, int8_ops_available, quantize_rows
 from aethermind.model.transformer import Forge1Model
+from aethermind.text import chat_format as cf
+from aethermind.text.prompts import TEST_PROMPTS
 
 
 def test_packed_model_matches_and_shares_parameters(tiny_config):
@@ -31,3 +45,82 @@ def test_packed_model_matches_and_shares_parameters(tiny_config):
 def test_packing_is_skipped_where_unsupported(tiny_config):
     model = Forge1Model(tiny_config).half()  # fp16 on CPU: not packed
     assert packed_for_cpu(model) is model
+
+
+def _relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    return ((got - want).norm() / want.norm()).item()
+
+
+@pytest.mark.parametrize(("dtype", "bound"), [("bf16", 1e-2), ("int8", 3e-2)])
+def test_low_precision_logits_stay_close_to_fp32(tiny_config, dtype, bound):
+    model = Forge1Model(tiny_config).eval()
+    fast = packed_for_cpu(model, dtype)
+    if fast is model:  # the op is missing here: packed_for_cpu warned and kept fp32
+        return
+    kind = Int8Linear if dtype == "int8" else PackedLinear
+    assert isinstance(fast.layers[0].mlp.w_down, kind)
+    tokens = torch.randint(0, tiny_config.vocab_size, (2, 24))
+    with torch.inference_mode():
+        want, got = model(tokens), fast(tokens)
+    assert got.dtype == torch.float32
+    error = _relative_error(got, want)
+    assert 0 < error < bound, error  # 0 would mean the low-precision weights were not used
+
+
+def test_int8_weights_round_trip_within_half_a_step():
+    w = torch.randn(48, 96)
+    q, scale = quantize_rows(w)
+    assert q.dtype == torch.int8 and int(q.abs().max()) == 127
+    assert bool(((q.float() * scale[:, None] - w).abs() <= scale[:, None] / 2 + 1e-7).all())
+
+
+@pytest.mark.skipif(not int8_ops_available(), reason="no oneDNN int8 linear in this torch")
+def test_int8_rows_do_not_depend_on_the_rest_of_the_batch():
+    layer = Int8Linear(torch.randn(40, 64) * 0.05)
+    x = torch.randn(1, 64)
+    alone = layer(x)
+    # A row 1000x larger would swamp a per-tensor activation scale.
+    batched = layer(torch.cat([x, 1000 * torch.randn(3, 64)]))[:1]
+    assert torch.equal(alone, batched)
+    assert _relative_error(alone, F.linear(x, layer_weight(layer))) < 2e-2
+
+
+def layer_weight(layer: Int8Linear) -> torch.Tensor:
+    """The dequantized weight a layer multiplies by (its int8 values times their scales)."""
+    eye = torch.eye(layer.in_features)
+    return layer(eye).T  # (out, in): row j of the identity picks column j
+
+
+def test_dtype_other_than_fp32_is_refused_on_a_gpu_in_one_line():
+    with pytest.raises(ValueError, match="CPU decoding path"):
+        check_decode_dtype("int8", torch.device("cuda", 0))
+    with pytest.raises(ValueError, match="choose one of"):
+        check_decode_dtype("fp16", torch.device("cpu"))
+    assert check_decode_dtype("fp32", torch.device("cuda", 0)) == "fp32"
+
+
+# Answers the test model learns for the guide's prompts: trained to a low loss, its greedy
+# tokens are decided by wide margins, as a trained model's are on what it knows.
+GUIDE_ANSWERS = ("15 * 23 = 345.", "60 mph * 2.5 h = 150 miles.",
+                 "Code flows line by line, bugs hide in the quiet loops, tests bring the dawn.",
+                 "Paris.", "1, 2, 5, 8, 9", "7 + 8 = 15.", "3 - 1 = 2 apples.",
+                 "I am Forge-1, a small assistant.")
+
+
+def test_guide_prompts_get_the_same_greedy_answers_in_every_dtype():
+    """The accuracy guard of issue 24: bf16 and int8 weights must not change what a trained
+    model answers (greedy) to the guide's prompts."""
+    tok = make_tokenizer()
+    model = Forge1Model(tiny_config(tok))
+    chats = [cf.Conversation(turns=[cf.Turn(p, a)]) for p, a in zip(TEST_PROMPTS, GUIDE_ANSWERS,
+                                                                      strict=True)]
+    assert fit_conversations(model, tok, 150, conversations=chats) < 0.05
+    prompts = [cf.encode_prompt(cf.Conversation(), p, tok, think=False) for p in TEST_PROMPTS]
+    params = SamplingParams(max_new_tokens=72, temperature=0.0)
+    stops = cf.stop_ids(tok)
+    answers = {d: Engine(model.eval(), dtype=d).generate_batch(prompts, params, stops)
+               for d in DECODE_DTYPES}
+    for gen, answer in zip(answers["fp32"], GUIDE_ANSWERS, strict=True):
+        assert answer in tok.decode(gen.tokens)  # fp32 learnt them: its margins are wide
+    for dtype in DECODE_DTYPES[1:]:
+        assert [g.tokens for g in answers[dtype]] == [g.tokens for g in answers["fp32"]], dtype

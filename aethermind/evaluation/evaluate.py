@@ -35,11 +35,12 @@ from aethermind.data.jsonl import numbered_lines, skipped_note
 from aethermind.data.loader import BatchLoader
 from aethermind.data.pack import build_shards, read_index
 from aethermind.evaluation.loss import loss_totals
-from aethermind.inference.engine import Engine
+from aethermind.inference.engine import Engine, add_dtype_arg
 from aethermind.inference.sampling import SamplingParams, add_sampling_args, params_from_args
 from aethermind.inference.thinking import answer, parse_completion
 from aethermind.runtime.dist import plain_warnings
 from aethermind.runtime.files import atomic_text
+from aethermind.runtime.threads import use_decode_threads
 from aethermind.text import chat_format as cf
 from aethermind.text.prompts import TEST_PROMPTS
 from aethermind.text.terminal import terminal_safe
@@ -199,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-test", type=int, default=100,
                    help="reasoning test examples (0 skips; default: 100)")
     add_sampling_args(p, greedy=True)  # for the test prompts; reasoning is always greedy
+    add_dtype_arg(p)
     p.add_argument("--batch-size", type=int, default=16, help="reasoning generation batch")
     p.add_argument("--json", type=Path, help="write every result to this JSON file")
     return p
@@ -222,9 +224,12 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         params = params_from_args(args)
         model, tok = load_model(args.model, args.variant, args.tokenizer, args.device)
-        engine = Engine(model, max_batch_size=args.batch_size)  # all generation shares it
+        # All generation shares it; validation loss is scored by the fp32 model.
+        engine = Engine(model, max_batch_size=args.batch_size, dtype=args.dtype)
     except (LoadError, ValueError) as err:
         parser.exit(2, f"error: {err}\n")
+    if engine.device.type == "cpu":
+        use_decode_threads()  # this process ends with the command: nothing to restore
     try:  # every input is checked before the minutes of generation below
         val_set = (ValidationSet(val_path, tok, model.config.max_seq_len,
                                  max_docs=args.val_max_docs) if val_path else None)

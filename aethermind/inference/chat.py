@@ -23,11 +23,17 @@ from rich.console import Console
 
 from aethermind.artifacts.layout import run_folder
 from aethermind.artifacts.loading import LoadError, add_model_args, load_model
-from aethermind.inference.engine import Engine, GenerationError, PromptTooLongError
+from aethermind.inference.engine import (
+    Engine,
+    GenerationError,
+    PromptTooLongError,
+    add_dtype_arg,
+)
 from aethermind.inference.sampling import SamplingParams, add_sampling_args, params_from_args
 from aethermind.inference.thinking import answer
 from aethermind.runtime.dist import plain_warnings
 from aethermind.runtime.files import atomic_text
+from aethermind.runtime.threads import use_decode_threads
 from aethermind.text import chat_format as cf
 from aethermind.text.terminal import terminal_safe
 from aethermind.text.tokenizer import replace_surrogates
@@ -178,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aethermind chat", description=__doc__.splitlines()[0])
     add_model_args(p)
     add_sampling_args(p)
+    add_dtype_arg(p)
     # The flag's name before evaluate and chat shared one: kept so old commands still run.
     p.add_argument("--max-tokens", type=int, dest="max_new_tokens", default=argparse.SUPPRESS,
                    help=argparse.SUPPRESS)
@@ -195,8 +202,11 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--system must not contain special-token strings such as <|user|>")
         with plain_warnings():
             model, tok = load_model(args.model, args.variant, args.tokenizer, args.device)
+            engine = Engine(model, max_batch_size=1, dtype=args.dtype)  # prepacks once
     except (LoadError, ValueError) as err:
         parser.exit(2, f"error: {err}\n")
+    if engine.device.type == "cpu":
+        use_decode_threads()  # this process ends with the chat: nothing to restore
     if hasattr(sys.stdin, "reconfigure"):  # undecodable input bytes become U+FFFD, not a crash
         sys.stdin.reconfigure(errors="replace")
     console = Console(highlight=False)
@@ -207,7 +217,6 @@ def main(argv: list[str] | None = None) -> int:
                   f"{model.config.preset_name() or 'custom shape'}, "
                   f"{model.config.vocab_size:,}-token vocabulary; on {device}). "
                   "/help lists the commands, /quit or Ctrl-D leaves.", markup=False)
-    engine = Engine(model, max_batch_size=1)  # prepacks and allocates once, not every turn
     while True:
         try:
             # A lone surrogate (undecodable bytes) could not be saved as JSON: U+FFFD instead.

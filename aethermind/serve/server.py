@@ -32,7 +32,9 @@ from importlib import resources
 from typing import Any
 
 from aethermind.artifacts.loading import LoadError, add_model_args, find_checkpoint, load_model
-from aethermind.inference.engine import Engine
+from aethermind.inference.engine import Engine, add_dtype_arg
+from aethermind.model.packed_linear import DEFAULT_DECODE_DTYPE, DecodeDtype, check_decode_dtype
+from aethermind.runtime.threads import use_decode_threads
 from aethermind.serve.scheduler import EngineFailure, Scheduler
 
 API_KEY_ENV = "AETHERMIND_API_KEY"
@@ -57,12 +59,13 @@ class ServerState:
     def __init__(self, model: Any, tokenizer: Any, *, model_id: str, api_key: str | None,
                  max_batch_size: int = DEFAULT_BATCH, host: str = DEFAULT_HOST,
                  allow_origins: Sequence[str] = (),
-                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+                 dtype: DecodeDtype = DEFAULT_DECODE_DTYPE) -> None:
         self.tokenizer, self.model_id, self.api_key = tokenizer, model_id, api_key
-        self.model = model  # for scoring (logprobs); the scheduler's engine decodes
+        self.model = model  # for scoring (logprobs, fp32); the scheduler's engine decodes
         self.host, self.allow_origins, self.max_body_bytes = host, allow_origins, max_body_bytes
         self.max_seq_len = int(model.config.max_seq_len)
-        self.scheduler = Scheduler(Engine(model, max_batch_size=max_batch_size))
+        self.scheduler = Scheduler(Engine(model, max_batch_size=max_batch_size, dtype=dtype))
         self.parsers = ThreadPoolExecutor(PARSE_THREADS, thread_name_prefix="aethermind-parse")
 
     def parse(self, body: bytes, parser: Callable[..., Any]) -> Any:
@@ -375,6 +378,7 @@ async def _sse(state: ServerState, req: Any) -> AsyncIterator[str]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aethermind serve", description=__doc__.splitlines()[0])
     add_model_args(p)
+    add_dtype_arg(p)
     p.add_argument("--host", default=DEFAULT_HOST,
                    help=f"address to bind (default {DEFAULT_HOST}: this machine only)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT,
@@ -449,13 +453,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, "error: the server needs FastAPI and uvicorn: pip install -e '.[serve]'\n")
     try:
         model, tok = load_model(args.model, args.variant, args.tokenizer, args.device)
+        device = next(model.parameters()).device
+        check_decode_dtype(args.dtype, device)
         sock = bind(args.host, args.port)
     except (LoadError, ValueError) as err:
         parser.exit(2, f"error: {err}\n")
     model_id = args.model_name or find_checkpoint(args.model).stem
     state = ServerState(model, tok, model_id=model_id, api_key=args.api_key,
                         max_batch_size=args.max_batch_size, host=args.host,
-                        allow_origins=args.allow_origin, max_body_bytes=args.max_body_bytes)
+                        allow_origins=args.allow_origin, max_body_bytes=args.max_body_bytes,
+                        dtype=args.dtype)
+    if device.type == "cpu":
+        use_decode_threads()  # after loading, so the load average is others' work
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"serving {model_id} on http://{shown}:{port} (web chat at /, OpenAI API at /v1)",
