@@ -225,3 +225,31 @@ def test_llama_variants_forge1_cannot_run_are_refused_in_one_line(hub, tmp_path,
     with pytest.raises(LoadError, match=message) as err:
         load_model(bad)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("lora", [None, 4], ids=["full", "lora"])
+def test_train_init_from_a_hub_folder_keeps_its_tokenizer(hub, tmp_path, lora):
+    """`init_from` + `tokenizer:` pointing at a Hub folder (what configs/hub_finetune.yaml and
+    hub_lora.yaml do): the run packs with the adopted tokenizer, trains, and its final model
+    reloads with that tokenizer and the same shape."""
+    from types import SimpleNamespace
+
+    from _train_helpers import make_cfg, write_chats
+
+    from aethermind.training import train
+    from aethermind.training.config import LoraSettings
+
+    _, folder = hub
+    source, tok = load_model(folder)
+    assets = SimpleNamespace(tok=str(folder), cache=str(tmp_path / "cache"),
+                             train=str(write_chats(tmp_path / "train.jsonl", 48, seed=0)))
+    cfg = make_cfg(assets, tmp_path / "run", variant=None, init_from=str(folder), max_steps=4,
+                   **({"lora": LoraSettings(r=lora, alpha=2 * lora)} if lora else {}))
+    result = train.train(cfg)
+    assert result["status"] == "completed", result
+    final, final_tok = load_model(tmp_path / "run" / "final_model")
+    assert final_tok.fingerprint() == tok.fingerprint()
+    assert final.config.to_dict() == source.config.to_dict()
+    changed = [k for k, v in final.state_dict().items()
+               if not torch.equal(v, source.state_dict()[k])]
+    assert changed  # it trained (LoRA: merged into the weights)
