@@ -16,7 +16,7 @@ from pathlib import Path
 
 from aethermind.artifacts.loading import load_model
 from aethermind.data import synth
-from aethermind.data.identity import write_identity
+from aethermind.data.identity import DEFAULT_N_MIX, DEFAULT_REPEAT, write_identity
 from aethermind.demo import N_TEST, max_new_tokens_for, score_examples
 from aethermind.evaluation.identity import identity_accuracy
 from aethermind.inference.engine import Engine
@@ -39,16 +39,27 @@ def main() -> None:
     p.add_argument("--demo", type=Path, required=True, help="the demo's --output folder")
     p.add_argument("--work", type=Path, required=True, help="scratch folder for the runs")
     p.add_argument("--json", type=Path, help="write the results here too")
+    p.add_argument("--n-mix", type=int, default=DEFAULT_N_MIX,
+                   help="demo lines mixed in (data identity)")
+    p.add_argument("--repeat", type=int, default=DEFAULT_REPEAT,
+                   help="copies of each pair (data identity)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a training override for both runs, e.g. --set learning_rate=5e-4")
+    p.add_argument("--only", choices=sorted(RUNS), help="run one of the two fine-tunes")
     args = p.parse_args()
     base = args.demo / "final_model"
     data = args.work / "data"
-    write_identity(data, args.demo / "data" / "train.jsonl")
+    write_identity(data, args.demo / "data" / "train.jsonl", repeat=args.repeat,
+                   n_mix=args.n_mix)
     _, tok = load_model(base)
     test = synth.make_split("test", N_TEST)
     cap = max_new_tokens_for(tok, test)
     results = {"base": score(base, test, cap)}
     print(json.dumps({"base": results["base"]}), flush=True)
     for name, extra in RUNS.items():
+        if args.only and name != args.only:
+            continue
+        extra = [*extra, *(a for kv in args.set for a in ("--set", kv))]
         out = args.work / name
         cmd = [sys.executable, "-m", "aethermind.cli", "train", "--config",
                "configs/identity.yaml", "--set", f"init_from={base}",

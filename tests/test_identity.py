@@ -34,7 +34,8 @@ def test_train_mixes_own_data_and_val_is_the_pairs_once(tmp_path):
 
 def test_the_command_writes_the_set_and_refuses_a_missing_mix(tmp_path, capsys):
     assert data_main(["identity", "--output", str(tmp_path / "id")]) == 0
-    assert len((tmp_path / "id" / "train.jsonl").read_text().splitlines()) == 200
+    lines = (tmp_path / "id" / "train.jsonl").read_text().splitlines()
+    assert len(lines) == 20 * identity.DEFAULT_REPEAT  # no --mix: the pairs only
     assert data_main(["identity", "--mix", str(tmp_path / "nope.jsonl")]) == 1
     assert "file not found" in capsys.readouterr().err
 

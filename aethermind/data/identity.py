@@ -22,6 +22,9 @@ from aethermind.runtime.files import atomic_text
 from aethermind.text.chat_format import Conversation, Turn, render
 
 IDENTITY_ASSET = "assets/identity/identity.jsonl"
+# The measured recipe (bench/identity_demo.py, BENCHMARKS.md): enough copies to learn the pairs
+# in configs/identity.yaml's 600 steps, enough of the model's own data that it forgets nothing.
+DEFAULT_REPEAT, DEFAULT_N_MIX = 30, 2000
 
 
 def load_pairs() -> list[tuple[str, str]]:
@@ -34,8 +37,9 @@ def render_pair(question: str, answer: str) -> str:
     return render(Conversation(turns=[Turn(question, answer)]))  # <|no_think|>: a plain fact
 
 
-def write_identity(output: str | Path, mix: str | Path | None = None, *, repeat: int = 10,
-                   n_mix: int = 200, seed: int = 0) -> tuple[Path, Path]:
+def write_identity(output: str | Path, mix: str | Path | None = None, *,
+                   repeat: int = DEFAULT_REPEAT, n_mix: int = DEFAULT_N_MIX, seed: int = 0
+                   ) -> tuple[Path, Path]:
     """Write output/train.jsonl (pairs x repeat + n_mix sampled `mix` lines, shuffled) and
     output/val.jsonl (the pairs once); returns their paths. ValueError for bad input."""
     if repeat < 1 or n_mix < 0:
@@ -65,10 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mix", type=Path,
                    help="a training JSONL to sample from, so the model keeps what it knew "
                         "(e.g. outputs/demo/data/train.jsonl)")
-    p.add_argument("--n-mix", type=int, default=200,
-                   help="lines sampled from --mix (default 200)")
-    p.add_argument("--repeat", type=int, default=10,
-                   help="copies of each pair in train.jsonl (default 10)")
+    p.add_argument("--n-mix", type=int, default=DEFAULT_N_MIX,
+                   help=f"lines sampled from --mix (default {DEFAULT_N_MIX})")
+    p.add_argument("--repeat", type=int, default=DEFAULT_REPEAT,
+                   help=f"copies of each pair in train.jsonl (default {DEFAULT_REPEAT})")
     p.add_argument("--seed", type=int, default=0, help="seed for sampling and shuffling")
     return p
 
