@@ -14,7 +14,7 @@ import sys
 from aethermind.rl.config import load_rl_config
 from aethermind.rl.loop import rl
 from aethermind.runtime import dist
-from aethermind.training.config import ConfigError
+from aethermind.training.config import ConfigError, add_run_args
 from aethermind.training.errors import TrainingError
 
 
@@ -24,13 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", help="starting model: final_model/ folder, .pt or Hugging "
                                         "Face folder (overrides the config's model:)")
     parser.add_argument("--output", help="output folder (overrides the config's output_dir:)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from the newest valid checkpoint in output_dir")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="start fresh even though output_dir holds another run's "
-                             "checkpoints (deletes them)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set max_steps=20 (repeatable)")
+    add_run_args(parser, "output_dir")
     return parser
 
 

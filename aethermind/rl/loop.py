@@ -37,12 +37,11 @@ from aethermind.rl.rewards import Reward, parse_rewards
 from aethermind.rl.rollout import Group, advantages, rollout
 from aethermind.runtime import dist
 from aethermind.runtime.files import atomic_text
-from aethermind.runtime.runlock import LockedError, OutputLock
 from aethermind.training.dashboard import MetricsWriter
 from aethermind.training.errors import TrainingError
 from aethermind.training.optim import build_optimizer
 from aethermind.training.signals import StopFlag
-from aethermind.training.state import claim_checkpoint_dir
+from aethermind.training.state import claim_checkpoint_dir, output_lock
 
 
 @dataclass
@@ -277,12 +276,7 @@ def run_loop(run: RLRun, stop: StopFlag, stop_after: int | None = None
 def rl(cfg: RLConfig, *, resume: bool = False, stop_after: int | None = None,
        overwrite: bool = False) -> dict[str, Any]:
     """Run GRPO per `cfg`; returns {status, step, losses, final_model, signal}."""
-    lock = OutputLock(cfg.output_dir, "RL run") if dist.is_main() else contextlib.nullcontext()
-    try:
-        lock.__enter__()
-    except LockedError as err:
-        raise TrainingError(str(err)) from None
-    try:
+    with output_lock(cfg.output_dir, "RL run"):
         run = setup(cfg, resume=resume, overwrite=overwrite)
         with StopFlag() as stop, contextlib.closing(run.dash):
             status, losses = run_loop(run, stop, stop_after)
@@ -298,5 +292,3 @@ def rl(cfg: RLConfig, *, resume: bool = False, stop_after: int | None = None,
         dist.barrier()
         return {"status": status, "step": run.step, "losses": losses, "final_model": final,
                 "signal": stop.signum}
-    finally:
-        lock.__exit__(None, None, None)

@@ -10,6 +10,7 @@ Usage: `cfg = load_config("configs/cpu_config.yaml", ["max_steps=20"], variant="
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import types
@@ -198,6 +199,18 @@ class TrainConfig:
 
 
 # --- loading and overrides ------------------------------------------------------------------
+def add_run_args(parser: argparse.ArgumentParser, folder: str) -> None:
+    """--resume, --overwrite and --set, the same in `train` and `rl`; `folder` names the config
+    key whose checkpoints they act on."""
+    parser.add_argument("--resume", action="store_true",
+                        help=f"continue from the newest valid checkpoint in {folder}")
+    parser.add_argument("--overwrite", action="store_true",
+                        help=f"start fresh even though {folder} holds another run's "
+                        "checkpoints (deletes them)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set max_steps=20 (repeatable)")
+
+
 def keys() -> list[str]:
     return [f.name for f in fields(TrainConfig)]
 

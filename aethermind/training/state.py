@@ -10,7 +10,9 @@ Usage: `check_resumable(state, path, cfg.variant, tokenizer, cfg.optimizer)`.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import torch
 from aethermind.artifacts import checkpoint as ckpt
 from aethermind.runtime import dist
 from aethermind.runtime.files import remove_stale_temp_files
+from aethermind.runtime.runlock import LockedError, OutputLock
 from aethermind.text.tokenizer import Forge1Tokenizer
 from aethermind.training.config import OptimizerName
 from aethermind.training.errors import TrainingError
@@ -126,3 +129,19 @@ def claim_checkpoint_dir(ckpt_dir: Path, resume: bool, overwrite: bool) -> None:
         path.unlink(missing_ok=True)
     warnings.warn(f"--overwrite: deleted {len(existing)} checkpoint(s) of the earlier run in "
                   f"{ckpt_dir}", stacklevel=3)
+
+
+@contextlib.contextmanager
+def output_lock(folder: str | Path, what: str = "training run") -> Iterator[None]:
+    """The run folder's lock for the run, held by the main process (the other ranks share its
+    run); a folder another live run holds is a one-line TrainingError. Training and RL."""
+    lock = OutputLock(folder, what) if dist.is_main() else contextlib.nullcontext()
+    try:
+        lock.__enter__()
+    except LockedError as err:
+        raise TrainingError(str(err)) from None
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
+

@@ -43,10 +43,15 @@ from aethermind.model.losses import summed_loss as compute_loss  # tests patch t
 from aethermind.model.transformer import Forge1Model
 from aethermind.runtime import dist
 from aethermind.runtime.files import atomic_text
-from aethermind.runtime.runlock import LockedError, OutputLock
 from aethermind.text.tokenizer import Forge1Tokenizer
 from aethermind.training import lora
-from aethermind.training.config import ConfigError, TrainConfig, dump_yaml, load_config
+from aethermind.training.config import (
+    ConfigError,
+    TrainConfig,
+    add_run_args,
+    dump_yaml,
+    load_config,
+)
 from aethermind.training.dashboard import Dashboard, MetricsWriter, memory_text, plot_losses
 from aethermind.training.errors import TrainingError
 from aethermind.training.inputs import (
@@ -65,6 +70,7 @@ from aethermind.training.state import (
     claim_checkpoint_dir,
     load_model_state,
     model_state,
+    output_lock,
 )
 
 Status = Literal["completed", "interrupted", "diverged"]
@@ -434,18 +440,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
     `overwrite` (delete them first).
     """
     _preflight(cfg, resume)  # before the lock creates the output folder: a refusal leaves nothing
-    lock = OutputLock(cfg.output_dir) if dist.is_main() else contextlib.nullcontext()
-    try:
-        lock.__enter__()
-    except LockedError as err:
-        raise TrainingError(str(err)) from None
-    try:
+    with output_lock(cfg.output_dir):
         run = setup(cfg, resume=resume, overwrite=overwrite)
         with StopFlag() as stop, contextlib.closing(run.dash):  # the live view stops on errors
             progress = run_loop(run, stop, stop_after)
         return teardown(run, progress, stop.signum)
-    finally:
-        lock.__exit__(None, None, None)
 
 
 def _preflight(cfg: TrainConfig, resume: bool) -> None:
@@ -469,16 +468,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aethermind train", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="training YAML, e.g. configs/local_config.yaml")
     parser.add_argument("--variant", choices=VARIANTS, help="model size (default: the config's)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from the newest valid checkpoint in checkpoint_dir")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="start fresh even though checkpoint_dir holds another run's "
-                        "checkpoints (deletes them)")
+    add_run_args(parser, "checkpoint_dir")
     parser.add_argument("--init-from", metavar="PATH",
                         help="start from these weights (final_model/, .pt or HF Llama folder): "
                         "fresh optimizer, schedule and data position; --resume wins")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set max_steps=20 (repeatable)")
     return parser
 
 
