@@ -8,44 +8,31 @@ Usage: `dash = RLDashboard(total, mode="auto")`; `dash.update(record)`; `plot_re
 
 from __future__ import annotations
 
-import sys
 from collections import deque
 from pathlib import Path
 from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from rich.console import Console, Group
-from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+from rich.console import Group
 from rich.table import Table
 
-from aethermind.training.dashboard import read_metrics, sparkline
+from aethermind.training.dashboard import LiveView, read_metrics, sparkline
 
 
-class RLDashboard:
-    """Rich live view on a TTY, a plain line every `log_every` steps otherwise; or 'off'."""
+class RLDashboard(LiveView):
+    """RL's view: reward mean and spread, accuracy, zero-signal share, answer length, loss,
+    KL, lr, rollout speed and the reward curve."""
 
     def __init__(self, total_steps: int, *, mode: str = "auto", log_every: int = 1,
                  start_step: int = 0, enabled: bool = True, stream: Any = None) -> None:
-        self.stream = stream or sys.stdout
-        if mode == "auto":
-            mode = "rich" if self.stream.isatty() else "plain"
-        self.mode = mode if enabled else "off"
-        self.total, self.log_every = total_steps, log_every
+        super().__init__(total_steps, label="RL", mode=mode, log_every=log_every,
+                         start_step=start_step, enabled=enabled, stream=stream)
         self.rewards: deque[float] = deque(maxlen=400)
-        self._live: Live | None = None
-        if self.mode == "rich":
-            self._progress = Progress("[bold]RL", BarColumn(), MofNCompleteColumn(),
-                                      TimeRemainingColumn())
-            self._task = self._progress.add_task("rl", total=total_steps, completed=start_step)
-            self._live = Live(self._progress, console=Console(file=self.stream),
-                              refresh_per_second=4)
-            self._live.start()
 
     def update(self, m: dict[str, Any]) -> None:
         self.rewards.append(m["reward_mean"])
-        if self._live is not None:
+        if self.mode == "rich":
             table = Table.grid(padding=(0, 2))
             for _ in range(4):
                 table.add_column()
@@ -55,26 +42,13 @@ class RLDashboard:
                           "answer tokens", f"{m['answer_tokens']:.0f}")
             table.add_row("loss", f"{m['loss']:.4f}", "kl", f"{m['kl']:.4f}")
             table.add_row("lr", f"{m['lr']:.2e}", "rollout tok/s", f"{m['tokens_per_s']:,.0f}")
-            self._progress.update(self._task, completed=m["step"])
-            self._live.update(Group(self._progress, table,
-                                    f"reward curve  {sparkline(list(self.rewards))}"))
-        elif self.mode == "plain" and (m["step"] % self.log_every == 0 or m["step"] == self.total):
+            self.show(m["step"], Group(table, f"reward curve  {sparkline(list(self.rewards))}"))
+        elif self.plain_due(m["step"]):
             print(f"rl step {m['step']:>5}/{self.total} | reward {m['reward_mean']:.3f} "
                   f"(var {m['reward_var']:.3f}) | acc {m['accuracy']:.1%} | zero-signal "
                   f"{m['zero_signal']:.0%} | answer {m['answer_tokens']:.0f} tok | loss "
                   f"{m['loss']:.4f} | {m['tokens_per_s']:,.0f} tok/s", file=self.stream,
                   flush=True)
-
-    def message(self, text: str) -> None:
-        if self._live is not None:
-            self._live.console.print(text)
-        elif self.mode != "off":
-            print(text, file=self.stream, flush=True)
-
-    def close(self) -> None:
-        if self._live is not None:
-            self._live.stop()
-            self._live = None
 
 
 def plot_rewards(metrics_path: str | Path, out_path: str | Path) -> Path | None:

@@ -123,63 +123,37 @@ def loss_figure(records: list[dict[str, Any]]) -> Any:  # -> matplotlib.figure.F
     return fig
 
 
-class Dashboard:
-    """Rich live view on a TTY, plain periodic lines otherwise; `mode` forces one or 'off'."""
+class LiveView:
+    """A run's terminal view: a Rich progress bar and panel on a TTY, plain lines every
+    `log_every` steps otherwise, or nothing ('off'); one-off messages that do not break it.
+    Training's `Dashboard` and RL's `RLDashboard` say what they show."""
 
-    def __init__(self, total_steps: int, out_dir: str | Path, *, mode: DashboardMode = "auto",
-                 log_every: int = 10, start_step: int = 0, tensorboard: bool = False,
-                 enabled: bool = True, stream: Any = None) -> None:
+    def __init__(self, total_steps: int, *, label: str, mode: str = "auto", log_every: int = 10,
+                 start_step: int = 0, enabled: bool = True, stream: Any = None) -> None:
         self.stream = stream or sys.stdout
         if mode == "auto":
             mode = "rich" if self.stream.isatty() else "plain"
         self.mode = mode if enabled else "off"
         self.total, self.log_every, self.start_step = total_steps, log_every, start_step
-        self.losses: deque[float] = deque(maxlen=400)
-        self.t0 = time.perf_counter()
-        self.tb = _tensorboard_writer(Path(out_dir) / "tensorboard") if (
-            tensorboard and enabled) else None
-        self._live = self._progress = self._task = None
+        self._live: Live | None = None
+        self._progress = self._task = None
         if self.mode == "rich":
-            self._start_rich()
+            self._progress = Progress(f"[bold]{label}", BarColumn(), MofNCompleteColumn(),
+                                      TimeRemainingColumn())
+            self._task = self._progress.add_task(label, total=total_steps, completed=start_step)
+            self._live = Live(self._progress, console=Console(file=self.stream),
+                              refresh_per_second=4, transient=False)
+            self._live.start()
 
-    def _start_rich(self) -> None:
-        self._progress = Progress("[bold]training", BarColumn(), MofNCompleteColumn(),
-                                  TimeRemainingColumn())
-        self._task = self._progress.add_task("train", total=self.total, completed=self.start_step)
-        self._live = Live(self._progress, console=Console(file=self.stream),
-                          refresh_per_second=4, transient=False)
-        self._live.start()
+    def plain_due(self, step: int) -> bool:
+        """Whether plain mode prints this step's line."""
+        return self.mode == "plain" and (step % self.log_every == 0 or step == self.total)
 
-    def _render(self, m: dict[str, Any]) -> Any:
-        table = Table.grid(padding=(0, 2))
-        for _ in range(4):
-            table.add_column()
-        val = m.get("val_loss")
-        table.add_row("loss", _num(m["loss"], ".4f"), "val loss", _num(val, ".4f"))
-        table.add_row("lr", f"{m['lr']:.2e}", "grad norm", _num(m["grad_norm"], ".3f"))
-        table.add_row("tokens/s", f"{m['tokens_per_s']:,.0f}", "steps/s", f"{m['steps_per_s']:.2f}")
-        table.add_row("memory", m["memory"], "epoch", str(m["epoch"]))
-        curve = sparkline(list(self.losses))
-        return Group(self._progress, table, f"loss curve  {curve}")
-
-    def update(self, m: dict[str, Any]) -> None:
-        """Show step metrics `m` (step, loss, lr, grad_norm, tokens_per_s, steps_per_s, ...)."""
-        if m.get("loss") is not None:
-            self.losses.append(m["loss"])
-        if self.tb is not None:
-            for key in ("loss", "lr", "grad_norm", "tokens_per_s", "val_loss"):
-                if m.get(key) is not None:
-                    self.tb.add_scalar(f"train/{key}", m[key], m["step"])
-        if self.mode == "rich":
-            self._progress.update(self._task, completed=m["step"])
-            self._live.update(self._render(m))
-        elif self.mode == "plain" and (m["step"] % self.log_every == 0 or m["step"] == self.total
-                                       or m.get("val_loss") is not None):
-            val = "" if m.get("val_loss") is None else f" | val {m['val_loss']:.4f}"
-            print(f"step {m['step']:>6}/{self.total} | loss {_num(m['loss'], '.4f')}{val} | "
-                  f"lr {m['lr']:.2e} | grad {_num(m['grad_norm'], '.3f')} | "
-                  f"{m['tokens_per_s']:,.0f} tok/s | {m['steps_per_s']:.2f} steps/s | "
-                  f"epoch {m['epoch']} | {m['memory']}", file=self.stream, flush=True)
+    def show(self, step: int, panel: Any) -> None:
+        """Rich mode: move the bar to `step` and show `panel` under it."""
+        if self._live is not None:
+            self._progress.update(self._task, completed=step)
+            self._live.update(Group(self._progress, panel))
 
     def message(self, text: str) -> None:
         """A one-off line (checkpoint saved, resumed...) that does not break the live view."""
@@ -193,6 +167,51 @@ class Dashboard:
         if self._live is not None:
             self._live.stop()
             self._live = None
+
+
+class Dashboard(LiveView):
+    """Training's view: loss, val loss, lr, grad norm, speed, memory and the loss curve."""
+
+    def __init__(self, total_steps: int, out_dir: str | Path, *, mode: DashboardMode = "auto",
+                 log_every: int = 10, start_step: int = 0, tensorboard: bool = False,
+                 enabled: bool = True, stream: Any = None) -> None:
+        super().__init__(total_steps, label="training", mode=mode, log_every=log_every,
+                         start_step=start_step, enabled=enabled, stream=stream)
+        self.losses: deque[float] = deque(maxlen=400)
+        self.t0 = time.perf_counter()
+        self.tb = _tensorboard_writer(Path(out_dir) / "tensorboard") if (
+            tensorboard and enabled) else None
+
+    def _render(self, m: dict[str, Any]) -> Any:
+        table = Table.grid(padding=(0, 2))
+        for _ in range(4):
+            table.add_column()
+        val = m.get("val_loss")
+        table.add_row("loss", _num(m["loss"], ".4f"), "val loss", _num(val, ".4f"))
+        table.add_row("lr", f"{m['lr']:.2e}", "grad norm", _num(m["grad_norm"], ".3f"))
+        table.add_row("tokens/s", f"{m['tokens_per_s']:,.0f}", "steps/s", f"{m['steps_per_s']:.2f}")
+        table.add_row("memory", m["memory"], "epoch", str(m["epoch"]))
+        return Group(table, f"loss curve  {sparkline(list(self.losses))}")
+
+    def update(self, m: dict[str, Any]) -> None:
+        """Show step metrics `m` (step, loss, lr, grad_norm, tokens_per_s, steps_per_s, ...)."""
+        if m.get("loss") is not None:
+            self.losses.append(m["loss"])
+        if self.tb is not None:
+            for key in ("loss", "lr", "grad_norm", "tokens_per_s", "val_loss"):
+                if m.get(key) is not None:
+                    self.tb.add_scalar(f"train/{key}", m[key], m["step"])
+        if self.mode == "rich":
+            self.show(m["step"], self._render(m))
+        elif self.plain_due(m["step"]) or (self.mode == "plain" and m.get("val_loss") is not None):
+            val = "" if m.get("val_loss") is None else f" | val {m['val_loss']:.4f}"
+            print(f"step {m['step']:>6}/{self.total} | loss {_num(m['loss'], '.4f')}{val} | "
+                  f"lr {m['lr']:.2e} | grad {_num(m['grad_norm'], '.3f')} | "
+                  f"{m['tokens_per_s']:,.0f} tok/s | {m['steps_per_s']:.2f} steps/s | "
+                  f"epoch {m['epoch']} | {m['memory']}", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        super().close()
         if self.tb is not None:
             self.tb.close()
             self.tb = None
