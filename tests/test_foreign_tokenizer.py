@@ -200,7 +200,15 @@ def test_gguf_is_written_for_byte_level_and_refused_for_sentencepiece(hub, tmp_p
     assert bytes(pre.parts[pre.data[0]]).decode() == "gpt-2"
     names = {t.name for t in reader.tensors}
     assert ("output.weight" in names) != TIED[style]
+
+
+@pytest.mark.interop
+def test_llama_cpp_tokenizes_a_byte_level_hub_gguf_like_the_adopted_tokenizer(tmp_path):
+    """In `make test-interop` (llama-cpp-python comes with the interop extra)."""
     llama_cpp = pytest.importorskip("llama_cpp")
+    folder = hub_folder(tmp_path / "hub", "bytelevel")
+    model, tok = load_model(folder)
+    path = write_gguf(model, tok, ExportMeta.of(model, tok), tmp_path / "m.gguf", "f32")
     llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
     try:
         for text in TEXTS[:3]:
