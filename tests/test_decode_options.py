@@ -65,3 +65,21 @@ def test_use_decode_threads_sets_torch(monkeypatch):
     monkeypatch.setattr(threads, "machine_load", lambda: 2.2)
     torch.set_num_threads(4)  # the autouse one_thread fixture restores the count
     assert threads.use_decode_threads() == 2 == torch.get_num_threads()
+
+
+def test_machine_load_does_not_count_work_that_has_ended(monkeypatch):
+    """The 1-minute average still says 2 just after a demo; nothing else runs now: 0."""
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (2.0, 1.0, 0.5))
+    monkeypatch.setattr(threads, "_runnable_others", lambda: 0)
+    assert threads.machine_load() == 0
+    monkeypatch.setattr(threads, "_runnable_others", lambda: 5)  # a burst now: the average
+    assert threads.machine_load() == 2.0
+
+
+def test_runnable_others_reads_proc_loadavg():
+    import pathlib
+
+    if not pathlib.Path("/proc/loadavg").exists():
+        pytest.skip("no /proc/loadavg on this OS")
+    assert 0 <= threads._runnable_others() < 10_000
+
