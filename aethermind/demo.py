@@ -32,7 +32,8 @@ from aethermind.artifacts.loading import load_model
 from aethermind.data import synth
 from aethermind.data.vocab_fit import fit_vocabulary
 from aethermind.evaluation.evaluate import main as evaluate_main
-from aethermind.evaluation.evaluate import reasoning_accuracy
+from aethermind.evaluation.evaluate import reasoning_accuracy, reference_cap, split_examples
+from aethermind.evaluation.rewordings import rewordings
 from aethermind.inference.engine import Engine
 from aethermind.inference.sampling import SamplingParams
 from aethermind.inference.thinking import answer
@@ -43,7 +44,7 @@ from aethermind.rl.loop import rl
 from aethermind.runtime.files import atomic_text
 from aethermind.serve.server import DEFAULT_HOST, DEFAULT_PORT
 from aethermind.text import prompts
-from aethermind.text.chat_format import Conversation, Turn, encode, render
+from aethermind.text.chat_format import Conversation, Turn, render
 from aethermind.text.terminal import terminal_safe
 from aethermind.text.tokenizer import Forge1Tokenizer
 from aethermind.training.config import TrainConfig
@@ -56,22 +57,25 @@ DEFAULT_OUT = Path("outputs/demo")
 # One conversation: each turn is answered with the earlier turns in context, as in `chat`.
 CHAT_SCRIPT = (prompts.GREETING, prompts.ARITHMETIC, "Which is bigger, 345 or 354?",
                "Thank you!")
-# Training throughput of the demo recipe on two quiet CPU cores (~0.28 s a step, BENCHMARKS.md
+# Training throughput of the demo recipe on two quiet CPU cores (~0.2 s a step, BENCHMARKS.md
 # "Demo"), and what set-up, data, evaluation and chat cost besides: --minutes is turned into
 # steps with these, so a run is reproducible (the same steps on any machine) instead of racing
 # the clock; a busy or slower machine takes longer for the same result.
-STEPS_PER_MINUTE = 200
-OVERHEAD_MINUTES = 3.0
+STEPS_PER_MINUTE = 270
+OVERHEAD_MINUTES = 2.5
 # GRPO steps of the demo recipe (8 prompts x 8 answers, up to 2 refills for uncertain groups,
 # 2 updates each) a minute: --rl-minutes becomes steps with it, as --minutes does. Measured:
 # ~18 s a step with two runs sharing two busy cores (load ~4); 8 a minute is an estimate for
 # two quiet cores, not a measurement (issue 19: 90-130 plain one-update steps in 4 minutes).
 RL_STEPS_PER_MINUTE = 8
-N_TEST = 440  # 40 held-out questions per task family
-TOKENS_PER_EXAMPLE = 100  # built-in examples average ~100 tokens once encoded (chats of 1-3)
+N_TEST = 240  # 20 questions per family in trained phrasings with operands never trained
+N_PHRASING = 480  # 40 per family in held-out phrasings with operands never trained
+N_BEYOND = 100  # 20 per ranged family one step past the trained range
+TOKENS_PER_EXAMPLE = 115  # built-in examples average ~115 tokens once encoded (chats of 1-3)
 N_FRESH = 24  # fresh questions in the guide's phrasing (4 per template)
 N_BEFORE = 44  # held-out questions asked of the untrained model (4 per family)
 GEN_BATCH = 32  # questions generated at once (the engine's batch)
+MAX_CAP = 448  # generation cap at most: tiny's 512-token context less the longest question
 # Bounds of the options: far beyond any sensible demo, short of what would exhaust memory.
 MAX_MINUTES = 7 * 24 * 60.0
 MAX_STEPS = MAX_EXAMPLES = 10_000_000
@@ -101,13 +105,23 @@ def _prepare_out(out: Path) -> None:
     (out / MARKER).write_text("created by `aethermind demo`; safe to delete\n")
 
 
+def asked_questions(n_test: int) -> dict[str, list]:
+    """Every question the demo asks after training, by report key (evaluate's splits, the
+    fresh guide questions), the same for every --seed so seeds compare on one set."""
+    return {"reasoning": split_examples("test", n_test),
+            "phrasing": split_examples("phrasing", N_PHRASING),
+            "beyond": split_examples("beyond", N_BEYOND),
+            "rewordings": split_examples("rewordings", len(rewordings())),
+            "fresh": synth.guide_questions(N_FRESH)}
+
+
 def build_data(out: Path, n_train: int, n_test: int, seed: int = 0) -> tuple[Path, Path, Path]:
     """Train/val JSONL under out/data and the demo vocabulary under out/tokenizer."""
     train_path, val_path = synth.write_synth(out / "data", n_train, n_val=200, seed=seed)
     texts = [json.loads(line)["text"] for path in (train_path, val_path)
              for line in path.read_text(encoding="utf-8").splitlines()]
     # The questions asked later are fitted too, so their splits match the bundled tokenizer.
-    asked = synth.make_split("test", n_test, seed) + synth.guide_questions(N_FRESH, seed)
+    asked = [e for group in asked_questions(n_test).values() for e in group]
     texts += [render(Conversation(turns=[Turn(e.question, e.answer, e.thinking)]))
               for e in asked]
     texts += [render(Conversation(turns=[Turn(q, "") for q in CHAT_SCRIPT]))]
@@ -145,13 +159,6 @@ def rl_config(out: Path, model: Path, steps: int, max_new_tokens: int, **overrid
     return RLConfig(**{**recipe, **overrides})
 
 
-def max_new_tokens_for(tokenizer: Any, examples: list) -> int:
-    """A generation cap that fits the longest reference trace and answer, plus slack."""
-    longest = max(sum(encode(Conversation(turns=[Turn(e.question, e.answer, e.thinking)]),
-                             tokenizer)[1]) for e in examples)
-    return longest + 16
-
-
 def score_examples(engine: Any, tokenizer: Any, examples: list, max_new_tokens: int
                    ) -> dict[str, Any]:
     """Greedy exact-match accuracy of `examples`, overall and per task (evaluate's scorer)."""
@@ -166,18 +173,26 @@ def _untrained_accuracy(tok_dir: Path, examples: list, max_new_tokens: int) -> d
                           max_new_tokens)
 
 
-def _family_table(console: Console, before: dict, after: dict, fresh: dict) -> None:
-    table = Table(title="held-out accuracy per task family (exact match, greedy)")
-    for col in ("family", "before", "after"):
+def _family_table(console: Console, before: dict, report: dict, fresh: dict) -> None:
+    """Accuracy per family on every split evaluate scored, and the fresh guide questions."""
+    table = Table(title="accuracy per task family (exact match, greedy)")
+    splits = [(key, title) for key, title in (
+        ("reasoning", "trained phrasings"), ("phrasing", "held-out phrasings"),
+        ("beyond", "past the range"), ("rewordings", "hidden rewordings")) if report.get(key)]
+    for col in ("family", "before", *(title for _, title in splits)):
         table.add_column(col, justify="right" if col != "family" else "left")
-    for task, row in after["per_task"].items():
+    for task in synth.TASKS:
         b = before["per_task"].get(task)
-        table.add_row(task, f"{b['accuracy']:.0%}" if b else "-",
-                      f"{row['accuracy']:.0%} ({row['correct']}/{row['n']})")
-    table.add_row("[bold]all", f"{before['accuracy']:.0%}",
-                  f"[bold]{after['accuracy']:.0%} ({after['correct']}/{after['n']})")
+        cells = []
+        for key, _ in splits:
+            row = report[key]["per_task"].get(task)
+            cells.append(f"{row['accuracy']:.0%} ({row['correct']}/{row['n']})" if row else "-")
+        table.add_row(task, f"{b['accuracy']:.0%}" if b else "-", *cells)
+    table.add_row("[bold]all", f"{before['accuracy']:.0%}", *(
+        f"[bold]{report[key]['accuracy']:.1%}" for key, _ in splits))
     table.add_row("[bold]fresh, guide's phrasing", "-",
-                  f"[bold]{fresh['accuracy']:.0%} ({fresh['correct']}/{fresh['n']})")
+                  f"[bold]{fresh['accuracy']:.0%} ({fresh['correct']}/{fresh['n']})",
+                  *([""] * (len(splits) - 1)))
     console.print(table)
 
 
@@ -215,17 +230,28 @@ def _thinking_lines(thinking: str) -> list[str]:
     return ["*thinking:*", "", *[f"> {t}" for t in thinking.splitlines()], ""]
 
 
-def _transcript(engine: Any, tokenizer: Any, fresh: dict, examples: list, out: Path,
-                console: Console, params: SamplingParams) -> Path:
-    """Fresh guide-phrased questions (scored) and a multi-turn chat, with their thinking."""
+def _sample_lines(sample: dict) -> list[str]:
+    mark = "right" if sample["correct"] else f"wrong (expected: {sample['expected']})"
+    return [f"**you:** {sample['question']}", "", *_thinking_lines(sample["thinking"] or ""),
+            f"**forge-1:** {sample['answer']}  _{mark}_", ""]
+
+
+def _transcript(engine: Any, tokenizer: Any, fresh: dict, examples: list, reworded: dict,
+                out: Path, console: Console, params: SamplingParams) -> Path:
+    """Fresh guide-phrased questions (scored), the first hidden rewording of each family
+    (scored by evaluate), and a multi-turn chat, with their thinking."""
     lines = ["# Forge-1 tiny after the demo's training (greedy)", "",
              f"## Fresh questions in the guide's phrasing: {fresh['correct']}/{fresh['n']} right",
              "", "Operand combinations the model never saw in training.", ""]
-    for sample, ex in zip(fresh["samples"], examples, strict=True):
-        mark = "right" if sample["correct"] else f"wrong (expected: {ex.answer})"
-        lines += [f"**you:** {ex.question}", ""]
-        lines += _thinking_lines(sample["thinking"])
-        lines += [f"**forge-1:** {sample['answer']}  _{mark}_", ""]
+    for sample in fresh["samples"]:
+        lines += _sample_lines(sample)
+    firsts = {s["task"]: s for s in reversed(reworded["samples"])}
+    lines += [f"## Reworded questions: {reworded['correct']}/{reworded['n']} of the hidden "
+              "rewordings right; the first of each family", "",
+              "Written apart from the training grammar, the way people type.", ""]
+    for task in synth.TASKS:
+        if task in firsts:
+            lines += _sample_lines(firsts[task])
     lines += ["## A conversation (each turn sees the earlier ones)", ""]
     history: list[dict[str, Any]] = []
     for message in CHAT_SCRIPT:
@@ -318,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="built-in training examples (default: enough for the steps)")
     parser.add_argument("--n-test", type=int, default=N_TEST,
                         help=f"held-out reasoning questions (default {N_TEST}: 40 per family)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the data and the training (default 0); the held-out "
+                             "questions are the same for every seed")
     parser.add_argument("--max-new-tokens", type=int,
                         help="per generated answer (default: the longest reference + 16)")
     return parser
@@ -357,11 +386,11 @@ def main(argv: list[str] | None = None) -> int:
                        f"{err.strerror or err}\n")
 
     console.rule("[bold]1/5  data: built-in reasoning conversations and their vocabulary")
-    train_path, val_path, tok_dir = build_data(args.out, args.n_train, args.n_test)
+    train_path, val_path, tok_dir = build_data(args.out, args.n_train, args.n_test, args.seed)
     tok = Forge1Tokenizer(tok_dir)
-    test = synth.make_split("test", args.n_test)
-    fresh_examples = synth.guide_questions(N_FRESH)
-    cap = args.max_new_tokens or max_new_tokens_for(tok, test + fresh_examples)
+    asked = asked_questions(args.n_test)
+    test, fresh_examples = asked["reasoning"], asked["fresh"]
+    cap = args.max_new_tokens or reference_cap(tok, test + fresh_examples, MAX_CAP)
     console.print(f"{args.n_train} training and 200 validation examples -> {train_path.parent}; "
                   f"vocabulary {tok.get_vocab_size()} tokens -> {tok_dir}")
 
@@ -372,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"untrained: {before['accuracy']:.0%} of {before['n']} held-out questions")
 
     console.rule(f"[bold]3/5  train: Forge-1 tiny on the CPU, {steps} steps")
-    result = train(train_config(args.out, train_path, val_path, tok_dir, steps))
+    result = train(train_config(args.out, train_path, val_path, tok_dir, steps, seed=args.seed))
     if result["status"] != "completed":
         console.print(f"[red]training ended early: {result.get('message', result['status'])}")
         return 1
@@ -381,9 +410,11 @@ def main(argv: list[str] | None = None) -> int:
     console.rule("[bold]4/5  evaluate: test prompts, validation loss, held-out accuracy")
     eval_json = args.out / "eval.json"
     code = evaluate_main(["--model", str(final), "--val", str(val_path), "--n-test",
-                          str(args.n_test), "--max-new-tokens", str(cap), "--batch-size",
-                          str(GEN_BATCH),
-                          "--json", str(eval_json)])
+                          str(args.n_test), "--n-phrasing", str(len(asked["phrasing"])),
+                          "--n-beyond", str(len(asked["beyond"])), "--batch-size",
+                          str(GEN_BATCH), "--json", str(eval_json),
+                          # unset, each split is capped at its own longest reference + 16
+                          *(["--max-new-tokens", str(cap)] if args.max_new_tokens else [])])
     if code:
         return code
 
@@ -391,15 +422,18 @@ def main(argv: list[str] | None = None) -> int:
     model, tokenizer = load_model(final)
     engine = Engine(model, max_batch_size=GEN_BATCH)
     fresh = score_examples(engine, tokenizer, fresh_examples, cap)
-    after = json.loads(eval_json.read_text(encoding="utf-8"))["reasoning"]
-    _family_table(console, before, after, fresh)
-    after_rl = _run_rl(args, console, final, test, cap, after) if args.rl_minutes else None
+    report = json.loads(eval_json.read_text(encoding="utf-8"))
+    _family_table(console, before, report, fresh)
+    after_rl = _run_rl(args, console, final, test, cap, report["reasoning"]) \
+        if args.rl_minutes else None
     greedy = SamplingParams(max_new_tokens=cap, temperature=0.0)  # as the scoring above
-    transcript = _transcript(engine, tokenizer, fresh, fresh_examples, args.out, console, greedy)
+    transcript = _transcript(engine, tokenizer, fresh, fresh_examples, report["rewordings"],
+                             args.out, console, greedy)
     minutes = (time.perf_counter() - started) / 60
     _add_to_report(eval_json, {"before_training": before, "fresh_guide_questions": fresh,
                                "demo": {"steps": steps, "minutes": round(minutes, 2),
-                                        "n_train": args.n_train, "max_new_tokens": cap},
+                                        "seed": args.seed, "n_train": args.n_train,
+                                        "max_new_tokens": cap},
                                **({"after_rl": after_rl} if after_rl else {})})
     console.rule(f"[bold green]done in {minutes:.1f} min")
     console.print(f"model       {final}\nevaluation  {eval_json}\n"

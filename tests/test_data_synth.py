@@ -153,12 +153,12 @@ def test_score_rejects_wrong_answers(question, answer):
 
 def test_score_raises_for_unknown_question():
     with pytest.raises(ValueError, match="not a synthetic task"):
-        synth.score("Write a haiku about programming", "anything")
+        synth.score("Why is the sky blue?", "anything")
 
 
 def test_think_tasks_have_traces_and_chat_and_drills_have_none():
     for ex in synth.make_split("train", 400):
-        assert (ex.thinking is None) == (ex.task in ("chat", synth.DRILL)), ex
+        assert (ex.thinking is None) == (ex.task in ("chat", "other", synth.DRILL)), ex
 
 
 def test_repeat_after_me_is_a_token_exact_copy():
@@ -171,9 +171,13 @@ def test_repeat_after_me_is_a_token_exact_copy():
     assert not synth.score(q, "You said: kitten.")
 
 
-def test_sort_trace_compares_digits_not_lengths():
+def test_sort_trace_selects_from_the_numbers_just_copied():
     thinking = synth.solve("Sort these numbers: 29, 7, 31, 3")[1].thinking
-    assert "Tens 0: 3, 7." in thinking and thinking.endswith("So the sorted list is 3, 7, 29, 31.")
+    assert thinking.splitlines() == [
+        "Smallest of 29, 7, 31, 3: 3.", "Smallest of 29, 7, 31: 7.", "Smallest of 29, 31: 29.",
+        "Last: 31.", "So the sorted list is 3, 7, 29, 31."]
+    down = synth.solve("Arrange 5 and 40 and 7 from largest to smallest.")[1]
+    assert down.thinking.startswith("Largest of 5, 40, 7: 40.") and down.value == (40, 7, 5)
 
 
 def test_count_trace_steps_every_letter():

@@ -16,6 +16,7 @@ import pytest
 
 from aethermind import demo
 from aethermind.data import synth
+from aethermind.evaluation.rewordings import rewordings
 from aethermind.model.config import PRESETS
 from aethermind.text.prompts import TEST_PROMPTS
 from aethermind.text.tokenizer import Forge1Tokenizer
@@ -34,7 +35,9 @@ def test_demo_runs_every_stage_and_writes_its_outputs(tmp_path, capsys, monkeypa
     monkeypatch.setattr(synth, "write_synth", lambda *a, **k: real_synth(*a, **k | {"n_val": 8}))
     monkeypatch.setattr(demo, "N_FRESH", 6)
     out = tmp_path / "demo"
-    rc = demo.main(["--output", str(out), "--steps", "2", "--n-train", "100", "--n-test", "11",
+    monkeypatch.setattr(demo, "N_PHRASING", 24)
+    monkeypatch.setattr(demo, "N_BEYOND", 5)
+    rc = demo.main(["--output", str(out), "--steps", "2", "--n-train", "100", "--n-test", "12",
                     "--max-new-tokens", "4", "--rl-minutes", rl_minutes])
     assert rc == 0
     final = out / "final_model" / "forge1_tiny_final.pt"
@@ -50,7 +53,12 @@ def test_demo_runs_every_stage_and_writes_its_outputs(tmp_path, capsys, monkeypa
     val_lines = (out / "data" / "val.jsonl").read_text(encoding="utf-8").splitlines()
     assert report["validation"]["documents"] == len(val_lines)
     reasoning = report["reasoning"]
-    assert reasoning["n"] == 11 and set(reasoning["per_task"]) == set(synth.TASKS)
+    assert reasoning["n"] == 12 and set(reasoning["per_task"]) == set(synth.TASKS)
+    # the other splits of issue 18, each per family
+    assert report["phrasing"]["n"] == 24 and set(report["phrasing"]["per_task"]) == \
+        set(synth.TASKS)
+    assert set(report["beyond"]["per_task"]) == set(synth.BEYOND_TASKS)
+    assert report["rewordings"]["n"] == len(rewordings())
     assert all(0 <= t["accuracy"] <= 1 for t in reasoning["per_task"].values())
     assert reasoning["correct"] == sum(s["correct"] for s in reasoning["samples"])
     assert set(report["before_training"]["per_task"]) == set(synth.TASKS)
@@ -58,17 +66,19 @@ def test_demo_runs_every_stage_and_writes_its_outputs(tmp_path, capsys, monkeypa
         assert "after_rl" not in report and not (out / "rl").exists()
     else:  # the RL model answered the same held-out questions, and is a loadable final_model
         assert report["after_rl"]["steps"] == 1
-        assert report["after_rl"]["accuracy"]["n"] == 11
+        assert report["after_rl"]["accuracy"]["n"] == 12
         assert (out / "rl" / "final_model" / "forge1_tiny_final.pt").is_file()
         assert [r["step"] for r in read_metrics(out / "rl" / "metrics.jsonl")] == [1]
     fresh = report["fresh_guide_questions"]
     assert fresh["n"] == 6 and report["demo"]["steps"] == 2
     transcript = (out / "chat_transcript.md").read_text()
-    assert transcript.count("**you:**") == len(demo.CHAT_SCRIPT) + 6
+    # the conversation, the fresh questions, one hidden rewording of each family
+    assert transcript.count("**you:**") == len(demo.CHAT_SCRIPT) + 6 + len(synth.TASKS)
     assert all(f"**you:** {message}" in transcript for message in demo.CHAT_SCRIPT)
     assert all(f"**you:** {s['question']}" in transcript for s in fresh["samples"])
     printed = capsys.readouterr().out
-    assert "held-out accuracy per task family" in printed and "done in" in printed
+    assert "accuracy per task family" in printed and "done in" in printed
+    assert "held-out phrasings" in printed and "hidden rewordings" in printed
     printed_lines = [line.strip() for line in printed.splitlines()]
     for command, _ in demo.next_steps(out):  # each on one line, whole (tested below)
         assert any(line.startswith(command) for line in printed_lines), command

@@ -1,9 +1,11 @@
-"""Question generators of the built-in reasoning data: one `random.Random -> str` per task.
+"""Question generators of the built-in reasoning data: one `(rng, held, beyond) -> str` per task.
 
-Each question must fullmatch its task's pattern in `synth.py` (which solves and scores it);
-`synth._example` asserts this for every generated question, and the tests generate thousands.
-Numbers are drawn small-to-medium on purpose: a tiny model learns one-digit steps first.
-Usage: `MAKERS["add"](random.Random(0))` -> "What is 7 + 45?".
+Each draws the operands, then a phrasing from `synth_grammar` (a trained one, or with
+`held=True` a held-out one) and fills it in; `synth.py` reads the question back with the same
+template, solves and scores it. `beyond=True` draws operands one step past the trained range
+(five-digit sums, differences and comparisons, four-by-two-digit products, lists of nine or ten
+numbers) for the length-generalisation split; families without a range ignore it.
+Usage: `MAKERS["add"](random.Random(0), False, False)` -> "What is 7 + 45?".
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ import random
 from collections.abc import Callable
 from decimal import Decimal
 
+from aethermind.data import synth_grammar as grammar
 from aethermind.data import synth_tables as tables
 
-NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
-                "ten")
+NUMBER_WORDS = grammar.NUMBER_WORDS
+MAX_DIGITS = 4  # add, sub and compare operands; mul is up to 3 x 2 or 4 x 1 digits
+SORT_SIZES = (3, 8)  # numbers in a sort question (each 0-999)
+BEYOND_SORT_SIZES = (9, 10)
 
 
 def fmt(x: Decimal | int) -> str:
@@ -26,110 +31,163 @@ def fmt(x: Decimal | int) -> str:
     return format(d.normalize(), "f")
 
 
-def _operand(rng: random.Random) -> int:
-    """1 to 3 digits, each length equally likely: short sums are common, long ones present."""
-    digits = rng.randint(1, 3)
-    return rng.randint(1 if digits == 1 else 10 ** (digits - 1), 10**digits - 1)
+def _digits(rng: random.Random, n: int) -> int:
+    return rng.randint(1 if n == 1 else 10 ** (n - 1), 10**n - 1)
 
 
-def q_add(rng: random.Random) -> str:
-    a, b = _operand(rng), _operand(rng)
-    return f"Calculate {a} + {b}." if rng.random() < 0.2 else f"What is {a} + {b}?"
+def _operand(rng: random.Random, most: int = MAX_DIGITS) -> int:
+    """1 to `most` digits, each length equally likely: short sums common, long ones present."""
+    return _digits(rng, rng.randint(1, most))
 
 
-def q_sub(rng: random.Random) -> str:
-    a, b = sorted((_operand(rng), _operand(rng)), reverse=True)
-    return f"What is {a} - {b}?"
+def _spoken(rng: random.Random, value: int | Decimal) -> str:
+    """A small whole number is sometimes a word ("seven"), as people type it."""
+    if value == int(value) and 0 <= value < len(NUMBER_WORDS) and rng.random() < 0.15:
+        return NUMBER_WORDS[int(value)]
+    return fmt(value)
 
 
-def q_mul(rng: random.Random) -> str:
-    b = rng.randint(2, 12) if rng.random() < 0.6 else rng.randint(13, 99)
-    return f"What is {rng.randint(2, 99)} * {b}?"
+def _decimal(rng: random.Random) -> Decimal:
+    """A number with one or two decimal places below 1,000 (2.5, 13.75)."""
+    places = rng.randint(1, 2)
+    return Decimal(_operand(rng, 3) * 10**places + rng.randint(1, 10**places - 1)) / 10**places
 
 
-def q_compare(rng: random.Random) -> str:
-    a = _operand(rng)
-    b = rng.randint(10 ** (len(str(a)) - 1), 10 ** len(str(a)) - 1) if rng.random() < 0.6 \
-        else _operand(rng)
+def _phrase(rng: random.Random, group: str, held: bool, **values: object) -> str:
+    return grammar.decorate(rng.choice(grammar.templates(group, held)).format(**values), rng)
+
+
+def _pair(rng: random.Random, beyond: bool) -> tuple[Decimal | int, Decimal | int]:
+    if beyond:
+        return _digits(rng, MAX_DIGITS + 1), _digits(rng, MAX_DIGITS + 1)
+    if rng.random() < 0.1:
+        return _decimal(rng), _decimal(rng) if rng.random() < 0.7 else _operand(rng, 3)
+    return _operand(rng), _operand(rng)
+
+
+def q_add(rng: random.Random, held: bool, beyond: bool) -> str:
+    a, b = _pair(rng, beyond)
+    return _phrase(rng, "add", held, a=_spoken(rng, a), b=_spoken(rng, b))
+
+
+def q_sub(rng: random.Random, held: bool, beyond: bool) -> str:
+    a, b = sorted(_pair(rng, beyond), reverse=True)
+    x, y = (a, b) if rng.random() < 0.7 else (b, a)  # "the difference between" any order
+    return _phrase(rng, "sub", held, a=_spoken(rng, a), b=_spoken(rng, b), x=fmt(x), y=fmt(y))
+
+
+def q_mul(rng: random.Random, held: bool, beyond: bool) -> str:
+    if beyond:
+        a, b = _digits(rng, 4), _digits(rng, 2)
+    elif rng.random() < 0.6:
+        b = rng.randint(2, 9)
+        a = _digits(rng, 4) if rng.random() < 0.15 else _operand(rng, 3)
+    else:
+        a, b = _operand(rng, 3), _digits(rng, 2)
+    if rng.random() < 0.5:
+        a, b = b, a
+    return _phrase(rng, "mul", held, a=_spoken(rng, a), b=_spoken(rng, b))
+
+
+def q_compare(rng: random.Random, held: bool, beyond: bool) -> str:
+    a = _digits(rng, MAX_DIGITS + 1) if beyond else _operand(rng)
+    n = len(str(a))
+    b = _digits(rng, n) if beyond or rng.random() < 0.6 else _operand(rng)
+    if rng.random() < 0.3 and n > 1:  # the same digits but one: the hard case
+        i = rng.randrange(1, n)
+        b = int(str(a)[:i] + str(rng.randint(0, 9)) + str(a)[i + 1:])
     if a == b:
         b = a + 1
-    return f"Which is {rng.choice(('larger', 'bigger', 'smaller'))}, {a} or {b}?"
+    want_max = rng.random() < 0.6
+    cmp = rng.choice(grammar.COMPARATIVE_MAX if want_max else grammar.COMPARATIVE_MIN)
+    sup = rng.choice(grammar.SUPERLATIVE_MAX if want_max else grammar.SUPERLATIVE_MIN)
+    return _phrase(rng, "compare", held, a=a, b=b, cmp=cmp, sup=sup)
 
 
-def q_sort(rng: random.Random) -> str:
-    nums = ", ".join(map(str, rng.sample(range(100), rng.randint(3, 6))))
-    order = rng.choice(("", "", " from smallest to largest", " from largest to smallest"))
-    return f"Sort these numbers{order}: {nums}"
+def q_sort(rng: random.Random, held: bool, beyond: bool) -> str:
+    size = rng.randint(*(BEYOND_SORT_SIZES if beyond else SORT_SIZES))
+    nums = [_operand(rng, 3) if rng.random() < 0.9 else 0 for _ in range(size)]
+    nums = list(dict.fromkeys(nums))
+    while len(nums) < size:
+        nums = list(dict.fromkeys([*nums, _operand(rng, 3)]))
+    text = ", ".join(map(str, nums))
+    if rng.random() < 0.15:
+        text = " ".join(map(str, nums))
+    elif rng.random() < 0.15:
+        text = ", ".join(map(str, nums[:-1])) + f" and {nums[-1]}"
+    return _phrase(rng, "sort", held, list=text, asc=rng.choice(grammar.ASCENDING),
+                   desc=rng.choice(grammar.DESCENDING))
 
 
-def q_count(rng: random.Random) -> str:
+def q_count(rng: random.Random, held: bool, beyond: bool) -> str:
     word = rng.choice(tables.WORDS)
     letter = rng.choice(word) if rng.random() < 0.75 else rng.choice("abcdefghijklmnopqrstuvwxyz")
-    return f'How many times does the letter "{letter}" appear in "{word}"?'
+    return _phrase(rng, "count", held, letter=letter, word=word)
 
 
-def q_convert(rng: random.Random) -> str:
+def q_convert(rng: random.Random, held: bool, beyond: bool) -> str:
     src, dst = rng.choice(sorted(tables.CONVERSIONS))
-    value = rng.randint(2, 20) + (0.5 if rng.random() < 0.3 else 0)
-    return f"Convert {fmt(Decimal(str(value)))} {src} to {dst}."
+    value = Decimal(rng.randint(2, 20)) + (Decimal("0.5") if rng.random() < 0.3 else 0)
+    return _phrase(rng, "convert", held, x=fmt(value), src=src, dst=dst)
 
 
-def q_rate(rng: random.Random) -> str:
+def q_rate(rng: random.Random, held: bool, beyond: bool) -> str:
     vehicle, speed = rng.choice(tables.VEHICLES), rng.randrange(20, 95, 5)
     hours = Decimal(rng.choice((2, 3, 4, 5, 6, 7, 8, 10, 12))) / 2
-    trip = f"travels at {speed} mph for {fmt(hours)} {'hour' if hours == 1 else 'hours'}"
+    common = dict(vehicle=vehicle, speed=speed, mph=rng.choice(grammar.MPH) if
+                  rng.random() < 0.3 else "mph", hours=fmt(hours),
+                  hrs="hour" if hours == 1 else "hours", dist=fmt(speed * hours))
     kind = rng.random()
-    if kind < 0.25:
-        return f"If a {vehicle} {trip}, how far does it go?"
-    if kind < 0.5:
-        return f"A {vehicle} {trip}. How far does it travel?"
-    if kind < 0.75:
-        return (f"How long does it take a {vehicle} to travel {fmt(speed * hours)} miles at "
-                f"{speed} mph?")
+    if kind < 0.7:
+        return _phrase(rng, "distance" if kind < 0.45 else "duration", held, **common)
     one, many = rng.choice(tables.ITEMS)
-    price, count = rng.randint(1, 12), rng.randint(2, 12)
-    return f"One {one} costs {price} dollars. How much do {count} {many} cost?"
+    return _phrase(rng, "cost", held, item=one, items=many, price=rng.randint(1, 12),
+                   count=_spoken(rng, rng.randint(2, 12)))
 
 
-def q_word(rng: random.Random) -> str:
+def q_word(rng: random.Random, held: bool, beyond: bool) -> str:
     """Take-away / add-on stories: "I have 3 apples and eat one. How many apples are left?"."""
     many = rng.choice(tables.ITEMS)[1]
     a = rng.randint(2, 20)
     b = rng.randint(1, min(a - 1, 10)) if rng.random() < 0.6 else rng.randint(1, 10)
+    gaining = b >= a or rng.random() < 0.4
+    verbs = {slot: rng.choice(words) for slot, words in
+             (grammar.GAIN if gaining else grammar.LOSE).items()}
+    options = [t for t in grammar.templates("word", held)
+               if any("{" + slot + "}" in t for slot in verbs)]
     b_text = NUMBER_WORDS[b] if rng.random() < 0.4 else str(b)
-    if b >= a or rng.random() < 0.4:  # adding on
-        if rng.random() < 0.5:
-            return f"I have {a} {many} and buy {b_text} more. How many {many} do I have now?"
-        name = rng.choice(tables.NAMES)
-        return (f"{name} has {a} {many} and gets {b_text} more. "
-                f"How many {many} does {name} have now?")
-    verb = rng.choice(("eat", "give away", "lose", "sell"))
-    if rng.random() < 0.5:
-        return f"I have {a} {many} and {verb} {b_text}. How many {many} are left?"
-    name = rng.choice(tables.NAMES)
-    verb3 = {"eat": "eats", "give away": "gives away", "lose": "loses", "sell": "sells"}[verb]
-    return f"{name} has {a} {many} and {verb3} {b_text}. How many {many} are left?"
+    question = rng.choice(options).format(a=a, b=b_text, items=many,
+                                          name=rng.choice(tables.NAMES), **verbs)
+    return grammar.decorate(question, rng)
 
 
-def q_capital(rng: random.Random) -> str:
-    return rng.choice(tables.CAPITAL_PHRASINGS).format(rng.choice(sorted(tables.CAPITALS)))
+def q_capital(rng: random.Random, held: bool, beyond: bool) -> str:
+    return _phrase(rng, "capital", held, country=rng.choice(sorted(tables.CAPITALS)))
 
 
-def q_chat(rng: random.Random) -> str:
+def q_chat(rng: random.Random, held: bool, beyond: bool) -> str:
     kind = rng.random()
-    if kind < 0.5:
+    if kind < 0.4:
+        if held or rng.random() < 0.4:
+            intent = rng.choice(sorted(grammar.CHAT_INTENTS))
+            options = [t.lstrip("~") for t in grammar.CHAT_INTENTS[intent]
+                       if grammar.held_out(t) == held]
+            return rng.choice(options)
         question = rng.choice(sorted(tables.CHAT_REPLIES))
         if rng.random() < 0.4:  # the same question with other punctuation or a lower-case start
             question = question.rstrip("!?.") + rng.choice(("", ".", "!", "?"))
             question = question[0].lower() + question[1:] if rng.random() < 0.5 else question
         return question
-    if kind < 0.75:
-        return rng.choice(NAME_PHRASINGS).format(rng.choice(tables.NAMES))
-    return "Repeat after me: " + " ".join(rng.sample(tables.WORDS, rng.randint(1, 4)))
+    if kind < 0.7:
+        return _phrase(rng, "name", held, name=rng.choice(tables.NAMES))
+    return rng.choice(grammar.templates("repeat", held)).format(
+        words=" ".join(rng.sample(tables.WORDS, rng.randint(1, 4))))
 
 
-NAME_PHRASINGS = ("Hi, my name is {}.", "Hello! I am {}.", "Hello, I'm {}.", "Hi! My name is {}.",
-                  "Hi, I am {}.")
+def q_other(rng: random.Random, held: bool, beyond: bool) -> str:
+    values = {slot: rng.choice(words) for slot, words in tables.OFF_TOPIC_SLOTS.items()}
+    return _phrase(rng, "other", held, a=rng.randint(2, 200), b=rng.randint(2, 12),
+                   country=rng.choice(sorted(tables.CAPITALS)), **values)
 
 
 def _fact(rng: random.Random) -> str:
@@ -149,18 +207,24 @@ def _fact(rng: random.Random) -> str:
     return f"{d * e}+{rng.randint(1, min(8, d))}"
 
 
-def q_drill(rng: random.Random) -> str:
+def q_drill(rng: random.Random, held: bool, beyond: bool) -> str:
     kind = rng.random()
     if kind < 0.25:
         return f"Spell {rng.choice(tables.WORDS)}."
-    if kind < 0.5:  # copying: words, names and countries, as chats and capitals copy them
+    if kind < 0.4:  # copying: words, names and countries, as chats and capitals copy them
         pool = (tables.WORDS, tables.NAMES, sorted(tables.CAPITALS))[rng.randrange(3)]
         return "Copy: " + " ".join(rng.choice(pool) for _ in range(rng.randint(2, 6)))
+    if kind < 0.5:  # copying numbers of up to 8 digits: every trace starts by copying its
+        # operands, and a model that only ever copied 4 digits stops after 4 (issue 18)
+        return "Copy: " + " ".join(str(_digits(rng, rng.randint(1, 8)))
+                                   for _ in range(rng.randint(2, 4)))
     return "Facts: " + ", ".join(_fact(rng) for _ in range(8))
 
 
-MAKERS: dict[str, Callable[[random.Random], str]] = {
+MAKERS: dict[str, Callable[[random.Random, bool, bool], str]] = {
     "add": q_add, "sub": q_sub, "mul": q_mul, "compare": q_compare, "sort": q_sort,
     "count": q_count, "convert": q_convert, "rate": q_rate, "word": q_word,
-    "capital": q_capital, "chat": q_chat, "drill": q_drill,
+    "capital": q_capital, "chat": q_chat, "other": q_other, "drill": q_drill,
 }
+# The families with a trained range, and so a split one step past it.
+BEYOND_TASKS = ("add", "sub", "mul", "compare", "sort")

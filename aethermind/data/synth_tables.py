@@ -52,9 +52,9 @@ CAPITALS: dict[str, tuple[str, str]] = {
     "Jamaica": ("Kingston", "North America"), "Panama": ("Panama City", "North America"),
     "Honduras": ("Tegucigalpa", "North America"), "Fiji": ("Suva", "Oceania"),
 }
-CAPITAL_PHRASINGS = ("What is the capital of {}?", "Which city is the capital of {}?",
-                     "Name the capital of {}.", "What's the capital of {}?",
-                     "Tell me the capital of {}.", "What city is the capital of {}?")
+CAPITAL_PHRASINGS = ("What is the capital of {country}?", "Which city is the capital of {country}?",
+                     "Name the capital of {country}.", "What's the capital of {country}?",
+                     "Tell me the capital of {country}.", "What city is the capital of {country}?")
 
 # unit name (as written in questions, plural) -> accepted answer spellings
 UNITS: dict[str, tuple[str, ...]] = {
@@ -86,6 +86,8 @@ _GREETING = "Hello! How can I help you today?"
 _IDENTITY = "I am Forge-1, a helpful thinking AI assistant."
 _THANKS = "You're welcome! Let me know if you need anything else."
 _BYE = "Goodbye! Have a great day!"
+_ABILITIES = ("I can do arithmetic, compare and sort numbers, count letters, convert units, "
+              "solve rate and word problems and name capitals.")
 CHAT_REPLIES: dict[str, str] = {
     "Hello!": _GREETING, "Hi!": _GREETING, "Hi there!": _GREETING, "Hey!": _GREETING,
     "Good morning!": "Good morning! How can I help you today?",
@@ -100,8 +102,35 @@ CHAT_REPLIES: dict[str, str] = {
     "Thank you for your help.": _THANKS,
     "Goodbye!": _BYE, "Bye!": _BYE, "See you later!": _BYE,
     "Can you think step by step?": "Yes. I think step by step before I answer hard questions.",
-    "What can you do?": "I can do arithmetic, sort numbers, count letters, convert units, "
-                        "solve rate problems and name capitals.",
+    "What can you do?": _ABILITIES,
+}
+# The reply of each chat intent of the phrasing grammar (`synth_grammar.CHAT_INTENTS`).
+INTENT_REPLIES: dict[str, str] = {
+    "greeting": _GREETING, "identity": _IDENTITY,
+    "how": "I'm doing well, thank you! How can I help you today?", "thanks": _THANKS,
+    "bye": _BYE, "abilities": _ABILITIES}
+# An honest answer to anything outside every family (issue 18: not another family's answer).
+OUT_OF_SCOPE = ("Sorry, I can't help with that. I can only do arithmetic, compare and sort "
+                "numbers, count letters, convert units, solve rate and word problems, and name "
+                "capitals.")
+# Fillers of the out-of-scope questions ("other" in `synth_grammar.PHRASINGS`).
+OFF_TOPIC_SLOTS: dict[str, tuple[str, ...]] = {
+    "topic": ("programming", "the sea", "cats", "dogs", "winter", "friendship", "the moon",
+              "coffee", "music", "trains", "robots", "autumn", "love", "the city", "mountains"),
+    "city": ("London", "Paris", "Tokyo", "New York", "Sydney", "Berlin", "Chicago", "Madrid"),
+    "book": ("Hamlet", "Don Quixote", "War and Peace", "Pride and Prejudice", "Moby Dick",
+             "The Odyssey"),
+    "phrase": ("good morning", "thank you", "I love you", "where is the station",
+               "hello friend"),
+    "language": ("French", "Spanish", "German", "Japanese", "Italian", "Chinese"),
+    "food": ("rice", "pasta", "pancakes", "soup", "an omelette", "bread", "curry"),
+    "fake": ("Atlantis", "Narnia", "Wakanda", "Elbonia", "Freedonia", "Genovia"),
+    "science": ("gravity", "photosynthesis", "black holes", "quantum physics", "evolution",
+                "electricity", "the internet"),
+    "chore": ("fix my car", "file my taxes", "write a resume", "learn French",
+              "reverse a string", "build a website", "train a dog", "bake a cake"),
+    "invention": ("the telephone", "the light bulb", "the airplane", "the radio",
+                  "the computer"),
 }
 NAMES = ("Alice", "Bob", "Carol", "David", "Emma", "Frank", "Grace", "Henry", "Irene", "Jack",
          "Karen", "Liam", "Maria", "Noah", "Olivia", "Peter", "Quinn", "Rosa", "Sam", "Tina",

@@ -35,6 +35,7 @@ from aethermind.data.jsonl import numbered_lines, skipped_note
 from aethermind.data.loader import BatchLoader
 from aethermind.data.pack import build_shards, read_index
 from aethermind.evaluation.loss import loss_totals
+from aethermind.evaluation.rewordings import rewordings
 from aethermind.inference.engine import Engine, add_dtype_arg
 from aethermind.inference.sampling import SamplingParams, add_sampling_args, params_from_args
 from aethermind.inference.thinking import answer, parse_completion
@@ -46,6 +47,14 @@ from aethermind.text.prompts import TEST_PROMPTS
 from aethermind.text.terminal import terminal_safe
 
 DEFAULT_VAL = Path("data/val.jsonl")
+MAX_QUESTIONS = 100_000  # per split: far past any evaluation, short of a day of generation
+# Report key -> title of each reasoning split (issue 18), and the split behind each key.
+REASONING_SPLITS = {"reasoning": "reasoning accuracy (trained phrasings, new operands)",
+                    "phrasing": "held-out phrasings, new operands",
+                    "beyond": "one step past the trained range",
+                    "rewordings": "hidden rewordings"}
+SPLIT_OF = {"reasoning": "test", "phrasing": "phrasing", "beyond": "beyond",
+            "rewordings": "rewordings"}
 
 
 def _progress(text: str) -> None:
@@ -119,14 +128,31 @@ def validation_loss(model: torch.nn.Module, tok: Any, path: Path | ValidationSet
             "loss": round(loss, 5), "perplexity": round(math.exp(min(loss, 50.0)), 4)}
 
 
+def reference_cap(tok: Any, examples: Sequence[Any], most: int) -> int:
+    """A generation cap that fits the longest reference trace and answer of `examples`, plus
+    slack, and at most `most` (what the context leaves after the question)."""
+    longest = max((sum(cf.encode(cf.Conversation(turns=[cf.Turn(e.question, e.answer,
+                                                                   e.thinking)]), tok)[1])
+                   for e in examples), default=0)
+    return min(longest + 16, most)
+
+
+def split_examples(split: str, n: int, seed: int = 0) -> list[Any]:
+    """The `n` questions of one evaluation split: a synth split or the hidden rewordings."""
+    if split == "rewordings":
+        return list(rewordings()[:n])
+    return synth.make_split(split, n, seed=seed)
+
+
 def reasoning_accuracy(engine: Engine, tok: Any, n: int = 0, *, max_new_tokens: int,
-                       seed: int = 0, examples: Sequence[Any] | None = None) -> dict[str, Any]:
-    """Greedy exact-match accuracy on `synth.make_split("test", n)` (or on `examples`, e.g.
-    fresh questions), overall and per task; each sample keeps the model's thinking.
+                       seed: int = 0, examples: Sequence[Any] | None = None,
+                       split: str = "test") -> dict[str, Any]:
+    """Greedy exact-match accuracy on `n` questions of `split` (or on `examples`, e.g. fresh
+    questions), overall and per task; each sample keeps the model's thinking.
 
     All questions go to the engine at once; it runs `max_batch_size` of them at a time.
     """
-    examples = list(examples) if examples is not None else synth.make_split("test", n, seed=seed)
+    examples = list(examples) if examples is not None else split_examples(split, n, seed)
     prompts = [cf.encode_prompt(cf.Conversation(), ex.question, tok) for ex in examples]
     stop_ids = cf.stop_ids(tok)
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
@@ -136,7 +162,7 @@ def reasoning_accuracy(engine: Engine, tok: Any, n: int = 0, *, max_new_tokens: 
     per_task: dict[str, dict[str, Any]] = {}
     samples = []
     for i, ex in enumerate(examples):
-        ok = synth.score(ex.question, answers[i])
+        ok = synth.score_example(ex, answers[i])
         task = per_task.setdefault(ex.task, {"n": 0, "correct": 0})
         task["n"] += 1
         task["correct"] += int(ok)
@@ -184,11 +210,12 @@ def _print_report(report: dict[str, Any], console: Any = None) -> None:
                       f"({val['tokens']} response tokens in {val['documents']} documents)")
     else:
         console.print(f"validation: skipped (no {DEFAULT_VAL}; pass --val PATH)")
-    acc = report.get("reasoning")
-    if acc:
-        tasks = ", ".join(f"{t} {v['correct']}/{v['n']}" for t, v in acc["per_task"].items())
-        console.print(f"reasoning accuracy: {acc['accuracy']:.1%} ({acc['correct']}/{acc['n']}); "
-                      f"{tasks}")
+    for key, title in REASONING_SPLITS.items():
+        acc = report.get(key)
+        if acc:
+            tasks = ", ".join(f"{t} {v['correct']}/{v['n']}" for t, v in acc["per_task"].items())
+            console.print(f"{title}: {acc['accuracy']:.1%} ({acc['correct']}/{acc['n']}); "
+                          f"{tasks}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,8 +225,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-max-docs", type=int, default=500,
                    help="validation documents scored, at most (default 500)")
     p.add_argument("--n-test", type=int, default=100,
-                   help="reasoning test examples (0 skips; default: 100)")
+                   help="reasoning questions in trained phrasings, operands never trained "
+                        "(0 skips; default: 100)")
+    p.add_argument("--n-phrasing", type=int, default=100,
+                   help="questions in held-out phrasings, operands never trained (0 skips; "
+                        "default: 100)")
+    p.add_argument("--n-beyond", type=int, default=50,
+                   help="questions one step past the trained range: 5-digit sums, longer "
+                        "lists (0 skips; default: 50)")
+    p.add_argument("--n-rewordings", type=int, default=len(rewordings()),
+                   help="hidden rewordings written apart from the grammar (0 skips; default: "
+                        f"all {len(rewordings())})")
     add_sampling_args(p, greedy=True)  # for the test prompts; reasoning is always greedy
+    # Unset, reasoning's cap is each split's longest reference + 16 (past-the-range traces
+    # are longer); set, it caps every generation.
+    p.set_defaults(max_new_tokens=None)
     add_dtype_arg(p)
     p.add_argument("--batch-size", type=int, default=16, help="reasoning generation batch")
     p.add_argument("--json", type=Path, help="write every result to this JSON file")
@@ -219,8 +259,15 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         val_path = DEFAULT_VAL
     if val_path is not None and not val_path.is_file():
         parser.exit(2, f"error: --val {val_path}: file not found\n")
+    for flag in ("n_test", "n_phrasing", "n_beyond", "n_rewordings"):
+        if not 0 <= getattr(args, flag) <= MAX_QUESTIONS:
+            parser.exit(2, f"error: --{flag.replace('_', '-')} {getattr(args, flag)}: must be "
+                           f"between 0 and {MAX_QUESTIONS:,}\n")
     if args.json is not None and args.json.is_dir():
         parser.exit(2, f"error: --json {args.json} is a folder: pass a file path\n")
+    reasoning_cap = args.max_new_tokens
+    if args.max_new_tokens is None:
+        args.max_new_tokens = SamplingParams().max_new_tokens
     try:
         params = params_from_args(args)
         model, tok = load_model(args.model, args.variant, args.tokenizer, args.device)
@@ -239,7 +286,7 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         warnings.warn(f"{err}; validation loss skipped", stacklevel=1)  # the implicit default
         val_set = None
     try:
-        return _run(args, model, engine, tok, params, val_set)
+        return _run(args, model, engine, tok, params, val_set, reasoning_cap)
     except KeyboardInterrupt:
         parser.exit(130, "\nevaluate: interrupted; nothing written\n")
     except OSError as err:  # --json into a read-only or full folder
@@ -250,7 +297,8 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, model: torch.nn.Module, engine: Engine, tok: Any,
-         params: SamplingParams, val_set: ValidationSet | None) -> int:
+         params: SamplingParams, val_set: ValidationSet | None, reasoning_cap: int | None
+         ) -> int:
     """The work after every input was checked; `model` is the plain one (the loss needs its
     weights), `engine` holds the generation copy."""
     start = time.perf_counter()
@@ -265,11 +313,15 @@ def _run(args: argparse.Namespace, model: torch.nn.Module, engine: Engine, tok: 
         _progress(f"[2/3] validation loss on {val_set.index['n_samples']} documents of "
                   f"{val_set.path}")
     report["validation"] = validation_loss(model, tok, val_set) if val_set else None
-    if args.n_test > 0:
-        _progress(f"[3/3] reasoning accuracy on {args.n_test} held-out questions")
-    report["reasoning"] = (reasoning_accuracy(engine, tok, args.n_test,
-                                              max_new_tokens=params.max_new_tokens)
-                           if args.n_test > 0 else None)
+    most = model.config.max_seq_len - 64  # room for the longest question
+    for (key, title), n in zip(REASONING_SPLITS.items(), (
+            args.n_test, args.n_phrasing, args.n_beyond, args.n_rewordings), strict=True):
+        examples = split_examples(SPLIT_OF[key], n) if n > 0 else []
+        if examples:
+            _progress(f"[3/3] {title}: {len(examples)} questions")
+        cap = reasoning_cap or reference_cap(tok, examples, most)
+        report[key] = (reasoning_accuracy(engine, tok, examples=examples, max_new_tokens=cap)
+                       if examples else None)
     report["seconds"] = round(time.perf_counter() - start, 2)
     _print_report(report)
     if args.json:

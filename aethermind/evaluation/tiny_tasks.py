@@ -58,7 +58,9 @@ def mc_docs() -> list[dict[str, Any]]:
     rng = random.Random("forge1-tiny-mc")
     docs = []
     for ex in examples:
-        others = [o.answer for o in pool if o.task == ex.task]
+        # the same family's answers first; the one-reply family (out of scope) takes others'
+        others = [o.answer for o in pool if o.task == ex.task] + \
+            [o.answer for o in pool if o.task != ex.task]
         wrong: list[str] = []
         for cand in (*_near_misses(ex.answer), *others):
             if cand not in wrong and cand != ex.answer and not synth.score(ex.question, cand):

@@ -1,0 +1,67 @@
+"""The hidden rewordings: questions of every family written apart from the phrasing grammar.
+
+`assets/eval/rewordings.jsonl` was written by someone who did not read `synth_grammar`, the
+way people type (issue 18: "a hidden set of rewordings written elsewhere is also used to
+judge the result"). It is never trained; each line carries its own answer, since many of its
+phrasings are ones `synth.solve` cannot read. Scoring is `synth.check`, as for every split.
+Usage: `examples = rewordings()`; `synth.score_example(examples[0], "63")`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from decimal import Decimal
+from importlib import resources
+
+from aethermind.data import synth
+from aethermind.data import synth_tables as tables
+from aethermind.data.synth_solve import Solution, norm_text
+
+_FILE = ("aethermind.assets", "eval/rewordings.jsonl")
+
+
+def _expected(row: dict) -> Solution:
+    task, answer = row["task"], row.get("answer")
+    if task == "chat":  # any reply of the intent: "Good morning!" may answer "Hi"
+        reply = tables.INTENT_REPLIES[row["intent"]]
+        replies = {r for q, r in tables.CHAT_REPLIES.items() if _intent(r) == row["intent"]}
+        return Solution(None, reply, "text", tuple(sorted(norm_text(r) for r in {reply,
+                                                                                 *replies})))
+    if task == "other":
+        return Solution(None, tables.OUT_OF_SCOPE, "text", norm_text(tables.OUT_OF_SCOPE))
+    if task == "capital":
+        country = next(c for c in sorted(tables.CAPITALS, key=len, reverse=True)
+                       if c.lower() in row["question"].lower())
+        lead = (f"the capital of {country.lower()} is", f"{country.lower()}'s capital is",
+                "it is")
+        return Solution(None, f"The capital of {country} is {answer}.", "text",
+                        str(answer).lower(), lead)
+    if task == "sort":
+        values = tuple(int(x) for x in str(answer).split(","))
+        return Solution(None, f"The answer is {answer}.", "list", values)
+    unit = row.get("unit")
+    accept = tables.UNITS.get(unit) or ((unit, unit.rstrip("s"), *(("time",) if unit == "times"
+                                         else ())) if unit else ())
+    return Solution(None, f"The answer is {answer}" + (f" {unit}." if unit in tables.UNITS
+                                                       else "."),
+                    "num", Decimal(str(answer)), accept)
+
+
+def _intent(reply: str) -> str | None:
+    """The intent of a fixed reply; the table's greetings by time of day are greetings."""
+    if reply.endswith("How can I help you today?") and reply.startswith(("Good ", "Hello")):
+        return "greeting"
+    return next((i for i, r in tables.INTENT_REPLIES.items() if r == reply), None)
+
+
+@functools.cache
+def rewordings() -> tuple[synth.SynthExample, ...]:
+    """Every hidden rewording as an example that carries its expected answer."""
+    text = resources.files(_FILE[0]).joinpath(_FILE[1]).read_text(encoding="utf-8")
+    out = []
+    for line in text.splitlines():
+        row = json.loads(line)
+        sol = _expected(row)
+        out.append(synth.SynthExample(row["task"], row["question"], None, sol.answer, sol))
+    return tuple(out)
