@@ -75,8 +75,8 @@ def test_traces_compute_only_single_digit_facts(task):
         for line in ex.thinking.splitlines():
             for nums, ops, result in _facts(line):
                 assert _value(nums, ops) == result, (ex.question, line)
-                if line.startswith("So ") or line.endswith(":") or "mph" in ex.question \
-                        and "Try whole hours" in ex.thinking:
+                if line.startswith("So ") or line.endswith(":") or \
+                        "Try whole hours" in ex.thinking:
                     continue
                 if ops == "*" and nums[1] == 1:
                     continue  # times one: a copy

@@ -32,11 +32,15 @@ ASCENDING = ("from smallest to largest", "in ascending order", "from lowest to h
 DESCENDING = ("from largest to smallest", "in descending order", "from highest to lowest",
               "in decreasing order", "largest first", "biggest first", "from greatest to least")
 # Verb forms of the word problems: bare (I ...), third person (Sam ...), past (Sam had ...).
-GAIN = {"gain1": ("buy", "get", "find", "receive"), "gain3": ("buys", "gets", "finds", "receives"),
-        "gainp": ("bought", "got", "found", "received")}
-LOSE = {"lose1": ("eat", "give away", "lose", "sell", "use"),
-        "lose3": ("eats", "gives away", "loses", "sells", "uses"),
-        "losep": ("ate", "gave away", "lost", "sold", "used")}
+GAIN = {"gain1": ("buy", "get", "find", "receive", "win", "collect", "pick", "make"),
+        "gain3": ("buys", "gets", "finds", "receives", "wins", "collects", "picks", "makes"),
+        "gainp": ("bought", "got", "found", "received", "won", "collected", "picked", "made")}
+LOSE = {"lose1": ("eat", "give away", "lose", "sell", "use", "drop", "break"),
+        "lose3": ("eats", "gives away", "loses", "sells", "uses", "drops", "breaks"),
+        "losep": ("ate", "gave away", "lost", "sold", "used", "dropped", "broke"),
+        # things that go by themselves: "3 of them rolled away"
+        "gone": ("rolled away", "fell off", "broke", "got lost", "were sold", "were taken",
+                 "went missing")}
 MPH = ("mph", "miles per hour", "miles an hour")
 PREFIXES = ("Please ", "Hey, ", "Quick question: ", "Can you tell me: ", "Help me: ")
 SUFFIXES = (" please", " thanks", " thank you")
@@ -134,8 +138,10 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
         "How often does the letter {letter} appear in {word}?",
         "Count how many times {letter} appears in {word}.",
         'How many "{letter}" are in "{word}"?', "How many {letter} are in {word}?",
+        "How many times does '{letter}' appear in '{word}'?", "Count the {letter}'s in '{word}'.",
+        "How many times is the letter {letter} used in {word}?",
         "~How many times is the letter {letter} in the word {word}?",
-        "~Count the {letter}'s in {word}.",
+        "~How many {letter}'s does the word {word} have?",
         "~In {word}, how many times does the letter {letter} occur?",
         "~How often does {letter} show up in {word}?",
         "~Tell me how many {letter}s are in {word}."),
@@ -157,6 +163,8 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
         "How many miles does a {vehicle} cover in {hours} {hrs} at {speed} {mph}?",
         "A {vehicle} drives at {speed} {mph} for {hours} {hrs}. How many miles is that?",
         "At {speed} {mph}, how far does a {vehicle} travel in {hours} {hrs}?",
+        "A {vehicle} is going {speed} {mph}. How far does it go in {hours} {hrs}?",
+        "What distance does a {vehicle} cover at {speed} {mph} in {hours} {hrs}?",
         "~A {vehicle} moves at {speed} {mph} for {hours} {hrs}. How far does it go?",
         "~How far will a {vehicle} travel in {hours} {hrs} at {speed} {mph}?",
         "~Going {speed} {mph} for {hours} {hrs}, how far does a {vehicle} get?"),
@@ -165,6 +173,8 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
         "A {vehicle} travels {dist} miles at {speed} {mph}. How long does it take?",
         "How many hours does a {vehicle} need to go {dist} miles at {speed} {mph}?",
         "At {speed} {mph}, how long does a {vehicle} take to travel {dist} miles?",
+        "A {vehicle} going {speed} {mph} has to travel {dist} miles. How many hours does it take?",
+        "How many hours will a {vehicle} take to go {dist} miles at {speed} {mph}?",
         "~How long will a {vehicle} take to cover {dist} miles at {speed} {mph}?",
         "~A {vehicle} needs to go {dist} miles at {speed} {mph}. How many hours is that?"),
     "cost": (
@@ -174,6 +184,10 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
         "Each {item} costs {price} dollars. What do {count} {items} cost?",
         "How much do {count} {items} cost at {price} dollars each?",
         "What is the price of {count} {items} if one costs {price} dollars?",
+        "One {item} costs ${price}. How much do {count} {items} cost?",
+        "How much do {count} {items} cost at ${price} each?",
+        "{items} are ${price} each. How much for {count}?",
+        "~What do {count} {items} cost at ${price} apiece?",
         "~If each {item} is {price} dollars, how much are {count} {items}?",
         "~I buy {count} {items} at {price} dollars each. How much do I pay?",
         "~What do {count} {items} cost when one {item} costs {price} dollars?"),
@@ -190,7 +204,15 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
         "{name} starts with {a} {items} and {lose3} {b}. How many {items} remain?",
         "If I have {a} {items} and {lose1} {b}, how many are left?",
         "{name} has {a} {items}. Then {name} {gain3} {b} more. How many {items} now?",
+        "There were {a} {items}. Then {b} of them {gone}. How many {items} are left?",
+        "{name} had {a} {items}, but {b} of them {gone}. How many {items} does {name} have now?",
+        "A box holds {a} {items}. {name} {gainp} {b} more and put them in. How many {items} are in "
+        "the box now?",
+        "{name} {gainp} {a} {items} and then {b} more. How many {items} is that in total?",
+        "{name} had {a} {items}. After {name} {losep} {b}, how many {items} were left?",
         "~{name} had {a} {items} and {losep} {b}. How many {items} does {name} have?",
+        "~{a} {items} were on the table and {b} of them {gone}. How many {items} are still there?",
+        "~{name} has {a} {items}, then {gainp} {b} more. What is the total number of {items}?",
         "~I have {a} {items}. I {lose1} {b}. How many {items} do I have left?",
         "~{name} has {a} {items}. {name} {gain3} {b} more. How many {items} does {name} have?",
         "~There were {a} {items} and {name} {losep} {b}. How many {items} are left now?"),

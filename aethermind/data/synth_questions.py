@@ -153,6 +153,8 @@ def q_word(rng: random.Random, held: bool, beyond: bool) -> str:
     gaining = b >= a or rng.random() < 0.4
     verbs = {slot: rng.choice(words) for slot, words in
              (grammar.GAIN if gaining else grammar.LOSE).items()}
+    if not gaining and rng.random() < 0.5:  # "3 of them rolled away" frames, half the time
+        verbs = {"gone": verbs["gone"]}
     options = [t for t in grammar.templates("word", held)
                if any("{" + slot + "}" in t for slot in verbs)]
     b_text = NUMBER_WORDS[b] if rng.random() < 0.4 else str(b)

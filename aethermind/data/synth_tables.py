@@ -76,10 +76,19 @@ CONVERSIONS: dict[tuple[str, str], Decimal] = {
     ("liters", "milliliters"): Decimal(1000), ("dollars", "cents"): Decimal(100),
 }
 
-VEHICLES = ("train", "car", "bus", "bike", "truck", "boat")
+VEHICLES = ("train", "car", "bus", "bike", "truck", "boat", "plane", "ship", "van", "scooter",
+            "tractor", "motorbike")
 ITEMS = (("apple", "apples"), ("book", "books"), ("pen", "pens"), ("ticket", "tickets"),
          ("cookie", "cookies"), ("notebook", "notebooks"), ("candle", "candles"),
-         ("shirt", "shirts"), ("lemon", "lemons"), ("toy", "toys"))
+         ("shirt", "shirts"), ("lemon", "lemons"), ("toy", "toys"), ("pencil", "pencils"),
+         ("marble", "marbles"), ("stamp", "stamps"), ("card", "cards"), ("flower", "flowers"),
+         ("egg", "eggs"), ("orange", "oranges"), ("cupcake", "cupcakes"), ("sticker", "stickers"),
+         ("coin", "coins"), ("bottle", "bottles"), ("sock", "socks"), ("hat", "hats"),
+         ("ball", "balls"), ("cup", "cups"), ("plate", "plates"), ("brick", "bricks"),
+         ("button", "buttons"), ("crayon", "crayons"), ("shell", "shells"), ("rock", "rocks"),
+         ("kite", "kites"), ("bead", "beads"), ("carrot", "carrots"), ("banana", "bananas"),
+         ("muffin", "muffins"), ("chair", "chairs"), ("box", "boxes"), ("key", "keys"),
+         ("ring", "rings"))
 
 # Chit-chat with one fixed reply each (no think block): questions as generated.
 _GREETING = "Hello! How can I help you today?"
@@ -134,7 +143,9 @@ OFF_TOPIC_SLOTS: dict[str, tuple[str, ...]] = {
 }
 NAMES = ("Alice", "Bob", "Carol", "David", "Emma", "Frank", "Grace", "Henry", "Irene", "Jack",
          "Karen", "Liam", "Maria", "Noah", "Olivia", "Peter", "Quinn", "Rosa", "Sam", "Tina",
-         "Umar", "Vera", "Will", "Xena", "Yusuf", "Zoe", "Aria", "Ben", "Chloe", "Dev")
+         "Umar", "Vera", "Will", "Xena", "Yusuf", "Zoe", "Aria", "Ben", "Chloe", "Dev", "Amir",
+         "Hana", "Kofi", "Lucia", "Mei", "Nikos", "Omar", "Priya", "Ravi", "Sofia", "Tomas",
+         "Yuki", "Ines", "Jonas", "Leila", "Mateo", "Nia", "Oscar", "Paula", "Rhea")
 WORDS = ("strawberry", "banana", "apple", "letter", "mississippi", "balloon", "coffee",
          "committee", "bookkeeper", "pepper", "butter", "garden", "rabbit", "summer", "window",
          "elephant", "giraffe", "umbrella", "bottle", "kitten", "puzzle", "address", "success",
@@ -144,4 +155,18 @@ WORDS = ("strawberry", "banana", "apple", "letter", "mississippi", "balloon", "c
          "student", "doctor", "market", "bridge", "castle", "dragon", "wizard", "sunny",
          "happy", "silly", "little", "middle", "bubble", "jelly", "cookie", "muffin", "noodle",
          "parrot", "turtle", "monkey", "zebra", "tiger", "spoon", "table", "chair", "green",
-         "yellow", "purple", "seven", "eleven", "hello", "banner", "cotton", "tunnel")
+         "yellow", "purple", "seven", "eleven", "hello", "banner", "cotton", "tunnel", "river",
+         "basket", "candle", "jacket", "kitchen", "letter", "number", "people", "picture",
+         "question", "rainbow", "sandwich", "spaghetti", "sunflower", "tomorrow", "yesterday",
+         "window", "winter", "zipper", "accident", "balance", "camera", "daughter", "eagle",
+         "feather", "garage", "holiday", "insect", "jungle", "kangaroo", "lemonade", "magnet",
+         "necklace", "octopus", "penguin", "pizza", "raccoon", "saddle", "tennis", "vacuum",
+         "walrus", "yogurt", "assessment", "bicycle", "calendar", "dinner", "envelope",
+         "festival", "guitar", "harbor", "igloo", "journey", "kettle", "library", "meadow",
+         "needle", "orchestra", "paddle", "quilt", "reference", "scissors", "teapot", "uniform",
+         "village", "waffle", "xylophone", "yacht", "zucchini", "broccoli", "cinnamon",
+         "difficult", "excellent", "foggy", "giggle", "hurricane", "illness", "juggle",
+         "keyboard", "lollipop", "marshmallow", "nonsense", "occasion", "possess", "recess",
+         "sheep", "tattoo", "vanilla", "woodpecker", "barrel", "cabbage", "dessert", "freezer",
+         "gallon", "hollow", "kitten", "llama", "mammal", "narrow", "office", "puppy",
+         "robber", "slipper", "toffee", "usually", "wallet")

@@ -319,7 +319,9 @@ def _run(args: argparse.Namespace, model: torch.nn.Module, engine: Engine, tok: 
         examples = split_examples(SPLIT_OF[key], n) if n > 0 else []
         if examples:
             _progress(f"[3/3] {title}: {len(examples)} questions")
-        cap = reasoning_cap or reference_cap(tok, examples, most)
+        # the rewordings carry answers, not traces: they get the whole room
+        cap = reasoning_cap or (most if key == "rewordings" else
+                                reference_cap(tok, examples, most))
         report[key] = (reasoning_accuracy(engine, tok, examples=examples, max_new_tokens=cap)
                        if examples else None)
     report["seconds"] = round(time.perf_counter() - start, 2)
