@@ -33,7 +33,7 @@ from aethermind.data import synth
 from aethermind.data.vocab_fit import fit_vocabulary
 from aethermind.evaluation.evaluate import main as evaluate_main
 from aethermind.evaluation.evaluate import reasoning_accuracy, reference_cap, split_examples
-from aethermind.evaluation.rewordings import rewordings
+from aethermind.evaluation.rewordings import SETS, rewordings
 from aethermind.inference.engine import Engine
 from aethermind.inference.sampling import SamplingParams
 from aethermind.inference.thinking import answer
@@ -111,7 +111,7 @@ def asked_questions(n_test: int) -> dict[str, list]:
     return {"reasoning": split_examples("test", n_test),
             "phrasing": split_examples("phrasing", N_PHRASING),
             "beyond": split_examples("beyond", N_BEYOND),
-            "rewordings": split_examples("rewordings", len(rewordings())),
+            **{name: split_examples(name, len(rewordings(name))) for name in SETS},
             "fresh": synth.guide_questions(N_FRESH)}
 
 
@@ -178,7 +178,8 @@ def _family_table(console: Console, before: dict, report: dict, fresh: dict) -> 
     table = Table(title="accuracy per task family (exact match, greedy)")
     splits = [(key, title) for key, title in (
         ("reasoning", "trained phrasings"), ("phrasing", "held-out phrasings"),
-        ("beyond", "past the range"), ("rewordings", "hidden rewordings")) if report.get(key)]
+        ("beyond", "past the range"), ("rewordings", "hidden rewordings"),
+        ("blind", "blind rewordings")) if report.get(key)]
     for col in ("family", "before", *(title for _, title in splits)):
         table.add_column(col, justify="right" if col != "family" else "left")
     for task in synth.TASKS:

@@ -59,6 +59,7 @@ def test_demo_runs_every_stage_and_writes_its_outputs(tmp_path, capsys, monkeypa
         set(synth.TASKS)
     assert set(report["beyond"]["per_task"]) == set(synth.BEYOND_TASKS)
     assert report["rewordings"]["n"] == len(rewordings())
+    assert report["blind"]["n"] == len(rewordings("blind"))
     assert all(0 <= t["accuracy"] <= 1 for t in reasoning["per_task"].values())
     assert reasoning["correct"] == sum(s["correct"] for s in reasoning["samples"])
     assert set(report["before_training"]["per_task"]) == set(synth.TASKS)

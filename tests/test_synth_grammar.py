@@ -125,3 +125,12 @@ def test_rewordings_cover_every_family_and_agree_with_the_solver():
             read += 1
             assert solved[0] == ex.task and synth.score_example(ex, solved[1].answer), ex
     assert read < len(rows) / 2  # written apart from the grammar: most it cannot read
+
+
+def test_blind_rewordings_load_and_their_answers_pass_their_own_checks():
+    """The second set is never read while tuning; only its shape is checked here."""
+    rows = rewordings("blind")
+    assert {e.task for e in rows} == set(synth.TASKS) and len(rows) >= 100
+    assert all([synth.score_example(e, e.answer) for e in rows])  # a list: no text shown
+    overlap = len({e.question for e in rows} & {e.question for e in rewordings()})
+    assert overlap <= 3, f"{overlap} questions in both sets"

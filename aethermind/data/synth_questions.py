@@ -169,13 +169,10 @@ def q_capital(rng: random.Random, held: bool, beyond: bool) -> str:
 
 def q_chat(rng: random.Random, held: bool, beyond: bool) -> str:
     kind = rng.random()
-    if kind < 0.4:
-        if held or rng.random() < 0.4:
-            intent = rng.choice(sorted(grammar.CHAT_INTENTS))
-            options = [t.lstrip("~") for t in grammar.CHAT_INTENTS[intent]
-                       if grammar.held_out(t) == held]
-            return rng.choice(options)
-        question = rng.choice(sorted(tables.CHAT_REPLIES))
+    if kind < 0.45:  # a fixed message: the table's (trained) or an intent's, all alike
+        pool = [t.lstrip("~") for phrasings in grammar.CHAT_INTENTS.values() for t in phrasings
+                if grammar.held_out(t) == held] + ([] if held else sorted(tables.CHAT_REPLIES))
+        question = rng.choice(pool)
         if rng.random() < 0.4:  # the same question with other punctuation or a lower-case start
             question = question.rstrip("!?.") + rng.choice(("", ".", "!", "?"))
             question = question[0].lower() + question[1:] if rng.random() < 0.5 else question

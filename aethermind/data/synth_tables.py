@@ -155,18 +155,6 @@ WORDS = ("strawberry", "banana", "apple", "letter", "mississippi", "balloon", "c
          "student", "doctor", "market", "bridge", "castle", "dragon", "wizard", "sunny",
          "happy", "silly", "little", "middle", "bubble", "jelly", "cookie", "muffin", "noodle",
          "parrot", "turtle", "monkey", "zebra", "tiger", "spoon", "table", "chair", "green",
-         "yellow", "purple", "seven", "eleven", "hello", "banner", "cotton", "tunnel", "river",
-         "basket", "candle", "jacket", "kitchen", "letter", "number", "people", "picture",
-         "question", "rainbow", "sandwich", "spaghetti", "sunflower", "tomorrow", "yesterday",
-         "window", "winter", "zipper", "accident", "balance", "camera", "daughter", "eagle",
-         "feather", "garage", "holiday", "insect", "jungle", "kangaroo", "lemonade", "magnet",
-         "necklace", "octopus", "penguin", "pizza", "raccoon", "saddle", "tennis", "vacuum",
-         "walrus", "yogurt", "assessment", "bicycle", "calendar", "dinner", "envelope",
-         "festival", "guitar", "harbor", "igloo", "journey", "kettle", "library", "meadow",
-         "needle", "orchestra", "paddle", "quilt", "reference", "scissors", "teapot", "uniform",
-         "village", "waffle", "xylophone", "yacht", "zucchini", "broccoli", "cinnamon",
-         "difficult", "excellent", "foggy", "giggle", "hurricane", "illness", "juggle",
-         "keyboard", "lollipop", "marshmallow", "nonsense", "occasion", "possess", "recess",
-         "sheep", "tattoo", "vanilla", "woodpecker", "barrel", "cabbage", "dessert", "freezer",
-         "gallon", "hollow", "kitten", "llama", "mammal", "narrow", "office", "puppy",
-         "robber", "slipper", "toffee", "usually", "wallet")
+         "yellow", "purple", "seven", "eleven", "hello", "banner", "cotton", "tunnel")
+# Kept short on purpose: a word is one token, so spelling it is a fact to memorise; with 200
+# words count fell from 88% to 57% on held-out phrasings in one demo run (issue 18).

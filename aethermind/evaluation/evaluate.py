@@ -35,7 +35,7 @@ from aethermind.data.jsonl import numbered_lines, skipped_note
 from aethermind.data.loader import BatchLoader
 from aethermind.data.pack import build_shards, read_index
 from aethermind.evaluation.loss import loss_totals
-from aethermind.evaluation.rewordings import rewordings
+from aethermind.evaluation.rewordings import SETS, rewordings
 from aethermind.inference.engine import Engine, add_dtype_arg
 from aethermind.inference.sampling import SamplingParams, add_sampling_args, params_from_args
 from aethermind.inference.thinking import answer, parse_completion
@@ -52,9 +52,10 @@ MAX_QUESTIONS = 100_000  # per split: far past any evaluation, short of a day of
 REASONING_SPLITS = {"reasoning": "reasoning accuracy (trained phrasings, new operands)",
                     "phrasing": "held-out phrasings, new operands",
                     "beyond": "one step past the trained range",
-                    "rewordings": "hidden rewordings"}
+                    "rewordings": "hidden rewordings",
+                    "blind": "blind rewordings (never read while tuning)"}
 SPLIT_OF = {"reasoning": "test", "phrasing": "phrasing", "beyond": "beyond",
-            "rewordings": "rewordings"}
+            "rewordings": "rewordings", "blind": "blind"}
 
 
 def _progress(text: str) -> None:
@@ -139,8 +140,8 @@ def reference_cap(tok: Any, examples: Sequence[Any], most: int) -> int:
 
 def split_examples(split: str, n: int, seed: int = 0) -> list[Any]:
     """The `n` questions of one evaluation split: a synth split or the hidden rewordings."""
-    if split == "rewordings":
-        return list(rewordings()[:n])
+    if split in SETS:
+        return list(rewordings(split)[:n])
     return synth.make_split(split, n, seed=seed)
 
 
@@ -233,9 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-beyond", type=int, default=50,
                    help="questions one step past the trained range: 5-digit sums, longer "
                         "lists (0 skips; default: 50)")
-    p.add_argument("--n-rewordings", type=int, default=len(rewordings()),
-                   help="hidden rewordings written apart from the grammar (0 skips; default: "
-                        f"all {len(rewordings())})")
+    p.add_argument("--n-rewordings", type=int, default=max(map(len, map(rewordings, SETS))),
+                   help="questions of each hidden set of rewordings, written apart from the "
+                        "grammar (0 skips; default: all)")
     add_sampling_args(p, greedy=True)  # for the test prompts; reasoning is always greedy
     # Unset, reasoning's cap is each split's longest reference + 16 (past-the-range traces
     # are longer); set, it caps every generation.
@@ -315,12 +316,13 @@ def _run(args: argparse.Namespace, model: torch.nn.Module, engine: Engine, tok: 
     report["validation"] = validation_loss(model, tok, val_set) if val_set else None
     most = model.config.max_seq_len - 64  # room for the longest question
     for (key, title), n in zip(REASONING_SPLITS.items(), (
-            args.n_test, args.n_phrasing, args.n_beyond, args.n_rewordings), strict=True):
+            args.n_test, args.n_phrasing, args.n_beyond, args.n_rewordings, args.n_rewordings),
+            strict=True):
         examples = split_examples(SPLIT_OF[key], n) if n > 0 else []
         if examples:
             _progress(f"[3/3] {title}: {len(examples)} questions")
         # the rewordings carry answers, not traces: they get the whole room
-        cap = reasoning_cap or (most if key == "rewordings" else
+        cap = reasoning_cap or (most if SPLIT_OF[key] in SETS else
                                 reference_cap(tok, examples, most))
         report[key] = (reasoning_accuracy(engine, tok, examples=examples, max_new_tokens=cap)
                        if examples else None)

@@ -1,7 +1,7 @@
 """The hidden rewordings: questions of every family written apart from the phrasing grammar.
 
-`assets/eval/rewordings.jsonl` was written by someone who did not read `synth_grammar`, the
-way people type (issue 18: "a hidden set of rewordings written elsewhere is also used to
+`assets/eval/rewordings*.jsonl` were written by two writers who did not read `synth_grammar`,
+the way people type (issue 18: "a hidden set of rewordings written elsewhere is also used to
 judge the result"). It is never trained; each line carries its own answer, since many of its
 phrasings are ones `synth.solve` cannot read. Scoring is `synth.check`, as for every split.
 Usage: `examples = rewordings()`; `synth.score_example(examples[0], "63")`.
@@ -18,7 +18,9 @@ from aethermind.data import synth
 from aethermind.data import synth_tables as tables
 from aethermind.data.synth_solve import Solution, norm_text
 
-_FILE = ("aethermind.assets", "eval/rewordings.jsonl")
+# Two sets by two writers: `rewordings` was read after the first demo runs (the grammar then
+# grew more nouns, verbs and frames in general), `blind` never was, by anyone tuning the data.
+SETS = {"rewordings": "eval/rewordings.jsonl", "blind": "eval/rewordings_blind.jsonl"}
 
 
 def _expected(row: dict) -> Solution:
@@ -56,9 +58,9 @@ def _intent(reply: str) -> str | None:
 
 
 @functools.cache
-def rewordings() -> tuple[synth.SynthExample, ...]:
-    """Every hidden rewording as an example that carries its expected answer."""
-    text = resources.files(_FILE[0]).joinpath(_FILE[1]).read_text(encoding="utf-8")
+def rewordings(name: str = "rewordings") -> tuple[synth.SynthExample, ...]:
+    """Every question of one hidden set (`SETS`) as an example carrying its answer."""
+    text = resources.files("aethermind.assets").joinpath(SETS[name]).read_text(encoding="utf-8")
     out = []
     for line in text.splitlines():
         row = json.loads(line)
