@@ -40,9 +40,15 @@ def val_file(tmp_path):
 def test_json_report_has_every_part(trained_ckpt, val_file, tmp_path):
     out = tmp_path / "report.json"
     rc = main(["--model", str(trained_ckpt[2]), "--val", str(val_file), "--n-test", "6",
+               "--n-phrasing", "12", "--n-beyond", "5", "--n-rewordings", "3",
                "--max-new-tokens", "12", "--batch-size", "4", "--json", str(out)])
     assert rc == 0
     report = json.loads(out.read_text(encoding="utf-8"))
+    # issue 18's splits: held-out phrasings, past the range, both hidden sets of rewordings
+    assert [s["question"] for s in report["phrasing"]["samples"]] == \
+        [e.question for e in synth.make_split("phrasing", 12)]
+    assert set(report["beyond"]["per_task"]) == set(synth.BEYOND_TASKS)
+    assert report["rewordings"]["n"] == report["blind"]["n"] == 3
     assert [r["prompt"] for r in report["prompts"]] == list(TEST_PROMPTS)
     for row in report["prompts"]:
         assert {"used_thinking", "thinking", "answer", "completion_tokens", "seconds",
@@ -111,6 +117,15 @@ def test_reasoning_accuracy_uses_score_on_parsed_answers(trained_ckpt, monkeypat
 def _run_script(*args):
     return subprocess.run([sys.executable, "scripts/evaluate.py", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("flag", ["--n-test", "--n-phrasing", "--n-beyond", "--n-rewordings"])
+@pytest.mark.parametrize("value", ["-1", "1000001"])
+def test_split_sizes_out_of_range_are_one_line_errors(flag, value, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--model", "nowhere.pt", flag, value])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and f"{flag} {value}: must be between 0 and" in err
 
 
 def test_missing_checkpoint_is_one_line_error(tmp_path):
