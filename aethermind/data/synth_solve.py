@@ -285,13 +285,18 @@ def _solve_convert(g: dict) -> Solution | None:
                     tables.UNITS[dst], key=f"{_fmt(value)} {src} {dst}")
 
 
+def _product(formula: str, a: Decimal, b: Decimal, said: str, unit: str, key: str) -> Solution:
+    """A rate question that is one product: the formula, the digit trace, the sentence."""
+    out = a * b
+    lines = [formula, *_decimal_mul_lines(a, b), said.format(_fmt(out))]
+    return Solution("\n".join(lines), f"The answer is {_fmt(out)} {unit}.", "num", out,
+                    tables.UNITS[unit], key=key)
+
+
 def _solve_distance(g: dict) -> Solution:
     speed, hours = _value(g["speed"]), _value(g["hours"])
-    dist = speed * hours
-    lines = ["Distance = speed * time.", *_decimal_mul_lines(speed, hours),
-             f"So it travels {_fmt(dist)} miles."]
-    return Solution("\n".join(lines), f"The answer is {_fmt(dist)} miles.", "num", dist,
-                    tables.UNITS["miles"], key=f"d {_fmt(speed)} {_fmt(hours)}")
+    return _product("Distance = speed * time.", speed, hours, "So it travels {} miles.",
+                    "miles", f"d {_fmt(speed)} {_fmt(hours)}")
 
 
 def _solve_duration(g: dict) -> Solution | None:
@@ -318,11 +323,9 @@ def _solve_duration(g: dict) -> Solution | None:
 
 def _solve_cost(g: dict) -> Solution:
     price, count, items = _value(g["price"]), _value(g["count"]), g["items"].lower()
-    total = price * count
-    lines = ["Total = price * count.", *_decimal_mul_lines(price, count),
-             f"So {_fmt(count)} {items} cost {_fmt(total)} dollars."]
-    return Solution("\n".join(lines), f"The answer is {_fmt(total)} dollars.", "num", total,
-                    tables.UNITS["dollars"], key=f"c {_fmt(price)} {_fmt(count)}")
+    return _product("Total = price * count.", price, count,
+                    f"So {_fmt(count)} {items} cost {{}} dollars.", "dollars",
+                    f"c {_fmt(price)} {_fmt(count)}")
 
 
 def _solve_word(g: dict) -> Solution | None:
