@@ -3,9 +3,9 @@
 `solve(question)` finds the phrasing (`synth_grammar`) a question was written in and returns
 its task and a `Solution`: a short, regular thinking trace (one mechanical step per line, the
 same wording every time), the answer, and what `synth.score` accepts. Every trace starts by
-copying what was asked into one canonical line ("36+27:", "Compare 83 and 38.", "Write with
-2 digits: 95, 12, 07."), so whatever the phrasing, the steps after it work on the operands,
-and a number is only ever written right after it was copied or computed (issue 18).
+copying what was asked into one canonical line ("36+27:", "Compare 83 and 38.", "Smallest of
+95, 12, 7: 7."), so whatever the phrasing, the steps after it work on the operands, and a
+number is only ever written right after it was copied or computed (issue 18).
 Usage: `task, sol = solve("Please add 36 and 27.")`; `sol.thinking`, `sol.answer`.
 """
 
