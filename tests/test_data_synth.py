@@ -174,11 +174,10 @@ def test_repeat_after_me_is_a_token_exact_copy():
 def test_sort_trace_selects_from_the_numbers_just_copied():
     thinking = synth.solve("Sort these numbers: 29, 7, 31, 3")[1].thinking
     assert thinking.splitlines() == [
-        "Write with 2 digits: 29, 07, 31, 03.", "Smallest of 29, 07, 31, 03: 03.",
-        "Smallest of 29, 07, 31: 07.", "Smallest of 29, 31: 29.", "Last: 31.",
-        "So the sorted list is 3, 7, 29, 31."]
+        "Smallest of 29, 7, 31, 3: 3.", "Smallest of 29, 7, 31: 7.", "Smallest of 29, 31: 29.",
+        "Last: 31.", "So the sorted list is 3, 7, 29, 31."]
     down = synth.solve("Arrange 5 and 40 and 7 from largest to smallest.")[1]
-    assert down.thinking.splitlines()[1] == "Largest of 05, 40, 07: 40." and down.value == (40, 7, 5)
+    assert down.thinking.startswith("Largest of 5, 40, 7: 40.") and down.value == (40, 7, 5)
 
 
 def test_count_trace_steps_every_letter():

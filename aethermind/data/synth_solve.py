@@ -234,27 +234,18 @@ def _solve_compare(g: dict) -> Solution | None:
 
 
 def _solve_sort(g: dict) -> Solution:
-    """Repeated selection over numbers written to one width ("7" as "007" beside "436"): each
-    line copies the numbers still left from the line above and names the smallest (largest),
-    so every number written was copied a moment before, never recalled (the bucket trace this
-    replaces wrote "Tens 9: 97" for a list holding 95), and picking it compares digits in
-    place, not lengths (unpadded, "49" was taken for the smallest of 436, 49, 7, 6)."""
+    """Repeated selection: each line copies the numbers still left from the line above and
+    names the smallest (largest), so every number written was copied a moment before, never
+    recalled (the bucket trace this replaces wrote "Tens 9: 97" for a list holding 95)."""
     nums = [int(x) for x in re.findall(r"\d+", g["list"])]
     descending = g.get("desc") is not None
-    width = max(len(str(n)) for n in nums)
     word = "Largest" if descending else "Smallest"
-
-    def row(values: list[int]) -> str:
-        return ", ".join(f"{n:0{width}d}" for n in values)
-
-    rest = list(nums)
-    lines = [f"Write with {width} digits: {row(rest)}."] if \
-        any(len(str(n)) < width for n in nums) else []
+    rest, lines = list(nums), []
     while len(rest) > 1:
         pick = max(rest) if descending else min(rest)
-        lines.append(f"{word} of {row(rest)}: {pick:0{width}d}.")
+        lines.append(f"{word} of {', '.join(map(str, rest))}: {pick}.")
         rest.remove(pick)
-    lines.append(f"Last: {rest[0]:0{width}d}.")
+    lines.append(f"Last: {rest[0]}.")
     out = sorted(nums, reverse=descending)
     joined = ", ".join(map(str, out))
     lines.append(f"So the sorted list is {joined}.")
