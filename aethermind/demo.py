@@ -31,8 +31,13 @@ from rich.text import Text
 from aethermind.artifacts.loading import load_model
 from aethermind.data import synth
 from aethermind.data.vocab_fit import fit_vocabulary
+from aethermind.evaluation.evaluate import (
+    REASONING_SPLITS,
+    reasoning_accuracy,
+    reference_cap,
+    split_examples,
+)
 from aethermind.evaluation.evaluate import main as evaluate_main
-from aethermind.evaluation.evaluate import reasoning_accuracy, reference_cap, split_examples
 from aethermind.evaluation.rewordings import SETS, rewordings
 from aethermind.inference.engine import Engine
 from aethermind.inference.sampling import SamplingParams
@@ -176,10 +181,7 @@ def _untrained_accuracy(tok_dir: Path, examples: list, max_new_tokens: int) -> d
 def _family_table(console: Console, before: dict, report: dict, fresh: dict) -> None:
     """Accuracy per family on every split evaluate scored, and the fresh guide questions."""
     table = Table(title="accuracy per task family (exact match, greedy)")
-    splits = [(key, title) for key, title in (
-        ("reasoning", "trained phrasings"), ("phrasing", "held-out phrasings"),
-        ("beyond", "past the range"), ("rewordings", "hidden rewordings"),
-        ("blind", "blind rewordings")) if report.get(key)]
+    splits = [(key, spec.column) for key, spec in REASONING_SPLITS.items() if report.get(key)]
     for col in ("family", "before", *(title for _, title in splits)):
         table.add_column(col, justify="right" if col != "family" else "left")
     for task in synth.TASKS:

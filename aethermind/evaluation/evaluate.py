@@ -21,6 +21,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,14 +49,32 @@ from aethermind.text.terminal import terminal_safe
 
 DEFAULT_VAL = Path("data/val.jsonl")
 MAX_QUESTIONS = 100_000  # per split: far past any evaluation, short of a day of generation
-# Report key -> title of each reasoning split (issue 18), and the split behind each key.
-REASONING_SPLITS = {"reasoning": "reasoning accuracy (trained phrasings, new operands)",
-                    "phrasing": "held-out phrasings, new operands",
-                    "beyond": "one step past the trained range",
-                    "rewordings": "hidden rewordings",
-                    "blind": "blind rewordings (never read while tuning)"}
-SPLIT_OF = {"reasoning": "test", "phrasing": "phrasing", "beyond": "beyond",
-            "rewordings": "rewordings", "blind": "blind"}
+
+
+@dataclass(frozen=True)
+class ReasoningSplit:
+    """One reasoning split of the report (issue 18): what it asks and how it is shown."""
+
+    split: str  # a `synth.SPLITS` name or a hidden set of `rewordings.SETS`
+    flag: str  # the option holding its size (both hidden sets share --n-rewordings)
+    title: str  # the progress line and the report
+    column: str  # the demo's table
+
+
+# Report key -> its split, in report order.
+REASONING_SPLITS = {
+    "reasoning": ReasoningSplit("test", "n_test",
+                                "reasoning accuracy (trained phrasings, new operands)",
+                                "trained phrasings"),
+    "phrasing": ReasoningSplit("phrasing", "n_phrasing", "held-out phrasings, new operands",
+                               "held-out phrasings"),
+    "beyond": ReasoningSplit("beyond", "n_beyond", "one step past the trained range",
+                             "past the range"),
+    "rewordings": ReasoningSplit("rewordings", "n_rewordings", "hidden rewordings",
+                                 "hidden rewordings"),
+    "blind": ReasoningSplit("blind", "n_rewordings", "blind rewordings (never read while "
+                            "tuning)", "blind rewordings"),
+}
 
 
 def _progress(text: str) -> None:
@@ -211,11 +230,11 @@ def _print_report(report: dict[str, Any], console: Any = None) -> None:
                       f"({val['tokens']} response tokens in {val['documents']} documents)")
     else:
         console.print(f"validation: skipped (no {DEFAULT_VAL}; pass --val PATH)")
-    for key, title in REASONING_SPLITS.items():
+    for key, spec in REASONING_SPLITS.items():
         acc = report.get(key)
         if acc:
             tasks = ", ".join(f"{t} {v['correct']}/{v['n']}" for t, v in acc["per_task"].items())
-            console.print(f"{title}: {acc['accuracy']:.1%} ({acc['correct']}/{acc['n']}); "
+            console.print(f"{spec.title}: {acc['accuracy']:.1%} ({acc['correct']}/{acc['n']}); "
                           f"{tasks}")
 
 
@@ -260,7 +279,7 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         val_path = DEFAULT_VAL
     if val_path is not None and not val_path.is_file():
         parser.exit(2, f"error: --val {val_path}: file not found\n")
-    for flag in ("n_test", "n_phrasing", "n_beyond", "n_rewordings"):
+    for flag in dict.fromkeys(spec.flag for spec in REASONING_SPLITS.values()):
         if not 0 <= getattr(args, flag) <= MAX_QUESTIONS:
             parser.exit(2, f"error: --{flag.replace('_', '-')} {getattr(args, flag)}: must be "
                            f"between 0 and {MAX_QUESTIONS:,}\n")
@@ -315,14 +334,13 @@ def _run(args: argparse.Namespace, model: torch.nn.Module, engine: Engine, tok: 
                   f"{val_set.path}")
     report["validation"] = validation_loss(model, tok, val_set) if val_set else None
     most = model.config.max_seq_len - 64  # room for the longest question
-    for (key, title), n in zip(REASONING_SPLITS.items(), (
-            args.n_test, args.n_phrasing, args.n_beyond, args.n_rewordings, args.n_rewordings),
-            strict=True):
-        examples = split_examples(SPLIT_OF[key], n) if n > 0 else []
+    for key, spec in REASONING_SPLITS.items():
+        n = getattr(args, spec.flag)
+        examples = split_examples(spec.split, n) if n > 0 else []
         if examples:
-            _progress(f"[3/3] {title}: {len(examples)} questions")
+            _progress(f"[3/3] {spec.title}: {len(examples)} questions")
         # the rewordings carry answers, not traces: they get the whole room
-        cap = reasoning_cap or (most if SPLIT_OF[key] in SETS else
+        cap = reasoning_cap or (most if spec.split in SETS else
                                 reference_cap(tok, examples, most))
         report[key] = (reasoning_accuracy(engine, tok, examples=examples, max_new_tokens=cap)
                        if examples else None)
