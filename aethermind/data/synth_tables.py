@@ -92,6 +92,9 @@ ITEMS = (("apple", "apples"), ("book", "books"), ("pen", "pens"), ("ticket", "ti
 
 # Chit-chat with one fixed reply each (no think block): questions as generated.
 _GREETING = "Hello! How can I help you today?"
+_MORNING, _EVENING = (f"Good {t}! How can I help you today?" for t in ("morning", "evening"))
+# Every reply that greets back: a greeting answered by any of them is answered well.
+GREETING_REPLIES = (_GREETING, _MORNING, _EVENING)
 _IDENTITY = "I am Forge-1, a helpful thinking AI assistant."
 _THANKS = "You're welcome! Let me know if you need anything else."
 _BYE = "Goodbye! Have a great day!"
@@ -99,8 +102,7 @@ _ABILITIES = ("I can do arithmetic, compare and sort numbers, count letters, con
               "solve rate and word problems and name capitals.")
 CHAT_REPLIES: dict[str, str] = {
     "Hello!": _GREETING, "Hi!": _GREETING, "Hi there!": _GREETING, "Hey!": _GREETING,
-    "Good morning!": "Good morning! How can I help you today?",
-    "Good evening!": "Good evening! How can I help you today?",
+    "Good morning!": _MORNING, "Good evening!": _EVENING,
     "Hello, how are you?": "I'm doing well, thank you! How can I help you today?",
     "How are you?": "I'm doing well, thank you! How can I help you today?",
     "Who are you?": _IDENTITY, "What is your name?": _IDENTITY, "What are you?": _IDENTITY,

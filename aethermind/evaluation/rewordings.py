@@ -27,9 +27,8 @@ def _expected(row: dict) -> Solution:
     task, answer = row["task"], row.get("answer")
     if task == "chat":  # any reply of the intent: "Good morning!" may answer "Hi"
         reply = tables.INTENT_REPLIES[row["intent"]]
-        replies = {r for q, r in tables.CHAT_REPLIES.items() if _intent(r) == row["intent"]}
-        return Solution(None, reply, "text", tuple(sorted(norm_text(r) for r in {reply,
-                                                                                 *replies})))
+        replies = tables.GREETING_REPLIES if row["intent"] == "greeting" else (reply,)
+        return Solution(None, reply, "text", tuple(sorted(norm_text(r) for r in replies)))
     if task == "other":
         return Solution(None, tables.OUT_OF_SCOPE, "text", norm_text(tables.OUT_OF_SCOPE))
     if task == "capital":
@@ -48,13 +47,6 @@ def _expected(row: dict) -> Solution:
     return Solution(None, f"The answer is {answer}" + (f" {unit}." if unit in tables.UNITS
                                                        else "."),
                     "num", Decimal(str(answer)), accept)
-
-
-def _intent(reply: str) -> str | None:
-    """The intent of a fixed reply; the table's greetings by time of day are greetings."""
-    if reply.endswith("How can I help you today?") and reply.startswith(("Good ", "Hello")):
-        return "greeting"
-    return next((i for i, r in tables.INTENT_REPLIES.items() if r == reply), None)
 
 
 @functools.cache
