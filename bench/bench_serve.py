@@ -8,6 +8,8 @@ kind, the median of the ratios of neighbouring rounds, and tokens per CPU-second
 process (what a token costs in compute, which a busy machine changes less). Every request is
 greedy with a fixed `max_tokens` and `ignore_eos`, so each round decodes exactly
 clients x max_tokens tokens (what the weights say does not change the speed).
+Requests are streamed, and each one's time to first token is kept: the
+latency a user feels when the server is busy.
 Usage: `python bench/bench_serve.py --variant nano --clients 8 --max-tokens 64 --repeats 3`.
 """
 
@@ -55,23 +57,33 @@ def _cpu_seconds(proc: psutil.Process) -> float:
     return times.user + times.system
 
 
-def _round(url: str, model: str, clients: int, max_tokens: int) -> tuple[float, int]:
-    """(seconds, completion tokens) for `clients` simultaneous requests."""
+def _round(url: str, model: str, clients: int, max_tokens: int
+           ) -> tuple[float, int, list[float]]:
+    """(seconds, completion tokens, each request's time to first token) for `clients`
+    simultaneous streamed requests."""
     import openai
 
-    def ask(i: int) -> int:
+    def ask(i: int) -> tuple[int, float]:
         client = openai.OpenAI(base_url=url + "/v1", api_key="bench", max_retries=0,
                                timeout=600)
-        r = client.chat.completions.create(
-            model=model, temperature=0, max_tokens=max_tokens,
+        sent, first, tokens = time.perf_counter(), None, 0
+        stream = client.chat.completions.create(
+            model=model, temperature=0, max_tokens=max_tokens, stream=True,
+            stream_options={"include_usage": True},
             messages=[{"role": "user", "content": f"Client {i}: tell me a long story."}],
             extra_body={"ignore_eos": True})
-        return r.usage.completion_tokens
+        for chunk in stream:
+            if first is None and chunk.choices and chunk.choices[0].delta.content:
+                first = time.perf_counter() - sent
+            if chunk.usage is not None:
+                tokens = chunk.usage.completion_tokens
+        return tokens, first if first is not None else float("nan")
 
     with ThreadPoolExecutor(clients) as pool:
         start = time.perf_counter()
-        tokens = sum(pool.map(ask, range(clients)))
-        return time.perf_counter() - start, tokens
+        answers = list(pool.map(ask, range(clients)))
+        return (time.perf_counter() - start, sum(t for t, _ in answers),
+                [f for _, f in answers])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,17 +109,20 @@ def main(argv: list[str] | None = None) -> int:
             kinds = (1, args.clients)
             rates: dict[int, list[float]] = {n: [] for n in kinds}
             cpu: dict[int, list[float]] = {n: [] for n in kinds}
+            ttft: dict[int, list[float]] = {n: [] for n in kinds}
             for _ in range(args.repeats):
                 for n in kinds:
                     cpu_start = _cpu_seconds(server)
-                    seconds, tokens = _round(url, ckpt.stem, n, args.max_tokens)
+                    seconds, tokens, firsts = _round(url, ckpt.stem, n, args.max_tokens)
                     cpu_used = _cpu_seconds(server) - cpu_start
                     assert tokens == n * args.max_tokens, (tokens, n)
                     rates[n].append(tokens / seconds)
                     cpu[n].append(tokens / cpu_used)
+                    ttft[n] += firsts
                     print(f"  {n} client(s): {tokens} tokens in {seconds:.2f} s = "
                           f"{tokens / seconds:.1f} tok/s, {tokens / cpu_used:.1f} tokens per "
-                          "server CPU-second", flush=True)
+                          f"server CPU-second, first token after {statistics.median(firsts):.2f} s "
+                          "(median)", flush=True)
         finally:
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=60)
@@ -120,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             b / a for a, b in zip(rates[1], rates[n], strict=True)),
         "cpu_tok_s_1": max(cpu[1]), f"cpu_tok_s_{n}": max(cpu[n]),
         "cpu_ratio": max(cpu[n]) / max(cpu[1]), "loadavg": os.getloadavg(),
+        "ttft_median_1": statistics.median(ttft[1]), f"ttft_median_{n}": statistics.median(ttft[n]),
+        f"ttft_max_{n}": max(ttft[n]),
     }
     print(f"{args.variant}, {args.max_tokens} tokens per request, {args.repeats} rounds each: "
           f"1 client {best[1]:.1f} tok/s, {n} clients {best[n]:.1f} tok/s aggregate (best "
@@ -127,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{result['median_neighbour_ratio']:.2f}x; per server CPU-second "
           f"{max(cpu[1]):.1f} vs {max(cpu[n]):.1f} tokens = {result['cpu_ratio']:.2f}x "
           "(load average {:.2f}, {:.2f}, {:.2f})".format(*result["loadavg"]))
+    print(f"time to first token (median of every request): 1 client "
+          f"{result['ttft_median_1']:.2f} s, {n} clients {result[f'ttft_median_{n}']:.2f} s "
+          f"(slowest {result[f'ttft_max_{n}']:.2f} s)")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0

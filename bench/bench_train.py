@@ -8,12 +8,15 @@ neighbour hurts both alike. The machine's fp32 (and bf16) matmul peak is measure
 run; "of peak" = model FLOP/s (6 N + attention, per token) / that peak.
 A second part measures useful (loss-bearing) tokens/s through the real pipeline (ensure_shards
 + BatchLoader + the model) on a mix of conversation lengths, packed vs padded.
+`--compile` also times Forge-1 under `torch.compile` (the training key `compile: true`)
+against the same HF eager step, and reports how long compiling took.
 Usage: `python bench/bench_train.py --json bench_train.json` (add `--quick` for a smoke run).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import random
@@ -110,8 +113,8 @@ SHAPES = {
 }
 
 
-def compare(variant: str, dtype_name: str, B: int, T: int, repeats: int, peak: float
-            ) -> dict[str, Any]:
+def compare(variant: str, dtype_name: str, B: int, T: int, repeats: int, peak: float,
+            compiled: bool = False) -> dict[str, Any]:
     torch.manual_seed(0)
     cfg = Forge1Config(**SHAPES[variant])
     vocab = cfg.vocab_size
@@ -121,8 +124,16 @@ def compare(variant: str, dtype_name: str, B: int, T: int, repeats: int, peak: f
     targets = torch.randint(0, vocab, (B, T))
     steps = {"forge": _step_fn(forge, False, tokens, targets, dtype),
              "hf": _step_fn(hf, True, tokens, targets, dtype)}
-    first = {name: fn() for name, fn in steps.items()}  # warm-up; same weights -> same loss
-    assert abs(first["forge"] - first["hf"]) < 1e-2 * max(1.0, abs(first["hf"])), first
+    if compiled:  # training's `compile: true`: the same model under torch.compile, own copy
+        steps["forge_compiled"] = _step_fn(torch.compile(copy.deepcopy(forge)), False, tokens,
+                                           targets, dtype)
+    first, warmup = {}, {}
+    for name, fn in steps.items():  # warm-up (compiles); same weights -> same loss
+        t = time.perf_counter()
+        first[name] = fn()
+        warmup[name] = time.perf_counter() - t
+    for name in first:
+        assert abs(first[name] - first["hf"]) < 1e-2 * max(1.0, abs(first["hf"])), first
     best = {name: float("inf") for name in steps}
     for _ in range(repeats):
         for name, fn in steps.items():
@@ -131,11 +142,16 @@ def compare(variant: str, dtype_name: str, B: int, T: int, repeats: int, peak: f
             best[name] = min(best[name], time.perf_counter() - t)
     tok_s = {name: B * T / s for name, s in best.items()}
     fpt = flops_per_token(cfg, T)
-    return {"variant": variant, "dtype": dtype_name, "batch": f"{B}x{T}", "vocab": vocab,
-            "forge_tok_s": tok_s["forge"], "hf_tok_s": tok_s["hf"],
-            "ratio": tok_s["forge"] / tok_s["hf"],
-            "forge_of_peak": tok_s["forge"] * fpt / 1e9 / peak,
-            "hf_of_peak": tok_s["hf"] * fpt / 1e9 / peak, "first_loss": first, "peak": peak}
+    row = {"variant": variant, "dtype": dtype_name, "batch": f"{B}x{T}", "vocab": vocab,
+           "forge_tok_s": tok_s["forge"], "hf_tok_s": tok_s["hf"],
+           "ratio": tok_s["forge"] / tok_s["hf"],
+           "forge_of_peak": tok_s["forge"] * fpt / 1e9 / peak,
+           "hf_of_peak": tok_s["hf"] * fpt / 1e9 / peak, "first_loss": first, "peak": peak}
+    if compiled:
+        row.update(compiled_tok_s=tok_s["forge_compiled"],
+                   compiled_ratio=tok_s["forge_compiled"] / tok_s["hf"],
+                   compile_seconds=warmup["forge_compiled"] - best["forge_compiled"])
+    return row
 
 
 # --- packed vs padded ------------------------------------------------------------------------
@@ -198,6 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="tiny shapes only, for a smoke run")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time Forge-1 under torch.compile (training's compile: true)")
+    parser.add_argument("--only", nargs="+", choices=["tiny-fixture", "tiny", "nano"],
+                        help="measure only these shapes (default: all)")
+    parser.add_argument("--no-packing", action="store_true", help="skip the packed-vs-padded part")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     args = parser.parse_args(argv)
     if args.threads:
@@ -208,11 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     cases = [("tiny-fixture", "fp32"), ("tiny", "fp32"), ("tiny", "bf16")]
     if not args.quick:
         cases += [("nano", "fp32"), ("nano", "bf16")]
+    cases = [c for c in cases if not args.only or c[0] in args.only]
     rows = []
     for variant, dtype in cases:
         # A neighbour's load varies over a run: re-measure the peak and keep the best seen.
         peaks[dtype] = max(peaks[dtype], matmul_peak(DTYPES[dtype]))
-        rows.append(compare(variant, dtype, 4, 256, args.repeats, peaks[dtype]))
+        rows.append(compare(variant, dtype, 4, 256, args.repeats, peaks[dtype], args.compile))
     print(f"best matmul peak seen: fp32 {peaks['fp32']:.0f}, bf16 {peaks['bf16']:.0f} GFLOP/s")
     for r in rows:
         scale = r.pop("peak") / peaks[r["dtype"]]  # "of peak" against the best peak seen
@@ -222,6 +244,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{variant:12} {dtype} {r['batch']:>6} vocab {r['vocab']}: Forge-1 "
               f"{r['forge_tok_s']:8.0f} tok/s ({r['forge_of_peak']:.0%} of peak) | HF "
               f"{r['hf_tok_s']:8.0f} tok/s ({r['hf_of_peak']:.0%}) | ratio {r['ratio']:.2f}x")
+        if "compiled_tok_s" in r:
+            print(f"{'':12} compiled Forge-1 {r['compiled_tok_s']:8.0f} tok/s = "
+                  f"{r['compiled_ratio']:.2f}x HF eager (compiling took "
+                  f"{r['compile_seconds']:.0f} s)")
+    if args.no_packing:
+        if args.json:
+            args.json.write_text(json.dumps({"peaks_gflops": peaks, "models": rows}, indent=2))
+        return 0
     pack = packed_vs_padded(T=512, B=4, steps=3 if args.quick else 8,
                             n_chats=200 if args.quick else 600)
     print(f"packed vs padded (tiny fp32, {pack['batch']}x{pack['context']}): useful tokens/s "
