@@ -69,9 +69,9 @@ CHAT_SCRIPT = (prompts.GREETING, prompts.ARITHMETIC, "Which is bigger, 345 or 35
 STEPS_PER_MINUTE = 270
 OVERHEAD_MINUTES = 2.5
 # GRPO steps of the demo recipe (8 prompts x 8 answers, up to 2 refills for uncertain groups,
-# 2 updates each) a minute: --rl-minutes becomes steps with it, as --minutes does. Measured:
-# ~18 s a step with two runs sharing two busy cores (load ~4); 8 a minute is an estimate for
-# two quiet cores, not a measurement (issue 19: 90-130 plain one-update steps in 4 minutes).
+# 2 updates each) a minute: --rl-minutes becomes steps with it, as --minutes does. Measured on
+# two quiet cores from the 6-minute demo model: 32 steps in 221 s (8.7 a minute; BENCHMARKS.md
+# "RL"); ~18 s a step with two runs sharing the cores.
 RL_STEPS_PER_MINUTE = 8
 N_TEST = 240  # 20 questions per family in trained phrasings with operands never trained
 N_PHRASING = 480  # 40 per family in held-out phrasings with operands never trained

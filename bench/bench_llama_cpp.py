@@ -12,7 +12,9 @@ of random weights sit on near-ties, so token agreement is reported, not required
 llama.cpp loads with its CPU weight repacking off (`use_extra_bufts=False`): with it, q8_0
 crashes on AMX CPUs in 0.3.36 (see tests/test_interop.py); both sides keep an fp32 KV cache.
 Skipped with a message where llama-cpp-python is not installed (`pip install -e ".[interop]"`).
-Usage: `python bench/bench_llama_cpp.py --threads 2 --new-tokens 128`.
+`--compile` adds our torch.compile'd fp32 decode step (`--compile` of chat/serve/evaluate)
+against f32.
+Usage: `python bench/bench_llama_cpp.py --threads 2 --new-tokens 128 --compile`.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from aethermind.export.gguf import write_gguf  # noqa: E402
 from aethermind.inference.engine import Engine  # noqa: E402
 from aethermind.inference.sampling import SamplingParams  # noqa: E402
 from aethermind.model.config import VARIANTS, Forge1Config  # noqa: E402
-from aethermind.model.packed_linear import DECODE_DTYPES  # noqa: E402
+from aethermind.model.packed_linear import COMPILED_DTYPES, DECODE_DTYPES  # noqa: E402
 from aethermind.model.transformer import Forge1Model  # noqa: E402
 from aethermind.text import chat_format as cf  # noqa: E402
 from aethermind.text.prompts import ARITHMETIC  # noqa: E402
@@ -111,7 +113,8 @@ def _agreement(a: list[int], b: list[int]) -> int:
     return same
 
 
-def run(variant: str, threads: int, new_tokens: int, repeats: int) -> dict[str, Any]:
+def run(variant: str, threads: int, new_tokens: int, repeats: int, compiled: bool = False
+        ) -> dict[str, Any]:
     torch.set_num_threads(threads)
     tok = Forge1Tokenizer()
     torch.manual_seed(0)
@@ -119,6 +122,11 @@ def run(variant: str, threads: int, new_tokens: int, repeats: int) -> dict[str, 
     model = Forge1Model(cfg).eval()
     prompt = cf.encode_prompt(cf.Conversation(), ARITHMETIC, tok)
     ours = {d: Engine(model, max_batch_size=1, dtype=d) for d in DECODE_DTYPES}
+    pairs = dict(PAIRS)  # our engine -> the llama.cpp weight type it is compared with
+    if compiled:  # `--compile`: the torch.compile'd decode step (compiled here, timed after)
+        for d in COMPILED_DTYPES:
+            ours[f"{d} compiled"] = Engine(model, max_batch_size=1, dtype=d, compile=True)
+            pairs[f"{d} compiled"] = PAIRS[d]
     with tempfile.TemporaryDirectory() as tmp:
         theirs = {}
         for g in PAIRS.values():
@@ -138,7 +146,7 @@ def run(variant: str, threads: int, new_tokens: int, repeats: int) -> dict[str, 
         logits = {d: _our_logits(e, ids) for d, e in ours.items()}
         logits |= {g: _their_logits(llm, ids) for g, llm in theirs.items()}
     rows = []
-    for d, g in PAIRS.items():
+    for d, g in pairs.items():
         rows.append({"ours": d, "llama_cpp": g, "ours_tok_s": rate[d], "llama_tok_s": rate[g],
                      "ratio": rate[d] / rate[g],
                      "ours_error_vs_fp32": _error(logits[d], logits["fp32"]),
@@ -174,13 +182,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument("--compile", action="store_true",
+                   help="also time our compiled fp32 decode step (--compile)")
     args = p.parse_args(argv)
     try:
         import llama_cpp
     except ImportError:
         print("skipped: llama-cpp-python is not installed (pip install -e '.[interop]')")
         return 0
-    result = run(args.variant, args.threads, args.new_tokens, args.repeats)
+    result = run(args.variant, args.threads, args.new_tokens, args.repeats, args.compile)
     print(f"{args.variant}, batch 1, {args.threads} threads, {args.new_tokens} greedy tokens "
           f"after a {result['prompt_tokens']}-token prompt; torch {torch.__version__}, "
           f"llama-cpp-python {llama_cpp.__version__}, {platform.processor() or platform.machine()}")

@@ -40,10 +40,12 @@ from aethermind.model.transformer import Forge1Model  # noqa: E402
 from aethermind.text.tokenizer import Forge1Tokenizer  # noqa: E402
 
 
-def _start_server(ckpt: Path, max_batch_size: int) -> tuple[subprocess.Popen, str]:
+def _start_server(ckpt: Path, max_batch_size: int, compile: bool = False
+                  ) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, "-m", "aethermind.cli", "serve", "--model",
                              str(ckpt), "--port", "0", "--device", "cpu", "--max-batch-size",
-                             str(max_batch_size)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+                             str(max_batch_size), *(["--compile"] if compile else [])],
+                            cwd=ROOT, stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     m = re.search(r"on (http://\S+) ", line)
     if m is None:
@@ -93,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-tokens", type=int, default=64, help="tokens per request")
     p.add_argument("--repeats", type=int, default=3, help="rounds of each kind; best is kept")
     p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--compile", action="store_true", help="serve with --compile (fp32)")
     args = p.parse_args(argv)
 
     tok = Forge1Tokenizer()
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = write_final(model.state_dict(), model.config, tok, final_dir(tmp), args.variant)
         del model
-        proc, url = _start_server(ckpt, max(args.clients, 1))
+        proc, url = _start_server(ckpt, max(args.clients, 1), args.compile)
         try:
             _round(url, ckpt.stem, 1, 4)  # warm-up: first-call costs stay out of the figures
             server = psutil.Process(proc.pid)
@@ -130,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     best = {k: max(v) for k, v in rates.items()}
     result = {
         "variant": args.variant, "clients": n, "max_tokens": args.max_tokens,
+        "compile": args.compile,
         "best_tok_s_1": best[1], f"best_tok_s_{n}": best[n], "best_ratio": best[n] / best[1],
         "median_neighbour_ratio": statistics.median(
             b / a for a, b in zip(rates[1], rates[n], strict=True)),

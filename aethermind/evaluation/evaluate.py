@@ -37,9 +37,10 @@ from aethermind.data.loader import BatchLoader
 from aethermind.data.pack import build_shards, read_index
 from aethermind.evaluation.loss import loss_totals
 from aethermind.evaluation.rewordings import SETS, rewordings
-from aethermind.inference.engine import Engine, add_dtype_arg
+from aethermind.inference.engine import Engine, add_decode_args
 from aethermind.inference.sampling import SamplingParams, add_sampling_args, params_from_args
 from aethermind.inference.thinking import answer, parse_completion
+from aethermind.model.packed_linear import check_compiled_decode
 from aethermind.runtime.dist import plain_warnings
 from aethermind.runtime.files import atomic_text
 from aethermind.runtime.threads import use_decode_threads
@@ -260,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Unset, reasoning's cap is each split's longest reference + 16 (past-the-range traces
     # are longer); set, it caps every generation.
     p.set_defaults(max_new_tokens=None)
-    add_dtype_arg(p)
+    add_decode_args(p)
     p.add_argument("--batch-size", type=int, default=16, help="reasoning generation batch")
     p.add_argument("--json", type=Path, help="write every result to this JSON file")
     return p
@@ -290,13 +291,16 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         args.max_new_tokens = SamplingParams().max_new_tokens
     try:
         params = params_from_args(args)
+        if args.compile:
+            check_compiled_decode(args.dtype, None)  # before the model loads
         model, tok = load_model(args.model, args.variant, args.tokenizer, args.device)
+        if next(model.parameters()).device.type == "cpu":
+            use_decode_threads()  # before a compile; the process ends with the command
         # All generation shares it; validation loss is scored by the fp32 model.
-        engine = Engine(model, max_batch_size=args.batch_size, dtype=args.dtype)
+        engine = Engine(model, max_batch_size=args.batch_size, dtype=args.dtype,
+                        compile=args.compile)
     except (LoadError, ValueError) as err:
         parser.exit(2, f"error: {err}\n")
-    if engine.device.type == "cpu":
-        use_decode_threads()  # this process ends with the command: nothing to restore
     try:  # every input is checked before the minutes of generation below
         val_set = (ValidationSet(val_path, tok, model.config.max_seq_len,
                                  max_docs=args.val_max_docs) if val_path else None)

@@ -27,10 +27,11 @@ from aethermind.inference.engine import (
     Engine,
     GenerationError,
     PromptTooLongError,
-    add_dtype_arg,
+    add_decode_args,
 )
 from aethermind.inference.sampling import SamplingParams, add_sampling_args, params_from_args
 from aethermind.inference.thinking import answer
+from aethermind.model.packed_linear import check_compiled_decode
 from aethermind.runtime.dist import plain_warnings
 from aethermind.runtime.files import atomic_text
 from aethermind.runtime.threads import use_decode_threads
@@ -184,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aethermind chat", description=__doc__.splitlines()[0])
     add_model_args(p)
     add_sampling_args(p)
-    add_dtype_arg(p)
+    add_decode_args(p)
     # The flag's name before evaluate and chat shared one: kept so old commands still run.
     p.add_argument("--max-tokens", type=int, dest="max_new_tokens", default=argparse.SUPPRESS,
                    help=argparse.SUPPRESS)
@@ -198,15 +199,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         params = params_from_args(args)  # a bad value stops here, before the model loads
+        if args.compile:
+            check_compiled_decode(args.dtype, None)
         if cf.contains_special(args.system):
             raise ValueError("--system must not contain special-token strings such as <|user|>")
         with plain_warnings():
             model, tok = load_model(args.model, args.variant, args.tokenizer, args.device)
-            engine = Engine(model, max_batch_size=1, dtype=args.dtype)  # prepacks once
+            if next(model.parameters()).device.type == "cpu":
+                use_decode_threads()  # before a compile; the process ends with the chat
+            if args.compile:
+                print("compiling the decode step (--compile, ~20-30 s)...", file=sys.stderr)
+            engine = Engine(model, max_batch_size=1, dtype=args.dtype,
+                            compile=args.compile)  # prepacks (or compiles) once
     except (LoadError, ValueError) as err:
         parser.exit(2, f"error: {err}\n")
-    if engine.device.type == "cpu":
-        use_decode_threads()  # this process ends with the chat: nothing to restore
     if hasattr(sys.stdin, "reconfigure"):  # undecodable input bytes become U+FFFD, not a crash
         sys.stdin.reconfigure(errors="replace")
     console = Console(highlight=False)

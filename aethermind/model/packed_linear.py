@@ -101,6 +101,23 @@ def check_decode_dtype(dtype: str, device: torch.device) -> DecodeDtype:
     return dtype  # type: ignore[return-value]
 
 
+# What `--compile` decodes. int8's ops do not lower through inductor, and a compiled bf16 step
+# (bf16 activations too) measured no faster than the prepacked bf16 path (BENCHMARKS.md).
+COMPILED_DTYPES = ("fp32",)
+
+
+def check_compiled_decode(dtype: str, device: torch.device | None) -> DecodeDtype:
+    """`dtype` if `--compile` can decode it on `device`, else a one-line `ValueError`;
+    device None checks the dtype alone (before a model is loaded)."""
+    dtype = check_decode_dtype(dtype, device or torch.device("cpu"))
+    if device is not None and device.type != "cpu":
+        raise ValueError(f"--compile is a CPU decoding path; on {device.type} leave it off")
+    if dtype not in COMPILED_DTYPES:
+        raise ValueError(f"--compile takes --dtype {' or '.join(COMPILED_DTYPES)}, not "
+                         f"{dtype} (which decodes through its own prepacked kernels)")
+    return dtype
+
+
 @torch.no_grad()
 def packed_for_cpu(model: nn.Module, dtype: str = DEFAULT_DECODE_DTYPE) -> nn.Module:
     """A copy of `model` sharing its parameters, with bias-free linears prepacked to read

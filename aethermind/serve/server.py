@@ -32,8 +32,13 @@ from importlib import resources
 from typing import Any
 
 from aethermind.artifacts.loading import LoadError, add_model_args, find_checkpoint, load_model
-from aethermind.inference.engine import Engine, add_dtype_arg
-from aethermind.model.packed_linear import DEFAULT_DECODE_DTYPE, DecodeDtype, check_decode_dtype
+from aethermind.inference.engine import Engine, add_decode_args
+from aethermind.model.packed_linear import (
+    DEFAULT_DECODE_DTYPE,
+    DecodeDtype,
+    check_compiled_decode,
+    check_decode_dtype,
+)
 from aethermind.runtime.threads import use_decode_threads
 from aethermind.serve.scheduler import EngineFailure, Scheduler
 
@@ -60,12 +65,13 @@ class ServerState:
                  max_batch_size: int = DEFAULT_BATCH, host: str = DEFAULT_HOST,
                  allow_origins: Sequence[str] = (),
                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-                 dtype: DecodeDtype = DEFAULT_DECODE_DTYPE) -> None:
+                 dtype: DecodeDtype = DEFAULT_DECODE_DTYPE, compile: bool = False) -> None:
         self.tokenizer, self.model_id, self.api_key = tokenizer, model_id, api_key
         self.model = model  # for scoring (logprobs, fp32); the scheduler's engine decodes
         self.host, self.allow_origins, self.max_body_bytes = host, allow_origins, max_body_bytes
         self.max_seq_len = int(model.config.max_seq_len)
-        self.scheduler = Scheduler(Engine(model, max_batch_size=max_batch_size, dtype=dtype))
+        self.scheduler = Scheduler(Engine(model, max_batch_size=max_batch_size, dtype=dtype,
+                                          compile=compile))
         self.parsers = ThreadPoolExecutor(PARSE_THREADS, thread_name_prefix="aethermind-parse")
 
     def parse(self, body: bytes, parser: Callable[..., Any]) -> Any:
@@ -378,7 +384,7 @@ async def _sse(state: ServerState, req: Any) -> AsyncIterator[str]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aethermind serve", description=__doc__.splitlines()[0])
     add_model_args(p)
-    add_dtype_arg(p)
+    add_decode_args(p)
     p.add_argument("--host", default=DEFAULT_HOST,
                    help=f"address to bind (default {DEFAULT_HOST}: this machine only)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT,
@@ -454,17 +460,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model, tok = load_model(args.model, args.variant, args.tokenizer, args.device)
         device = next(model.parameters()).device
-        check_decode_dtype(args.dtype, device)
+        (check_compiled_decode if args.compile else check_decode_dtype)(args.dtype, device)
         sock = bind(args.host, args.port)
     except (LoadError, ValueError) as err:
         parser.exit(2, f"error: {err}\n")
-    model_id = args.model_name or find_checkpoint(args.model).stem
-    state = ServerState(model, tok, model_id=model_id, api_key=args.api_key,
-                        max_batch_size=args.max_batch_size, host=args.host,
-                        allow_origins=args.allow_origin, max_body_bytes=args.max_body_bytes,
-                        dtype=args.dtype)
     if device.type == "cpu":
-        use_decode_threads()  # after loading, so the load average is others' work
+        use_decode_threads()  # after loading (the load average is others' work), before a compile
+    model_id = args.model_name or find_checkpoint(args.model).stem
+    if args.compile:
+        print("compiling the decode step (--compile, ~20-30 s)...", file=sys.stderr, flush=True)
+    try:
+        state = ServerState(model, tok, model_id=model_id, api_key=args.api_key,
+                            max_batch_size=args.max_batch_size, host=args.host,
+                            allow_origins=args.allow_origin, max_body_bytes=args.max_body_bytes,
+                            dtype=args.dtype, compile=args.compile)
+    except ValueError as err:
+        sock.close()
+        parser.exit(2, f"error: {err}\n")
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"serving {model_id} on http://{shown}:{port} (web chat at /, OpenAI API at /v1)",
