@@ -12,8 +12,8 @@ of random weights sit on near-ties, so token agreement is reported, not required
 llama.cpp loads with its CPU weight repacking off (`use_extra_bufts=False`): with it, q8_0
 crashes on AMX CPUs in 0.3.36 (see tests/test_interop.py); both sides keep an fp32 KV cache.
 Skipped with a message where llama-cpp-python is not installed (`pip install -e ".[interop]"`).
-`--compile` adds our torch.compile'd fp32 decode step (`--compile` of chat/serve/evaluate)
-against f32.
+`--compile` adds our torch.compile'd decode step (`--compile` of chat/serve/evaluate) in each
+dtype, against the same llama.cpp weight type.
 Usage: `python bench/bench_llama_cpp.py --threads 2 --new-tokens 128 --compile`.
 """
 
@@ -37,7 +37,7 @@ from aethermind.export.gguf import write_gguf  # noqa: E402
 from aethermind.inference.engine import Engine  # noqa: E402
 from aethermind.inference.sampling import SamplingParams  # noqa: E402
 from aethermind.model.config import VARIANTS, Forge1Config  # noqa: E402
-from aethermind.model.packed_linear import COMPILED_DTYPES, DECODE_DTYPES  # noqa: E402
+from aethermind.model.packed_linear import DECODE_DTYPES  # noqa: E402
 from aethermind.model.transformer import Forge1Model  # noqa: E402
 from aethermind.text import chat_format as cf  # noqa: E402
 from aethermind.text.prompts import ARITHMETIC  # noqa: E402
@@ -67,6 +67,31 @@ def _open_llama(path: Path, threads: int) -> Any:
                                type_k=f32, type_v=f32)
     finally:
         capi.llama_model_default_params = defaults
+
+
+def _cpu() -> str:
+    """The CPU and what decides our kernels: torch's vector ISA, VNNI, AVX512-BF16."""
+    name = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        name = names[0] if names else name
+    cpu = torch.cpu
+    flags = {"VNNI": getattr(cpu, "_is_vnni_supported", lambda: False)(),
+             "AVX512-BF16": getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()}
+    return (f"{name} ({torch.backends.cpu.get_cpu_capability()}; "
+            + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in flags.items()) + ")")
+
+
+def _kernels(engines: dict[str, Engine]) -> str:
+    """Which layer each of our dtypes decodes with (they differ by CPU: packed_linear)."""
+    parts = []
+    for d, e in engines.items():
+        layer = e.model.layers[0].mlp.w_down
+        extra = f", {layer.levels} activation levels" if hasattr(layer, "levels") else ""
+        parts.append(f"{d}: {type(layer).__name__}{extra}")
+    return "; ".join(parts)
 
 
 def _ours(engine: Engine, prompt: list[int], n: int) -> tuple[float, list[int]]:
@@ -124,7 +149,7 @@ def run(variant: str, threads: int, new_tokens: int, repeats: int, compiled: boo
     ours = {d: Engine(model, max_batch_size=1, dtype=d) for d in DECODE_DTYPES}
     pairs = dict(PAIRS)  # our engine -> the llama.cpp weight type it is compared with
     if compiled:  # `--compile`: the torch.compile'd decode step (compiled here, timed after)
-        for d in COMPILED_DTYPES:
+        for d in DECODE_DTYPES:
             ours[f"{d} compiled"] = Engine(model, max_batch_size=1, dtype=d, compile=True)
             pairs[f"{d} compiled"] = PAIRS[d]
     with tempfile.TemporaryDirectory() as tmp:
@@ -154,6 +179,7 @@ def run(variant: str, threads: int, new_tokens: int, repeats: int, compiled: boo
                      "ours_same_tokens_as_fp32": _agreement(tokens[d], tokens["fp32"]),
                      "llama_same_tokens_as_f32": _agreement(tokens[g], tokens["f32"])})
     return {"variant": variant, "threads": threads, "new_tokens": new_tokens,
+            "cpu": _cpu(), "kernels": _kernels(ours),
             "prompt_tokens": len(prompt),
             "fp32_vs_f32": _error(logits["f32"], logits["fp32"]), "rows": rows}
 
@@ -183,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--json", type=Path, help="also write the figures here")
     p.add_argument("--compile", action="store_true",
-                   help="also time our compiled fp32 decode step (--compile)")
+                   help="also time our compiled decode step in each dtype (--compile)")
     args = p.parse_args(argv)
     try:
         import llama_cpp
@@ -193,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args.variant, args.threads, args.new_tokens, args.repeats, args.compile)
     print(f"{args.variant}, batch 1, {args.threads} threads, {args.new_tokens} greedy tokens "
           f"after a {result['prompt_tokens']}-token prompt; torch {torch.__version__}, "
-          f"llama-cpp-python {llama_cpp.__version__}, {platform.processor() or platform.machine()}")
+          f"llama-cpp-python {llama_cpp.__version__}\nCPU: {result['cpu']}\n"
+          f"our layers: {result['kernels']}")
     print(_table(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

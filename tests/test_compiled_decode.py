@@ -1,6 +1,6 @@
-"""`Engine(compile=True)` (`--compile`, fp32): the torch.compile'd decode step gives the eager
-engine's tokens and logits, for one row and for rows of different lengths; bad combinations are
-one-line errors before any work; the CLIs take the flag."""
+"""`Engine(compile=True)` (`--compile`): the torch.compile'd decode step gives the eager
+engine's tokens and logits in every dtype, for one row and for rows of different lengths; bad
+combinations are one-line errors before any work; the CLIs take the flag."""
 
 from __future__ import annotations
 
@@ -9,15 +9,29 @@ import torch
 
 from aethermind.inference.engine import Engine
 from aethermind.inference.sampling import SamplingParams
-from aethermind.model.packed_linear import check_compiled_decode
+from aethermind.model import packed_linear
+from aethermind.model.packed_linear import DECODE_DTYPES, check_compiled_decode
+from aethermind.model.quantize import int8_ops_available
 from aethermind.model.transformer import Forge1Model
 
 
-def test_compiled_decode_gives_the_eager_tokens_and_logits(tiny_config):
+@pytest.mark.parametrize("kernel", ["onednn", "mkl", "bf16", "int8"])
+def test_compiled_decode_gives_the_eager_tokens_and_logits(tiny_config, kernel, monkeypatch):
+    """fp32 with both kernels a compiled step may pick (whichever measures faster on the
+    CPU), and the bf16 and int8 layers, whose oneDNN calls compile as opaque ops."""
+    if kernel == "mkl" and not torch._C.has_mkl:
+        pytest.skip("no MKL in this torch: the compiled step always takes oneDNN's kernel")
+    if kernel == "int8" and not int8_ops_available():
+        pytest.skip("no oneDNN int8 linear in this torch")
+    monkeypatch.setattr(packed_linear, "onednn_beats_mkl", lambda weight: kernel == "onednn")
+    dtype = kernel if kernel in ("bf16", "int8") else "fp32"
     torch.manual_seed(0)
     model = Forge1Model(tiny_config).eval()
-    eager = Engine(model, max_batch_size=3)
-    compiled = Engine(model, max_batch_size=3, compile=True)
+    eager = Engine(model, max_batch_size=3, dtype=dtype)
+    compiled = Engine(model, max_batch_size=3, dtype=dtype, compile=True)
+    packed = type(compiled.model.lm_head) is not torch.nn.Linear
+    assert packed == (kernel != "mkl")  # inductor packs the plain model's linears for MKL
+    assert compiled.model.tok_emb.weight is model.tok_emb.weight  # shared, not copied
     prompts = [[5, 9, 11], [7, 3, 2, 8, 13, 21, 4], [30]]  # three lengths: rows at positions apart
     params = SamplingParams(max_new_tokens=20, temperature=0.0)
     want = [g.tokens for g in eager.generate_batch(prompts, params)]
@@ -29,29 +43,36 @@ def test_compiled_decode_gives_the_eager_tokens_and_logits(tiny_config):
     window = compiled.cache.window(slice(0, 2), 8)
     with torch.inference_mode():
         got = compiled._forward(ids, positions, kv_cache=window)
-        ref = model(ids, positions, kv_cache=compiled.cache.window(slice(0, 2), 8))
+        ref = eager.model(ids, positions, kv_cache=compiled.cache.window(slice(0, 2), 8))
     torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
 
 
 def test_compile_refuses_what_it_cannot_decode_in_one_line():
-    for dtype in ("int8", "bf16"):
-        with pytest.raises(ValueError, match="--compile takes --dtype fp32"):
-            check_compiled_decode(dtype, torch.device("cpu"))
     with pytest.raises(ValueError, match="--compile is a CPU decoding path"):
         check_compiled_decode("fp32", torch.device("cuda", 0))
     with pytest.raises(ValueError, match="choose one of"):
         check_compiled_decode("fp8", torch.device("cpu"))
+    assert [check_compiled_decode(d, torch.device("cpu")) for d in DECODE_DTYPES] == list(
+        DECODE_DTYPES)
+
+
+def test_the_kernel_race_runs_on_a_real_weight():
+    """The measurement `--compile` starts with: both kernels run on this CPU and one wins."""
+    if not torch._C.has_mkl:
+        pytest.skip("no MKL in this torch")
+    assert isinstance(packed_linear.onednn_beats_mkl(torch.randn(96, 64)), bool)
 
 
 @pytest.mark.parametrize("command", ["chat", "evaluate"])
-def test_cli_refuses_compile_with_int8_before_loading(command, capsys, tmp_path):
+def test_cli_takes_compile_with_every_dtype(command, capsys, tmp_path):
     from aethermind.evaluation.evaluate import main as evaluate_main
     from aethermind.inference.chat import main as chat_main
 
     main = {"chat": chat_main, "evaluate": evaluate_main}[command]
+    missing = tmp_path / "missing.pt"
     with pytest.raises(SystemExit) as exit_info:
-        main(["--model", str(tmp_path / "missing.pt"), "--compile", "--dtype", "int8"])
+        main(["--model", str(missing), "--compile", "--dtype", "int8"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error:")
-    assert "--compile takes --dtype fp32" in err  # the flags, not the missing file
+    assert "missing.pt" in err and "--compile" not in err  # the flags pass, the file does not

@@ -14,11 +14,17 @@ from aethermind.inference.sampling import SamplingParams
 from aethermind.model.kv_cache import KVCache
 from aethermind.model.packed_linear import (
     DECODE_DTYPES,
+    Bf16Linear,
     PackedLinear,
     check_decode_dtype,
     packed_for_cpu,
 )
-from aethermind.model.quantize import Int8Linear, int8_ops_available, quantize_rows
+from aethermind.model.quantize import (
+    Int8Linear,
+    int8_full_range,
+    int8_ops_available,
+    quantize_rows,
+)
 from aethermind.model.transformer import Forge1Model
 from aethermind.text import chat_format as cf
 from aethermind.text.prompts import TEST_PROMPTS
@@ -47,6 +53,18 @@ def test_packing_is_skipped_where_unsupported(tiny_config):
     assert packed_for_cpu(model) is model
 
 
+def test_bf16_without_onednn_reads_bf16_weights_through_torch(tiny_config):
+    """The bf16 path of CPUs that oneDNN cannot prepack bf16 for (AVX2-only ones)."""
+    w = torch.randn(40, 64)
+    layer = Bf16Linear(w)
+    assert layer.w.dtype == torch.bfloat16 and layer.w.data_ptr() != w.data_ptr()
+    x = torch.randn(2, 3, 64)
+    got = layer(x)
+    assert got.dtype == torch.float32 and got.shape == (2, 3, 40)
+    torch.testing.assert_close(got, F.linear(x.bfloat16(), w.bfloat16()).float())
+    assert 0 < _relative_error(got, F.linear(x, w)) < 1e-2
+
+
 def _relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
     return ((got - want).norm() / want.norm()).item()
 
@@ -55,10 +73,12 @@ def _relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
 def test_low_precision_logits_stay_close_to_fp32(tiny_config, dtype, bound):
     model = Forge1Model(tiny_config).eval()
     fast = packed_for_cpu(model, dtype)
-    if fast is model:  # the op is missing here: packed_for_cpu warned and kept fp32
+    if fast is model:  # int8's op is missing here: packed_for_cpu warned and kept fp32
+        assert dtype == "int8" and not int8_ops_available()
         return
-    kind = Int8Linear if dtype == "int8" else PackedLinear
-    assert isinstance(fast.layers[0].mlp.w_down, kind)
+    # bf16 works on every CPU: oneDNN's prepacked kernel, or torch's bf16 matmul without it.
+    kinds = (Int8Linear,) if dtype == "int8" else (PackedLinear, Bf16Linear)
+    assert isinstance(fast.layers[0].mlp.w_down, kinds)
     tokens = torch.randint(0, tiny_config.vocab_size, (2, 24))
     with torch.inference_mode():
         want, got = model(tokens), fast(tokens)
@@ -83,6 +103,20 @@ def test_int8_rows_do_not_depend_on_the_rest_of_the_batch():
     batched = layer(torch.cat([x, 1000 * torch.randn(3, 64)]))[:1]
     assert torch.equal(alone, batched)
     assert _relative_error(alone, F.linear(x, layer_weight(layer))) < 2e-2
+
+
+@pytest.mark.skipif(not int8_ops_available(), reason="no oneDNN int8 linear in this torch")
+def test_int8_activations_never_saturate_the_cpus_products():
+    """Without VNNI (AVX2), u8 x s8 pair sums saturate at 32,767; the probe sees it and the
+    layer then quantizes activations to 7 bits, which is exact at the worst case everywhere."""
+    worst = torch.ones(1, 64)  # activation code at the top against weights at +127
+    assert Int8Linear(torch.ones(8, 64), full_range=False)(worst)[0, 0].item() == pytest.approx(64)
+    chosen = Int8Linear(torch.ones(8, 64))  # range picked by the probe
+    assert chosen.levels == (127 if int8_full_range() else 63)
+    assert chosen(worst)[0, 0].item() == pytest.approx(64)
+    layer = Int8Linear(torch.randn(40, 64) * 0.05, full_range=False)
+    x = torch.randn(5, 64)
+    assert _relative_error(layer(x), F.linear(x, layer_weight(layer))) < 3e-2
 
 
 def layer_weight(layer: Int8Linear) -> torch.Tensor:

@@ -40,7 +40,6 @@ from aethermind.evaluation.rewordings import SETS, rewordings
 from aethermind.inference.engine import Engine, add_decode_args
 from aethermind.inference.sampling import SamplingParams, add_sampling_args, params_from_args
 from aethermind.inference.thinking import answer, parse_completion
-from aethermind.model.packed_linear import check_compiled_decode
 from aethermind.runtime.dist import plain_warnings
 from aethermind.runtime.files import atomic_text
 from aethermind.runtime.threads import use_decode_threads
@@ -291,8 +290,6 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         args.max_new_tokens = SamplingParams().max_new_tokens
     try:
         params = params_from_args(args)
-        if args.compile:
-            check_compiled_decode(args.dtype, None)  # before the model loads
         model, tok = load_model(args.model, args.variant, args.tokenizer, args.device)
         if next(model.parameters()).device.type == "cpu":
             use_decode_threads()  # before a compile; the process ends with the command

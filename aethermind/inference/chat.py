@@ -31,7 +31,6 @@ from aethermind.inference.engine import (
 )
 from aethermind.inference.sampling import SamplingParams, add_sampling_args, params_from_args
 from aethermind.inference.thinking import answer
-from aethermind.model.packed_linear import check_compiled_decode
 from aethermind.runtime.dist import plain_warnings
 from aethermind.runtime.files import atomic_text
 from aethermind.runtime.threads import use_decode_threads
@@ -199,8 +198,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         params = params_from_args(args)  # a bad value stops here, before the model loads
-        if args.compile:
-            check_compiled_decode(args.dtype, None)
         if cf.contains_special(args.system):
             raise ValueError("--system must not contain special-token strings such as <|user|>")
         with plain_warnings():

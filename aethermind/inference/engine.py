@@ -42,6 +42,7 @@ from aethermind.model.packed_linear import (
     DEFAULT_DECODE_DTYPE,
     DecodeDtype,
     check_compiled_decode,
+    model_to_compile,
     packed_for_cpu,
 )
 
@@ -170,12 +171,13 @@ class Engine:
         # On CPU, decode through prepacked oneDNN linears (~1.7x faster matrix-vector
         # products in fp32, more in bf16/int8, see packed_linear.py), once per engine; the
         # caller's model is untouched. `dtype` other than fp32 on a GPU: ValueError.
-        # compile (CPU, fp32): the decode step through torch.compile instead, the weights
-        # frozen into it (so build a new engine after changing them) and prepacked by
-        # inductor; compiled here, on dummy rows, so no request waits for it.
+        # compile (CPU): the decode step through torch.compile, the weights frozen into it
+        # (so build a new engine after changing them), the linears packed as
+        # `model_to_compile` says; compiled here, on dummy rows, so no request waits for it.
         if compile:
             check_compiled_decode(dtype, next(model.parameters()).device)
-        self.model = model if compile else packed_for_cpu(model, dtype)
+        self.model = (model_to_compile(model, dtype) if compile
+                      else packed_for_cpu(model, dtype))
         self._forward = (torch.compile(self.model, dynamic=True, options={"freezing": True})
                          if compile else self.model)
         self.max_batch_size = max_batch_size
@@ -426,10 +428,11 @@ def add_decode_args(p: argparse.ArgumentParser) -> None:
     """`--dtype` and `--compile`: how generation reads the weights (chat, serve, evaluate);
     see `Engine`."""
     p.add_argument("--dtype", choices=DECODE_DTYPES, default=DEFAULT_DECODE_DTYPE,
-                   help="weights generation reads on the CPU: fp32 (exact), bf16 (~1.7x "
-                   "faster), int8 (~2x faster; per-channel, like llama.cpp's q8_0); "
+                   help="weights generation reads on the CPU: fp32 (exact), bf16 (half the "
+                   "bytes: 1.4-1.7x faster), int8 (a quarter; per-channel, like llama.cpp's "
+                   "q8_0: ~2x faster on CPUs with VNNI, slower without); "
                    f"default {DEFAULT_DECODE_DTYPE}; a GPU takes fp32 only")
     p.add_argument("--compile", action="store_true",
-                   help="CPU, fp32: compile the decode step with torch.compile (~1.45x "
-                   "faster decoding, same results); costs ~15-30 s at start, less once "
-                   "torch's cache holds it")
+                   help="CPU: compile the decode step with torch.compile (1.2-1.45x faster "
+                   "decoding, same tokens); costs ~15-45 s at start, less once torch's cache "
+                   "holds it")

@@ -7,7 +7,10 @@ layout reads it at ~24 GB/s (the same kernel `torch.compile` picks on CPU). Fewe
 read faster still: `packed_for_cpu(model, dtype)` returns a view of the model whose `nn.Linear`s
 read one of the `DECODE_DTYPES`:
 - "fp32": the weights as they are, reordered (exact up to summation order).
-- "bf16": a bf16 copy reordered for oneDNN's AVX512-BF16/AMX kernels; half the bytes. The
+- "bf16": a bf16 copy reordered for oneDNN's AVX512-BF16/AMX kernels; half the bytes. Where
+  oneDNN cannot prepack bf16 (AVX2-only CPUs: it needs AVX512-BW/VL/DQ or AVX-NE-CONVERT), a
+  plain bf16 copy through torch's own bf16 matmul (`Bf16Linear`), which still reads half the
+  bytes: 1.6x the prepacked fp32 layers on an AMD EPYC with AVX2 (BENCHMARKS.md). The
   activations stay fp32 between linears (cast to bf16 at each one's input), so the residual
   stream, norms, attention and the KV cache keep fp32's precision.
 - "int8": symmetric per-output-channel int8 weights with each input row quantized on the fly
@@ -15,8 +18,9 @@ read one of the `DECODE_DTYPES`:
 Parameters are shared, so the original model is untouched; the extra memory is one copy of the
 linear weights in the chosen type. Where packing is unsupported (GPU, no oneDNN, a torch without
 the op, a dtype the CPU lacks), "fp32" returns the model unchanged and "bf16"/"int8" raise
-`ValueError` on a GPU and fall back to fp32 with a warning on such a CPU, after checking the
-packed result against `F.linear` once. It knows nothing of sampling or the engine.
+`ValueError` on a GPU; on a CPU each way to pack is checked against `F.linear` once, and
+"int8" (or "bf16", should torch's bf16 matmul fail too) falls back to fp32 with a warning.
+It knows nothing of sampling or the engine.
 Usage: `fast = packed_for_cpu(model, "bf16")`; use `fast` exactly like `model` for inference.
 """
 
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import time
 import warnings
 from typing import Literal, get_args
 
@@ -31,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aethermind.model.quantize import Int8Linear, int8_ops_available
+from aethermind.model.quantize import Int8Linear, int8_full_range, int8_ops_available
 
 DecodeDtype = Literal["fp32", "bf16", "int8"]
 DECODE_DTYPES: tuple[DecodeDtype, ...] = get_args(DecodeDtype)
@@ -48,11 +53,23 @@ def _ops_available() -> bool:
             and hasattr(ops, "_linear_pointwise"))
 
 
+@torch.library.custom_op("aethermind::onednn_linear", mutates_args=())
+def onednn_linear(x: torch.Tensor, packed: torch.Tensor, out_features: int) -> torch.Tensor:
+    """oneDNN's linear on a reordered weight, opaque to torch.compile: inductor cannot lower
+    the op itself on a weight it did not pack, so a compiled step calls it as an extern."""
+    return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [None], "")
+
+
+@onednn_linear.register_fake
+def _(x: torch.Tensor, packed: torch.Tensor, out_features: int) -> torch.Tensor:
+    return x.new_empty(*x.shape[:-1], out_features)
+
+
 class PackedLinear(nn.Module):
     """Bias-free linear on a weight reordered once for oneDNN (fp32 or bf16); inference only.
 
     The input is cast to the weight's dtype and the output back to the input's, so a bf16
-    layer drops into an fp32 model.
+    layer drops into an fp32 model. Under torch.compile it goes through `onednn_linear`.
     """
 
     def __init__(self, weight: torch.Tensor, dtype: torch.dtype | None = None) -> None:
@@ -64,20 +81,45 @@ class PackedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.packed
+        if torch.compiler.is_compiling():  # eager skips the custom op's dispatch (~5 us)
+            return onednn_linear(x.to(w.dtype), w, self.out_features).to(x.dtype)
         if x.dtype == w.dtype:
             return torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [None], "")
         y = torch.ops.mkldnn._linear_pointwise(x.to(w.dtype), w, None, "none", [None], "")
         return y.to(x.dtype)
 
 
-def _packer(dtype: DecodeDtype, weight_dtype: torch.dtype):
+class Bf16Linear(nn.Module):
+    """Bias-free linear on a plain bf16 copy of the weight; inference only. The bf16 path where
+    oneDNN cannot prepack bf16 weights: torch's bf16 matmul runs on any CPU, and at batch 1
+    reading half the bytes outweighs the unpacked layout."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        self.register_buffer("w", weight.detach().to(torch.bfloat16), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x.to(torch.bfloat16), self.w).to(x.dtype)
+
+
+def _packers(dtype: DecodeDtype, weight_dtype: torch.dtype) -> list:
+    """The ways to pack `dtype` weights here, best first (each is checked before use)."""
     if dtype == "int8":
-        return Int8Linear if int8_ops_available() else None
-    if not _ops_available():
-        return None
+        if not int8_ops_available():
+            return []
+        full_range = int8_full_range()  # probed once for the model, not once a layer
+        if not full_range:
+            warnings.warn("--dtype int8: this CPU has no VNNI, so its int8 products are "
+                          "slower than fp32's (BENCHMARKS.md); --dtype bf16 is faster here",
+                          stacklevel=3)
+        return [lambda w: Int8Linear(w, full_range)]
     if dtype == "bf16":
-        return lambda w: PackedLinear(w, torch.bfloat16)
-    return PackedLinear if weight_dtype in (torch.float32, torch.bfloat16) else None
+        onednn = [lambda w: PackedLinear(w, torch.bfloat16)] if _ops_available() else []
+        return [*onednn, Bf16Linear]
+    if _ops_available() and weight_dtype in (torch.float32, torch.bfloat16):
+        return [PackedLinear]
+    return []
 
 
 def _packs_correctly(pack, weight: torch.Tensor, dtype: DecodeDtype) -> bool:
@@ -101,21 +143,55 @@ def check_decode_dtype(dtype: str, device: torch.device) -> DecodeDtype:
     return dtype  # type: ignore[return-value]
 
 
-# What `--compile` decodes. int8's ops do not lower through inductor, and a compiled bf16 step
-# (bf16 activations too) measured no faster than the prepacked bf16 path (BENCHMARKS.md).
-COMPILED_DTYPES = ("fp32",)
-
-
-def check_compiled_decode(dtype: str, device: torch.device | None) -> DecodeDtype:
-    """`dtype` if `--compile` can decode it on `device`, else a one-line `ValueError`;
-    device None checks the dtype alone (before a model is loaded)."""
-    dtype = check_decode_dtype(dtype, device or torch.device("cpu"))
-    if device is not None and device.type != "cpu":
+def check_compiled_decode(dtype: str, device: torch.device) -> DecodeDtype:
+    """`dtype` if `--compile` can decode it on `device`, else a one-line `ValueError`."""
+    dtype = check_decode_dtype(dtype, device)
+    if device.type != "cpu":
         raise ValueError(f"--compile is a CPU decoding path; on {device.type} leave it off")
-    if dtype not in COMPILED_DTYPES:
-        raise ValueError(f"--compile takes --dtype {' or '.join(COMPILED_DTYPES)}, not "
-                         f"{dtype} (which decodes through its own prepacked kernels)")
     return dtype
+
+
+def _seconds(fn, x: torch.Tensor, calls: int = 4) -> float:
+    fn(x)  # first call: allocation, kernel selection
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn(x)
+    return time.perf_counter() - start
+
+
+@torch.no_grad()
+def onednn_beats_mkl(weight: torch.Tensor) -> bool:
+    """Whether oneDNN's prepacked fp32 kernel multiplies one row by `weight` faster than MKL's
+    packed one (what inductor picks for fp32 linears). It depends on the CPU: on an AMD EPYC
+    with AVX2, MKL's took 25.3 ms a nano token against oneDNN's 21.2, and the MKL-compiled
+    step decoded 0.8x the eager one. Best of three alternating rounds, on the largest weight,
+    so a noisy neighbour rarely decides it."""
+    w = weight.detach().float()
+    x = torch.randn(1, w.shape[1])
+    mkl_w = torch.ops.mkl._mkl_reorder_linear_weight(w, 1)
+    onednn = PackedLinear(w)
+
+    def mkl(rows: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkl._mkl_linear(rows, mkl_w, w, None, 1)
+
+    times = [(_seconds(onednn, x), _seconds(mkl, x)) for _ in range(3)]
+    return min(t[0] for t in times) < min(t[1] for t in times)
+
+
+def model_to_compile(model: nn.Module, dtype: str = DEFAULT_DECODE_DTYPE) -> nn.Module:
+    """What `--compile` traces. bf16 and int8: the packed model (`packed_for_cpu`), whose
+    oneDNN layers compile as opaque calls. fp32: the model with oneDNN-prepacked linears where
+    that kernel is the faster one here or MKL is missing, else the plain model, whose linears
+    inductor prepacks for MKL itself."""
+    if dtype != "fp32":
+        return packed_for_cpu(model, dtype)
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear) and m.bias is None]
+    if not linears or not _ops_available() or linears[0].weight.dtype != torch.float32:
+        return model
+    largest = max((m.weight for m in linears), key=lambda w: w.numel())
+    if torch._C.has_mkl and not onednn_beats_mkl(largest):
+        return model
+    return packed_for_cpu(model, "fp32")
 
 
 @torch.no_grad()
@@ -127,10 +203,11 @@ def packed_for_cpu(model: nn.Module, dtype: str = DEFAULT_DECODE_DTYPE) -> nn.Mo
         return model
     first = linears[0].weight
     dtype = check_decode_dtype(dtype, first.device)
-    pack = _packer(dtype, first.dtype)
     if first.device.type != "cpu":
         return model
-    if pack is None or not _packs_correctly(pack, first, dtype):
+    pack = next((p for p in _packers(dtype, first.dtype) if _packs_correctly(p, first, dtype)),
+                None)
+    if pack is None:
         if dtype != "fp32":
             warnings.warn(f"--dtype {dtype} is not supported by this CPU or torch build: "
                           "decoding with the fp32 weights", stacklevel=2)

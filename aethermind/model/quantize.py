@@ -7,6 +7,10 @@ applied to the fp32 result. Per-row (not per-tensor) activation scales keep a se
 independent of what else shares the batch, which the engine promises. This is llama.cpp's q8_0
 recipe with coarser scales (q8_0 scales every 32 weights and 32 activations); `bench/
 bench_llama_cpp.py` measures both errors against fp32 on the same weights.
+CPUs without VNNI (AVX2 only, e.g. AMD Zen 3) multiply u8 x s8 with `vpmaddubsw`, whose int16
+sums of two products saturate at 32,767: 255 x 127 x 2 does not fit, and full-range codes gave a
+0.17 relative error there instead of 0.01. `int8_full_range()` probes for that once per model;
+where it saturates, activations take 7 bits (codes 1..127), whose products always fit.
 Why not `torch.ops.aten._weight_int8pack_mm` (int8 weights, fp32 maths): measured on nano at
 batch 1 it is no faster than the bf16 path, since it widens each weight to float before the dot
 product; the integer kernel here is ~1.6x faster than bf16 at the same bandwidth.
@@ -19,7 +23,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-_ZERO_POINT = 128  # u8 code of 0.0: activations use codes 1..255 (symmetric, like the weights)
+# Activation levels each side of 0.0 (symmetric, like the weights): codes 1..255 around the zero
+# point 128, or 1..127 around 64 where the CPU's u8 x s8 products saturate (see above).
+FULL_LEVELS, REDUCED_LEVELS = 127, 63
 
 
 def int8_ops_available() -> bool:
@@ -36,11 +42,39 @@ def quantize_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, scale
 
 
-class Int8Linear(nn.Module):
-    """Bias-free linear on int8 weights with per-row dynamic int8 activations; inference only."""
+@torch.library.custom_op("aethermind::onednn_qlinear", mutates_args=())
+def onednn_qlinear(codes: torch.Tensor, x_scale: torch.Tensor, x_zero: torch.Tensor,
+                   packed: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+    """oneDNN's u8 x s8 linear with an fp32 result, opaque to torch.compile (inductor cannot
+    lower it on a weight it did not quantize itself), so a compiled step calls it as is."""
+    return torch.ops.onednn.qlinear_pointwise.tensor(
+        codes, x_scale, x_zero, packed, scale, zero, None, 1.0, 0, torch.float32, "none", [], "")
 
-    def __init__(self, weight: torch.Tensor) -> None:
+
+@onednn_qlinear.register_fake
+def _(codes: torch.Tensor, x_scale: torch.Tensor, x_zero: torch.Tensor, packed: torch.Tensor,
+      scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+    return codes.new_empty(codes.shape[0], scale.shape[0], dtype=torch.float32)
+
+
+def int8_full_range() -> bool:
+    """Whether oneDNN's int8 linear here sums full-range u8 x s8 products exactly: a row of
+    weights at +127 against activations at code 255 saturates an int16 pair sum on CPUs
+    without VNNI, and then the result is far from the exact one."""
+    k = 64
+    layer = Int8Linear(torch.ones(8, k), full_range=True)
+    return abs(layer(torch.ones(1, k))[0, 0].item() - k) < 1e-3 * k
+
+
+class Int8Linear(nn.Module):
+    """Bias-free linear on int8 weights with per-row dynamic int8 activations; inference only.
+    `full_range` None probes the CPU (`int8_full_range`); pass it to probe once per model."""
+
+    def __init__(self, weight: torch.Tensor, full_range: bool | None = None) -> None:
         super().__init__()
+        if full_range is None:
+            full_range = int8_full_range()
+        levels = FULL_LEVELS if full_range else REDUCED_LEVELS
         self.out_features, self.in_features = weight.shape
         q, scale = quantize_rows(weight)
         self.register_buffer("packed", torch.ops.onednn.qlinear_prepack(q, None),
@@ -49,10 +83,11 @@ class Int8Linear(nn.Module):
         self.register_buffer("zero", torch.zeros(len(scale), dtype=torch.long), persistent=False)
         # The activation's quantization parameters are fixed (unit rows, see forward), so they
         # are made once instead of on every call.
-        self.register_buffer("x_scale", torch.tensor(1 / 127), persistent=False)
-        self.register_buffer("x_zero", torch.tensor(_ZERO_POINT, dtype=torch.int32),
+        self.levels = levels
+        self.register_buffer("x_scale", torch.tensor(1 / levels), persistent=False)
+        self.register_buffer("x_zero", torch.tensor(levels + 1, dtype=torch.int32),
                              persistent=False)
-        self.register_buffer("half_up", torch.tensor(_ZERO_POINT + 0.5), persistent=False)
+        self.register_buffer("half_up", torch.tensor(levels + 1.5), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
@@ -64,9 +99,14 @@ class Int8Linear(nn.Module):
         # at batch 1 each costs about as much as a small matrix-vector product.
         peak = torch.linalg.vector_norm(rows, float("inf"), dim=-1, keepdim=True)  # (N, 1)
         inv = peak.clamp_(min=1e-12).reciprocal()
-        # 128.5 + 127 x / peak lies in [1.5, 255.5]; the cast truncates, i.e. rounds half up.
-        codes = torch.addcmul(self.half_up, rows, inv, value=127).to(torch.uint8)
-        y = torch.ops.onednn.qlinear_pointwise.tensor(
-            codes, self.x_scale, self.x_zero, self.packed, self.scale, self.zero, None, 1.0, 0,
-            torch.float32, "none", [], "")  # (N, out)
+        # 128.5 + 127 x / peak lies in [1.5, 255.5] (64.5 + 63 x / peak in [1.5, 127.5]); the
+        # cast truncates, i.e. rounds half up.
+        codes = torch.addcmul(self.half_up, rows, inv, value=self.levels).to(torch.uint8)
+        if torch.compiler.is_compiling():  # eager skips the custom op's dispatch (~5 us)
+            y = onednn_qlinear(codes, self.x_scale, self.x_zero, self.packed, self.scale,
+                               self.zero)
+        else:
+            y = torch.ops.onednn.qlinear_pointwise.tensor(
+                codes, self.x_scale, self.x_zero, self.packed, self.scale, self.zero, None,
+                1.0, 0, torch.float32, "none", [], "")  # (N, out)
         return y.mul_(peak).to(x.dtype).view(*shape[:-1], self.out_features)
