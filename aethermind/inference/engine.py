@@ -429,7 +429,7 @@ def add_decode_args(p: argparse.ArgumentParser) -> None:
     see `Engine`."""
     p.add_argument("--dtype", choices=DECODE_DTYPES, default=DEFAULT_DECODE_DTYPE,
                    help="weights generation reads on the CPU: fp32 (exact), bf16 (half the "
-                   "bytes: 1.4-1.7x faster), int8 (a quarter; per-channel, like llama.cpp's "
+                   "bytes: 1.25-1.7x faster), int8 (a quarter; per-channel, like llama.cpp's "
                    "q8_0: ~2x faster on CPUs with VNNI, slower without); "
                    f"default {DEFAULT_DECODE_DTYPE}; a GPU takes fp32 only")
     p.add_argument("--compile", action="store_true",
