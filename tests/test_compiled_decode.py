@@ -15,6 +15,16 @@ from aethermind.model.quantize import int8_ops_available
 from aethermind.model.transformer import Forge1Model
 
 
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    """Each compiled engine here traces Forge1Model.forward again; dynamo stops compiling a
+    function after 8 versions and runs it eagerly, which would leave later tests (and
+    test_engine's fullgraph check) silently uncompiled."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
 @pytest.mark.parametrize("kernel", ["onednn", "mkl", "bf16", "int8"])
 def test_compiled_decode_gives_the_eager_tokens_and_logits(tiny_config, kernel, monkeypatch):
     """fp32 with both kernels a compiled step may pick (whichever measures faster on the
@@ -29,6 +39,7 @@ def test_compiled_decode_gives_the_eager_tokens_and_logits(tiny_config, kernel, 
     model = Forge1Model(tiny_config).eval()
     eager = Engine(model, max_batch_size=3, dtype=dtype)
     compiled = Engine(model, max_batch_size=3, dtype=dtype, compile=True)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0  # compiled, not eager
     packed = type(compiled.model.lm_head) is not torch.nn.Linear
     assert packed == (kernel != "mkl")  # inductor packs the plain model's linears for MKL
     assert compiled.model.tok_emb.weight is model.tok_emb.weight  # shared, not copied

@@ -278,6 +278,7 @@ def test_decode_step_traces_as_one_graph(model):
     """Fixed cache + explicit positions: torch.compile captures decode without graph breaks."""
     from aethermind.model.kv_cache import KVCache
 
+    torch._dynamo.reset()  # other tests' compiles of forward must not use up its limit
     cache = KVCache.for_model(model, 2, 32)
     step = torch.compile(model, backend="eager", fullgraph=True)
     tokens = torch.randint(0, model.config.vocab_size, (2, 1))
