@@ -24,6 +24,7 @@ from rich.console import Console
 from aethermind.artifacts.layout import run_folder
 from aethermind.artifacts.loading import LoadError, add_model_args, load_model
 from aethermind.inference.engine import (
+    COMPILING,
     Engine,
     GenerationError,
     PromptTooLongError,
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             if next(model.parameters()).device.type == "cpu":
                 use_decode_threads()  # before a compile; the process ends with the chat
             if args.compile:
-                print("compiling the decode step (--compile, ~20-30 s)...", file=sys.stderr)
+                print(COMPILING, file=sys.stderr)
             engine = Engine(model, max_batch_size=1, dtype=args.dtype,
                             compile=args.compile)  # prepacks (or compiles) once
     except (LoadError, ValueError) as err:

@@ -53,6 +53,8 @@ FinishReason = Literal["stop", "length", "cancelled", "error"]
 # The compiled decode step's warm-up shapes (see `Engine._warm_up`): sizes no model dimension
 # (heads, head size) is likely to share.
 WARM_UP_ROWS, WARM_UP_WINDOW = 3, 37
+# What chat and serve print before a --compile engine is built (BENCHMARKS.md: 15-45 s).
+COMPILING = "compiling the decode step (--compile, ~15-45 s)..."
 UNSAMPLEABLE = ("the model's next-token scores could not be sampled (NaN or all -inf): "
                 "the model's weights are probably broken")
 

@@ -10,7 +10,7 @@ read one of the `DECODE_DTYPES`:
 - "bf16": a bf16 copy reordered for oneDNN's AVX512-BF16/AMX kernels; half the bytes. Where
   oneDNN cannot prepack bf16 (AVX2-only CPUs: it needs AVX512-BW/VL/DQ or AVX-NE-CONVERT), a
   plain bf16 copy through torch's own bf16 matmul (`Bf16Linear`), which still reads half the
-  bytes: 1.6x the prepacked fp32 layers on an AMD EPYC with AVX2 (BENCHMARKS.md). The
+  bytes: 1.4x the prepacked fp32 layers on an AMD EPYC with AVX2 (BENCHMARKS.md). The
   activations stay fp32 between linears (cast to bf16 at each one's input), so the residual
   stream, norms, attention and the KV cache keep fp32's precision.
 - "int8": symmetric per-output-channel int8 weights with each input row quantized on the fly
@@ -178,6 +178,15 @@ def onednn_beats_mkl(weight: torch.Tensor) -> bool:
     return min(t[0] for t in times) < min(t[1] for t in times)
 
 
+def _is_packable(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) and module.bias is None
+
+
+def _packable(model: nn.Module) -> list[nn.Linear]:
+    """The linears a packing replaces: every bias-free `nn.Linear` of `model`."""
+    return [m for m in model.modules() if _is_packable(m)]
+
+
 def model_to_compile(model: nn.Module, dtype: str = DEFAULT_DECODE_DTYPE) -> nn.Module:
     """What `--compile` traces. bf16 and int8: the packed model (`packed_for_cpu`), whose
     oneDNN layers compile as opaque calls. fp32: the model with oneDNN-prepacked linears where
@@ -185,7 +194,7 @@ def model_to_compile(model: nn.Module, dtype: str = DEFAULT_DECODE_DTYPE) -> nn.
     inductor prepacks for MKL itself."""
     if dtype != "fp32":
         return packed_for_cpu(model, dtype)
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear) and m.bias is None]
+    linears = _packable(model)
     if not linears or not _ops_available() or linears[0].weight.dtype != torch.float32:
         return model
     largest = max((m.weight for m in linears), key=lambda w: w.numel())
@@ -198,7 +207,7 @@ def model_to_compile(model: nn.Module, dtype: str = DEFAULT_DECODE_DTYPE) -> nn.
 def packed_for_cpu(model: nn.Module, dtype: str = DEFAULT_DECODE_DTYPE) -> nn.Module:
     """A copy of `model` sharing its parameters, with bias-free linears prepacked to read
     `dtype` weights (CPU only; see the module docstring for the fallbacks)."""
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear) and m.bias is None]
+    linears = _packable(model)
     if not linears:
         return model
     first = linears[0].weight
@@ -216,6 +225,6 @@ def packed_for_cpu(model: nn.Module, dtype: str = DEFAULT_DECODE_DTYPE) -> nn.Mo
     clone = copy.deepcopy(model, memo=shared)
     for parent in list(clone.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, nn.Linear) and child.bias is None:
+            if _is_packable(child):
                 setattr(parent, name, pack(child.weight))
     return clone.eval()

@@ -32,7 +32,7 @@ from importlib import resources
 from typing import Any
 
 from aethermind.artifacts.loading import LoadError, add_model_args, find_checkpoint, load_model
-from aethermind.inference.engine import Engine, add_decode_args
+from aethermind.inference.engine import COMPILING, Engine, add_decode_args
 from aethermind.model.packed_linear import (
     DEFAULT_DECODE_DTYPE,
     DecodeDtype,
@@ -468,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         use_decode_threads()  # after loading (the load average is others' work), before a compile
     model_id = args.model_name or find_checkpoint(args.model).stem
     if args.compile:
-        print("compiling the decode step (--compile, ~20-30 s)...", file=sys.stderr, flush=True)
+        print(COMPILING, file=sys.stderr, flush=True)
     try:
         state = ServerState(model, tok, model_id=model_id, api_key=args.api_key,
                             max_batch_size=args.max_batch_size, host=args.host,
