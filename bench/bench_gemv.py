@@ -1,11 +1,12 @@
 """The matrix-vector products of one decoded token, kernel by kernel: what bounds decode speed.
 
 Decoding one token at batch 1 multiplies one row by every weight of the model once, so its
-speed is how fast a kernel streams weights from memory. This times nano's 85 linears (random
+speed is how fast a kernel streams weights from memory. This times nano's 49 linears (random
 weights, one input row, `--threads` threads) through each CPU kernel torch offers and the ones
-`packed_linear` / `quantize` use, and prints ms a token, GB/s of weight bytes and the tokens/s
-the products alone would allow. Which is fastest depends on the CPU (AVX-512, VNNI, BF16, MKL
-on AMD), which is why `--compile` measures oneDNN against MKL before it picks one.
+`packed_linear` / `quantize` / `cpu_gemv` use, and prints ms a token, GB/s of weight bytes and
+the tokens/s the products alone would allow. `bench/stream_read.c` gives the machine's bound.
+Which of torch's is fastest depends on the CPU (AVX-512, VNNI, BF16, MKL on AMD), which is why
+`--compile` without our kernels measures oneDNN against MKL before it picks one.
 Kernels a CPU or torch build lacks are reported as such, not timed.
 Usage: `python bench/bench_gemv.py --threads 2 [--repeats 20]`.
 """
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout
 
+from aethermind.model import cpu_gemv  # noqa: E402
 from aethermind.model.config import Forge1Config  # noqa: E402
 from aethermind.model.packed_linear import Bf16Linear, PackedLinear  # noqa: E402
 from aethermind.model.quantize import Int8Linear, int8_full_range, quantize_rows  # noqa: E402
@@ -33,8 +35,7 @@ def nano_shapes() -> list[tuple[int, int]]:
     """(out, in) of every linear nano runs for one token, the tied output projection last."""
     cfg = Forge1Config.from_variant("nano", vocab_size=Forge1Tokenizer().get_vocab_size_padded())
     d, kv = cfg.dim, cfg.n_kv_heads * (cfg.dim // cfg.n_heads)
-    layer = [(d, d), (kv, d), (kv, d), (d, d), (cfg.ffn_dim, d), (cfg.ffn_dim, d),
-             (d, cfg.ffn_dim)]
+    layer = [(d + 2 * kv, d), (d, d), (2 * cfg.ffn_dim, d), (d, cfg.ffn_dim)]  # fused qkv, gate_up
     return layer * cfg.n_layers + [(cfg.vocab_size, d)]
 
 
@@ -56,18 +57,26 @@ def kernels(weights: list[torch.Tensor]) -> dict[str, tuple[Callable[[], object]
         layers(lambda w: (lambda p: lambda x: torch.ops.mkl._mkl_linear(x, p, w, None, 1))(
             torch.ops.mkl._mkl_reorder_linear_weight(w, 1)), "fp32 MKL packed (inductor's)",
             fp32_bytes)
-    layers(PackedLinear, "fp32 oneDNN packed (ours)", fp32_bytes)
-    layers(lambda w: PackedLinear(w, torch.bfloat16), "bf16 oneDNN packed (ours)",
+    layers(PackedLinear, "fp32 oneDNN packed (our fallback)", fp32_bytes)
+    layers(lambda w: PackedLinear(w, torch.bfloat16), "bf16 oneDNN packed (our fallback)",
            fp32_bytes // 2)
-    layers(Bf16Linear, "bf16 F.linear (ours without oneDNN bf16)", fp32_bytes // 2)
+    layers(Bf16Linear, "bf16 F.linear (fallback without oneDNN bf16)", fp32_bytes // 2)
     levels = "8" if int8_full_range() else "7"
-    layers(Int8Linear, f"int8 oneDNN, {levels}-bit activations (ours)", fp32_bytes // 4)
+    layers(Int8Linear, f"int8 oneDNN, {levels}-bit activations (our fallback)", fp32_bytes // 4)
 
     def int8pack(w: torch.Tensor) -> Callable:
         q, scale = quantize_rows(w)
         return lambda x: torch.ops.aten._weight_int8pack_mm(x, q, scale)
 
     layers(int8pack, "int8 aten._weight_int8pack_mm", fp32_bytes // 4)
+    ours = cpu_gemv.kernels()
+    for dtype, nbytes in (("fp32", fp32_bytes), ("bf16", fp32_bytes // 2),
+                          ("int8", fp32_bytes // 4 * 9 // 8)):
+        name = f"{dtype} cpu_gemv.c (ours)"
+        if ours is None:
+            out[name] = ("no C compiler, or a CPU without AVX2 and FMA", nbytes)
+        else:
+            layers(lambda w, d=dtype: cpu_gemv.GemvLinear(w, d, ours), name, nbytes)
     return out
 
 

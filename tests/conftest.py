@@ -16,6 +16,7 @@ import torch
 from _export_helpers import trained_folder
 from _infer_helpers import make_tokenizer, save_final, train_tiny
 
+from aethermind.model import cpu_gemv
 from aethermind.model.config import Forge1Config
 from aethermind.text.tokenizer import Forge1Tokenizer
 
@@ -48,6 +49,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(params=["ours", "torch"])
+def cpu_kernels(request, monkeypatch) -> str:
+    """Run a decode-layer test twice: on our C kernels (`cpu_gemv.c`), and on torch's, which
+    is what a machine without a C compiler or without AVX2 gets."""
+    if request.param == "ours" and cpu_gemv.kernels() is None:
+        pytest.skip("cpu_gemv.c does not build here (test_cpu_gemv checks where it must)")
+    if request.param == "torch":
+        monkeypatch.setattr(cpu_gemv, "kernels", lambda: None)
+    return request.param
 
 
 @pytest.fixture(scope="session")

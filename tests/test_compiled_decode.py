@@ -9,7 +9,7 @@ import torch
 
 from aethermind.inference.engine import Engine
 from aethermind.inference.sampling import SamplingParams
-from aethermind.model import packed_linear
+from aethermind.model import cpu_gemv, packed_linear
 from aethermind.model.packed_linear import DECODE_DTYPES, check_compiled_decode
 from aethermind.model.quantize import int8_ops_available
 from aethermind.model.transformer import Forge1Model
@@ -25,16 +25,22 @@ def fresh_dynamo():
     torch._dynamo.reset()
 
 
-@pytest.mark.parametrize("kernel", ["onednn", "mkl", "bf16", "int8"])
+@pytest.mark.parametrize("kernel", ["onednn", "mkl", "bf16", "int8", "ours fp32", "ours int8"])
 def test_compiled_decode_gives_the_eager_tokens_and_logits(tiny_config, kernel, monkeypatch):
-    """fp32 with both kernels a compiled step may pick (whichever measures faster on the
-    CPU), and the bf16 and int8 layers, whose oneDNN calls compile as opaque ops."""
+    """fp32 with both torch kernels a compiled step may pick (whichever measures faster on
+    the CPU), torch's bf16 and int8 layers, whose oneDNN calls compile as opaque ops, and our
+    own kernels (`cpu_gemv.c`, an opaque op too) where they build."""
     if kernel == "mkl" and not torch._C.has_mkl:
         pytest.skip("no MKL in this torch: the compiled step always takes oneDNN's kernel")
     if kernel == "int8" and not int8_ops_available():
         pytest.skip("no oneDNN int8 linear in this torch")
+    if kernel.startswith("ours"):
+        if cpu_gemv.kernels() is None:
+            pytest.skip("cpu_gemv.c does not build here")
+    else:
+        monkeypatch.setattr(cpu_gemv, "kernels", lambda: None)
     monkeypatch.setattr(packed_linear, "onednn_beats_mkl", lambda weight: kernel == "onednn")
-    dtype = kernel if kernel in ("bf16", "int8") else "fp32"
+    dtype = kernel.split()[-1] if kernel.split()[-1] in ("bf16", "int8") else "fp32"
     torch.manual_seed(0)
     model = Forge1Model(tiny_config).eval()
     eager = Engine(model, max_batch_size=3, dtype=dtype)

@@ -11,6 +11,7 @@ from torch import nn
 
 from aethermind.inference.engine import Engine
 from aethermind.inference.sampling import SamplingParams
+from aethermind.model.cpu_gemv import GemvLinear
 from aethermind.model.kv_cache import KVCache
 from aethermind.model.packed_linear import (
     DECODE_DTYPES,
@@ -30,12 +31,14 @@ from aethermind.text import chat_format as cf
 from aethermind.text.prompts import TEST_PROMPTS
 
 
-def test_packed_model_matches_and_shares_parameters(tiny_config):
+def test_packed_model_matches_and_shares_parameters(tiny_config, cpu_kernels):
     model = Forge1Model(tiny_config).eval()
     fast = packed_for_cpu(model)
     if fast is model:  # no oneDNN on this CPU/torch: the fallback is the contract
+        assert cpu_kernels == "torch"
         return
-    assert isinstance(fast.lm_head, PackedLinear) and isinstance(model.lm_head, nn.Linear)
+    kind = GemvLinear if cpu_kernels == "ours" else PackedLinear
+    assert isinstance(fast.lm_head, kind) and isinstance(model.lm_head, nn.Linear)
     assert fast.tok_emb.weight is model.tok_emb.weight
     tokens = torch.randint(0, tiny_config.vocab_size, (2, 24))
     with torch.inference_mode():
@@ -70,14 +73,15 @@ def _relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize(("dtype", "bound"), [("bf16", 1e-2), ("int8", 3e-2)])
-def test_low_precision_logits_stay_close_to_fp32(tiny_config, dtype, bound):
+def test_low_precision_logits_stay_close_to_fp32(tiny_config, dtype, bound, cpu_kernels):
     model = Forge1Model(tiny_config).eval()
     fast = packed_for_cpu(model, dtype)
     if fast is model:  # int8's op is missing here: packed_for_cpu warned and kept fp32
-        assert dtype == "int8" and not int8_ops_available()
+        assert dtype == "int8" and not int8_ops_available() and cpu_kernels == "torch"
         return
     # bf16 works on every CPU: oneDNN's prepacked kernel, or torch's bf16 matmul without it.
-    kinds = (Int8Linear,) if dtype == "int8" else (PackedLinear, Bf16Linear)
+    kinds = ((GemvLinear,) if cpu_kernels == "ours" else
+             (Int8Linear,) if dtype == "int8" else (PackedLinear, Bf16Linear))
     assert isinstance(fast.layers[0].mlp.w_down, kinds)
     tokens = torch.randint(0, tiny_config.vocab_size, (2, 24))
     with torch.inference_mode():
@@ -141,9 +145,9 @@ GUIDE_ANSWERS = ("15 * 23 = 345.", "60 mph * 2.5 h = 150 miles.",
                  "I am Forge-1, a small assistant.")
 
 
-def test_guide_prompts_get_the_same_greedy_answers_in_every_dtype():
+def test_guide_prompts_get_the_same_greedy_answers_in_every_dtype(cpu_kernels):
     """The accuracy guard of issue 24: bf16 and int8 weights must not change what a trained
-    model answers (greedy) to the guide's prompts."""
+    model answers (greedy) to the guide's prompts, on our kernels or torch's."""
     tok = make_tokenizer()
     model = Forge1Model(tiny_config(tok))
     chats = [cf.Conversation(turns=[cf.Turn(p, a)]) for p, a in zip(TEST_PROMPTS, GUIDE_ANSWERS,

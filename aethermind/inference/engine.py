@@ -53,8 +53,12 @@ FinishReason = Literal["stop", "length", "cancelled", "error"]
 # The compiled decode step's warm-up shapes (see `Engine._warm_up`): sizes no model dimension
 # (heads, head size) is likely to share.
 WARM_UP_ROWS, WARM_UP_WINDOW = 3, 37
-# What chat and serve print before a --compile engine is built (BENCHMARKS.md: 15-45 s).
-COMPILING = "compiling the decode step (--compile, ~15-45 s)..."
+# freezing: the weights become constants, so inductor packs them itself. cpp_wrapper: the
+# compiled step's ~150 calls a token are made from C++ rather than Python (a nano decode step
+# with free matrix products: 2.5 -> 1.85 ms, AMD EPYC, 2 threads).
+COMPILE_OPTIONS = {"freezing": True, "cpp_wrapper": True}
+# What chat and serve print before a --compile engine is built (BENCHMARKS.md).
+COMPILING = "compiling the decode step (--compile, ~15-120 s, less once cached)..."
 UNSAMPLEABLE = ("the model's next-token scores could not be sampled (NaN or all -inf): "
                 "the model's weights are probably broken")
 
@@ -170,9 +174,9 @@ class Engine:
         if max_seq_len is not None and not 1 < max_seq_len <= context:
             raise ValueError(f"max_seq_len={max_seq_len}: must be in 2..{context} "
                              "(the model's context length)")
-        # On CPU, decode through prepacked oneDNN linears (~1.7x faster matrix-vector
-        # products in fp32, more in bf16/int8, see packed_linear.py), once per engine; the
-        # caller's model is untouched. `dtype` other than fp32 on a GPU: ValueError.
+        # On CPU, decode through packed linears (our AVX2 kernels, else oneDNN's: faster
+        # matrix-vector products in fp32, more in bf16/int8, see packed_linear.py), once per
+        # engine; the caller's model is untouched. `dtype` other than fp32 on a GPU: ValueError.
         # compile (CPU): the decode step through torch.compile, the weights frozen into it
         # (so build a new engine after changing them), the linears packed as
         # `model_to_compile` says; compiled here, on dummy rows, so no request waits for it.
@@ -180,7 +184,7 @@ class Engine:
             check_compiled_decode(dtype, next(model.parameters()).device)
         self.model = (model_to_compile(model, dtype) if compile
                       else packed_for_cpu(model, dtype))
-        self._forward = (torch.compile(self.model, dynamic=True, options={"freezing": True})
+        self._forward = (torch.compile(self.model, dynamic=True, options=COMPILE_OPTIONS)
                          if compile else self.model)
         self.max_batch_size = max_batch_size
         self.max_seq_len = max_seq_len or context
@@ -431,10 +435,11 @@ def add_decode_args(p: argparse.ArgumentParser) -> None:
     see `Engine`."""
     p.add_argument("--dtype", choices=DECODE_DTYPES, default=DEFAULT_DECODE_DTYPE,
                    help="weights generation reads on the CPU: fp32 (exact), bf16 (half the "
-                   "bytes: 1.25-1.7x faster), int8 (a quarter; per-channel, like llama.cpp's "
-                   "q8_0: ~2x faster on CPUs with VNNI, slower without); "
+                   "bytes: ~1.5x faster), int8 (a quarter; scales per 32 weights, like "
+                   "llama.cpp's q8_0: ~2x faster where our AVX2 kernels build, else only on "
+                   "CPUs with VNNI); "
                    f"default {DEFAULT_DECODE_DTYPE}; a GPU takes fp32 only")
     p.add_argument("--compile", action="store_true",
                    help="CPU: compile the decode step with torch.compile (1.2-1.45x faster "
-                   "decoding, same tokens); costs ~15-45 s at start, less once torch's cache "
+                   "decoding, same tokens); costs ~15-120 s at start, less once torch's cache "
                    "holds it")

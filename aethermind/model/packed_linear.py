@@ -1,25 +1,27 @@
-"""Prepacked CPU linears for generation: fp32, bf16 or int8 weights read at memory speed.
+"""Packed CPU linears for generation: fp32, bf16 or int8 weights read at memory speed.
 
 Decoding one token is a chain of matrix-vector products, bound by how fast weights stream from
-memory. On x86 CPUs the default BLAS path for `x @ W.T` with a single row reads the 98 MB output
-projection of nano at ~13 GB/s, while oneDNN with the weight reordered once into its blocked
-layout reads it at ~24 GB/s (the same kernel `torch.compile` picks on CPU). Fewer bytes a weight
-read faster still: `packed_for_cpu(model, dtype)` returns a view of the model whose `nn.Linear`s
-read one of the `DECODE_DTYPES`:
-- "fp32": the weights as they are, reordered (exact up to summation order).
-- "bf16": a bf16 copy reordered for oneDNN's AVX512-BF16/AMX kernels; half the bytes. Where
-  oneDNN cannot prepack bf16 (AVX2-only CPUs: it needs AVX512-BW/VL/DQ or AVX-NE-CONVERT), a
-  plain bf16 copy through torch's own bf16 matmul (`Bf16Linear`), which still reads half the
-  bytes: 1.4x the prepacked fp32 layers on an AMD EPYC with AVX2 (BENCHMARKS.md). The
-  activations stay fp32 between linears (cast to bf16 at each one's input), so the residual
-  stream, norms, attention and the KV cache keep fp32's precision.
-- "int8": symmetric per-output-channel int8 weights with each input row quantized on the fly
-  (`quantize.Int8Linear`); a quarter of the bytes.
+memory. torch's default path for `x @ W.T` with a single row reads the weights well below the
+memory bus's speed, and fewer bytes a weight read faster still: `packed_for_cpu(model, dtype)`
+returns a view of the model whose `nn.Linear`s read one of the `DECODE_DTYPES`:
+- "fp32": the weights as they are (exact up to summation order).
+- "bf16": a bf16 copy; half the bytes. The activations stay fp32 between linears, so the
+  residual stream, norms, attention and the KV cache keep fp32's precision.
+- "int8": int8 weights; a quarter of the bytes (plus scales).
+Which kernels, best first, each checked against `F.linear` once before use:
+1. Ours (`cpu_gemv`: AVX2 loops built on first use with the machine's C compiler): fp32 on the
+   model's own weights, bf16 tiles, int8 with a scale per 32 weights and per 32 activations
+   (llama.cpp's q8_0 arithmetic). 1.3-2.8x torch's best kernel per token on nano
+   (`bench/bench_gemv.py`, BENCHMARKS.md).
+2. Without a C compiler or AVX2: oneDNN's, with the weight reordered once into its blocked
+   layout (fp32; bf16 where the CPU has AVX512-BW/VL/DQ or AVX-NE-CONVERT), else torch's own
+   bf16 matmul on a bf16 copy (`Bf16Linear`); int8 is symmetric per output channel with each
+   input row quantized on the fly (`quantize.Int8Linear`).
 Parameters are shared, so the original model is untouched; the extra memory is one copy of the
-linear weights in the chosen type. Where packing is unsupported (GPU, no oneDNN, a torch without
-the op, a dtype the CPU lacks), "fp32" returns the model unchanged and "bf16"/"int8" raise
-`ValueError` on a GPU; on a CPU each way to pack is checked against `F.linear` once, and
-"int8" (or "bf16", should torch's bf16 matmul fail too) falls back to fp32 with a warning.
+linear weights in the chosen type (none for fp32 on our kernels). Where packing is unsupported
+(GPU, no oneDNN, a torch without the op, a dtype the CPU lacks), "fp32" returns the model
+unchanged and "bf16"/"int8" raise `ValueError` on a GPU; on a CPU "int8" (or "bf16", should
+torch's bf16 matmul fail too) falls back to fp32 with a warning.
 It knows nothing of sampling or the engine.
 Usage: `fast = packed_for_cpu(model, "bf16")`; use `fast` exactly like `model` for inference.
 """
@@ -36,13 +38,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aethermind.model import cpu_gemv
 from aethermind.model.quantize import Int8Linear, int8_full_range, int8_ops_available
 
 DecodeDtype = Literal["fp32", "bf16", "int8"]
 DECODE_DTYPES: tuple[DecodeDtype, ...] = get_args(DecodeDtype)
-# fp32 stays the default: bf16 and int8 decode 1.7x and 2.1x faster (nano, batch 1, 1 thread)
-# but change logits in the 3rd significant digit (relative RMS ~1e-2 and ~4e-2 on random nano
-# weights), which can flip a near-tie greedy token, so they are opt-in.
+# fp32 stays the default: bf16 and int8 decode 1.5x and 2x faster (nano, batch 1, 2 threads, our
+# kernels) but change logits in the 3rd significant digit (relative RMS ~6e-3 and ~2.6e-2 on
+# random nano weights), which can flip a near-tie greedy token, so they are opt-in.
 DEFAULT_DECODE_DTYPE: DecodeDtype = "fp32"
 _TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2, "int8": 1e-1}  # packed vs F.linear, relative to max
 
@@ -104,10 +107,14 @@ class Bf16Linear(nn.Module):
 
 
 def _packers(dtype: DecodeDtype, weight_dtype: torch.dtype) -> list:
-    """The ways to pack `dtype` weights here, best first (each is checked before use)."""
+    """The ways to pack `dtype` weights here, best first (each is checked before use): our own
+    kernels (`cpu_gemv`) where they build, then oneDNN's, then torch's plain bf16 matmul."""
+    ours = cpu_gemv.kernels()
+    gemv = ([lambda w: cpu_gemv.GemvLinear(w, dtype, ours)]
+            if ours is not None and (dtype != "fp32" or weight_dtype == torch.float32) else [])
     if dtype == "int8":
-        if not int8_ops_available():
-            return []
+        if gemv or not int8_ops_available():
+            return gemv
         full_range = int8_full_range()  # probed once for the model, not once a layer
         if not full_range:
             warnings.warn("--dtype int8: this CPU has no VNNI, so its int8 products are "
@@ -116,10 +123,10 @@ def _packers(dtype: DecodeDtype, weight_dtype: torch.dtype) -> list:
         return [lambda w: Int8Linear(w, full_range)]
     if dtype == "bf16":
         onednn = [lambda w: PackedLinear(w, torch.bfloat16)] if _ops_available() else []
-        return [*onednn, Bf16Linear]
+        return [*gemv, *onednn, Bf16Linear]
     if _ops_available() and weight_dtype in (torch.float32, torch.bfloat16):
-        return [PackedLinear]
-    return []
+        return [*gemv, PackedLinear]
+    return gemv
 
 
 def _packs_correctly(pack, weight: torch.Tensor, dtype: DecodeDtype) -> bool:
@@ -188,11 +195,11 @@ def _packable(model: nn.Module) -> list[nn.Linear]:
 
 
 def model_to_compile(model: nn.Module, dtype: str = DEFAULT_DECODE_DTYPE) -> nn.Module:
-    """What `--compile` traces. bf16 and int8: the packed model (`packed_for_cpu`), whose
-    oneDNN layers compile as opaque calls. fp32: the model with oneDNN-prepacked linears where
-    that kernel is the faster one here or MKL is missing, else the plain model, whose linears
-    inductor prepacks for MKL itself."""
-    if dtype != "fp32":
+    """What `--compile` traces. bf16, int8, and fp32 where our kernels build: the packed model
+    (`packed_for_cpu`), whose kernels compile as opaque calls. Other fp32: the model with
+    oneDNN-prepacked linears where that kernel is the faster one here or MKL is missing, else
+    the plain model, whose linears inductor prepacks for MKL itself."""
+    if dtype != "fp32" or cpu_gemv.kernels() is not None:
         return packed_for_cpu(model, dtype)
     linears = _packable(model)
     if not linears or not _ops_available() or linears[0].weight.dtype != torch.float32:

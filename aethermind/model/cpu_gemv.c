@@ -1,0 +1,242 @@
+/* Matrix-vector kernels for CPU decoding: y = x W^T for a few rows x, W in fp32, bf16 or q8.
+ *
+ * Why hand-written: decoding one token streams every weight once, so its speed is how fast the
+ * weights leave memory. torch's CPU kernels are built for matrix-matrix products and read a
+ * single row's weights at 17-23 GB/s (fp32) on the 2-core machines we measure, bf16 and int8 far
+ * slower per byte (BENCHMARKS.md), where a plain AVX2 loop over four weight rows at a time reads
+ * near the memory bus's limit. Three weight formats:
+ *   fp32  the model's own weights, row-major (nothing copied);
+ *   bf16  the top 16 bits of each fp32 weight, in tiles of 4 rows (below); one load and two ops
+ *         widen 16 of them to fp32 (a shift for the even ones, a mask for the odd ones), against
+ *         an x whose 16-blocks are split into even and odd halves once per call;
+ *   q8    int8 codes with one fp32 scale per 32 weights (llama.cpp's q8_0 granularity), in
+ *         tiles of 4 rows; x is
+ *         quantized the same way once per call, and each 32-block's integer dot product
+ *         (|w| x sign(x, w), so an int16 pair sum is at most 2 x 127 x 127 and never saturates)
+ *         is scaled by both blocks' scales.
+ * Threads: OpenMP, linked against the libgomp torch has already loaded (same soname), so these
+ * loops run on torch's own thread team. A pool of our own spinning beside torch's made each
+ * wait for the other's threads to be descheduled: 10 tok/s instead of 45 on 2 cores. Rows go
+ * out in chunks as threads come free, so a descheduled thread delays only its chunk.
+ * Built on first use by aethermind/model/cpu_gemv.py with the machine's own compiler
+ * (-march=native); without AVX2 and FMA `aek_simd()` returns 0 and Python keeps torch's kernels.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define AEK_SIMD 1
+#else
+#define AEK_SIMD 0
+#endif
+
+int aek_simd(void) { return AEK_SIMD; }
+
+#if AEK_SIMD
+
+#define QBLOCK 32
+enum { KIND_F32 = 0, KIND_BF16 = 1, KIND_Q8 = 2 };
+
+typedef struct {
+  int kind;
+  const void *w;      /* (n, k) weights in the kind's format */
+  const void *x;      /* (m, k): fp32, bf16's split fp32, or q8 codes */
+  const float *xs;    /* q8: (m, k / 32) scales */
+  float *y;           /* (m, n) */
+  int64_t n, k, m;
+} job_t;
+
+static inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+/* Rows beyond `r` (a tail of fewer than 4) alias row 0: read again, never written. */
+#define ROW(base, stride, j) ((base) + (r > (j)) * (j) * (stride))
+
+static void rows_f32(const float *w, int64_t k, const float *x, float *y, int r) {
+  const float *w0 = w, *w1 = ROW(w, k, 1), *w2 = ROW(w, k, 2), *w3 = ROW(w, k, 3);
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  int64_t i = 0;
+  for (; i + 8 <= k; i += 8) {
+    __m256 xv = _mm256_loadu_ps(x + i);
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + i), xv, a0);
+    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + i), xv, a1);
+    a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + i), xv, a2);
+    a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + i), xv, a3);
+  }
+  float s[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)};
+  for (; i < k; i++) {
+    s[0] += w0[i] * x[i], s[1] += w1[i] * x[i], s[2] += w2[i] * x[i], s[3] += w3[i] * x[i];
+  }
+  for (int j = 0; j < r; j++) y[j] = s[j];
+}
+
+static const int32_t ODD_MASK = (int32_t)0xFFFF0000;
+
+/* One 16-block of bf16 weights against x split into even (xe) and odd (xo) halves. */
+#define BF16_BLOCK(acc, wp)                                                              \
+  do {                                                                                   \
+    __m256i v = _mm256_loadu_si256((const __m256i *)(wp));                               \
+    acc = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), xe, acc);       \
+    acc = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v, odd)), xo, acc);       \
+  } while (0)
+
+/* bf16 and q8 weights come in tiles of 4 rows: each K-step of the 4 rows is stored together,
+ * so a thread reads one sequential stream instead of four short ones (rows of 768 int8 codes
+ * are 12 cache lines: too short for the hardware prefetcher to catch up), and it prefetches
+ * PREFETCH bytes ahead itself. Measured on nano's shapes, 2 cores of an AMD EPYC: q8 9.1 ->
+ * 4.1 ms a token, bf16 9.4 -> 7.2 (fp32's long rows gained nothing from either, so fp32 keeps
+ * the model's own weights). */
+#define PREFETCH 4096
+#define PREFETCH_LINE(p, off) _mm_prefetch((const char *)(p) + PREFETCH + (off), _MM_HINT_T0)
+
+/* A tile's K-step: 4 rows x 16 bf16 (128 bytes). */
+static void rows_bf16(const uint16_t *tile, int64_t k, const float *xsplit, float *y, int r) {
+  const __m256i odd = _mm256_set1_epi32(ODD_MASK);
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  const uint16_t *p = tile;
+  for (int64_t i = 0; i < k; i += 16, p += 64) {
+    PREFETCH_LINE(p, 0);
+    PREFETCH_LINE(p, 64);
+    __m256 xe = _mm256_loadu_ps(xsplit + i), xo = _mm256_loadu_ps(xsplit + i + 8);
+    BF16_BLOCK(a0, p);
+    BF16_BLOCK(a1, p + 16);
+    BF16_BLOCK(a2, p + 32);
+    BF16_BLOCK(a3, p + 48);
+  }
+  float s[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)};
+  for (int j = 0; j < r; j++) y[j] = s[j];
+}
+
+/* Integer dot product of two 32-blocks of int8 codes, as 8 fp32 partial sums. */
+static inline __m256 q8_block(const int8_t *w, const int8_t *x, __m256i ones) {
+  __m256i wv = _mm256_loadu_si256((const __m256i *)w);
+  __m256i xv = _mm256_loadu_si256((const __m256i *)x);
+  __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
+}
+
+/* A tile's K-step: the 4 rows' fp32 scales, then their 4 x 32 codes (144 bytes). */
+#define Q8_STEP (4 * sizeof(float) + 4 * QBLOCK)
+
+static void rows_q8(const int8_t *tile, int64_t k, const int8_t *x, const float *xs, float *y,
+                    int r) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  const int8_t *p = tile;
+  for (int64_t b = 0; b < k / QBLOCK; b++, p += Q8_STEP) {
+    PREFETCH_LINE(p, 0);
+    PREFETCH_LINE(p, 64);
+    PREFETCH_LINE(p, 128);
+    const int8_t *xb = x + b * QBLOCK, *codes = p + 4 * sizeof(float);
+    float sc[4];
+    memcpy(sc, p, sizeof sc);
+    const float xsb = xs[b];
+    a0 = _mm256_fmadd_ps(q8_block(codes, xb, ones), _mm256_set1_ps(sc[0] * xsb), a0);
+    a1 = _mm256_fmadd_ps(q8_block(codes + QBLOCK, xb, ones), _mm256_set1_ps(sc[1] * xsb), a1);
+    a2 = _mm256_fmadd_ps(q8_block(codes + 2 * QBLOCK, xb, ones), _mm256_set1_ps(sc[2] * xsb), a2);
+    a3 = _mm256_fmadd_ps(q8_block(codes + 3 * QBLOCK, xb, ones), _mm256_set1_ps(sc[3] * xsb), a3);
+  }
+  float s[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)};
+  for (int j = 0; j < r; j++) y[j] = s[j];
+}
+
+static void run_rows(const job_t *j, int64_t lo, int64_t hi) {
+  const int64_t k = j->k;
+  for (int64_t n = lo; n < hi; n += 4) {
+    const int r = hi - n < 4 ? (int)(hi - n) : 4;
+    for (int64_t m = 0; m < j->m; m++) {
+      float *y = j->y + m * j->n + n;
+      if (j->kind == KIND_F32)
+        rows_f32((const float *)j->w + n * k, k, (const float *)j->x + m * k, y, r);
+      else if (j->kind == KIND_BF16)
+        rows_bf16((const uint16_t *)j->w + n * k, k, (const float *)j->x + m * k, y, r);
+      else
+        rows_q8((const int8_t *)j->w + n / 4 * (k / QBLOCK) * Q8_STEP, k,
+                (const int8_t *)j->x + m * k, j->xs + m * (k / QBLOCK), y, r);
+    }
+  }
+}
+
+/* A per-thread buffer for the transformed x, grown as needed and kept for the next call. */
+static void *scratch(size_t bytes) {
+  static _Thread_local void *buf = NULL;
+  static _Thread_local size_t size = 0;
+  if (bytes > size) {
+    void *grown = realloc(buf, bytes);
+    if (!grown) return NULL;
+    buf = grown, size = bytes;
+  }
+  return buf;
+}
+
+/* bf16's x: each 16-block as its 8 even then its 8 odd elements. */
+static void split_even_odd(const float *x, float *out, int64_t k, int64_t m) {
+  for (int64_t r = 0; r < m; r++)
+    for (int64_t i = 0; i + 16 <= k; i += 16)
+      for (int j = 0; j < 8; j++) {
+        out[r * k + i + j] = x[r * k + i + 2 * j];
+        out[r * k + i + 8 + j] = x[r * k + i + 2 * j + 1];
+      }
+}
+
+/* q8's x: per 32-block, scale = max |x| / 127 and codes round(x / scale). */
+static void quantize_q8(const float *x, int8_t *codes, float *scales, int64_t k, int64_t m) {
+  for (int64_t b = 0; b < m * (k / QBLOCK); b++) {
+    const float *xb = x + b * QBLOCK;
+    float peak = 0.0f;
+    for (int j = 0; j < QBLOCK; j++) peak = fmaxf(peak, fabsf(xb[j]));
+    const float scale = peak / 127.0f, inv = peak > 0.0f ? 127.0f / peak : 0.0f;
+    scales[b] = scale;
+    for (int j = 0; j < QBLOCK; j++) codes[b * QBLOCK + j] = (int8_t)lrintf(xb[j] * inv);
+  }
+}
+
+/* y (m, n) = x (m, k) W^T on `threads` threads. W: fp32 (n, k) row-major; bf16 and q8 in tiles
+ * of 4 rows (n padded to a multiple of 4 with zero rows, k to a multiple of 16 / 32 with zero
+ * columns, x too). Returns 0, or -1 for a k the kind cannot take, -2 when out of memory. */
+int aek_gemv(int threads, int kind, const void *w, const float *x, float *y,
+             int64_t n, int64_t k, int64_t m) {
+  if (kind < KIND_F32 || kind > KIND_Q8 || (kind == KIND_Q8 && k % QBLOCK != 0) ||
+      (kind == KIND_BF16 && k % 16 != 0))
+    return -1;
+  job_t j = {kind, w, x, NULL, y, n, k, m};
+  if (kind == KIND_BF16) {
+    float *split = scratch((size_t)(m * k) * sizeof(float));
+    if (!split) return -2;
+    split_even_odd(x, split, k, m);
+    j.x = split;
+  } else if (kind == KIND_Q8) {
+    const size_t code_bytes = ((size_t)(m * k) + 63) / 64 * 64;
+    int8_t *codes = scratch(code_bytes + (size_t)(m * (k / QBLOCK)) * sizeof(float));
+    if (!codes) return -2;
+    float *scales = (float *)(codes + code_bytes);
+    quantize_q8(x, codes, scales, k, m);
+    j.x = codes, j.xs = scales;
+  }
+  /* Chunks of whole 4-row groups, about 8 a thread, handed out as threads come free, so a
+   * descheduled thread delays only its chunk. */
+  int64_t chunk = (n / ((int64_t)threads * 8) + 3) / 4 * 4;
+  if (chunk < 16) chunk = 16;
+  const int64_t chunks = (n + chunk - 1) / chunk;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (threads > 1 && chunks > 1)
+  for (int64_t c = 0; c < chunks; c++)
+    run_rows(&j, c * chunk, (c + 1) * chunk < n ? (c + 1) * chunk : n);
+  return 0;
+}
+
+#else /* no AVX2 + FMA: Python keeps torch's kernels and never calls these */
+
+int aek_gemv(int threads, int kind, const void *w, const float *x, float *y,
+             int64_t n, int64_t k, int64_t m) {
+  (void)threads, (void)kind, (void)w, (void)x, (void)y, (void)n, (void)k, (void)m;
+  return -1;
+}
+
+#endif
