@@ -440,6 +440,6 @@ def add_decode_args(p: argparse.ArgumentParser) -> None:
                    "CPUs with VNNI); "
                    f"default {DEFAULT_DECODE_DTYPE}; a GPU takes fp32 only")
     p.add_argument("--compile", action="store_true",
-                   help="CPU: compile the decode step with torch.compile (1.2-1.45x faster "
+                   help="CPU: compile the decode step with torch.compile (1.2-1.5x faster "
                    "decoding, same tokens); costs ~15-120 s at start, less once torch's cache "
                    "holds it")

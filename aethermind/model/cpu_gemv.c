@@ -77,6 +77,33 @@ static void rows_f32(const float *w, int64_t k, const float *x, float *y, int r)
   for (int j = 0; j < r; j++) y[j] = s[j];
 }
 
+/* rows_f32 for two inputs at once: each weight load feeds two FMAs (a batch of rows, e.g. a
+ * server's decode step, is bound by loads from cache, not by memory, after the first row). */
+static void rows_f32_x2(const float *w, int64_t k, const float *x, const float *z, float *y,
+                        float *v, int r) {
+  const float *w0 = w, *w1 = ROW(w, k, 1), *w2 = ROW(w, k, 2), *w3 = ROW(w, k, 3);
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+  int64_t i = 0;
+  for (; i + 8 <= k; i += 8) {
+    const __m256 xv = _mm256_loadu_ps(x + i), zv = _mm256_loadu_ps(z + i);
+    __m256 wv = _mm256_loadu_ps(w0 + i);
+    a0 = _mm256_fmadd_ps(wv, xv, a0), b0 = _mm256_fmadd_ps(wv, zv, b0);
+    wv = _mm256_loadu_ps(w1 + i);
+    a1 = _mm256_fmadd_ps(wv, xv, a1), b1 = _mm256_fmadd_ps(wv, zv, b1);
+    wv = _mm256_loadu_ps(w2 + i);
+    a2 = _mm256_fmadd_ps(wv, xv, a2), b2 = _mm256_fmadd_ps(wv, zv, b2);
+    wv = _mm256_loadu_ps(w3 + i);
+    a3 = _mm256_fmadd_ps(wv, xv, a3), b3 = _mm256_fmadd_ps(wv, zv, b3);
+  }
+  float s[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)};
+  float t[4] = {hsum(b0), hsum(b1), hsum(b2), hsum(b3)};
+  for (; i < k; i++) {
+    s[0] += w0[i] * x[i], s[1] += w1[i] * x[i], s[2] += w2[i] * x[i], s[3] += w3[i] * x[i];
+    t[0] += w0[i] * z[i], t[1] += w1[i] * z[i], t[2] += w2[i] * z[i], t[3] += w3[i] * z[i];
+  }
+  for (int j = 0; j < r; j++) y[j] = s[j], v[j] = t[j];
+}
+
 static const int32_t ODD_MASK = (int32_t)0xFFFF0000;
 
 /* One 16-block of bf16 weights against x split into even (xe) and odd (xo) halves. */
@@ -112,6 +139,37 @@ static void rows_bf16(const uint16_t *tile, int64_t k, const float *xsplit, floa
   }
   float s[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)};
   for (int j = 0; j < r; j++) y[j] = s[j];
+}
+
+/* One widened 16-block of a bf16 tile row against two inputs' split halves. */
+#define BF16_BLOCK_X2(acc, acc2, wp)                                                     \
+  do {                                                                                   \
+    __m256i v = _mm256_loadu_si256((const __m256i *)(wp));                               \
+    __m256 even = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));                         \
+    __m256 odds = _mm256_castsi256_ps(_mm256_and_si256(v, odd));                         \
+    acc = _mm256_fmadd_ps(odds, xo, _mm256_fmadd_ps(even, xe, acc));                    \
+    acc2 = _mm256_fmadd_ps(odds, zo, _mm256_fmadd_ps(even, ze, acc2));                   \
+  } while (0)
+
+/* rows_bf16 for two inputs at once: each tile is widened once for both. */
+static void rows_bf16_x2(const uint16_t *tile, int64_t k, const float *xsplit,
+                         const float *zsplit, float *y, float *w, int r) {
+  const __m256i odd = _mm256_set1_epi32(ODD_MASK);
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+  const uint16_t *p = tile;
+  for (int64_t i = 0; i < k; i += 16, p += 64) {
+    PREFETCH_LINE(p, 0);
+    PREFETCH_LINE(p, 64);
+    const __m256 xe = _mm256_loadu_ps(xsplit + i), xo = _mm256_loadu_ps(xsplit + i + 8);
+    const __m256 ze = _mm256_loadu_ps(zsplit + i), zo = _mm256_loadu_ps(zsplit + i + 8);
+    BF16_BLOCK_X2(a0, b0, p);
+    BF16_BLOCK_X2(a1, b1, p + 16);
+    BF16_BLOCK_X2(a2, b2, p + 32);
+    BF16_BLOCK_X2(a3, b3, p + 48);
+  }
+  float s[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)};
+  float t[4] = {hsum(b0), hsum(b1), hsum(b2), hsum(b3)};
+  for (int j = 0; j < r; j++) y[j] = s[j], w[j] = t[j];
 }
 
 /* Integer dot product of two 32-blocks of int8 codes, as 8 fp32 partial sums. */
@@ -151,7 +209,16 @@ static void run_rows(const job_t *j, int64_t lo, int64_t hi) {
   const int64_t k = j->k;
   for (int64_t n = lo; n < hi; n += 4) {
     const int r = hi - n < 4 ? (int)(hi - n) : 4;
-    for (int64_t m = 0; m < j->m; m++) {
+    int64_t m = 0;
+    for (; m + 2 <= j->m && j->kind != KIND_Q8; m += 2) {  /* pairs of inputs share loads */
+      float *y = j->y + m * j->n + n;
+      const float *x = (const float *)j->x + m * k;
+      if (j->kind == KIND_F32)
+        rows_f32_x2((const float *)j->w + n * k, k, x, x + k, y, y + j->n, r);
+      else
+        rows_bf16_x2((const uint16_t *)j->w + n * k, k, x, x + k, y, y + j->n, r);
+    }
+    for (; m < j->m; m++) {
       float *y = j->y + m * j->n + n;
       if (j->kind == KIND_F32)
         rows_f32((const float *)j->w + n * k, k, (const float *)j->x + m * k, y, r);

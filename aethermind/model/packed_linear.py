@@ -11,8 +11,8 @@ returns a view of the model whose `nn.Linear`s read one of the `DECODE_DTYPES`:
 Which kernels, best first, each checked against `F.linear` once before use:
 1. Ours (`cpu_gemv`: AVX2 loops built on first use with the machine's C compiler): fp32 on the
    model's own weights, bf16 tiles, int8 with a scale per 32 weights and per 32 activations
-   (llama.cpp's q8_0 arithmetic). 1.3-2.8x torch's best kernel per token on nano
-   (`bench/bench_gemv.py`, BENCHMARKS.md).
+   (llama.cpp's q8_0 arithmetic). 1.0-1.2x (fp32), 1.4-1.5x (bf16) and 3.4-3.8x (int8)
+   torch's best kernel per token on nano (`bench/bench_gemv.py`, BENCHMARKS.md).
 2. Without a C compiler or AVX2: oneDNN's, with the weight reordered once into its blocked
    layout (fp32; bf16 where the CPU has AVX512-BW/VL/DQ or AVX-NE-CONVERT), else torch's own
    bf16 matmul on a bf16 copy (`Bf16Linear`); int8 is symmetric per output channel with each
@@ -43,7 +43,7 @@ from aethermind.model.quantize import Int8Linear, int8_full_range, int8_ops_avai
 
 DecodeDtype = Literal["fp32", "bf16", "int8"]
 DECODE_DTYPES: tuple[DecodeDtype, ...] = get_args(DecodeDtype)
-# fp32 stays the default: bf16 and int8 decode 1.5x and 2x faster (nano, batch 1, 2 threads, our
+# fp32 stays the default: bf16 and int8 decode 1.4x and 1.8-2x faster (nano, batch 1, 2 threads, our
 # kernels) but change logits in the 3rd significant digit (relative RMS ~6e-3 and ~2.6e-2 on
 # random nano weights), which can flip a near-tie greedy token, so they are opt-in.
 DEFAULT_DECODE_DTYPE: DecodeDtype = "fp32"
