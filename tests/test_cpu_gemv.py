@@ -128,6 +128,14 @@ def test_a_machine_without_a_compiler_gets_none(monkeypatch, tmp_path):
     assert cpu_gemv.kernels.__wrapped__() is None
 
 
+def test_an_arm_machine_gets_none_without_building_or_warning(monkeypatch, recwarn):
+    """No AVX2 to build for (an Apple Silicon Mac, a Graviton): torch's kernels, quietly."""
+    monkeypatch.setattr(cpu_gemv.platform, "machine", lambda: "arm64")
+    monkeypatch.setattr(cpu_gemv, "build", lambda *a: pytest.fail("it tried to build"))
+    assert cpu_gemv.kernels.__wrapped__() is None
+    assert not recwarn.list
+
+
 def test_a_failed_build_leaves_no_library_behind_and_warns(tmp_path, monkeypatch):
     with pytest.raises(subprocess.CalledProcessError):
         cpu_gemv.build("false", tmp_path)  # a "compiler" that always fails

@@ -6,7 +6,8 @@ at 0.25-0.6x llama.cpp on the same weights. `cpu_gemv.c` is a few AVX2 loops and
 It is compiled on first use with the machine's C compiler (`$CC`, else `cc`, `gcc`, `clang`)
 for this CPU (`-march=native`), about a second, into a cache folder keyed by the source, the
 flags and the CPU, written to a temporary name and renamed, so concurrent first runs cannot see
-half a library. No compiler, a CPU without AVX2 and FMA, or a platform other than Linux/macOS:
+half a library. No compiler, a CPU that is not x86-64 or lacks AVX2 and FMA, or an OS other
+than Linux/macOS:
 `kernels()` is None and decoding keeps torch's kernels (`packed_linear`); a failed build says
 so in one warning and does the same.
 `GemvLinear` decodes up to `GEMV_MAX_ROWS` rows with the kernels; more rows (a prompt's
@@ -36,6 +37,7 @@ from torch import nn
 SOURCE = Path(__file__).with_name("cpu_gemv.c")
 FLAGS = ("-O3", "-march=native", "-std=gnu11", "-shared", "-fPIC", "-fopenmp")
 KIND = {"fp32": 0, "bf16": 1, "int8": 2}  # the C side's kinds, by decode dtype
+X86_64 = ("x86_64", "amd64")  # platform.machine() where AVX2 may exist
 QBLOCK = 32  # int8 weights and activations share one scale per this many values
 # Above this many rows, torch's matrix-matrix kernels beat a matrix-vector loop (fp32, bf16).
 GEMV_MAX_ROWS = 8
@@ -112,8 +114,9 @@ class Kernels:
 def kernels() -> Kernels | None:
     """The kernels for this machine, built on first call; None where they cannot run here."""
     cc = compiler()
-    if cc is None or sys.platform not in ("linux", "darwin"):
-        return None
+    if (cc is None or sys.platform not in ("linux", "darwin")
+            or platform.machine().lower() not in X86_64):
+        return None  # nothing to build for (AVX2 is x86's): torch's kernels, no warning
     try:
         loaded = Kernels(build(cc, cache_dir()))
     except (OSError, subprocess.SubprocessError) as err:
