@@ -13,7 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from aethermind.model import cpu_gemv
+from aethermind.model.config import Forge1Config
 from aethermind.model.cpu_gemv import GemvLinear, pack_weight, quantize_blocks
+from aethermind.model.packed_linear import packed_for_cpu
+from aethermind.model.transformer import Forge1Model, RMSNorm
 
 
 def _cpu_has_avx2_fma() -> bool:
@@ -154,3 +157,18 @@ def test_a_built_library_is_reused(tmp_path):
     stamp = first.stat().st_mtime_ns
     assert cpu_gemv.build(cc, tmp_path) == first and first.stat().st_mtime_ns == stamp
     assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary files left
+
+
+def test_rms_norm_in_one_call_matches_torch(kernels):
+    """Eager decode's norms (torch's rms_norm is six ops on CPU): the same values, bf16 inputs
+    handed to the model's own norm, and a packed model uses it."""
+    norm = RMSNorm(45, 1e-5)
+    norm.weight.data = torch.randn(45)
+    layer = cpu_gemv.GemvRMSNorm(norm, kernels)
+    x = torch.randn(2, 3, 45) * 7
+    torch.testing.assert_close(layer(x), norm(x), atol=1e-6, rtol=1e-5)
+    assert torch.equal(layer(x.bfloat16()), norm(x.bfloat16()))
+    model = Forge1Model(Forge1Config.tiny(vocab_size=128, n_layers=1)).eval()
+    fast = packed_for_cpu(model)
+    assert isinstance(fast.norm, cpu_gemv.GemvRMSNorm)
+    assert fast.norm.norm.weight is model.norm.weight  # shared, not copied

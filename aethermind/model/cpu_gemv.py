@@ -95,8 +95,18 @@ class Kernels:
         lib.aek_gemv.argtypes = [ctypes.c_int, ctypes.c_int, *[ctypes.c_void_p] * 3,
                                  *[ctypes.c_int64] * 3]
         lib.aek_gemv.restype = ctypes.c_int
+        lib.aek_rms_norm.argtypes = [*[ctypes.c_void_p] * 3, *[ctypes.c_int64] * 2,
+                                     ctypes.c_float]
+        lib.aek_rms_norm.restype = ctypes.c_int
         self.simd = bool(lib.aek_simd())
         self._gemv = lib.aek_gemv
+        self._rms_norm = lib.aek_rms_norm
+
+    def rms_norm(self, rows: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        """RMSNorm of `rows` (m, k, contiguous fp32) with fp32 `weight` (k,)."""
+        y = torch.empty_like(rows)
+        self._rms_norm(rows.data_ptr(), weight.data_ptr(), y.data_ptr(), *rows.shape, eps)
+        return y
 
     def gemv(self, kind: int, w: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tensor:
         """(m, n) = rows (m, k, contiguous fp32) times the n-row weights `w` (`pack_weight`'s
@@ -181,6 +191,23 @@ def _loaded() -> Kernels:
     if k is None:
         raise RuntimeError("cpu_gemv: the kernels are not available on this machine")
     return k
+
+
+class GemvRMSNorm(nn.Module):
+    """An fp32 RMSNorm in one kernel call (torch's is six ops on CPU); inference only. Under
+    torch.compile, or for other dtypes, it is the model's own norm, which inductor fuses."""
+
+    def __init__(self, norm: nn.Module, kernels: Kernels) -> None:
+        super().__init__()
+        self.norm, self.kernels = norm, kernels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.norm.weight
+        if (torch.compiler.is_compiling() or x.dtype != torch.float32
+                or w.dtype != torch.float32):
+            return self.norm(x)
+        rows = x.reshape(-1, x.shape[-1]).contiguous()
+        return self.kernels.rms_norm(rows, w, self.norm.eps).view(x.shape)
 
 
 class GemvLinear(nn.Module):
