@@ -39,6 +39,8 @@ FLAGS = ("-O3", "-march=native", "-std=gnu11", "-shared", "-fPIC", "-fopenmp")
 KIND = {"fp32": 0, "bf16": 1, "int8": 2}  # the C side's kinds, by decode dtype
 X86_64 = ("x86_64", "amd64")  # platform.machine() where AVX2 may exist
 QBLOCK = 32  # int8 weights and activations share one scale per this many values
+# K is padded to a multiple of this (the C loops' step: bf16 widens 16 at a time, int8 blocks).
+K_STEP = {"fp32": 1, "bf16": 16, "int8": QBLOCK}
 # Above this many rows, torch's matrix-matrix kernels beat a matrix-vector loop (fp32, bf16).
 GEMV_MAX_ROWS = 8
 
@@ -162,7 +164,7 @@ def pack_weight(weight: torch.Tensor, dtype: str) -> torch.Tensor:
     if dtype == "fp32":
         return weight.detach().float().contiguous()
     n, k = weight.shape
-    step = QBLOCK if dtype == "int8" else 16
+    step = K_STEP[dtype]
     w = F.pad(weight.detach().float(), (0, -k % step, 0, -n % 4))
     if dtype == "bf16":
         return _tiles(w.to(torch.bfloat16), step).contiguous()
@@ -219,8 +221,7 @@ class GemvLinear(nn.Module):
         super().__init__()
         self.out_features, self.in_features = weight.shape
         self.kind, self.kernels = KIND[dtype], kernels
-        step = {"fp32": 1, "bf16": 16, "int8": QBLOCK}[dtype]
-        self.pad = -self.in_features % step
+        self.pad = -self.in_features % K_STEP[dtype]
         self.register_buffer("w", pack_weight(weight, dtype), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
