@@ -3,12 +3,13 @@
 Decoding one token at batch 1 multiplies one row by every weight of the model once, so its
 speed is how fast a kernel streams weights from memory. This times nano's 49 linears (random
 weights, one input row, `--threads` threads) through each CPU kernel torch offers and the ones
-`packed_linear` / `quantize` / `cpu_gemv` use, and prints ms a token, GB/s of weight bytes and
+`packed_linear` / `quantize` / `cpu_gemv` use, and prints ms a step, GB/s of weight bytes and
 the tokens/s the products alone would allow. `bench/stream_read.c` gives the machine's bound.
 Which of torch's is fastest depends on the CPU (AVX-512, VNNI, BF16, MKL on AMD), which is why
 `--compile` without our kernels measures oneDNN against MKL before it picks one.
 Kernels a CPU or torch build lacks are reported as such, not timed.
-Usage: `python bench/bench_gemv.py --threads 2 [--repeats 20]`.
+Usage: `python bench/bench_gemv.py --threads 2 [--repeats 20] [--rows 8]` (`--rows`: a server's
+step for that many clients, where weights read once serve every row).
 """
 
 from __future__ import annotations
@@ -39,9 +40,11 @@ def nano_shapes() -> list[tuple[int, int]]:
     return layer * cfg.n_layers + [(cfg.vocab_size, d)]
 
 
-def kernels(weights: list[torch.Tensor]) -> dict[str, tuple[Callable[[], object] | str, int]]:
-    """name -> (one token's products, or why the kernel is missing; bytes of weights read)."""
-    rows = {k: torch.randn(1, k) for k in {w.shape[1] for w in weights}}
+def kernels(weights: list[torch.Tensor], n_rows: int = 1
+            ) -> dict[str, tuple[Callable[[], object] | str, int]]:
+    """name -> (one step's products for `n_rows` input rows, or why the kernel is missing;
+    bytes of weights read)."""
+    rows = {k: torch.randn(n_rows, k) for k in {w.shape[1] for w in weights}}
     fp32_bytes = sum(w.numel() * 4 for w in weights)
     out: dict[str, tuple[Callable[[], object] | str, int]] = {}
 
@@ -84,17 +87,20 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--rows", type=int, default=1,
+                   help="input rows a step (a server decoding for N clients; default 1)")
     args = p.parse_args(argv)
-    if args.threads < 1 or args.repeats < 1:
-        p.error("--threads and --repeats must be at least 1")
+    if min(args.threads, args.repeats, args.rows) < 1:
+        p.error("--threads, --repeats and --rows must be at least 1")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     weights = [torch.randn(n, k) for n, k in nano_shapes()]
-    print(f"nano, {len(weights)} linears, one row, {args.threads} threads, best of "
-          f"{args.repeats}; torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}")
-    print("| kernel | ms a token | GB/s of weights | tokens/s bound |\n|---|---|---|---|")
+    print(f"nano, {len(weights)} linears, {args.rows} input row(s), {args.threads} threads, "
+          f"best of {args.repeats}; torch {torch.__version__}, "
+          f"{torch.backends.cpu.get_cpu_capability()}")
+    print("| kernel | ms a step | GB/s of weights | tokens/s bound |\n|---|---|---|---|")
     with torch.inference_mode():
-        for name, (fn, nbytes) in kernels(weights).items():
+        for name, (fn, nbytes) in kernels(weights, args.rows).items():
             if isinstance(fn, str):
                 print(f"| {name} | not here: {fn} | | |")
                 continue
@@ -104,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                 start = time.perf_counter()
                 fn()
                 best = min(best, time.perf_counter() - start)
-            print(f"| {name} | {best * 1e3:.2f} | {nbytes / best / 1e9:.1f} | {1 / best:.0f} |")
+            print(f"| {name} | {best * 1e3:.2f} | {nbytes / best / 1e9:.1f} | "
+                  f"{args.rows / best:.0f} |")
     return 0
 
 

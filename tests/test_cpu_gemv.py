@@ -79,13 +79,14 @@ def test_k_that_is_not_a_multiple_of_the_block_is_padded_with_zeros(kernels):
 def test_rows_do_not_depend_on_the_rest_of_the_batch_or_the_threads(kernels):
     """A sequence's output must not change with its batch neighbours (the engine's promise),
     nor with the thread count: each output row is one thread's sum, in one order."""
-    w = torch.randn(300, 128) * 0.05
-    x = torch.randn(1, 128)
+    w = torch.randn(301, 132) * 0.05  # a tail of one row past the tiles; K not a multiple of 8
+    x = torch.randn(8, 132)
     for dtype in ("fp32", "bf16", "int8"):
         layer = GemvLinear(w, dtype, kernels)
-        alone = layer(x)
-        batched = layer(torch.cat([x, 1000 * torch.randn(3, 128)]))[:1]
-        assert torch.equal(alone, batched), dtype
+        alone = torch.cat([layer(row[None]) for row in x])
+        for m in range(2, 9):  # pairs, fours (fp32), and what is left of them
+            batched = layer(torch.cat([x[:m], 1000 * torch.randn(8 - m, 132)]))[:m]
+            assert torch.equal(alone[:m], batched), (dtype, m)
         torch.set_num_threads(2)  # conftest restores one thread
         assert torch.equal(layer(x), alone), dtype
         torch.set_num_threads(1)

@@ -3,17 +3,21 @@ stops, context limits, streaming text. The sampling rules themselves: test_sampl
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from _infer_helpers import make_tokenizer
 
 from aethermind.inference.engine import (
+    PREFILL_TOKENS,
     REPLACEMENT_CHAR,
     Engine,
     GenerationError,
     PromptTooLongError,
     TextStream,
     TokenEvent,
+    _prefill_groups,
 )
 from aethermind.inference.sampling import SamplingParams
 from aethermind.model.transformer import Forge1Model
@@ -176,6 +180,40 @@ def test_sequences_join_and_leave_without_changing_each_others_tokens(model):
         assert [ev.finished for ev in events[seq]] == [False] * 15 + [True]
         assert events[seq][-1].finish_reason == "length"
     assert not engine.has_work()
+
+
+def test_prompts_admitted_together_are_prefilled_as_one_padded_batch(model):
+    """Neighbouring slots with prompts of similar length share one prefill call; a much longer
+    prompt goes alone (its padding would cost more than it saves). Every sequence still gets
+    the tokens it gets alone: the padding stays behind each row's mask."""
+    vocab = model.config.vocab_size
+    prompts = [_prompt(n, vocab, seed=30 + n) for n in (9, 11, 10, 40)]
+    params = greedy(12, repetition_penalty=5.0)
+    alone = [Engine(model, max_batch_size=1).generate(p, params).tokens for p in prompts]
+    engine = Engine(model, max_batch_size=4)
+    calls, real = [], engine.model.hidden
+    engine.model.hidden = lambda ids, *a, **kw: calls.append(tuple(ids.shape)) or real(
+        ids, *a, **kw)
+    batch = engine.generate_batch(prompts, params)
+    assert [g.tokens for g in batch] == alone
+    assert calls[:2] == [(3, 11), (1, 40)]  # then one row per running sequence
+    assert all(t == 1 for _, t in calls[2:])
+
+
+def test_prefill_groups_follow_slots_padding_and_size():
+    def seqs(*slot_len):
+        return [SimpleNamespace(slot=slot, prompt=[1] * n) for slot, n in slot_len]
+
+    def shape(groups):
+        return [[s.slot for s in g] for g in groups]
+
+    assert shape(_prefill_groups(seqs((0, 20), (1, 22), (2, 18)))) == [[0, 1, 2]]
+    assert shape(_prefill_groups(seqs((0, 20), (2, 20)))) == [[0], [2]]  # not neighbours
+    assert shape(_prefill_groups(seqs((0, 300), (1, 100)))) == [[0], [1]]  # 200 tokens of pad
+    assert shape(_prefill_groups(seqs((0, 3), (1, 30)))) == [[0, 1]]  # little padding in all
+    big = PREFILL_TOKENS // 2
+    assert shape(_prefill_groups(seqs((0, big), (1, big), (2, big)))) == [[0, 1], [2]]
+    assert shape(_prefill_groups(seqs((0, 3 * PREFILL_TOKENS)))) == [[0]]  # alone, any length
 
 
 def test_each_sequence_keeps_its_own_params_and_seed_in_a_batch(model):

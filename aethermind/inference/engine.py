@@ -4,8 +4,10 @@
 own `SamplingParams`, stop ids and RNG. `add` queues a prompt, `step` admits queued prompts
 (prefill) and advances every running sequence by one token, `cancel` frees a slot at once:
 the continuous batching a server needs. `generate`, `generate_batch` and `stream` are that same
-loop driven to the end. Rows never see each other (per-row positions and masks, no padding), so
-a sequence's tokens do not depend on what else shares the batch.
+loop driven to the end. Rows never see each other (per-row positions and masks; a batched
+prefill's right padding stays behind each row's mask), so a sequence's tokens do not depend on
+what else shares the batch, up to the last bits of a matrix product: a prompt prefilled with
+others may take torch's matrix-matrix kernel where alone it took the matrix-vector one.
 The engine works on token ids only; it knows no tokenizer and no chat template (those live in
 `thinking.py`). Streaming text goes through `TextStream`, which is handed a `decode` callable.
 Context policy: a prompt that leaves no room for one new token raises `PromptTooLongError`;
@@ -59,6 +61,9 @@ WARM_UP_ROWS, WARM_UP_WINDOW = 3, 37
 COMPILE_OPTIONS = {"freezing": True, "cpp_wrapper": True}
 # What chat and serve print before a --compile engine is built (BENCHMARKS.md).
 COMPILING = "compiling the decode step (--compile, ~15-120 s, less once cached)..."
+# Prompts admitted together are prefilled as one padded batch within these bounds
+# (`_prefill_groups`): padding as a share of the real tokens, and padded tokens a batch.
+PREFILL_PADDING, PREFILL_TOKENS = 0.25, 2048
 UNSAMPLEABLE = ("the model's next-token scores could not be sampled (NaN or all -inf): "
                 "the model's weights are probably broken")
 
@@ -235,9 +240,10 @@ class Engine:
         if running:
             rows.append(running)
             logits.append(self._decode(running))
-        for seq in admitted:  # after the decode: its filler rows may touch free slots' position 0
-            rows.append([seq])
-            logits.append(self._prefill(seq))
+        # After the decode: its filler rows may touch free slots' position 0.
+        for group in _prefill_groups(admitted):
+            rows.append(group)
+            logits.append(self._prefill(group))
         seqs = [s for group in rows for s in group]
         if not seqs:
             return events
@@ -352,14 +358,20 @@ class Engine:
             admitted.append(seq)
         return admitted
 
-    def _prefill(self, seq: _Sequence) -> torch.Tensor:
-        """Run the prompt into the sequence's slot; logits (1, V) of its last position."""
-        n, device = len(seq.prompt), self.device
-        ids = torch.tensor([seq.prompt], dtype=torch.long, device=device)
-        positions = torch.arange(n, device=device)[None]
-        cache = self.cache.window(slice(seq.slot, seq.slot + 1), n)
+    def _prefill(self, group: list[_Sequence]) -> torch.Tensor:
+        """Run prompts in neighbouring slots into their slots, as one batch right-padded to the
+        longest; logits (len(group), V) of each one's last position. A padded row writes junk
+        keys past its prompt, which its mask hides until decoding overwrites them."""
+        longest, device = max(len(s.prompt) for s in group), self.device
+        ids = torch.tensor([s.prompt + [0] * (longest - len(s.prompt)) for s in group],
+                           dtype=torch.long, device=device)
+        positions = torch.arange(longest, device=device)[None].expand(len(group), -1)
+        first = group[0].slot
+        cache = self.cache.window(slice(first, first + len(group)), longest)
         hidden = self.model.hidden(ids, positions, kv_cache=cache)
-        return self.model.lm_head(hidden[:, -1])  # only the last row: prefill needs no more
+        last = torch.tensor([len(s.prompt) - 1 for s in group], device=device)
+        # only each prompt's last row: prefill needs no more
+        return self.model.lm_head(hidden[torch.arange(len(group), device=device), last])
 
     def _decode(self, running: list[_Sequence]) -> torch.Tensor:
         """Feed each running sequence its last token; logits (len(running), V)."""
@@ -421,6 +433,25 @@ class Engine:
             new = token if seq.finish_reason == "length" else None
             return TokenEvent(seq.id, new, True, seq.finish_reason)
         return TokenEvent(seq.id, token, False, None)
+
+
+def _prefill_groups(admitted: list[_Sequence]) -> list[list[_Sequence]]:
+    """Admitted sequences in prefill batches: neighbouring slots (one cache window), padding
+    at most PREFILL_PADDING of the real tokens (or 32 tokens), at most PREFILL_TOKENS padded
+    tokens a batch unless a prompt alone is longer. Eight prompts of ~20 tokens prefilled as
+    one batch take 0.22 s instead of 0.5 (nano, 2 cores): a server's first tokens come sooner."""
+    groups: list[list[_Sequence]] = []
+    for seq in admitted:
+        group = groups[-1] if groups else None
+        if group is not None and group[-1].slot + 1 == seq.slot:
+            lengths = [len(s.prompt) for s in group] + [len(seq.prompt)]
+            padded = len(lengths) * max(lengths)
+            if (padded <= PREFILL_TOKENS
+                    and padded - sum(lengths) <= max(32, PREFILL_PADDING * sum(lengths))):
+                group.append(seq)
+                continue
+        groups.append([seq])
+    return groups
 
 
 def _checked(seqs: list[_Sequence]) -> list[Generation]:
