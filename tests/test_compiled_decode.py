@@ -1,15 +1,17 @@
 """`Engine(compile=True)` (`--compile`): the torch.compile'd decode step gives the eager
 engine's tokens and logits in every dtype, for one row and for rows of different lengths; bad
-combinations are one-line errors before any work; the CLIs take the flag."""
+combinations are one-line errors before any work; the CLIs take the flag; where the one-call C
+step runs the model, it compiles nothing."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from aethermind.inference.engine import Engine
+from aethermind.inference.engine import COMPILE_NOT_NEEDED, Engine
 from aethermind.inference.sampling import SamplingParams
 from aethermind.model import cpu_gemv, packed_linear
+from aethermind.model.cpu_decode import DecodeStep
 from aethermind.model.packed_linear import DECODE_DTYPES, check_compiled_decode
 from aethermind.model.quantize import int8_ops_available
 from aethermind.model.transformer import Forge1Model
@@ -37,6 +39,9 @@ def test_compiled_decode_gives_the_eager_tokens_and_logits(tiny_config, kernel, 
     if kernel.startswith("ours"):
         if cpu_gemv.kernels() is None:
             pytest.skip("cpu_gemv.c does not build here")
+        # A model the one-call C step cannot run (say, an unmerged adapter): compiled, with
+        # our kernels as an opaque op.
+        monkeypatch.setattr(DecodeStep, "for_model", lambda model, cache: None)
     else:
         monkeypatch.setattr(cpu_gemv, "kernels", lambda: None)
     monkeypatch.setattr(packed_linear, "onednn_beats_mkl", lambda weight: kernel == "onednn")
@@ -93,3 +98,17 @@ def test_cli_takes_compile_with_every_dtype(command, capsys, tmp_path):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error:")
     assert "missing.pt" in err and "--compile" not in err  # the flags pass, the file does not
+
+
+def test_compile_gives_way_to_the_one_call_c_step(tiny_config):
+    """Where our kernels run the model, each eager step is already one C call, faster than a
+    compiled one: --compile says so and compiles nothing."""
+    if cpu_gemv.kernels() is None:
+        pytest.skip("cpu_gemv.c does not build here")
+    notices: list[str] = []
+    torch._dynamo.utils.counters.clear()
+    engine = Engine(Forge1Model(tiny_config).eval(), compile=True, announce=notices.append)
+    assert notices == [COMPILE_NOT_NEEDED] and not engine.compiled
+    assert engine._c_step is not None
+    assert not torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    assert len(engine.generate([5, 9], SamplingParams(max_new_tokens=4, temperature=0)).tokens) == 4

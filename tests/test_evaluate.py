@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import re
 import subprocess
 import sys
+import tempfile
+import warnings
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,12 @@ import torch
 from _infer_helpers import CONVERSATIONS, make_tokenizer, train_tiny
 
 from aethermind.data import synth
-from aethermind.evaluation.evaluate import main, reasoning_accuracy, validation_loss
+from aethermind.evaluation.evaluate import (
+    ValidationSet,
+    main,
+    reasoning_accuracy,
+    validation_loss,
+)
 from aethermind.inference.engine import Engine
 from aethermind.text import chat_format as cf
 from aethermind.text.prompts import GUIDE_PROMPTS, TEST_PROMPTS
@@ -166,3 +174,20 @@ def test_report_table_wraps_words_not_letters_at_80_columns():
         for word in text.split():
             assert any(word in line for line in lines), word
     assert sum("123 tok" in line for line in lines) == len(TEST_PROMPTS)
+
+
+def test_an_unusable_validation_file_leaves_no_temporary_folder(tmp_path, monkeypatch):
+    """The folder is removed at once, not by the garbage collector later (whose warning then
+    lands in whatever command runs next in the process)."""
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("", encoding="utf-8")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match="no usable documents"):
+            ValidationSet(empty, make_tokenizer(), 64)
+        gc.collect()
+    assert list(scratch.iterdir()) == []
+    assert not [w for w in caught if "Implicitly cleaning up" in str(w.message)]

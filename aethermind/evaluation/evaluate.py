@@ -37,7 +37,7 @@ from aethermind.data.loader import BatchLoader
 from aethermind.data.pack import build_shards, read_index
 from aethermind.evaluation.loss import loss_totals
 from aethermind.evaluation.rewordings import SETS, rewordings
-from aethermind.inference.engine import Engine, add_decode_args
+from aethermind.inference.engine import Engine, add_decode_args, notice_to_stderr
 from aethermind.inference.sampling import SamplingParams, add_sampling_args, params_from_args
 from aethermind.inference.thinking import answer, parse_completion
 from aethermind.runtime.dist import plain_warnings
@@ -105,6 +105,15 @@ class ValidationSet:
                  max_docs: int | None = None) -> None:
         self.path = path
         self._tmp = tempfile.TemporaryDirectory(prefix="aethermind-val-")
+        try:
+            self._build(tok, context_length, batch_size, max_docs)
+        except BaseException:  # an unusable file: no folder left for the GC to warn about
+            self._tmp.cleanup()
+            raise
+
+    def _build(self, tok: Any, context_length: int, batch_size: int, max_docs: int | None
+               ) -> None:
+        path = self.path
         src = Path(self._tmp.name) / "val.jsonl"
         with src.open("w", encoding="utf-8") as f:  # the first max_docs records, as UTF-8
             for i, (_, line) in enumerate(numbered_lines(path)):
@@ -295,7 +304,7 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             use_decode_threads()  # before a compile; the process ends with the command
         # All generation shares it; validation loss is scored by the fp32 model.
         engine = Engine(model, max_batch_size=args.batch_size, dtype=args.dtype,
-                        compile=args.compile)
+                        compile=args.compile, announce=notice_to_stderr)
     except (LoadError, ValueError) as err:
         parser.exit(2, f"error: {err}\n")
     try:  # every input is checked before the minutes of generation below

@@ -24,11 +24,11 @@ from rich.console import Console
 from aethermind.artifacts.layout import run_folder
 from aethermind.artifacts.loading import LoadError, add_model_args, load_model
 from aethermind.inference.engine import (
-    COMPILING,
     Engine,
     GenerationError,
     PromptTooLongError,
     add_decode_args,
+    notice_to_stderr,
 )
 from aethermind.inference.sampling import SamplingParams, add_sampling_args, params_from_args
 from aethermind.inference.thinking import answer
@@ -205,10 +205,8 @@ def main(argv: list[str] | None = None) -> int:
             model, tok = load_model(args.model, args.variant, args.tokenizer, args.device)
             if next(model.parameters()).device.type == "cpu":
                 use_decode_threads()  # before a compile; the process ends with the chat
-            if args.compile:
-                print(COMPILING, file=sys.stderr)
-            engine = Engine(model, max_batch_size=1, dtype=args.dtype,
-                            compile=args.compile)  # prepacks (or compiles) once
+            engine = Engine(model, max_batch_size=1, dtype=args.dtype, compile=args.compile,
+                            announce=notice_to_stderr)
     except (LoadError, ValueError) as err:
         parser.exit(2, f"error: {err}\n")
     if hasattr(sys.stdin, "reconfigure"):  # undecodable input bytes become U+FFFD, not a crash

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -38,6 +39,7 @@ from aethermind.inference.sampling import (
     make_generator,
     sample_next,
 )
+from aethermind.model.cpu_decode import DecodeStep
 from aethermind.model.kv_cache import KVCache
 from aethermind.model.packed_linear import (
     DECODE_DTYPES,
@@ -61,6 +63,13 @@ WARM_UP_ROWS, WARM_UP_WINDOW = 3, 37
 COMPILE_OPTIONS = {"freezing": True, "cpp_wrapper": True}
 # What chat and serve print before a --compile engine is built (BENCHMARKS.md).
 COMPILING = "compiling the decode step (--compile, ~15-120 s, less once cached)..."
+def notice_to_stderr(line: str) -> None:
+    """What chat and serve pass as `Engine(announce=...)`: a notice beside the output."""
+    print(line, file=sys.stderr, flush=True)
+
+
+COMPILE_NOT_NEEDED = ("--compile: not needed here, each decode step already runs as one call "
+                      "into our CPU kernels (faster than a compiled step); not compiling")
 # Prompts admitted together are prefilled as one padded batch within these bounds
 # (`_prefill_groups`): padding as a share of the real tokens, and padded tokens a batch.
 PREFILL_PADDING, PREFILL_TOKENS = 0.25, 2048
@@ -172,33 +181,44 @@ class Engine:
 
     def __init__(self, model: torch.nn.Module, *, max_batch_size: int = 8,
                  max_seq_len: int | None = None, dtype: DecodeDtype = DEFAULT_DECODE_DTYPE,
-                 compile: bool = False) -> None:
+                 compile: bool = False, announce: Callable[[str], None] | None = None
+                 ) -> None:
         context = int(model.config.max_seq_len)
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size={max_batch_size}: must be >= 1")
         if max_seq_len is not None and not 1 < max_seq_len <= context:
             raise ValueError(f"max_seq_len={max_seq_len}: must be in 2..{context} "
                              "(the model's context length)")
+        if compile:
+            check_compiled_decode(dtype, next(model.parameters()).device)
+        self.max_batch_size = max_batch_size
+        self.max_seq_len = max_seq_len or context
         # On CPU, decode through packed linears (our AVX2 kernels, else oneDNN's: faster
         # matrix-vector products in fp32, more in bf16/int8, see packed_linear.py), once per
         # engine; the caller's model is untouched. `dtype` other than fp32 on a GPU: ValueError.
-        # compile (CPU): the decode step through torch.compile, the weights frozen into it
-        # (so build a new engine after changing them), the linears packed as
-        # `model_to_compile` says; compiled here, on dummy rows, so no request waits for it.
-        if compile:
-            check_compiled_decode(dtype, next(model.parameters()).device)
-        self.model = (model_to_compile(model, dtype) if compile
-                      else packed_for_cpu(model, dtype))
-        self._forward = (torch.compile(self.model, dynamic=True, options=COMPILE_OPTIONS)
-                         if compile else self.model)
-        self.max_batch_size = max_batch_size
-        self.max_seq_len = max_seq_len or context
+        # Where our kernels run the model, each eager decode step is one C call (cpu_decode.py,
+        # faster than a compiled step), and `compile` has nothing to add.
+        self.model = packed_for_cpu(model, dtype)
         self.cache = KVCache.for_model(self.model, max_batch_size, self.max_seq_len)
+        self._c_step = DecodeStep.for_model(self.model, self.cache)
+        self._forward = self.model
+        self.compiled = compile and self._c_step is None
+        if compile and not self.compiled and announce is not None:
+            announce(COMPILE_NOT_NEEDED)
+        if self.compiled:
+            # The decode step through torch.compile, the weights frozen into it (so build a
+            # new engine after changing them), the linears packed as `model_to_compile` says;
+            # compiled here, on dummy rows, so no request waits for it.
+            if announce is not None:
+                announce(COMPILING)
+            self.model = model_to_compile(model, dtype)
+            self.cache = KVCache.for_model(self.model, max_batch_size, self.max_seq_len)
+            self._forward = torch.compile(self.model, dynamic=True, options=COMPILE_OPTIONS)
         self._slots: list[_Sequence | None] = [None] * max_batch_size
         self._queue: deque[_Sequence] = deque()
         self._cancelled: list[TokenEvent] = []
         self._ids = itertools.count()
-        if compile:
+        if self.compiled:
             try:
                 self._warm_up()
             except Exception as err:  # inductor's many failures (no C++ compiler, ...)
@@ -380,15 +400,21 @@ class Engine:
         for seq in running:
             ids[seq.slot] = seq.tokens[-1]
             positions[seq.slot] = len(seq.prompt) + len(seq.tokens) - 1
+        if self._c_step is not None:
+            logits = self._c_step(ids, positions)
+        else:
+            logits = self._torch_decode(ids, positions)
+        if len(running) == rows:
+            return logits
+        return logits[torch.tensor([s.slot for s in running], device=logits.device)]
+
+    def _torch_decode(self, ids: list[int], positions: list[int]) -> torch.Tensor:
         device = self.device
         ids_t = torch.tensor(ids, dtype=torch.long, device=device)[:, None]
         pos_t = torch.tensor(positions, dtype=torch.long, device=device)[:, None]
         # Attend over the longest row so far, not the whole context: same result, less work.
-        cache = self.cache.window(slice(0, rows), max(positions) + 1)
-        logits = self._forward(ids_t, pos_t, kv_cache=cache)[:, -1]  # (rows, V)
-        if len(running) == rows:
-            return logits
-        return logits[torch.tensor([s.slot for s in running], device=device)]
+        cache = self.cache.window(slice(0, len(ids)), max(positions) + 1)
+        return self._forward(ids_t, pos_t, kv_cache=cache)[:, -1]  # (rows, V)
 
     @torch.inference_mode()
     def _warm_up(self) -> None:
@@ -471,6 +497,8 @@ def add_decode_args(p: argparse.ArgumentParser) -> None:
                    "CPUs with VNNI); "
                    f"default {DEFAULT_DECODE_DTYPE}; a GPU takes fp32 only")
     p.add_argument("--compile", action="store_true",
-                   help="CPU: compile the decode step with torch.compile (1.2-1.5x faster "
-                   "decoding, same tokens); costs ~15-120 s at start, less once torch's cache "
-                   "holds it")
+                   help="CPU where our AVX2 kernels do not build (ARM, no C compiler): "
+                   "compile the decode step with torch.compile (1.2-1.5x faster decoding, same "
+                   "tokens; ~15-120 s at start, less once torch's cache holds it); where they "
+                   "build, each step is already one C call, faster still, and this does "
+                   "nothing")

@@ -100,9 +100,17 @@ class Kernels:
         lib.aek_rms_norm.argtypes = [*[ctypes.c_void_p] * 3, *[ctypes.c_int64] * 2,
                                      ctypes.c_float]
         lib.aek_rms_norm.restype = ctypes.c_int
+        lib.aek_decode.argtypes = [ctypes.c_int, *[ctypes.c_void_p] * 3, ctypes.c_int64,
+                                   ctypes.c_void_p]
+        lib.aek_decode.restype = ctypes.c_int
         self.simd = bool(lib.aek_simd())
         self._gemv = lib.aek_gemv
         self._rms_norm = lib.aek_rms_norm
+        self._decode = lib.aek_decode
+
+    def decode(self, model: int, ids: int, positions: int, m: int, logits: int) -> int:
+        """`aek_decode` on raw addresses (`cpu_decode.DecodeStep` owns them); 0 on success."""
+        return self._decode(torch.get_num_threads(), model, ids, positions, m, logits)
 
     def rms_norm(self, rows: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         """RMSNorm of `rows` (m, k, contiguous fp32) with fp32 `weight` (k,)."""

@@ -32,7 +32,7 @@ from importlib import resources
 from typing import Any
 
 from aethermind.artifacts.loading import LoadError, add_model_args, find_checkpoint, load_model
-from aethermind.inference.engine import COMPILING, Engine, add_decode_args
+from aethermind.inference.engine import Engine, add_decode_args, notice_to_stderr
 from aethermind.model.packed_linear import (
     DEFAULT_DECODE_DTYPE,
     DecodeDtype,
@@ -65,13 +65,14 @@ class ServerState:
                  max_batch_size: int = DEFAULT_BATCH, host: str = DEFAULT_HOST,
                  allow_origins: Sequence[str] = (),
                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-                 dtype: DecodeDtype = DEFAULT_DECODE_DTYPE, compile: bool = False) -> None:
+                 dtype: DecodeDtype = DEFAULT_DECODE_DTYPE, compile: bool = False,
+                 announce: Callable[[str], None] | None = None) -> None:
         self.tokenizer, self.model_id, self.api_key = tokenizer, model_id, api_key
         self.model = model  # for scoring (logprobs, fp32); the scheduler's engine decodes
         self.host, self.allow_origins, self.max_body_bytes = host, allow_origins, max_body_bytes
         self.max_seq_len = int(model.config.max_seq_len)
         self.scheduler = Scheduler(Engine(model, max_batch_size=max_batch_size, dtype=dtype,
-                                          compile=compile))
+                                          compile=compile, announce=announce))
         self.parsers = ThreadPoolExecutor(PARSE_THREADS, thread_name_prefix="aethermind-parse")
 
     def parse(self, body: bytes, parser: Callable[..., Any]) -> Any:
@@ -467,13 +468,11 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cpu":
         use_decode_threads()  # after loading (the load average is others' work), before a compile
     model_id = args.model_name or find_checkpoint(args.model).stem
-    if args.compile:
-        print(COMPILING, file=sys.stderr, flush=True)
     try:
         state = ServerState(model, tok, model_id=model_id, api_key=args.api_key,
                             max_batch_size=args.max_batch_size, host=args.host,
                             allow_origins=args.allow_origin, max_body_bytes=args.max_body_bytes,
-                            dtype=args.dtype, compile=args.compile)
+                            dtype=args.dtype, compile=args.compile, announce=notice_to_stderr)
     except ValueError as err:
         sock.close()
         parser.exit(2, f"error: {err}\n")
