@@ -47,15 +47,18 @@ from aethermind.model.transformer import Forge1Model
 from aethermind.rl.config import RLConfig
 from aethermind.rl.loop import rl
 from aethermind.runtime.files import atomic_text
+from aethermind.runtime.runlock import LockedError, OutputLock
 from aethermind.serve.server import DEFAULT_HOST, DEFAULT_PORT
 from aethermind.text import prompts
 from aethermind.text.chat_format import Conversation, Turn, render
 from aethermind.text.terminal import terminal_safe
 from aethermind.text.tokenizer import Forge1Tokenizer
 from aethermind.training.config import TrainConfig
+from aethermind.training.errors import TrainingError
 from aethermind.training.train import train
 
 MARKER = ".aethermind-demo"  # only a directory holding this marker is ever cleared
+DEMO_LOCK = ".aethermind-demo.lock"  # beside training's own lock in the same folder
 # Where the demo writes; the Makefile's DEMO_MODEL (what `make chat` / `make serve` load) is
 # this folder's final_model/, checked by tests/test_demo.py.
 DEFAULT_OUT = Path("outputs/demo")
@@ -100,14 +103,19 @@ def examples_for(steps: int) -> int:
     return max(1000, round(tokens / TOKENS_PER_EXAMPLE * 1.1))
 
 
-def _prepare_out(out: Path) -> None:
-    if out.exists() and any(out.iterdir()):
-        if not (out / MARKER).exists():
-            raise SystemExit(f"aethermind demo: {out} exists and is not a demo directory; "
-                             "choose another --output")
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+def _prepare_out(out: Path) -> OutputLock:
+    """`out` emptied for a new demo and locked against a second demo there (which would
+    delete this one's files under it); LockedError if one runs there now."""
+    if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
+        raise SystemExit(f"aethermind demo: {out} exists and is not a demo directory; "
+                         "choose another --output")
+    lock = OutputLock(out, "demo", name=DEMO_LOCK, option="--output")
+    lock.acquire()
+    for entry in out.iterdir():
+        if entry != lock.path:
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     (out / MARKER).write_text("created by `aethermind demo`; safe to delete\n")
+    return lock
 
 
 def asked_questions(n_test: int) -> dict[str, list]:
@@ -383,10 +391,21 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     started = time.perf_counter()
     try:
-        _prepare_out(args.out)
+        lock = _prepare_out(args.out)
+    except LockedError as err:
+        parser.exit(2, f"aethermind demo: {err}\n")
     except OSError as err:
         parser.exit(2, f"aethermind demo: cannot use --output {args.out}: "
                        f"{err.strerror or err}\n")
+    try:
+        return _run(args, parser, steps, console, started)
+    finally:
+        lock.release()
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, steps: int,
+         console: Console, started: float) -> int:
+    """The five stages, in the locked output folder."""
 
     console.rule("[bold]1/5  data: built-in reasoning conversations and their vocabulary")
     train_path, val_path, tok_dir = build_data(args.out, args.n_train, args.n_test, args.seed)
@@ -404,7 +423,11 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"untrained: {before['accuracy']:.0%} of {before['n']} held-out questions")
 
     console.rule(f"[bold]3/5  train: Forge-1 tiny on the CPU, {steps} steps")
-    result = train(train_config(args.out, train_path, val_path, tok_dir, steps, seed=args.seed))
+    try:
+        result = train(train_config(args.out, train_path, val_path, tok_dir, steps,
+                                    seed=args.seed))
+    except TrainingError as err:  # e.g. the data folder removed under the run
+        parser.exit(1, f"aethermind demo: {err}\n")
     if result["status"] != "completed":
         console.print(f"[red]training ended early: {result.get('message', result['status'])}")
         return 1

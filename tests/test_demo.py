@@ -8,6 +8,7 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -98,6 +99,28 @@ def test_demo_refuses_to_clear_a_directory_it_did_not_make(tmp_path):
     with pytest.raises(SystemExit, match="not a demo directory"):
         demo.main(["--output", str(tmp_path), "--steps", "1"])
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_a_second_demo_in_a_running_demos_folder_is_refused_in_one_line(tmp_path, capsys):
+    """It would delete the running demo's data and model from under it; a lock left by a
+    crashed demo (its pid gone) is taken over."""
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / demo.MARKER).write_text("")
+    (out / "model.pt").write_text("the running demo's")
+    lock = out / demo.DEMO_LOCK
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+    with pytest.raises(SystemExit) as exit_info:
+        demo.main(["--output", str(out), "--steps", "1"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert "in use by another demo" in err and "--output" in err
+    assert (out / "model.pt").exists()
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": 2 ** 22 + 1}))  # dead
+    taken = demo._prepare_out(out)
+    assert taken.held and not (out / "model.pt").exists()
+    taken.release()
+    assert not lock.exists()
 
 
 def test_training_examples_cover_the_steps_and_match_the_measured_size():

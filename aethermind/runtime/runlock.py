@@ -5,7 +5,9 @@ checkpoints, so `train` holds `<output_dir>/.aethermind.lock` for its whole life
 created with O_EXCL (atomic on local disks), removed on exit, and a lock left by a crashed run
 (kill -9, power loss) is detected as stale because its pid no longer runs on this host.
 A lock from another host cannot be checked; the message names the file to delete.
-Usage: `with OutputLock(out_dir): ...` (raises LockedError with a one-line message).
+A command that runs training inside a folder of its own (the demo) holds a second lock there,
+under another `name`. Usage: `with OutputLock(out_dir): ...` (raises LockedError with a
+one-line message).
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ class LockedError(RuntimeError):
 
 
 class OutputLock:
-    def __init__(self, folder: str | Path, what: str = "training run") -> None:
-        self.path = Path(folder) / LOCK_NAME
-        self.what = what
+    def __init__(self, folder: str | Path, what: str = "training run",
+                 name: str = LOCK_NAME, option: str = "output_dir") -> None:
+        self.path = Path(folder) / name
+        self.what, self.option = what, option  # option: how the user names another folder
         self.held = self.created = False
 
     def _owner(self) -> dict:
@@ -44,7 +47,7 @@ class OutputLock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:  # read-only file system, no permission, a file in the way
             raise LockedError(f"cannot create the output folder {self.path.parent} "
-                              f"({err.strerror or err}): choose a writable output_dir") from None
+                              f"({err.strerror or err}): choose a writable {self.option}") from None
         me = {"host": socket.gethostname(), "pid": os.getpid()}
         for _ in range(3):  # create; if a stale lock is in the way, remove it and retry
             try:
@@ -58,12 +61,12 @@ class OutputLock:
                     owner = {"host": "?", "pid": "?"}
                 raise LockedError(
                     f"{self.path.parent} is in use by another {self.what} (pid {owner['pid']} on "
-                    f"{owner['host']}): wait for it to finish or use another output_dir; if no "
+                    f"{owner['host']}): wait for it to finish or use another {self.option}; if no "
                     f"such run exists, delete {self.path}") from None
             except OSError as err:
                 if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
                     raise LockedError(f"cannot write to {self.path.parent} ({err.strerror}): "
-                                      "choose a writable output_dir") from None
+                                      f"choose a writable {self.option}") from None
                 raise
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(me, f)
