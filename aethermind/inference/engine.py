@@ -8,6 +8,8 @@ loop driven to the end. Rows never see each other (per-row positions and masks; 
 prefill's right padding stays behind each row's mask), so a sequence's tokens do not depend on
 what else shares the batch, up to the last bits of a matrix product: a prompt prefilled with
 others may take torch's matrix-matrix kernel where alone it took the matrix-vector one.
+On a CPU where our kernels run the model, each decode step is one C call (`cpu_decode.py`);
+prompts admitted together are prefilled as one padded batch (`_prefill_groups`).
 The engine works on token ids only; it knows no tokenizer and no chat template (those live in
 `thinking.py`). Streaming text goes through `TextStream`, which is handed a `decode` callable.
 Context policy: a prompt that leaves no room for one new token raises `PromptTooLongError`;
