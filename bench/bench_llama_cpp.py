@@ -12,8 +12,10 @@ of random weights sit on near-ties, so token agreement is reported, not required
 llama.cpp loads with its CPU weight repacking off (`use_extra_bufts=False`): with it, q8_0
 crashes on AMX CPUs in 0.3.36 (see tests/test_interop.py); both sides keep an fp32 KV cache.
 Skipped with a message where llama-cpp-python is not installed (`pip install -e ".[interop]"`).
-`--compile` adds our torch.compile'd decode step (`--compile` of chat/serve/evaluate) in each
-dtype, against the same llama.cpp weight type.
+`--compile` adds our torch.compile'd decode step in each dtype, against the same llama.cpp
+weight type: what `--compile` of chat/serve/evaluate gives where the one-call C step
+(`cpu_decode.py`) cannot run the model; where it can, those commands take the C step instead,
+so here it is switched off for the compiled engines.
 Usage: `python bench/bench_llama_cpp.py --threads 2 --new-tokens 128 --compile`.
 """
 
@@ -27,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import torch
 
@@ -37,6 +40,7 @@ from aethermind.export.gguf import write_gguf  # noqa: E402
 from aethermind.inference.engine import Engine  # noqa: E402
 from aethermind.inference.sampling import SamplingParams  # noqa: E402
 from aethermind.model.config import VARIANTS, Forge1Config  # noqa: E402
+from aethermind.model.cpu_decode import DecodeStep  # noqa: E402
 from aethermind.model.packed_linear import DECODE_DTYPES  # noqa: E402
 from aethermind.model.transformer import Forge1Model  # noqa: E402
 from aethermind.text import chat_format as cf  # noqa: E402
@@ -85,11 +89,13 @@ def _cpu() -> str:
 
 
 def _kernels(engines: dict[str, Engine]) -> str:
-    """Which layer each of our dtypes decodes with (they differ by CPU: packed_linear)."""
+    """Which layer each of our dtypes decodes with (they differ by CPU: packed_linear), and
+    whether its steps are one C call (cpu_decode.py)."""
     parts = []
     for d, e in engines.items():
         layer = e.model.layers[0].mlp.w_down
         extra = f", {layer.levels} activation levels" if hasattr(layer, "levels") else ""
+        extra += ", one C call a step" if e._c_step is not None else ""
         parts.append(f"{d}: {type(layer).__name__}{extra}")
     return "; ".join(parts)
 
@@ -149,9 +155,10 @@ def run(variant: str, threads: int, new_tokens: int, repeats: int, compiled: boo
     ours = {d: Engine(model, max_batch_size=1, dtype=d) for d in DECODE_DTYPES}
     pairs = dict(PAIRS)  # our engine -> the llama.cpp weight type it is compared with
     if compiled:  # `--compile`: the torch.compile'd decode step (compiled here, timed after)
-        for d in DECODE_DTYPES:
-            ours[f"{d} compiled"] = Engine(model, max_batch_size=1, dtype=d, compile=True)
-            pairs[f"{d} compiled"] = PAIRS[d]
+        with mock.patch.object(DecodeStep, "for_model", return_value=None):
+            for d in DECODE_DTYPES:
+                ours[f"{d} compiled"] = Engine(model, max_batch_size=1, dtype=d, compile=True)
+                pairs[f"{d} compiled"] = PAIRS[d]
     with tempfile.TemporaryDirectory() as tmp:
         theirs = {}
         for g in PAIRS.values():

@@ -23,9 +23,10 @@ TOLERANCE = {"fp32": 2e-5, "bf16": 2e-5, "int8": 2e-3}
 
 @pytest.fixture
 def odd_model() -> Forge1Model:
-    """Head size 18, width 72, FFN 100: no multiple of 8, 16 or 32 anywhere."""
+    """Head size 18, width 72, FFN 100, vocabulary 322: no multiple of 8, 16 or 32 anywhere
+    (nor of 4 in the output rows)."""
     torch.manual_seed(0)
-    cfg = Forge1Config(vocab_size=320, dim=72, n_layers=2, n_heads=4, n_kv_heads=2,
+    cfg = Forge1Config(vocab_size=322, dim=72, n_layers=2, n_heads=4, n_kv_heads=2,
                        ffn_dim=100, max_seq_len=64)
     return Forge1Model(cfg).eval()
 
@@ -72,7 +73,7 @@ def test_one_c_call_gives_the_torch_steps_logits_and_cache(odd_model, dtype):
 
 def test_greedy_tokens_through_the_c_step_are_the_torch_steps(odd_model, cpu_kernels):
     """The same engine run with and without our kernels: the same tokens, many steps on."""
-    prompts = [torch.randint(3, 320, (n,), generator=torch.Generator().manual_seed(n)).tolist()
+    prompts = [torch.randint(3, 322, (n,), generator=torch.Generator().manual_seed(n)).tolist()
                for n in (4, 11, 7)]
     engine = Engine(odd_model, max_batch_size=3)
     assert (engine._c_step is not None) == (cpu_kernels == "ours")
@@ -106,6 +107,6 @@ def test_a_position_past_the_cache_is_an_error_not_a_crash(odd_model):
     with pytest.raises(RuntimeError, match="kernel error -1"):
         step([1], [32])
     with pytest.raises(RuntimeError, match="kernel error -1"):
-        step([320], [0])  # a token id past the vocabulary
+        step([322], [0])  # a token id past the vocabulary
     with pytest.raises(RuntimeError, match="kernel error -1"):
         step([1, 1, 1], [0, 0, 0])  # more rows than the cache has slots
