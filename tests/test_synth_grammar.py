@@ -91,8 +91,7 @@ def test_beyond_split_is_one_step_past_the_trained_range(train):
     ("What is 2.5 + 3.75?", "2.5+3.75: use 250+375, then put the point back.", "6.25"),
     ("Sam had 14 pencils and lost 6. How many pencils does Sam have?", "Start with 14 pencils.",
      "8"),
-    ("sort 95 12 7 40 in descending order",
-     "Largest of 95, 12, 7, 40: 95 > 12, 95 > 7, 95 > 40; 95.", "95, 40, 12, 7"),
+    ("sort 95 12 7 40 in descending order", "Largest of 95, 12, 7, 40: 95.", "95, 40, 12, 7"),
 ])
 def test_traces_start_by_copying_what_was_asked(question, first_line, answer):
     task, sol = synth.solve(question)

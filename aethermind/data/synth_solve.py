@@ -4,7 +4,7 @@
 its task and a `Solution`: a short, regular thinking trace (one mechanical step per line, the
 same wording every time), the answer, and what `synth.score` accepts. Every trace starts by
 copying what was asked into one canonical line ("36+27:", "Compare 83 and 38.", "Smallest of
-95, 12, 7: ..."), so whatever the phrasing, the steps after it work on the operands, and a
+95, 12, 7: 7."), so whatever the phrasing, the steps after it work on the operands, and a
 number is only ever written right after it was copied or computed (issue 18).
 Usage: `task, sol = solve("Please add 36 and 27.")`; `sol.thinking`, `sol.answer`.
 """
@@ -234,22 +234,16 @@ def _solve_compare(g: dict) -> Solution | None:
 
 
 def _solve_sort(g: dict) -> Solution:
-    """Repeated selection: each line copies the numbers still left from the line above, then
-    finds the smallest (largest) by a running pick, one two-number comparison at a time
-    ("29 > 7, 7 < 31, 7 > 3; 3."), so every number written was copied a moment before, never
-    recalled (the bucket trace before wrote "Tens 9: 97" for a list holding 95), and no step
-    chooses among eight numbers at a glance (what the plain selection line got wrong)."""
+    """Repeated selection: each line copies the numbers still left from the line above and
+    names the smallest (largest), so every number written was copied a moment before, never
+    recalled (the bucket trace this replaces wrote "Tens 9: 97" for a list holding 95)."""
     nums = [int(x) for x in re.findall(r"\d+", g["list"])]
     descending = g.get("desc") is not None
     word = "Largest" if descending else "Smallest"
     rest, lines = list(nums), []
     while len(rest) > 1:
-        pick, steps = rest[0], []
-        for x in rest[1:]:  # a running pick, one two-number comparison at a time
-            steps.append(f"{pick} {'<' if pick < x else '>' if pick > x else '='} {x}")
-            if (x > pick) if descending else (x < pick):
-                pick = x
-        lines.append(f"{word} of {', '.join(map(str, rest))}: {', '.join(steps)}; {pick}.")
+        pick = max(rest) if descending else min(rest)
+        lines.append(f"{word} of {', '.join(map(str, rest))}: {pick}.")
         rest.remove(pick)
     lines.append(f"Last: {rest[0]}.")
     out = sorted(nums, reverse=descending)
