@@ -63,13 +63,8 @@ WARM_UP_ROWS, WARM_UP_WINDOW = 3, 37
 # compiled step's ~150 calls a token are made from C++ rather than Python (a nano decode step
 # with free matrix products: 2.5 -> 1.85 ms, AMD EPYC, 2 threads).
 COMPILE_OPTIONS = {"freezing": True, "cpp_wrapper": True}
-# What chat and serve print before a --compile engine is built (BENCHMARKS.md).
+# What a --compile engine announces before it compiles, or where the C step makes it moot.
 COMPILING = "compiling the decode step (--compile, ~15-120 s, less once cached)..."
-def notice_to_stderr(line: str) -> None:
-    """What chat and serve pass as `Engine(announce=...)`: a notice beside the output."""
-    print(line, file=sys.stderr, flush=True)
-
-
 COMPILE_NOT_NEEDED = ("--compile: not needed here, each decode step already runs as one call "
                       "into our CPU kernels (faster than a compiled step); not compiling")
 # Prompts admitted together are prefilled as one padded batch within these bounds
@@ -77,6 +72,11 @@ COMPILE_NOT_NEEDED = ("--compile: not needed here, each decode step already runs
 PREFILL_PADDING, PREFILL_TOKENS = 0.25, 2048
 UNSAMPLEABLE = ("the model's next-token scores could not be sampled (NaN or all -inf): "
                 "the model's weights are probably broken")
+
+
+def notice_to_stderr(line: str) -> None:
+    """What chat and serve pass as `Engine(announce=...)`: a notice beside the output."""
+    print(line, file=sys.stderr, flush=True)
 
 
 class PromptTooLongError(ValueError):
@@ -213,8 +213,7 @@ class Engine:
             # compiled here, on dummy rows, so no request waits for it.
             if announce is not None:
                 announce(COMPILING)
-            self.model = model_to_compile(model, dtype)
-            self.cache = KVCache.for_model(self.model, max_batch_size, self.max_seq_len)
+            self.model = model_to_compile(model, dtype)  # same weights: the cache still fits
             self._forward = torch.compile(self.model, dynamic=True, options=COMPILE_OPTIONS)
         self._slots: list[_Sequence | None] = [None] * max_batch_size
         self._queue: deque[_Sequence] = deque()

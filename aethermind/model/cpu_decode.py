@@ -43,16 +43,17 @@ def _fp32_cpu(t: torch.Tensor) -> bool:
     return t.dtype == torch.float32 and t.device.type == "cpu" and t.is_contiguous()
 
 
-def _norm_weight(module: torch.nn.Module) -> torch.Tensor | None:
+def _norm(module: torch.nn.Module) -> RMSNorm | None:
+    """The model's RMSNorm (unwrapped from `GemvRMSNorm`) if its weight is fp32 on the CPU."""
     norm = module.norm if isinstance(module, GemvRMSNorm) else module
-    return norm.weight if isinstance(norm, RMSNorm) and _fp32_cpu(norm.weight) else None
+    return norm if isinstance(norm, RMSNorm) and _fp32_cpu(norm.weight) else None
 
 
 class DecodeStep:
     """Logits (m, vocab) for one new token in each of the cache's first m slots."""
 
     def __init__(self, model: Forge1Model, cache: KVCache, kernels: Kernels,
-                 linears: dict[str, list[GemvLinear]], norms: dict[str, list[torch.Tensor]]
+                 linears: dict[str, list[GemvLinear]], norms: dict[str, list[RMSNorm]]
                  ) -> None:
         cfg = model.config
         self.kernels, self.vocab = kernels, cfg.vocab_size
@@ -60,17 +61,17 @@ class DecodeStep:
         self._keep = [model, cache]
         arrays = {name: (_PTR * cfg.n_layers)(*[t.data_ptr() for t in tensors])
                   for name, tensors in [*[(k, [lin.w for lin in v]) for k, v in linears.items()
-                                          if k != "lm_head"], *norms.items()]}
+                                          if k != "lm_head"],
+                                        *[(k, [n.weight for n in v]) for k, v in norms.items()]]}
         self._keep.append(arrays)
         self.struct = _Model(
             dim=cfg.dim, n_layers=cfg.n_layers, n_heads=cfg.n_heads, n_kv_heads=cfg.n_kv_heads,
             head_dim=cfg.head_dim, ffn=cfg.ffn_dim, vocab=cfg.vocab_size,
-            cache_rows=cache.batch_size, cache_len=cache.max_len, eps=model.norm.norm.eps
-            if isinstance(model.norm, GemvRMSNorm) else model.norm.eps,
+            cache_rows=cache.batch_size, cache_len=cache.max_len, eps=_norm(model.norm).eps,
             kind=linears["lm_head"][0].kind, emb=model.tok_emb.weight.data_ptr(),
             cos=model.rope_cos.data_ptr(), sin=model.rope_sin.data_ptr(),
             **{name: ctypes.addressof(array) for name, array in arrays.items()},
-            norm=_norm_weight(model.norm).data_ptr(), lm_head=linears["lm_head"][0].w.data_ptr(),
+            norm=_norm(model.norm).weight.data_ptr(), lm_head=linears["lm_head"][0].w.data_ptr(),
             k_cache=cache.k.data_ptr(), v_cache=cache.v.data_ptr())
 
     @classmethod
@@ -83,23 +84,23 @@ class DecodeStep:
         cfg = model.config
         qkv = cfg.n_heads * cfg.head_dim + 2 * cfg.n_kv_heads * cfg.head_dim
         shapes = {"wqkv": (qkv, cfg.dim), "wo": (cfg.dim, cfg.n_heads * cfg.head_dim),
-                  "wgu": (2 * cfg.ffn_dim, cfg.dim), "wdown": (cfg.dim, cfg.ffn_dim)}
+                  "wgu": (2 * cfg.ffn_dim, cfg.dim), "wdown": (cfg.dim, cfg.ffn_dim),
+                  "lm_head": (cfg.vocab_size, cfg.dim)}
         linears: dict[str, list] = {
             "wqkv": [b.attn.wqkv for b in model.layers], "wo": [b.attn.wo for b in model.layers],
             "wgu": [b.mlp.w_gate_up for b in model.layers],
             "wdown": [b.mlp.w_down for b in model.layers], "lm_head": [model.lm_head]}
-        shapes["lm_head"] = (cfg.vocab_size, cfg.dim)
         kinds = {getattr(lin, "kind", None) for group in linears.values() for lin in group}
         if len(kinds) != 1 or not all(
                 isinstance(lin, GemvLinear) and lin.w.is_contiguous()
                 and (lin.out_features, lin.in_features) == shapes[name]
                 for name, group in linears.items() for lin in group):
             return None
-        norms = {"attn_norm": [_norm_weight(b.attn_norm) for b in model.layers],
-                 "mlp_norm": [_norm_weight(b.mlp_norm) for b in model.layers]}
+        norms = {name: [_norm(getattr(b, name)) for b in model.layers]
+                 for name in ("attn_norm", "mlp_norm")}
         tables = (model.tok_emb.weight, model.rope_cos, model.rope_sin, cache.k, cache.v)
-        if (any(w is None for group in norms.values() for w in group)
-                or _norm_weight(model.norm) is None or not all(map(_fp32_cpu, tables))
+        if (any(n is None for group in norms.values() for n in group)
+                or _norm(model.norm) is None or not all(map(_fp32_cpu, tables))
                 or cache.k.shape != (cfg.n_layers, cache.batch_size, cfg.n_kv_heads,
                                      cache.max_len, cfg.head_dim)
                 or cache.max_len > model.rope_cos.shape[0]):
