@@ -10,9 +10,9 @@ half a library. No compiler, a CPU that is not x86-64 or lacks AVX2 and FMA, or 
 than Linux/macOS:
 `kernels()` is None and decoding keeps torch's kernels (`packed_linear`); a failed build says
 so in one warning and does the same.
-`GemvLinear` decodes up to `GEMV_MAX_ROWS` rows with the kernels; more rows (a prompt's
-prefill) go to torch's matrix-matrix kernels on the same weights for fp32 and bf16, and stay on
-the kernel for int8 (whose codes torch cannot multiply).
+`GemvLinear` runs up to `GEMV_MAX_ROWS` rows (a decode step, a short prompt's prefill) on the
+kernels; more fp32 rows (a long prefill) go to torch's matrix-matrix kernel on the same
+weights, and bf16 and int8 stay on the kernels at every size.
 Usage: `k = kernels()`; `layer = GemvLinear(linear.weight, "int8", k)` if k is not None.
 """
 
@@ -41,8 +41,10 @@ X86_64 = ("x86_64", "amd64")  # platform.machine() where AVX2 may exist
 QBLOCK = 32  # int8 weights and activations share one scale per this many values
 # K is padded to a multiple of this (the C loops' step: bf16 widens 16 at a time, int8 blocks).
 K_STEP = {"fp32": 1, "bf16": 16, "int8": QBLOCK}
-# Above this many rows, torch's matrix-matrix kernels beat a matrix-vector loop (fp32, bf16).
-GEMV_MAX_ROWS = 8
+# Above this many rows torch's matrix-matrix kernel beats ours (fp32). Nano's 48 products, 2
+# AMD EPYC cores: 9 rows 16 ms against torch's 42, 22 rows 31 / 48, 48 rows 61 / 69, 64 rows
+# 81 / 84 (bench/bench_gemv.py --rows N).
+GEMV_MAX_ROWS = 48
 
 
 def cache_dir() -> Path:
