@@ -124,10 +124,10 @@ static void rows_f32_x2(const float *w, int64_t k, const float *x, const float *
 #define PREFETCH 4096
 #define PREFETCH_LINE(p, off) _mm_prefetch((const char *)(p) + PREFETCH + (off), _MM_HINT_T0)
 
-/* Two weight rows against four inputs (a server's batched step): each weight load feeds four
- * FMAs, and the loop prefetches the rows ahead itself, since a longer pass over each row leaves
- * the hardware prefetcher behind. Measured on nano's fp32 shapes, 2 cores of an AMD EPYC:
- * 8 rows 25.1 -> 18.9 ms a step against rows_f32_x2 (4 rows 13.8, near the memory bound).
+/* Two weight rows against four inputs (4-7 rows of a batched step; eights take rows_f32_x8):
+ * each weight load feeds four FMAs, and the loop prefetches the rows ahead itself, since a
+ * longer pass over each row leaves the hardware prefetcher behind. Measured on nano's fp32
+ * shapes, 2 cores of an AMD EPYC: 4 rows 13.8 ms a step, near the memory bound.
  * Each output is the same sum in the same order as rows_f32's, so a row's result does not
  * depend on its neighbours. */
 static void rows_f32_x4(const float *w0, const float *w1, int64_t k, const float *x,
