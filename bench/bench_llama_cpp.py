@@ -52,7 +52,7 @@ PAIRS = {"fp32": "f32", "bf16": "f16", "int8": "q8_0"}
 assert tuple(PAIRS) == DECODE_DTYPES
 
 
-def _open_llama(path: Path, threads: int) -> Any:
+def _open_llama(path: Path, threads: int, context: int) -> Any:
     import llama_cpp
     import llama_cpp.llama_cpp as capi
 
@@ -66,7 +66,7 @@ def _open_llama(path: Path, threads: int) -> Any:
     capi.llama_model_default_params = without_repacking
     try:
         f32 = llama_cpp.GGML_TYPE_F32
-        return llama_cpp.Llama(model_path=str(path), n_ctx=512, n_batch=512, logits_all=True,
+        return llama_cpp.Llama(model_path=str(path), n_ctx=context, n_batch=512, logits_all=True,
                                n_threads=threads, n_threads_batch=threads, verbose=False,
                                type_k=f32, type_v=f32)
     finally:
@@ -152,6 +152,9 @@ def run(variant: str, threads: int, new_tokens: int, repeats: int, compiled: boo
     cfg = Forge1Config.from_variant(variant, vocab_size=tok.get_vocab_size_padded())
     model = Forge1Model(cfg).eval()
     prompt = cf.encode_prompt(cf.Conversation(), ARITHMETIC, tok)
+    if len(prompt) + new_tokens > cfg.max_seq_len:
+        raise SystemExit(f"--new-tokens {new_tokens}: the {len(prompt)}-token prompt leaves room "
+                         f"for at most {cfg.max_seq_len - len(prompt)} in {variant}'s context")
     ours = {d: Engine(model, max_batch_size=1, dtype=d) for d in DECODE_DTYPES}
     pairs = dict(PAIRS)  # our engine -> the llama.cpp weight type it is compared with
     if compiled:  # `--compile`: the torch.compile'd decode step (compiled here, timed after)
@@ -163,7 +166,7 @@ def run(variant: str, threads: int, new_tokens: int, repeats: int, compiled: boo
         theirs = {}
         for g in PAIRS.values():
             path = write_gguf(model, tok, ExportMeta.of(model, tok), Path(tmp) / f"{g}.gguf", g)
-            theirs[g] = _open_llama(path, threads)
+            theirs[g] = _open_llama(path, threads, cfg.max_seq_len)
         engines = [(d, _ours, e) for d, e in ours.items()]
         engines += [(g, _theirs, llm) for g, llm in theirs.items()]
         for _, fn, engine in engines:  # warm-up: allocations, kernel selection

@@ -10,7 +10,8 @@ A second part measures useful (loss-bearing) tokens/s through the real pipeline 
 + BatchLoader + the model) on a mix of conversation lengths, packed vs padded.
 `--compile` also times Forge-1 under `torch.compile` (the training key `compile: true`)
 against the same HF eager step, and reports how long compiling took.
-Usage: `python bench/bench_train.py --json bench_train.json` (add `--quick` for a smoke run).
+Usage: `python bench/bench_train.py --json bench_train.json` (add `--quick` for a smoke run,
+`--dtypes fp32` where bf16 has no instructions of its own).
 """
 
 from __future__ import annotations
@@ -220,22 +221,27 @@ def main(argv: list[str] | None = None) -> int:
                         help="measure only these shapes (default: all)")
     parser.add_argument("--no-packing", action="store_true", help="skip the packed-vs-padded part")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=sorted(DTYPES),
+                        help="precisions to measure (default: all; bf16 is slow to measure "
+                             "on a CPU without bf16 instructions)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    peaks = {name: matmul_peak(dt) for name, dt in DTYPES.items()}
+    peaks = {name: matmul_peak(dt) for name, dt in DTYPES.items() if name in args.dtypes}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor()}")
-    print(f"matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
+    print("matmul peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()))
     cases = [("tiny-fixture", "fp32"), ("tiny", "fp32"), ("tiny", "bf16")]
     if not args.quick:
         cases += [("nano", "fp32"), ("nano", "bf16")]
-    cases = [c for c in cases if not args.only or c[0] in args.only]
+    cases = [c for c in cases
+             if (not args.only or c[0] in args.only) and c[1] in args.dtypes]
     rows = []
     for variant, dtype in cases:
         # A neighbour's load varies over a run: re-measure the peak and keep the best seen.
         peaks[dtype] = max(peaks[dtype], matmul_peak(DTYPES[dtype]))
         rows.append(compare(variant, dtype, 4, 256, args.repeats, peaks[dtype], args.compile))
-    print(f"best matmul peak seen: fp32 {peaks['fp32']:.0f}, bf16 {peaks['bf16']:.0f} GFLOP/s")
+    print("best matmul peak seen: " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items())
+          + " GFLOP/s")
     for r in rows:
         scale = r.pop("peak") / peaks[r["dtype"]]  # "of peak" against the best peak seen
         r["forge_of_peak"] *= scale

@@ -49,13 +49,26 @@ def _running(engine: Engine, lengths: tuple[int, ...]) -> tuple[list[int], list[
     return ids, positions
 
 
-@pytest.mark.parametrize("dtype", ["fp32", "bf16", "int8"])
-def test_one_c_call_gives_the_torch_steps_logits_and_cache(odd_model, dtype):
+def _head_model(head_dim: int, n_heads: int, n_kv_heads: int) -> Forge1Model:
+    """Head sizes the C step has its own attention for (32: tiny, 64: nano, mini), with two
+    and three query heads a KV head."""
+    torch.manual_seed(0)
+    cfg = Forge1Config(vocab_size=322, dim=head_dim * n_heads, n_layers=2, n_heads=n_heads,
+                       n_kv_heads=n_kv_heads, ffn_dim=100, max_seq_len=128)
+    return Forge1Model(cfg).eval()
+
+
+@pytest.mark.parametrize(("dtype", "shape"), [
+    ("fp32", None), ("bf16", None), ("int8", None),
+    # past a block of 32 positions, lengths not a multiple of 4: every loop's tail
+    ("fp32", (32, 6, 2)), ("fp32", (64, 4, 2)), ("bf16", (64, 3, 1))])
+def test_one_c_call_gives_the_torch_steps_logits_and_cache(odd_model, dtype, shape):
     if cpu_gemv.kernels() is None:
         pytest.skip("cpu_gemv.c does not build here: the engine keeps the torch step")
-    engine = Engine(odd_model, max_batch_size=3, dtype=dtype)
+    model = odd_model if shape is None else _head_model(*shape)
+    engine = Engine(model, max_batch_size=3, dtype=dtype)
     assert engine._c_step is not None
-    ids, positions = _running(engine, (5, 9, 17))
+    ids, positions = _running(engine, (5, 9, 17) if shape is None else (5, 38, 71))
     assert len(set(positions)) == 3  # three rows, three lengths (the middle one a filler)
     k, v = engine.cache.k.clone(), engine.cache.v.clone()
     with torch.inference_mode():

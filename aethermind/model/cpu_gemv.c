@@ -540,6 +540,89 @@ static void attend_head(const float *q, const float *k, const float *v, int64_t 
   }
 }
 
+/* attend_head for the G query heads that share one KV head (grouped-query attention), for a
+ * head width D known when compiling (32: tiny, 64: nano and mini). Keys and values are read
+ * in blocks of ATTEND_BLOCK positions, each block once for all G heads while it sits in L1
+ * (each head on its own read the whole cache slot again: at long contexts the step was bound
+ * by those reads); q and the output stay in registers, and four keys' dot products are reduced
+ * at once (hsum4) instead of each alone. Each head's sums are the same sums in the same order
+ * as attend_head's, so the results are bit for bit the same. Nano, 8 rows at position ~1,000,
+ * 2 AMD cores: the step's attention went from ~11 ms to ~2. */
+#define ATTEND_BLOCK 32
+#define ATTEND_FIXED(D)                                                                    \
+  static void attend_group_##D(const float *q, int64_t g, const float *k, const float *v,  \
+                               int64_t p, float *scores, int64_t sstride, float *out) {    \
+    enum { R = (D) / 8 };                                                                  \
+    const float scale = 1.0f / sqrtf((float)(D));                                          \
+    __m256 qv[R], o[R];                                                                    \
+    for (int64_t jb = 0; jb <= p; jb += ATTEND_BLOCK) {                                    \
+      const int64_t je = jb + ATTEND_BLOCK < p + 1 ? jb + ATTEND_BLOCK : p + 1;            \
+      for (int64_t h = 0; h < g; h++) {                                                    \
+        float *sc = scores + h * sstride;                                                  \
+        for (int i = 0; i < R; i++) qv[i] = _mm256_loadu_ps(q + h * (D) + 8 * i);          \
+        int64_t j = jb;                                                                    \
+        for (; j + 4 <= je; j += 4) {                                                      \
+          const float *k0 = k + j * (D), *k1 = k0 + (D), *k2 = k1 + (D), *k3 = k2 + (D);   \
+          __m256 a0 = _mm256_mul_ps(qv[0], _mm256_loadu_ps(k0));                           \
+          __m256 a1 = _mm256_mul_ps(qv[0], _mm256_loadu_ps(k1));                           \
+          __m256 a2 = _mm256_mul_ps(qv[0], _mm256_loadu_ps(k2));                           \
+          __m256 a3 = _mm256_mul_ps(qv[0], _mm256_loadu_ps(k3));                           \
+          for (int i = 1; i < R; i++) {                                                    \
+            a0 = _mm256_fmadd_ps(qv[i], _mm256_loadu_ps(k0 + 8 * i), a0);                 \
+            a1 = _mm256_fmadd_ps(qv[i], _mm256_loadu_ps(k1 + 8 * i), a1);                 \
+            a2 = _mm256_fmadd_ps(qv[i], _mm256_loadu_ps(k2 + 8 * i), a2);                 \
+            a3 = _mm256_fmadd_ps(qv[i], _mm256_loadu_ps(k3 + 8 * i), a3);                 \
+          }                                                                                \
+          float s4[4];                                                                     \
+          hsum4(a0, a1, a2, a3, s4);                                                       \
+          for (int t = 0; t < 4; t++) sc[j + t] = s4[t] * scale;                           \
+        }                                                                                  \
+        for (; j < je; j++) {                                                              \
+          __m256 a = _mm256_mul_ps(qv[0], _mm256_loadu_ps(k + j * (D)));                   \
+          for (int i = 1; i < R; i++)                                                      \
+            a = _mm256_fmadd_ps(qv[i], _mm256_loadu_ps(k + j * (D) + 8 * i), a);           \
+          sc[j] = hsum(a) * scale;                                                         \
+        }                                                                                  \
+      }                                                                                    \
+    }                                                                                      \
+    for (int64_t h = 0; h < g; h++) {                                                      \
+      float *sc = scores + h * sstride, total = 0.0f;                                      \
+      __m256 top = _mm256_set1_ps(-INFINITY);                                              \
+      int64_t j = 0;                                                                       \
+      for (; j + 8 <= p + 1; j += 8) top = _mm256_max_ps(top, _mm256_loadu_ps(sc + j));    \
+      float lanes[8], peak = -INFINITY;                                                    \
+      _mm256_storeu_ps(lanes, top);                                                        \
+      for (int i = 0; i < 8; i++) peak = lanes[i] > peak ? lanes[i] : peak;                \
+      for (; j <= p; j++) peak = sc[j] > peak ? sc[j] : peak;                              \
+      j = 0;                                                                               \
+      for (; j + 8 <= p + 1; j += 8) {                                                     \
+        const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(sc + j), _mm256_set1_ps(peak))); \
+        _mm256_storeu_ps(sc + j, e);                                                       \
+        total += hsum(e);                                                                  \
+      }                                                                                    \
+      for (; j <= p; j++) total += (sc[j] = expf(sc[j] - peak));                           \
+      const float inv = 1.0f / total;                                                      \
+      for (j = 0; j <= p; j++) sc[j] *= inv;                                               \
+    }                                                                                      \
+    for (int64_t jb = 0; jb <= p; jb += ATTEND_BLOCK) {                                    \
+      const int64_t je = jb + ATTEND_BLOCK < p + 1 ? jb + ATTEND_BLOCK : p + 1;            \
+      for (int64_t h = 0; h < g; h++) {                                                    \
+        const float *sc = scores + h * sstride;                                            \
+        for (int i = 0; i < R; i++)                                                        \
+          o[i] = jb ? _mm256_loadu_ps(out + h * (D) + 8 * i) : _mm256_setzero_ps();        \
+        for (int64_t j = jb; j < je; j++) {                                                \
+          const __m256 w = _mm256_set1_ps(sc[j]);                                          \
+          for (int i = 0; i < R; i++)                                                      \
+            o[i] = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + j * (D) + 8 * i), o[i]);         \
+        }                                                                                  \
+        for (int i = 0; i < R; i++) _mm256_storeu_ps(out + h * (D) + 8 * i, o[i]);         \
+      }                                                                                    \
+    }                                                                                      \
+  }
+ATTEND_FIXED(32)
+ATTEND_FIXED(64)
+#undef ATTEND_FIXED
+
 /* out (m, n) = silu(gate) * up for gu (m, 2n) = [gate | up] per row; out rows `stride` apart. */
 static void swiglu(const float *gu, float *out, int64_t m, int64_t n, int64_t stride) {
   for (int64_t r = 0; r < m; r++) {
@@ -585,7 +668,7 @@ int aek_decode(int threads, const model_t *md, const int64_t *ids, const int64_t
     if (pos[r] < 0 || pos[r] >= md->cache_len || ids[r] < 0 || ids[r] >= md->vocab) return -1;
   const int team = threads > 0 ? threads : 1;
   const size_t need = (size_t)(m * (dim + dp + qkvd + qp + 2 * ffn + fp + dim) +
-                               team * md->cache_len);
+                               team * (nh / nkv) * md->cache_len);
   float *buf = step_buffer(need);
   if (!buf) return -2;
   memset(buf, 0, need * sizeof(float)); /* the K padding of every product's input stays 0 */
@@ -610,17 +693,26 @@ int aek_decode(int threads, const model_t *md, const int64_t *ids, const int64_t
         memcpy(vl + at, v + hh * d, d * sizeof(float));
       }
     }
-#pragma omp parallel for num_threads(team) schedule(static) if (team > 1 && m * nh > 1)
-    for (int64_t t = 0; t < m * nh; t++) {
-      const int64_t r = t / nh, hh = t % nh, g = hh / (nh / nkv);
-      const int64_t slot = (r * nkv + g) * md->cache_len * d;
+    /* One task per row and KV head: its nh / nkv query heads read the cache slot together. */
+#pragma omp parallel for num_threads(team) schedule(static) if (team > 1 && m * nkv > 1)
+    for (int64_t t = 0; t < m * nkv; t++) {
+      const int64_t r = t / nkv, g = t % nkv, heads = nh / nkv;
+      const float *kg = kl + (r * nkv + g) * md->cache_len * d;
+      const float *vg = vl + (r * nkv + g) * md->cache_len * d;
+      const float *qg = qkv + r * qkvd + g * heads * d;
+      float *og = att + r * qp + g * heads * d;
 #ifdef _OPENMP
-      float *sc = scores + (int64_t)omp_get_thread_num() * md->cache_len;
+      float *sc = scores + (int64_t)omp_get_thread_num() * heads * md->cache_len;
 #else
       float *sc = scores;
 #endif
-      attend_head(qkv + r * qkvd + hh * d, kl + slot, vl + slot, pos[r], d, sc,
-                  att + r * qp + hh * d);
+      if (d == 64)
+        attend_group_64(qg, heads, kg, vg, pos[r], sc, md->cache_len, og);
+      else if (d == 32)
+        attend_group_32(qg, heads, kg, vg, pos[r], sc, md->cache_len, og);
+      else
+        for (int64_t h = 0; h < heads; h++)
+          attend_head(qg + h * d, kg, vg, pos[r], d, sc, og + h * d);
     }
     if ((err = aek_gemv(threads, md->kind, md->wo[l], att, out, dim, qp, m))) return err;
     for (int64_t i = 0; i < m * dim; i++) x[i] += out[i];
