@@ -166,16 +166,15 @@ static void rows_f32_x4(const float *w0, const float *w1, int64_t k, const float
   }
 }
 
-
 /* Two weight rows against eight inputs (a server's step at full batch), K in blocks of
  * X8_BLOCK: each block of the two rows comes from memory once, for the first four inputs, and
  * from L1 for the other four, so the weights stream all through the pass (two passes of
  * rows_f32_x4 left memory idle during the second), and each group's pass prefetches one row
  * of the next pair, spread over the pass. The loads go to registers first (IN_REG): left to
  * itself the compiler folds each input load into both of its FMAs, ten loads for eight FMAs.
- * Nano's fp32 products for 8 rows, 2 cores of an AMD EPYC, interleaved A/B: 20.6 -> 17.2 ms
- * a step (warm in cache 140 GFLOPS, 70% of the FMA peak). Each output is the same sum in the
- * same order as rows_f32's. */
+ * Nano's fp32 products for 8 rows, 2 cores of an AMD EPYC: 18.6 -> 15.4 ms a step
+ * (bench/ab_kernels.py; in cache 140 GFLOPS, 70% of the FMA peak). Each output is the same
+ * sum in the same order as rows_f32's. */
 #define X8_BLOCK 256
 #define IN_REG(v) __asm__("" : "+x"(v))
 static void rows_f32_x8(const float *w0, const float *w1, int64_t k, const float *x,
@@ -546,8 +545,8 @@ static void attend_head(const float *q, const float *k, const float *v, int64_t 
  * (each head on its own read the whole cache slot again: at long contexts the step was bound
  * by those reads); q and the output stay in registers, and four keys' dot products are reduced
  * at once (hsum4) instead of each alone. Each head's sums are the same sums in the same order
- * as attend_head's, so the results are bit for bit the same. Nano, 8 rows at position ~1,000,
- * 2 AMD cores: the step's attention went from ~11 ms to ~2. */
+ * as attend_head's, so the results are bit for bit the same. Nano, 8 rows at position 900,
+ * 2 AMD cores: a whole step 38.2 -> 27.4 ms (bench/ab_kernels.py --position 900). */
 #define ATTEND_BLOCK 32
 #define ATTEND_FIXED(D)                                                                    \
   static void attend_group_##D(const float *q, int64_t g, const float *k, const float *v,  \
