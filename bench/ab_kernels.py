@@ -45,7 +45,7 @@ SOURCE = "aethermind/model/cpu_gemv.c"
 def _library(source: str, out: Path, cc: str) -> cpu_gemv.Kernels:
     c_file = out.with_suffix(".c")
     c_file.write_text(source)
-    subprocess.run([cc, *cpu_gemv.FLAGS, str(c_file), "-o", str(out), "-lm"], check=True)
+    cpu_gemv.compile_library(cc, c_file, out)
     return cpu_gemv.Kernels(out)
 
 

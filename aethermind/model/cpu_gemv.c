@@ -509,6 +509,19 @@ static void rope(float *x, const float *cos, const float *sin, int64_t d) {
   }
 }
 
+/* scores[0..p] = e^(score - peak), in place; returns their sum (softmax's denominator). */
+static float exp_scores(float *scores, int64_t p, float peak) {
+  float total = 0.0f;
+  int64_t j = 0;
+  for (; j + 8 <= p + 1; j += 8) {
+    const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(scores + j), _mm256_set1_ps(peak)));
+    _mm256_storeu_ps(scores + j, e);
+    total += hsum(e);
+  }
+  for (; j <= p; j++) total += (scores[j] = expf(scores[j] - peak));
+  return total;
+}
+
 /* One query head of one row against its cache slot's positions 0..p; out (D). */
 static void attend_head(const float *q, const float *k, const float *v, int64_t p, int64_t d,
                         float *scores, float *out) {
@@ -518,17 +531,9 @@ static void attend_head(const float *q, const float *k, const float *v, int64_t 
     scores[j] = dot(q, k + j * d, d) * scale;
     peak = fmaxf(peak, scores[j]);
   }
-  float total = 0.0f;
-  int64_t j = 0;
-  for (; j + 8 <= p + 1; j += 8) {
-    const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(scores + j), _mm256_set1_ps(peak)));
-    _mm256_storeu_ps(scores + j, e);
-    total += hsum(e);
-  }
-  for (; j <= p; j++) total += (scores[j] = expf(scores[j] - peak));
+  const float inv = 1.0f / exp_scores(scores, p, peak);
   for (int64_t i = 0; i < d; i++) out[i] = 0.0f;
-  const float inv = 1.0f / total;
-  for (j = 0; j <= p; j++) {
+  for (int64_t j = 0; j <= p; j++) {
     const float w = scores[j] * inv;
     const float *vj = v + j * d;
     int64_t i = 0;
@@ -585,7 +590,7 @@ static void attend_head(const float *q, const float *k, const float *v, int64_t 
       }                                                                                    \
     }                                                                                      \
     for (int64_t h = 0; h < g; h++) {                                                      \
-      float *sc = scores + h * sstride, total = 0.0f;                                      \
+      float *sc = scores + h * sstride;                                                    \
       __m256 top = _mm256_set1_ps(-INFINITY);                                              \
       int64_t j = 0;                                                                       \
       for (; j + 8 <= p + 1; j += 8) top = _mm256_max_ps(top, _mm256_loadu_ps(sc + j));    \
@@ -593,14 +598,7 @@ static void attend_head(const float *q, const float *k, const float *v, int64_t 
       _mm256_storeu_ps(lanes, top);                                                        \
       for (int i = 0; i < 8; i++) peak = lanes[i] > peak ? lanes[i] : peak;                \
       for (; j <= p; j++) peak = sc[j] > peak ? sc[j] : peak;                              \
-      j = 0;                                                                               \
-      for (; j + 8 <= p + 1; j += 8) {                                                     \
-        const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(sc + j), _mm256_set1_ps(peak))); \
-        _mm256_storeu_ps(sc + j, e);                                                       \
-        total += hsum(e);                                                                  \
-      }                                                                                    \
-      for (; j <= p; j++) total += (sc[j] = expf(sc[j] - peak));                           \
-      const float inv = 1.0f / total;                                                      \
+      const float inv = 1.0f / exp_scores(sc, p, peak);                                    \
       for (j = 0; j <= p; j++) sc[j] *= inv;                                               \
     }                                                                                      \
     for (int64_t jb = 0; jb <= p; jb += ATTEND_BLOCK) {                                    \

@@ -69,6 +69,13 @@ def _cpu_signature() -> str:
         return platform.processor() + platform.machine()
 
 
+def compile_library(cc: str, source: Path, out: Path | str) -> None:
+    """`source` compiled as the kernels are, into the shared library `out`; raises
+    `subprocess.CalledProcessError` (or `OSError`, `TimeoutExpired`) when it cannot be."""
+    subprocess.run([cc, *FLAGS, str(source), "-o", str(out), "-lm"], check=True,
+                   capture_output=True, timeout=120)
+
+
 def build(cc: str, cache: Path) -> Path:
     """The kernels' shared library for this CPU, compiled into `cache` unless already there.
     Raises `OSError` or `subprocess.CalledProcessError` when it cannot be built."""
@@ -81,8 +88,7 @@ def build(cc: str, cache: Path) -> Path:
     fd, tmp = tempfile.mkstemp(dir=cache, prefix=".cpu_gemv-", suffix=".so")
     os.close(fd)
     try:
-        subprocess.run([cc, *FLAGS, str(SOURCE), "-o", tmp, "-lm"], check=True,
-                       capture_output=True, timeout=120)
+        compile_library(cc, SOURCE, tmp)
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
