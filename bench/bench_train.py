@@ -2,8 +2,10 @@
 
 One training step = forward, loss, backward, fused AdamW step, for both models, on random
 tokens (speed does not depend on the values). Weights are converted with
-`aethermind.model.hf_convert.to_hf`, and the first step checks both give the same loss. Runs are
-interleaved (Forge, HF, Forge, HF, ...) and the best of `--repeats` is kept, so a noisy
+`aethermind.model.hf_convert.to_hf`, and the first step checks both give the same loss. Each side
+runs in a process of its own (its C heap its own, as in a user's run; Forge-1's set up as
+training does, HF's with the defaults and again with training's allocator setting); their steps
+are interleaved (Forge, HF, Forge, HF, ...) and the best of `--repeats` is kept, so a noisy
 neighbour hurts both alike. The machine's fp32 (and bf16) matmul peak is measured in the same
 run; "of peak" = model FLOP/s (6 N + attention, per token) / that peak.
 A second part measures useful (loss-bearing) tokens/s through the real pipeline (ensure_shards
@@ -17,10 +19,12 @@ Usage: `python bench/bench_train.py --json bench_train.json` (add `--quick` for 
 from __future__ import annotations
 
 import argparse
-import copy
+import contextlib
 import json
+import multiprocessing as mp
 import platform
 import random
+import resource
 import sys
 import tempfile
 import time
@@ -35,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain
 from aethermind.model.config import Forge1Config  # noqa: E402
 from aethermind.model.hf_convert import to_hf  # noqa: E402
 from aethermind.model.transformer import Forge1Model  # noqa: E402
+from aethermind.runtime import dist  # noqa: E402
 from aethermind.text.chat_format import Conversation, Turn, render  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -114,43 +119,85 @@ SHAPES = {
 }
 
 
-def compare(variant: str, dtype_name: str, B: int, T: int, repeats: int, peak: float,
-            compiled: bool = False) -> dict[str, Any]:
+# Each side of a comparison runs in a process of its own, as a user's run does: the C heap's
+# state (what earlier steps freed, glibc's thresholds) is then that side's alone. Forge-1's
+# processes set up the device as training does (`dist.setup`, which keeps freed memory for
+# reuse on CPU); HF runs with the defaults a transformers user has, and once more with the
+# same allocator setting, for the record.
+SIDES = {"forge": ("forge", True), "hf": ("hf", False), "hf_retain": ("hf", True),
+         "forge_compiled": ("forge_compiled", True)}
+
+
+def _side(conn: Any, side: str, variant: str, dtype_name: str, B: int, T: int,
+          threads: int) -> None:
+    """One side's training steps, timed on the parent's word ("step"), until "stop"."""
+    model_kind, trainer_setup = SIDES[side]
+    torch.set_num_threads(threads)
+    if trainer_setup:
+        dist.setup("cpu")
     torch.manual_seed(0)
     cfg = Forge1Config(**SHAPES[variant])
-    vocab = cfg.vocab_size
-    forge, hf = build_pair(cfg)
-    dtype = DTYPES[dtype_name]
-    tokens = torch.randint(0, vocab, (B, T))
-    targets = torch.randint(0, vocab, (B, T))
-    steps = {"forge": _step_fn(forge, False, tokens, targets, dtype),
-             "hf": _step_fn(hf, True, tokens, targets, dtype)}
-    if compiled:  # training's `compile: true`: the same model under torch.compile, own copy
-        steps["forge_compiled"] = _step_fn(torch.compile(copy.deepcopy(forge)), False, tokens,
-                                           targets, dtype)
-    first, warmup = {}, {}
-    for name, fn in steps.items():  # warm-up (compiles); same weights -> same loss
+    forge, hf = build_pair(cfg)  # the same weights in every process
+    tokens = torch.randint(0, cfg.vocab_size, (B, T))
+    targets = torch.randint(0, cfg.vocab_size, (B, T))
+    model = {"forge": forge, "hf": hf, "forge_compiled": torch.compile(forge)}[model_kind]
+    del forge, hf
+    fn = _step_fn(model, model_kind == "hf", tokens, targets, DTYPES[dtype_name])
+    t = time.perf_counter()
+    conn.send((fn(), time.perf_counter() - t))  # first step: compiles, checks the loss
+    while conn.recv() == "step":
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         t = time.perf_counter()
-        first[name] = fn()
-        warmup[name] = time.perf_counter() - t
-    for name in first:
-        assert abs(first[name] - first["hf"]) < 1e-2 * max(1.0, abs(first["hf"])), first
-    best = {name: float("inf") for name in steps}
-    for _ in range(repeats):
-        for name, fn in steps.items():
-            t = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - t)
-    tok_s = {name: B * T / s for name, s in best.items()}
-    fpt = flops_per_token(cfg, T)
-    row = {"variant": variant, "dtype": dtype_name, "batch": f"{B}x{T}", "vocab": vocab,
+        fn()
+        conn.send((time.perf_counter() - t,
+                   resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults))
+
+
+def compare(variant: str, dtype_name: str, B: int, T: int, repeats: int, peak: float,
+            compiled: bool = False) -> dict[str, Any]:
+    sides = ["forge", "hf", "hf_retain"] + (["forge_compiled"] if compiled else [])
+    ctx = mp.get_context("spawn")
+    pipes, procs = {}, []
+    for side in sides:
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_side, daemon=True, args=(
+            child, side, variant, dtype_name, B, T, torch.get_num_threads()))
+        proc.start()
+        pipes[side] = parent
+        procs.append(proc)
+    try:
+        first, warmup, best = {}, {}, {side: float("inf") for side in sides}
+        faults = dict.fromkeys(sides, 0)
+        for side in sides:  # one at a time: a step is timed while the others wait
+            first[side], warmup[side] = pipes[side].recv()
+        for side in sides:  # same weights -> same loss
+            assert abs(first[side] - first["hf"]) < 1e-2 * max(1.0, abs(first["hf"])), first
+        for _ in range(repeats):
+            for side in sides:
+                pipes[side].send("step")
+                seconds, step_faults = pipes[side].recv()
+                best[side] = min(best[side], seconds)
+                faults[side] += step_faults
+    finally:
+        for side in sides:
+            with contextlib.suppress(OSError):
+                pipes[side].send("stop")
+        for proc in procs:
+            proc.join(timeout=30)
+    tok_s = {side: B * T / s for side, s in best.items()}
+    fpt = flops_per_token(Forge1Config(**SHAPES[variant]), T)
+    row = {"variant": variant, "dtype": dtype_name, "batch": f"{B}x{T}",
+           "vocab": SHAPES[variant]["vocab_size"],
            "forge_tok_s": tok_s["forge"], "hf_tok_s": tok_s["hf"],
-           "ratio": tok_s["forge"] / tok_s["hf"],
+           "ratio": tok_s["forge"] / tok_s["hf"], "hf_retain_tok_s": tok_s["hf_retain"],
+           "ratio_same_allocator": tok_s["forge"] / tok_s["hf_retain"],
            "forge_of_peak": tok_s["forge"] * fpt / 1e9 / peak,
-           "hf_of_peak": tok_s["hf"] * fpt / 1e9 / peak, "first_loss": first, "peak": peak}
+           "hf_of_peak": tok_s["hf"] * fpt / 1e9 / peak, "first_loss": first, "peak": peak,
+           "page_faults_per_step": {side: n // repeats for side, n in faults.items()}}
     if compiled:
         row.update(compiled_tok_s=tok_s["forge_compiled"],
                    compiled_ratio=tok_s["forge_compiled"] / tok_s["hf"],
+                   compiled_ratio_same_allocator=tok_s["forge_compiled"] / tok_s["hf_retain"],
                    compile_seconds=warmup["forge_compiled"] - best["forge_compiled"])
     return row
 
@@ -250,10 +297,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{variant:12} {dtype} {r['batch']:>6} vocab {r['vocab']}: Forge-1 "
               f"{r['forge_tok_s']:8.0f} tok/s ({r['forge_of_peak']:.0%} of peak) | HF "
               f"{r['hf_tok_s']:8.0f} tok/s ({r['hf_of_peak']:.0%}) | ratio {r['ratio']:.2f}x")
+        print(f"{'':12} HF with the trainer's allocator setting {r['hf_retain_tok_s']:8.0f} "
+              f"tok/s: ratio {r['ratio_same_allocator']:.2f}x")
+        print(f"{'':12} page faults a step: " + ", ".join(
+            f"{side} {n:,}" for side, n in r["page_faults_per_step"].items()))
         if "compiled_tok_s" in r:
             print(f"{'':12} compiled Forge-1 {r['compiled_tok_s']:8.0f} tok/s = "
-                  f"{r['compiled_ratio']:.2f}x HF eager (compiling took "
-                  f"{r['compile_seconds']:.0f} s)")
+                  f"{r['compiled_ratio']:.2f}x HF eager ({r['compiled_ratio_same_allocator']:.2f}x "
+                  f"with the same allocator; compiling took {r['compile_seconds']:.0f} s)")
     if args.no_packing:
         if args.json:
             args.json.write_text(json.dumps({"peaks_gflops": peaks, "models": rows}, indent=2))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import subprocess
 import sys
 import warnings
@@ -53,6 +54,33 @@ def test_bf16_on_a_card_that_only_emulates_it_trains_in_fp16(monkeypatch, capabi
         warnings.simplefilter("always")
         assert dist.resolve_precision("bf16", torch.device("cuda")) == expected
     assert any("no bf16" in str(w.message) for w in seen) == (expected == "fp16")
+
+
+# Frees a 64 MB tensor, then allocates 32 MB and prints that allocation's page faults. By default
+# glibc gave the 64 MB back to the OS (above its 32 MiB largest mmap threshold), so the 32 MB
+# are mapped and zeroed afresh; with freed memory kept, they come from the freed block.
+_FAULTS = """
+import resource, sys, torch
+from aethermind.runtime import dist
+if sys.argv[1] == "setup":
+    dist.setup("cpu")
+big = torch.ones(16_000_000)
+del big
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+small = torch.ones(8_000_000)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt only")
+def test_cpu_setup_reuses_freed_memory_instead_of_faulting_it_in_again():
+    def faults(mode: str) -> int:
+        out = subprocess.run([sys.executable, "-c", _FAULTS, mode], cwd=REPO, check=True,
+                             capture_output=True, text=True).stdout
+        return int(out.split()[-1])
+
+    assert faults("plain") > 5_000  # 32 MB of 4 KiB pages, mapped and zeroed again
+    assert faults("setup") < 500  # the heap's freed block, reused
 
 
 def test_seed_everything_is_reproducible():

@@ -22,6 +22,8 @@ import torch
 import torch.distributed as tdist
 from torch import nn
 
+from aethermind.runtime.memory import retain_freed_memory
+
 log = logging.getLogger("aethermind")
 
 
@@ -141,11 +143,14 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def setup(device: str = "auto") -> DistContext:
-    """Pick the device and, under torchrun, join the process group (nccl on CUDA, else gloo)."""
+    """Pick the device and, under torchrun, join the process group (nccl on CUDA, else gloo).
+    On CPU the process keeps freed memory for reuse (`memory.retain_freed_memory`)."""
     rank, local_rank, world_size = env_rank()
     dev = select_device(device, local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
+    elif dev.type == "cpu":  # a CPU step's buffers are reused, not page-faulted in each step
+        retain_freed_memory()
     if world_size > 1 and not tdist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
         tdist.init_process_group(backend=backend, rank=rank, world_size=world_size)
