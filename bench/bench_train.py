@@ -140,7 +140,9 @@ def _side(conn: Any, side: str, variant: str, dtype_name: str, B: int, T: int,
     forge, hf = build_pair(cfg)  # the same weights in every process
     tokens = torch.randint(0, cfg.vocab_size, (B, T))
     targets = torch.randint(0, cfg.vocab_size, (B, T))
-    model = {"forge": forge, "hf": hf, "forge_compiled": torch.compile(forge)}[model_kind]
+    model = hf if model_kind == "hf" else forge
+    if model_kind == "forge_compiled":
+        model = torch.compile(model)
     del forge, hf
     fn = _step_fn(model, model_kind == "hf", tokens, targets, DTYPES[dtype_name])
     t = time.perf_counter()
