@@ -32,8 +32,8 @@ RETAIN_BYTES = 2**31 - 1
 
 def retain_freed_memory() -> bool:
     """Raise glibc's mmap and trim thresholds for this process; False where there is no glibc
-    (macOS, Windows, musl) or it refuses (glibc before 2.35 caps the mmap threshold at 32 MiB,
-    so the trim threshold alone is then raised, and the result is still False)."""
+    (macOS, Windows, musl) or it refuses (older glibc caps the mmap threshold at 32 MiB; the
+    trim threshold alone is then raised, and the result is still False)."""
     if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
         return False
     try:
