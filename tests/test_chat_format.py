@@ -8,6 +8,7 @@ from aethermind.text.chat_format import (
     Conversation,
     Turn,
     encode,
+    encode_answer,
     encode_prompt,
     parse,
     render,
@@ -93,6 +94,18 @@ def test_prompt_ends_where_the_model_speaks(tiny_tokenizer):
     forced = encode_prompt(history, "x", tiny_tokenizer, think=True)
     assert tiny_tokenizer.decode(forced).endswith("<|/user|>\n<|think|>\n")
     assert render_prompt(history, "x", think=False).endswith("<|no_think|>\n")
+
+
+def test_prompt_then_answer_is_the_encoded_turn(tiny_tokenizer):
+    # What RL puts in place of a sampled answer must be exactly what training teaches.
+    for turn in _conv().turns:
+        ids, mask = encode(Conversation(turns=[turn]), tiny_tokenizer)
+        prompt = encode_prompt(Conversation(), turn.user, tiny_tokenizer)
+        answer = encode_answer(turn, tiny_tokenizer)
+        assert ids[:len(prompt) + len(answer)] == prompt + answer
+        assert answer == [i for i, m in zip(ids, mask, strict=True) if m]
+    with pytest.raises(ValueError, match="special-token"):
+        encode_answer(Turn("q", "<|eos|>"), tiny_tokenizer)
 
 
 @pytest.mark.parametrize("bad", [

@@ -7,6 +7,7 @@ model does not earn (`_rl_helpers.fours`), so a rising reward is the policy grad
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -17,10 +18,14 @@ import pytest
 import torch
 from _infer_helpers import make_tokenizer, save_final, tiny_config
 
+from aethermind.artifacts.loading import load_model
+from aethermind.inference.sampling import SamplingParams
 from aethermind.model.transformer import Forge1Model
-from aethermind.rl import loop
+from aethermind.rl import loop, rollout, sources
 from aethermind.rl.cli import main as rl_main
 from aethermind.rl.config import ConfigError, dump_yaml, keys, load_rl_config
+from aethermind.rl.rewards import parse_rewards
+from aethermind.text import chat_format as cf
 from aethermind.training.dashboard import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,6 +88,53 @@ def test_resume_after_sigint_gives_the_same_losses(random_model, tmp_path, monke
     assert len(whole) == 4 and all(abs(loss) > 1e-6 for loss in whole)
 
 
+def _records() -> dict[str, dict]:
+    """A short chat record, a long sort record (its reference is past an 8-token budget) and a
+    GSM8K-style record (no reference trace)."""
+    pools = sources.synth_records(sources.parse_families("chat,sort"), per_family=1)
+    chat, sort = (pool[0] for pool in pools)
+    return {"chat": chat, "sort": sort, "gsm": {"question": "What is 3+4?", "answer": "#### 7"}}
+
+
+@pytest.mark.parametrize("guide", [False, True])
+def test_guide_gives_an_all_wrong_group_the_reference_answer(random_model, guide):
+    model, tok = load_model(random_model)
+    records = _records()
+    budget = len(rollout.reference_answer(records["chat"], tok))
+    assert len(rollout.reference_answer(records["sort"], tok)) > budget
+    params = SamplingParams(max_new_tokens=budget, temperature=1.0, top_p=None)
+    groups = rollout.rollout(model, tok, list(enumerate(records.values())), 4, params, 0,
+                             parse_rewards("exact"), guide)
+    got = {name: g for name, g in zip(records, groups, strict=True)}
+    for name, g in got.items():  # a random model is never right
+        assert [s.correct for s in g.samples[:3]] == [False] * 3
+        assert g.samples[-1].reference == (guide and name == "chat"), name
+    chat = got["chat"].samples[-1]
+    if guide:
+        ids, mask = cf.encode(cf.Conversation(turns=[cf.Turn(
+            records["chat"]["question"], records["chat"]["answer"], None)]), tok)
+        assert chat.completion == [i for i, m in zip(ids, mask, strict=True) if m]
+        assert chat.correct and chat.reward == 1.0 and got["chat"].has_signal
+        assert rollout.advantages(got["chat"], True)[-1] > 1.0
+    else:
+        assert not chat.correct and not got["chat"].has_signal
+
+
+def test_guided_run_learns_from_the_reference_and_reports_only_samples(random_model, tmp_path):
+    cfg = _config(random_model, tmp_path / "run", prompts="synth", families="chat",
+                  rewards="exact", guide="true", max_new_tokens=48, max_steps=4,
+                  learning_rate=3e-3, group_size=4, prompts_per_step=2)
+    assert loop.rl(cfg)["status"] == "completed"
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    # Every group is all wrong: it is guided (a reference within 48 tokens) or has no signal.
+    assert sum(r["guided"] for r in records) >= 2
+    for r in records:
+        assert r["accuracy"] == 0.0 and r["reward_mean"] == 0.0  # the samples' own figures
+        assert r["guided"] + r["zero_signal"] == 1.0
+        assert r["groups_kept"] == r["guided"] * r["groups"]
+        assert math.isfinite(r["loss"]) and (abs(r["loss"]) > 0) == (r["guided"] > 0)
+
+
 @pytest.mark.parametrize("line, key", [("group_size: 1\n", "group_size"),
                                        ("rewards: exact, bogus\n", "bogus"),
                                        ("learning_rat: 1e-4\n", "learning_rat"),
@@ -112,7 +164,7 @@ def test_the_rl_keys_are_frozen_and_the_shipped_config_loads():
         "model", "device", "prompts", "prompt_file", "families", "rewards", "prompts_per_step",
         "group_size", "temperature", "max_new_tokens", "updates_per_batch", "clip_low",
         "clip_high", "kl_coef", "scale_advantages", "filter_uncertain", "min_pass_rate",
-        "max_pass_rate", "max_refills", "micro_batch_size", "optimizer", "learning_rate",
+        "max_pass_rate", "max_refills", "guide", "micro_batch_size", "optimizer", "learning_rate",
         "weight_decay", "beta1", "beta2", "max_grad_norm", "max_steps", "output_dir",
         "checkpoint_every", "keep_checkpoints", "log_every", "dashboard", "seed"]
     cfg = load_rl_config(REPO / "configs" / "rl_cpu.yaml")

@@ -56,6 +56,8 @@ class RLConfig:
     min_pass_rate: float = 0.1  # drawing more prompts (up to max_refills batches) to fill P
     max_pass_rate: float = 0.9
     max_refills: int = 2
+    guide: bool = False  # a group with no right answer gets the record's reference answer in
+    # place of its last one (off-policy guidance): signal where the model cannot solve a prompt
     micro_batch_size: int = 16  # sequences per forward/backward (memory, not maths)
     # --- optimisation ---------------------------------------------------------------------------
     optimizer: OptimizerName = "adamw"  # adamw | muon (as training)

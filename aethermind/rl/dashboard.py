@@ -1,8 +1,9 @@
 """What an RL run shows and records: live view or plain lines, metrics.jsonl, reward PNG.
 
 The live view (Rich, on a terminal) and the plain lines show reward mean and variance, exact
-accuracy, the share of zero-signal groups, answer length and speed; every rollout batch goes to
-`metrics.jsonl` through training's `MetricsWriter`. It knows nothing about models.
+accuracy, the shares of zero-signal groups and of groups given the reference answer, answer
+length and speed; every rollout batch goes to `metrics.jsonl` through training's
+`MetricsWriter`. It knows nothing about models.
 Usage: `dash = RLDashboard(total, mode="auto")`; `dash.update(record)`; `plot_rewards(...)`.
 """
 
@@ -40,13 +41,15 @@ class RLDashboard(LiveView):
                           "accuracy", f"{m['accuracy']:.1%}")
             table.add_row("zero-signal groups", f"{m['zero_signal']:.0%}",
                           "answer tokens", f"{m['answer_tokens']:.0f}")
+            table.add_row("guided groups", f"{m['guided']:.0%}", "", "")
             table.add_row("loss", f"{m['loss']:.4f}", "kl", f"{m['kl']:.4f}")
             table.add_row("lr", f"{m['lr']:.2e}", "rollout tok/s", f"{m['tokens_per_s']:,.0f}")
             self.show(m["step"], Group(table, f"reward curve  {sparkline(list(self.rewards))}"))
         elif self.plain_due(m["step"]):
             print(f"rl step {m['step']:>5}/{self.total} | reward {m['reward_mean']:.3f} "
                   f"(var {m['reward_var']:.3f}) | acc {m['accuracy']:.1%} | zero-signal "
-                  f"{m['zero_signal']:.0%} | answer {m['answer_tokens']:.0f} tok | loss "
+                  f"{m['zero_signal']:.0%} | guided {m['guided']:.0%} | answer "
+                  f"{m['answer_tokens']:.0f} tok | loss "
                   f"{m['loss']:.4f} | {m['tokens_per_s']:,.0f} tok/s", file=self.stream,
                   flush=True)
 

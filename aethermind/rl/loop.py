@@ -137,7 +137,7 @@ def collect(run: RLRun) -> tuple[list[Group], list[Group]]:
     kept: list[Group] = []
     for refill in range(cfg.max_refills + 1):
         batch = rollout(run.model, run.tokenizer, run.source.take(cfg.prompts_per_step),
-                        cfg.group_size, params, cfg.seed, run.rewards)
+                        cfg.group_size, params, cfg.seed, run.rewards, cfg.guide)
         rolled += batch
         for g in batch:
             uncertain = cfg.min_pass_rate <= g.pass_rate <= cfg.max_pass_rate
@@ -201,18 +201,22 @@ def update(run: RLRun, kept: list[Group]) -> dict[str, float]:
 
 
 def _rollout_stats(run: RLRun, rolled: list[Group], kept: list[Group]) -> dict[str, float]:
-    """Reward mean/variance, accuracy, zero-signal share, answer length over all processes."""
-    rewards = [r for g in rolled for r in g.rewards]
+    """Reward mean/variance, accuracy, zero-signal share, answer length over all processes;
+    of the sampled answers only (a guiding reference answer is counted as `guided`)."""
+    sampled = [s for g in rolled for s in g.samples if not s.reference]
+    rewards = [s.reward for s in sampled]
     t = torch.tensor([len(rewards), sum(rewards), sum(r * r for r in rewards),
-                      sum(s.correct for g in rolled for s in g.samples), len(rolled),
+                      sum(s.correct for s in sampled), len(rolled),
                       sum(not g.has_signal for g in rolled), len(kept),
-                      sum(len(s.completion) for g in rolled for s in g.samples)],
-                     dtype=torch.float64, device=run.ctx.device)
-    n, total, squares, correct, groups, flat, kept_n, length = dist.all_reduce_sum(t).tolist()
+                      sum(len(s.completion) for s in sampled), len(rolled) * run.cfg.group_size
+                      - len(sampled)], dtype=torch.float64, device=run.ctx.device)
+    n, total, squares, correct, groups, flat, kept_n, length, guided = \
+        dist.all_reduce_sum(t).tolist()
     mean = total / n
     return {"reward_mean": mean, "reward_var": max(squares / n - mean * mean, 0.0),
             "accuracy": correct / n, "zero_signal": flat / groups, "groups": groups,
-            "groups_kept": kept_n, "answer_tokens": length / n, "generated": length}
+            "groups_kept": kept_n, "guided": guided / groups, "answer_tokens": length / n,
+            "generated": length}
 
 
 # --- the loop ---------------------------------------------------------------------------------

@@ -5,6 +5,12 @@ index): a resumed run, or the same prompts split over another number of processe
 exactly the same answers, and the prompt position in the checkpoint is the whole rollout state.
 A fresh `Engine` is built per batch: it prepacks the current weights for the CPU, and the
 weights change after every update.
+With `guide`, a group where no sampled answer is right and whose record carries a reference
+(`thinking` and `answer`, every built-in family) has its last answer replaced by that reference
+when it fits the answer budget (off-policy guidance, as in LUFFY, Yan et al. 2025): a prompt the
+model cannot solve yet then has a right answer to move toward, where plain GRPO drops the group
+for lack of signal. Its old log-probs are the current policy's, as for a sampled answer, so the
+clipped ratio bounds how far one batch moves toward it.
 It knows nothing about losses; `rl.loss` turns the groups into a policy-gradient loss.
 Usage: `groups = rollout(model, tok, src.take(8), 8, params, seed, rewards)`.
 """
@@ -31,6 +37,7 @@ class Sample:
     completion: list[int]  # generated ids, the stop token included when there was one
     reward: float
     correct: bool  # the exact-answer check, reported whatever the rewards are
+    reference: bool = False  # the record's reference answer put in by `guide`, not sampled
 
 
 @dataclass
@@ -56,8 +63,9 @@ class Group:
 @torch.no_grad()
 def rollout(model: torch.nn.Module, tokenizer: Any, drawn: list[tuple[int, dict[str, Any]]],
             group_size: int, params: SamplingParams, seed: int,
-            rewards: list[tuple[str, float, Reward]]) -> list[Group]:
-    """Sample `group_size` answers per (position, record) with `params`, score them."""
+            rewards: list[tuple[str, float, Reward]], guide: bool = False) -> list[Group]:
+    """Sample `group_size` answers per (position, record) with `params`, score them; with
+    `guide`, an all-wrong group's last answer becomes the record's reference."""
     records = [r for _, r in drawn]
     prompts = [cf.encode_prompt(cf.Conversation(), r["question"], tokenizer) for r in records]
     seeds = [s for g, _ in drawn for s in sample_seeds(seed, g, group_size)]
@@ -81,8 +89,31 @@ def rollout(model: torch.nn.Module, tokenizer: Any, drawn: list[tuple[int, dict[
             text = tokenizer.decode(ids)
             samples.append(Sample(prompts[i], ids, score_all(rewards, text, record),
                                   exact(text, record) > 0))
+        if guide and not any(s.correct for s in samples):
+            answer = reference_answer(record, tokenizer)
+            # only a reference a rollout could have written: within the answer budget and the
+            # room the update's forward pass has
+            if answer is not None and len(answer) <= params.max_new_tokens and \
+                    len(prompts[i]) + len(answer) <= room:
+                text = tokenizer.decode(answer)
+                samples[-1] = Sample(prompts[i], answer, score_all(rewards, text, record),
+                                     exact(text, record) > 0, reference=True)
         groups.append(Group(record, samples))
     return groups
+
+
+def reference_answer(record: dict[str, Any], tokenizer: Any) -> list[int] | None:
+    """The ids of the record's reference answer as the model would write it, or None when the
+    record has no reference (an `answer` string and a `thinking` key: a string, or None for
+    a no-think answer) or one the template rejects."""
+    thinking, answer = record.get("thinking"), record.get("answer")
+    if "thinking" not in record or not (thinking is None or isinstance(thinking, str)) or \
+            not (isinstance(answer, str) and answer.strip()):
+        return None
+    try:
+        return cf.encode_answer(cf.Turn(str(record["question"]), answer, thinking), tokenizer)
+    except ValueError:  # a special-token string in the record's text
+        return None
 
 
 def sample_seeds(seed: int, position: int, n: int) -> list[int]:

@@ -184,6 +184,13 @@ def encode_prompt(conv: Conversation, user_message: str, tokenizer: Forge1Tokeni
     return _encode_pieces(pieces, tokenizer)[0]
 
 
+def encode_answer(turn: Turn, tokenizer: Forge1Tokenizer) -> list[int]:
+    """Ids of what the model writes for `turn` after `encode_prompt`: its think block (or
+    no-think tag) and answer, the closing tag included; `encode`'s loss tokens of that turn."""
+    _check_conversation(Conversation(turns=[turn]))
+    return _encode_pieces([(p, True) for p in _assistant_pieces(turn)], tokenizer)[0]
+
+
 def _field(name: str) -> str:
     """A named group of message text: it never holds a special-token string, so a field can
     not run across the template (this is what makes `parse` strict)."""
