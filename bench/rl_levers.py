@@ -24,7 +24,7 @@ from aethermind.artifacts.loading import load_model
 from aethermind.data import synth
 from aethermind.evaluation.evaluate import reference_cap
 from aethermind.inference.engine import Engine
-from aethermind.rl.config import RLConfig, from_dict
+from aethermind.rl.config import ConfigError, RLConfig, from_dict
 from aethermind.rl.loop import rl
 
 
@@ -32,6 +32,8 @@ def parse_lever(spec: str) -> tuple[str, dict[str, str]]:
     """`name:key=value,key=value` (or just `name`) -> (name, overrides)."""
     name, _, rest = spec.partition(":")
     pairs = [item.split("=", 1) for item in rest.split(",") if item.strip()]
+    if not name or any(len(pair) != 2 for pair in pairs):
+        raise ValueError(f"{spec!r}: expected name or name:key=value,key=value")
     return name, {k.strip(): v.strip() for k, v in pairs}
 
 
@@ -72,14 +74,17 @@ def main() -> int:
         p.error(f"--model {args.model}: not found (a demo's final_model/ folder)")
     if sorted(set(args.steps)) != args.steps or args.steps[0] < 1:
         p.error("--steps: increasing positive integers")
-    levers = [parse_lever(s) for s in args.lever or ["recipe"]]
+    try:  # every lever checked before any work
+        levers = [parse_lever(s) for s in args.lever or ["recipe"]]
+        for _, overrides in levers:
+            lever_config(demo.rl_config(args.out, args.model, 1, 1), 1, overrides)
+    except (ValueError, ConfigError) as err:
+        p.error(f"--lever: {err}")
     _, tok = load_model(args.model)
     asked = demo.asked_questions(demo.N_TEST)
     questions = {"reasoning": asked["reasoning"], "phrasing": asked["phrasing"]}
     cap = reference_cap(tok, asked["reasoning"] + asked["fresh"], demo.MAX_CAP)
     base = demo.rl_config(args.out, args.model, args.steps[-1], cap)
-    for _, overrides in levers:  # every override checked before any work
-        lever_config(base, args.steps[-1], overrides)
     header = ("| lever | steps | RL s | trained phrasings | held-out phrasings | "
               + " | ".join(synth.TASKS) + " |")
     lines = [header, "|---|---:|---:|---:|---:|" + "---|" * len(synth.TASKS)]
