@@ -120,10 +120,15 @@ def test_guide_gives_an_all_wrong_group_the_reference_answer(random_model, guide
         assert not chat.correct and not got["chat"].has_signal
 
 
-def test_guided_run_learns_from_the_reference_and_reports_only_samples(random_model, tmp_path):
+# A group of 12 with one reference passes 1/12 < min_pass_rate: the uncertain filter must
+# still keep a guided group (guidance exists for exactly the groups that filter would drop).
+@pytest.mark.parametrize("group, uncertain", [(4, False), (12, True)])
+def test_guided_run_learns_from_the_reference_and_reports_only_samples(random_model, tmp_path,
+                                                                      group, uncertain):
     cfg = _config(random_model, tmp_path / "run", prompts="synth", families="chat",
                   rewards="exact", guide="true", max_new_tokens=48, max_steps=4,
-                  learning_rate=3e-3, group_size=4, prompts_per_step=2)
+                  learning_rate=3e-3, group_size=group, prompts_per_step=2,
+                  filter_uncertain=uncertain, max_refills=0)
     assert loop.rl(cfg)["status"] == "completed"
     records = read_metrics(tmp_path / "run" / "metrics.jsonl")
     # Every group is all wrong: it is guided (a reference within 48 tokens) or has no signal.

@@ -129,7 +129,8 @@ def setup(cfg: RLConfig, *, resume: bool = False, overwrite: bool = False) -> RL
 # --- one step ---------------------------------------------------------------------------------
 def collect(run: RLRun) -> tuple[list[Group], list[Group]]:
     """(every group rolled out, the groups kept for the update). With `filter_uncertain`, up to
-    `max_refills` more prompt batches are drawn until P groups have a pass rate in the band."""
+    `max_refills` more prompt batches are drawn until P groups have a pass rate in the band (or
+    were guided)."""
     cfg = run.cfg
     params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                             top_p=None)
@@ -140,8 +141,10 @@ def collect(run: RLRun) -> tuple[list[Group], list[Group]]:
                         cfg.group_size, params, cfg.seed, run.rewards, cfg.guide)
         rolled += batch
         for g in batch:
-            uncertain = cfg.min_pass_rate <= g.pass_rate <= cfg.max_pass_rate
-            if g.has_signal and (uncertain or not cfg.filter_uncertain):
+            in_band = cfg.min_pass_rate <= g.pass_rate <= cfg.max_pass_rate
+            # a guided group is all wrong by construction: the band would drop it, which is
+            # what guidance exists for
+            if g.has_signal and (g.guided or in_band or not cfg.filter_uncertain):
                 kept.append(g)
         if not cfg.filter_uncertain or len(kept) >= cfg.prompts_per_step or refill == \
                 cfg.max_refills:
@@ -208,8 +211,8 @@ def _rollout_stats(run: RLRun, rolled: list[Group], kept: list[Group]) -> dict[s
     t = torch.tensor([len(rewards), sum(rewards), sum(r * r for r in rewards),
                       sum(s.correct for s in sampled), len(rolled),
                       sum(not g.has_signal for g in rolled), len(kept),
-                      sum(len(s.completion) for s in sampled), len(rolled) * run.cfg.group_size
-                      - len(sampled)], dtype=torch.float64, device=run.ctx.device)
+                      sum(len(s.completion) for s in sampled), sum(g.guided for g in rolled)],
+                     dtype=torch.float64, device=run.ctx.device)
     n, total, squares, correct, groups, flat, kept_n, length, guided = \
         dist.all_reduce_sum(t).tolist()
     mean = total / n

@@ -50,8 +50,15 @@ class Group:
         return [s.reward for s in self.samples]
 
     @property
+    def guided(self) -> bool:
+        """Whether `guide` put the record's reference answer in this group."""
+        return any(s.reference for s in self.samples)
+
+    @property
     def pass_rate(self) -> float:
-        return sum(s.correct for s in self.samples) / len(self.samples)
+        """The share of the model's own answers that are right (a reference is not one)."""
+        sampled = [s for s in self.samples if not s.reference]
+        return sum(s.correct for s in sampled) / len(sampled)
 
     @property
     def has_signal(self) -> bool:
