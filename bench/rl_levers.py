@@ -43,8 +43,7 @@ def lever_config(base: RLConfig, steps: int, overrides: dict[str, str]) -> RLCon
                       "checkpoint_every": steps, "dashboard": "off"})
 
 
-def score(model_dir: Path, questions: dict[str, list], cap: int) -> dict[str, Any]:
-    model, tok = load_model(model_dir)
+def score(model: Any, tok: Any, questions: dict[str, list], cap: int) -> dict[str, Any]:
     engine = Engine(model, max_batch_size=demo.GEN_BATCH)
     return {key: demo.score_examples(engine, tok, qs, cap) for key, qs in questions.items()}
 
@@ -80,7 +79,7 @@ def main() -> int:
             lever_config(demo.rl_config(args.out, args.model, 1, 1), 1, overrides)
     except (ValueError, ConfigError) as err:
         p.error(f"--lever: {err}")
-    _, tok = load_model(args.model)
+    model, tok = load_model(args.model)
     asked = demo.asked_questions(demo.N_TEST)
     questions = {"reasoning": asked["reasoning"], "phrasing": asked["phrasing"]}
     cap = reference_cap(tok, asked["reasoning"] + asked["fresh"], demo.MAX_CAP)
@@ -90,7 +89,8 @@ def main() -> int:
     lines = [header, "|---|---:|---:|---:|---:|" + "---|" * len(synth.TASKS)]
     results: dict[str, Any] = {"model": str(args.model), "cap": cap,
                                "load_start": os.getloadavg()[0], "levers": {}}
-    start = score(args.model, questions, cap)
+    start = score(model, tok, questions, cap)
+    del model
     lines.append(row("before RL", 0, "-", start))
     print(lines[-1], flush=True)
     results["before"] = start
@@ -103,7 +103,7 @@ def main() -> int:
             result = rl(cfg, resume=i > 0, overwrite=i == 0)
             seconds += time.perf_counter() - t0
             last = steps == args.steps[-1]
-            scored = score(Path(result["final_model"]),
+            scored = score(*load_model(result["final_model"]),
                            questions if last else {"reasoning": questions["reasoning"]}, cap)
             curve.append({"steps": steps, "seconds": round(seconds, 1), **scored})
             lines.append(row(name, steps, f"{seconds:.0f}", scored))
