@@ -180,6 +180,25 @@ def test_sort_trace_selects_from_the_numbers_just_copied():
     assert down.thinking.startswith("Largest of 5, 40, 7: 40.") and down.value == (40, 7, 5)
 
 
+def test_duration_trace_writes_both_numbers_before_each_verdict():
+    """Every whole-hour line reads "speed*k=product vs distance: verdict", and the verdict is
+    the true order of the two numbers on that line (equal ends the trip, more halves back)."""
+    examples = [e for e in synth.make_split("train", 4000) if e.thinking and
+                "Try whole hours" in e.thinking]
+    assert len(examples) > 20
+    verdict = {-1: "less", 0: "equal", 1: "more"}
+    for ex in examples:
+        steps = [line for line in ex.thinking.splitlines() if " vs " in line]
+        assert steps, ex.question
+        for i, line in enumerate(steps):
+            m = re.fullmatch(r"([\d.]+)\*(\d+)=([\d.]+) vs ([\d.]+): (less|equal|more)\b.*", line)
+            assert m, line
+            product, dist = float(m.group(3)), float(m.group(4))
+            assert float(m.group(1)) * int(m.group(2)) == product and int(m.group(2)) == i + 1
+            assert m.group(5) == verdict[(product > dist) - (product < dist)], line
+        assert steps[-1].split(": ")[1].split(",")[0] in ("equal.", "more"), ex.question
+
+
 def test_count_trace_steps_every_letter():
     thinking = synth.solve('How many times does the letter "r" appear in "strawberry"?')[1]
     assert "r = r? yes 1" in thinking.thinking and "r = r? yes 3" in thinking.thinking

@@ -4,8 +4,9 @@
 its task and a `Solution`: a short, regular thinking trace (one mechanical step per line, the
 same wording every time), the answer, and what `synth.score` accepts. Every trace starts by
 copying what was asked into one canonical line ("36+27:", "Compare 83 and 38.", "Smallest of
-95, 12, 7: 7."), so whatever the phrasing, the steps after it work on the operands, and a
-number is only ever written right after it was copied or computed (issue 18).
+95, 12, 7: 7.", "Speed 60 mph, time 3 hours."), so whatever the phrasing, the steps after it
+work on the operands, and a number is only ever written right after it was copied or computed
+(issue 18).
 Usage: `task, sol = solve("Please add 36 and 27.")`; `sol.thinking`, `sol.answer`.
 """
 
@@ -285,17 +286,20 @@ def _solve_convert(g: dict) -> Solution | None:
                     tables.UNITS[dst], key=f"{_fmt(value)} {src} {dst}")
 
 
-def _product(formula: str, a: Decimal, b: Decimal, said: str, unit: str, key: str) -> Solution:
-    """A rate question that is one product: the formula, the digit trace, the sentence."""
+def _product(head: list[str], a: Decimal, b: Decimal, said: str, unit: str, key: str
+             ) -> Solution:
+    """A rate question that is one product: the copied quantities and the formula (`head`),
+    the digit trace, the sentence."""
     out = a * b
-    lines = [formula, *_decimal_mul_lines(a, b), said.format(_fmt(out))]
+    lines = [*head, *_decimal_mul_lines(a, b), said.format(_fmt(out))]
     return Solution("\n".join(lines), f"The answer is {_fmt(out)} {unit}.", "num", out,
                     tables.UNITS[unit], key=key)
 
 
 def _solve_distance(g: dict) -> Solution:
     speed, hours = _value(g["speed"]), _value(g["hours"])
-    return _product("Distance = speed * time.", speed, hours, "So it travels {} miles.",
+    return _product([f"Speed {_fmt(speed)} mph, time {_fmt(hours)} hours.",
+                     "Distance = speed * time."], speed, hours, "So it travels {} miles.",
                     "miles", f"d {_fmt(speed)} {_fmt(hours)}")
 
 
@@ -306,15 +310,18 @@ def _solve_duration(g: dict) -> Solution | None:
     if not speed or not _whole(dist / speed * 2) or dist <= 0:
         return None
     hours = dist / speed
-    lines = ["Time = distance / speed. Try whole hours:"]
+    lines = [f"Speed {_fmt(speed)} mph, distance {_fmt(dist)} miles.",
+             "Time = distance / speed. Try whole hours:"]
     k = 1
+    # Both numbers are written before the verdict, so it compares two numbers side by side
+    # rather than one against a distance copied lines above ("150, less than 150" before).
     while speed * k < dist:
-        lines.append(f"{_fmt(speed)}*{k}={_fmt(speed * k)}, less than {_fmt(dist)}.")
+        lines.append(f"{_fmt(speed)}*{k}={_fmt(speed * k)} vs {_fmt(dist)}: less.")
         k += 1
     if speed * k == dist:
-        lines.append(f"{_fmt(speed)}*{k}={_fmt(speed * k)}, exactly {_fmt(dist)}.")
+        lines.append(f"{_fmt(speed)}*{k}={_fmt(speed * k)} vs {_fmt(dist)}: equal.")
     else:
-        lines.append(f"{_fmt(speed)}*{k}={_fmt(speed * k)}, more than {_fmt(dist)}, so "
+        lines.append(f"{_fmt(speed)}*{k}={_fmt(speed * k)} vs {_fmt(dist)}: more, so "
                      f"half an hour less: {_fmt(hours)}.")
     lines.append(f"So it takes {_fmt(hours)} hours.")
     return Solution("\n".join(lines), f"The answer is {_fmt(hours)} hours.", "num", hours,
@@ -323,7 +330,8 @@ def _solve_duration(g: dict) -> Solution | None:
 
 def _solve_cost(g: dict) -> Solution:
     price, count, items = _value(g["price"]), _value(g["count"]), g["items"].lower()
-    return _product("Total = price * count.", price, count,
+    return _product([f"Price {_fmt(price)} dollars, count {_fmt(count)}.",
+                     "Total = price * count."], price, count,
                     f"So {_fmt(count)} {items} cost {{}} dollars.", "dollars",
                     f"c {_fmt(price)} {_fmt(count)}")
 
