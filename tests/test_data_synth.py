@@ -242,3 +242,22 @@ def test_test_split_questions_are_unique_where_the_task_space_allows():
     big = ("add", "sub", "mul", "sort", "compare")  # small spaces (capitals) must repeat
     questions = [e.question for e in synth.make_split("test", 400) if e.task in big]
     assert len(set(questions)) == len(questions)
+
+
+def test_some_train_questions_are_typed_in_lower_case_and_nothing_else_moves(monkeypatch):
+    """LOWER_CASE of train questions are lowered whole (the country too: "capital of canada"),
+    answered as their cased form is, with the same operands and split keys in the same order;
+    evaluation splits never see it."""
+    cased = synth.make_split("train", 1500)
+    test = synth.make_split("test", 200)
+    monkeypatch.setattr(synth, "LOWER_CASE", 0.0)
+    plain = synth.make_split("train", 1500)
+    assert synth.make_split("test", 200) == test
+    lowered = [(a, b) for a, b in zip(cased, plain, strict=True) if a != b]
+    assert 0.1 * len(cased) < len(lowered) < 0.3 * len(cased)
+    for a, b in lowered:
+        assert a.question == b.question.lower() != b.question and a.task == b.task
+        assert synth.split_key(a.question) == synth.split_key(b.question)
+        assert a.answer == b.answer or a.task == "drill", a  # a copy drill copies the case
+    capitals = [a for a, _ in lowered if a.task == "capital"]
+    assert capitals and all(a.answer.split()[3][0].isupper() for a in capitals)

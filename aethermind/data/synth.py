@@ -52,6 +52,9 @@ GUIDE_PROMPTS = prompts.GUIDE_PROMPTS  # the haiku is out of scope: it gets the 
 _PINNED = frozenset((*GUIDE_PROMPTS, prompts.GREETING, *tables.CHAT_REPLIES))
 _PIN_EVERY = 100  # every 100th train example is a guide prompt, so the demo prompts are known
 _TEST_BUCKETS = 10  # 1 in 10 operand combinations belongs to the test split
+# Share of train questions typed all in lower case ("capital of canada?", "hi, i'm vera"):
+# `decorate` only lowers the first letter, and a lower-case name is other tokens to the model.
+LOWER_CASE = 0.2
 
 
 @dataclass(frozen=True)
@@ -164,11 +167,14 @@ def _wanted(split: str, task: str, key: str, question: str) -> bool:
 
 def make_split(split: str, n: int, seed: int = 0) -> list[SynthExample]:
     """`n` examples of `split` (see the module docstring); the same (split, n, seed) gives the
-    same list. Train tasks come round-robin in a fixed mix with drills; the other splits
-    round-robin over their tasks (TASKS, or BEYOND_TASKS), so any prefix is balanced."""
+    same list. Train tasks come round-robin in a fixed mix with drills, LOWER_CASE of them typed
+    all in lower case; the other splits round-robin over their tasks (TASKS, or BEYOND_TASKS),
+    so any prefix is balanced."""
     if split not in SPLITS:
         raise ValueError(f"split={split!r}: must be one of {', '.join(SPLITS)}")
     rng = random.Random(f"forge1-synth-{split}-{seed}")
+    # Its own stream, so lower-casing train questions leaves every other draw as it was.
+    case_rng = random.Random(f"forge1-synth-case-{seed}")
     tasks = {"train": _MIX, "beyond": BEYOND_TASKS}.get(split, TASKS)
     held, beyond = split == "phrasing", split == "beyond"
     out: list[SynthExample] = []
@@ -188,6 +194,8 @@ def make_split(split: str, n: int, seed: int = 0) -> list[SynthExample]:
                 continue
             example, key = _solved(question, task)
             if _wanted(split, task, key, question):
+                if split == "train" and case_rng.random() < LOWER_CASE:
+                    example = _solved(question.lower(), task)[0]  # same key: same split
                 out.append(example)
                 seen.add(question)
                 break
