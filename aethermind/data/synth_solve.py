@@ -312,17 +312,17 @@ def _solve_duration(g: dict) -> Solution | None:
     hours = dist / speed
     lines = [f"Speed {_fmt(speed)} mph, distance {_fmt(dist)} miles.",
              "Time = distance / speed. Try whole hours:"]
-    k = 1
     # Both numbers are written before the verdict, so it compares two numbers side by side
     # rather than one against a distance copied lines above ("150, less than 150" before).
+    def tried(k: int) -> str:
+        return f"{_fmt(speed)}*{k}={_fmt(speed * k)} vs {_fmt(dist)}: "
+
+    k = 1
     while speed * k < dist:
-        lines.append(f"{_fmt(speed)}*{k}={_fmt(speed * k)} vs {_fmt(dist)}: less.")
+        lines.append(tried(k) + "less.")
         k += 1
-    if speed * k == dist:
-        lines.append(f"{_fmt(speed)}*{k}={_fmt(speed * k)} vs {_fmt(dist)}: equal.")
-    else:
-        lines.append(f"{_fmt(speed)}*{k}={_fmt(speed * k)} vs {_fmt(dist)}: more, so "
-                     f"half an hour less: {_fmt(hours)}.")
+    lines.append(tried(k) + ("equal." if speed * k == dist else
+                             f"more, so half an hour less: {_fmt(hours)}."))
     lines.append(f"So it takes {_fmt(hours)} hours.")
     return Solution("\n".join(lines), f"The answer is {_fmt(hours)} hours.", "num", hours,
                     tables.UNITS["hours"], key=f"t {_fmt(dist)} {_fmt(speed)}")
