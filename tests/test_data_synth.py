@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 from collections import Counter
 
 import pytest
 
 from aethermind.data import synth
+from aethermind.data import synth_questions as questions
 from aethermind.text.chat_format import parse
 from aethermind.text.tokenizer import Forge1Tokenizer
 
@@ -178,6 +180,28 @@ def test_sort_trace_selects_from_the_numbers_just_copied():
         "Last: 31.", "So the sorted list is 3, 7, 29, 31."]
     down = synth.solve("Arrange 5 and 40 and 7 from largest to smallest.")[1]
     assert down.thinking.startswith("Largest of 5, 40, 7: 40.") and down.value == (40, 7, 5)
+
+
+def test_rate_traces_copy_each_number_with_its_unit_before_naming_a_formula():
+    """Distance and duration questions open with "Speed S mph and N unit.": N and its unit are
+    written as the question has them, and the formula on the next line is the one that unit
+    calls for, so no role is chosen before its number is copied."""
+    rng = random.Random(5)
+    formulas = set()
+    for held in (False, True):
+        for _ in range(200):
+            q = questions.q_rate(rng, held, False)
+            lines = synth.solve(q)[1].thinking.splitlines()
+            if lines[0].startswith("Price "):
+                continue
+            m = re.fullmatch(r"Speed (\S+) mph and (\S+) (miles|hours?)\.", lines[0])
+            assert m, lines[0]
+            assert f"{m.group(2)} {m.group(3)}" in q, q
+            formula = ("Time = distance / speed." if m.group(3) == "miles"
+                       else "Distance = speed * time.")
+            assert lines[1].startswith(formula), (q, lines[1])
+            formulas.add(formula)
+    assert len(formulas) == 2
 
 
 def test_duration_trace_writes_both_numbers_before_each_verdict():

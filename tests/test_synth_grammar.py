@@ -92,11 +92,11 @@ def test_beyond_split_is_one_step_past_the_trained_range(train):
     ("Sam had 14 pencils and lost 6. How many pencils does Sam have?", "Start with 14 pencils.",
      "8"),
     ("sort 95 12 7 40 in descending order", "Largest of 95, 12, 7, 40: 95.", "95, 40, 12, 7"),
-    # rate: the quantities with their roles, in one order whatever the question's
-    ("How far will a bus travel in 2.5 hours at 40 mph?", "Speed 40 mph, time 2.5 hours.",
+    # rate: the speed first, then the other number with the unit the question gave it
+    ("How far will a bus travel in 2.5 hours at 40 mph?", "Speed 40 mph and 2.5 hours.",
      "100 miles"),
     ("A car needs to go 85 miles at 85 mph. How many hours is that?",
-     "Speed 85 mph, distance 85 miles.", "1 hours"),
+     "Speed 85 mph and 85 miles.", "1 hours"),
     ("I buy eight plates at 2 dollars each. How much do I pay?", "Price 2 dollars, count 8.",
      "16 dollars"),
 ])

@@ -4,7 +4,7 @@
 its task and a `Solution`: a short, regular thinking trace (one mechanical step per line, the
 same wording every time), the answer, and what `synth.score` accepts. Every trace starts by
 copying what was asked into one canonical line ("36+27:", "Compare 83 and 38.", "Smallest of
-95, 12, 7: 7.", "Speed 60 mph, time 3 hours."), so whatever the phrasing, the steps after it
+95, 12, 7: 7.", "Speed 60 mph and 3 hours."), so whatever the phrasing, the steps after it
 work on the operands, and a number is only ever written right after it was copied or computed
 (issue 18).
 Usage: `task, sol = solve("Please add 36 and 27.")`; `sol.thinking`, `sol.answer`.
@@ -289,7 +289,10 @@ def _solve_convert(g: dict) -> Solution | None:
 def _product(head: list[str], a: Decimal, b: Decimal, said: str, unit: str, key: str
              ) -> Solution:
     """A rate question that is one product: the copied quantities and the formula (`head`),
-    the digit trace, the sentence."""
+    the digit trace, the sentence.
+    Distance and duration copy each number with the unit after it ("Speed 50 mph and 125
+    miles."), and the formula line then reads the role off that unit: a role word written
+    before its number ("time 125 hours" for "cover 125 miles") was a guess the copy obeyed."""
     out = a * b
     lines = [*head, *_decimal_mul_lines(a, b), said.format(_fmt(out))]
     return Solution("\n".join(lines), f"The answer is {_fmt(out)} {unit}.", "num", out,
@@ -298,7 +301,7 @@ def _product(head: list[str], a: Decimal, b: Decimal, said: str, unit: str, key:
 
 def _solve_distance(g: dict) -> Solution:
     speed, hours = _value(g["speed"]), _value(g["hours"])
-    return _product([f"Speed {_fmt(speed)} mph, time {_fmt(hours)} hours.",
+    return _product([f"Speed {_fmt(speed)} mph and {_fmt(hours)} {g['hrs']}.",
                      "Distance = speed * time."], speed, hours, "So it travels {} miles.",
                     "miles", f"d {_fmt(speed)} {_fmt(hours)}")
 
@@ -310,7 +313,7 @@ def _solve_duration(g: dict) -> Solution | None:
     if not speed or not _whole(dist / speed * 2) or dist <= 0:
         return None
     hours = dist / speed
-    lines = [f"Speed {_fmt(speed)} mph, distance {_fmt(dist)} miles.",
+    lines = [f"Speed {_fmt(speed)} mph and {_fmt(dist)} miles.",
              "Time = distance / speed. Try whole hours:"]
     # Both numbers are written before the verdict, so it compares two numbers side by side
     # rather than one against a distance copied lines above ("150, less than 150" before).
