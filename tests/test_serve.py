@@ -266,6 +266,7 @@ def test_client_disconnect_frees_the_slot(long_ckpt):
 
         def counting_step():
             steps["n"] += 1
+            time.sleep(0.001)  # 4,000 steps take 4 s on any CPU: longer than the client waits
             return real_step()
 
         engine.step = counting_step
@@ -274,10 +275,11 @@ def test_client_disconnect_frees_the_slot(long_ckpt):
             while steps["n"] < 5:  # hang up mid-generation
                 time.sleep(0.01)
         _wait_idle(url)
+        first = steps["n"]
         with pytest.raises(TimeoutError):  # a plain request whose client gives up
             post_json(url + "/v1/chat/completions", body, timeout=1.0)
         _wait_idle(url)
-        assert steps["n"] < 4000  # neither request ran to the end
+        assert first < 4000 and steps["n"] - first < 4000  # neither request ran to the end
         # The single slot is free: a new request is served at once.
         status, reply = post_json(url + "/v1/chat/completions", {**body, "max_tokens": 3})
         assert status == 200 and reply["usage"]["completion_tokens"] == 3
