@@ -9,8 +9,7 @@ from collections import Counter
 
 import pytest
 
-from aethermind.data import synth
-from aethermind.data import synth_questions as questions
+from aethermind.data import synth, synth_questions
 from aethermind.text.chat_format import parse
 from aethermind.text.tokenizer import Forge1Tokenizer
 
@@ -190,7 +189,7 @@ def test_rate_traces_copy_each_number_with_its_unit_before_naming_a_formula():
     formulas = set()
     for held in (False, True):
         for _ in range(200):
-            q = questions.q_rate(rng, held, False)
+            q = synth_questions.q_rate(rng, held, False)
             lines = synth.solve(q)[1].thinking.splitlines()
             if lines[0].startswith("Price "):
                 continue
