@@ -289,19 +289,23 @@ def _solve_convert(g: dict) -> Solution | None:
 def _product(head: list[str], a: Decimal, b: Decimal, said: str, unit: str, key: str
              ) -> Solution:
     """A rate question that is one product: the copied quantities and the formula (`head`),
-    the digit trace, the sentence.
-    Distance and duration copy each number with the unit after it ("Speed 50 mph and 125
-    miles."), and the formula line then reads the role off that unit: a role word written
-    before its number ("time 125 hours" for "cover 125 miles") was a guess the copy obeyed."""
+    the digit trace, the sentence."""
     out = a * b
     lines = [*head, *_decimal_mul_lines(a, b), said.format(_fmt(out))]
     return Solution("\n".join(lines), f"The answer is {_fmt(out)} {unit}.", "num", out,
                     tables.UNITS[unit], key=key)
 
 
+def _speed_and(speed: Decimal, amount: Decimal, unit: str) -> str:
+    """The first line of distance and duration: each number with the unit after it ("Speed 50
+    mph and 125 miles."), so the formula line reads the role off that unit; a role word written
+    before its number ("time 125 hours" for "cover 125 miles") was a guess the copy obeyed."""
+    return f"Speed {_fmt(speed)} mph and {_fmt(amount)} {unit}."
+
+
 def _solve_distance(g: dict) -> Solution:
     speed, hours = _value(g["speed"]), _value(g["hours"])
-    return _product([f"Speed {_fmt(speed)} mph and {_fmt(hours)} {g['hrs']}.",
+    return _product([_speed_and(speed, hours, g["hrs"]),
                      "Distance = speed * time."], speed, hours, "So it travels {} miles.",
                     "miles", f"d {_fmt(speed)} {_fmt(hours)}")
 
@@ -313,7 +317,7 @@ def _solve_duration(g: dict) -> Solution | None:
     if not speed or not _whole(dist / speed * 2) or dist <= 0:
         return None
     hours = dist / speed
-    lines = [f"Speed {_fmt(speed)} mph and {_fmt(dist)} miles.",
+    lines = [_speed_and(speed, dist, "miles"),
              "Time = distance / speed. Try whole hours:"]
     # Both numbers are written before the verdict, so it compares two numbers side by side
     # rather than one against a distance copied lines above ("150, less than 150" before).
