@@ -6,6 +6,7 @@ import json
 import random
 import re
 from collections import Counter
+from decimal import Decimal
 
 import pytest
 
@@ -201,6 +202,28 @@ def test_rate_traces_copy_each_number_with_its_unit_before_naming_a_formula():
             assert lines[1].startswith(formula), (q, lines[1])
             formulas.add(formula)
     assert len(formulas) == 2
+
+
+def test_decimal_traces_pad_both_operands_to_the_most_places_first():
+    """A sum or difference with a decimal counts each operand's places and pads both to the
+    most (33.3+5.91 -> 33.30+5.91) before the point is dropped: the padded operands are the
+    question's numbers, and the whole numbers used are them without the point."""
+    examples = [e for e in synth.make_split("train", 4000)
+                if e.task in ("add", "sub") and "so pad to" in (e.thinking or "")]
+    assert len(examples) > 30
+    for ex in examples:
+        first, second = ex.thinking.splitlines()[:2]
+        m = re.fullmatch(r"(\S+?)([+-])(\S+): decimals (\d) and (\d), so pad to (\d)\.", first)
+        assert m, first
+        places = int(m[6])
+        assert places == max(int(m[4]), int(m[5])), first
+        for text, count in ((m[1], m[4]), (m[3], m[5])):
+            assert len(text.partition(".")[2]) == int(count), first
+        p = re.fullmatch(r"(\S+?)[+-](\S+): use (\d+)[+-](\d+), then put the point back\.", second)
+        assert p, second
+        for asked, padded, used in ((m[1], p[1], p[3]), (m[3], p[2], p[4])):
+            assert Decimal(asked) == Decimal(padded) and len(padded.partition(".")[2]) == places
+            assert int(padded.replace(".", "")) == int(used), second
 
 
 def test_duration_trace_writes_both_numbers_before_each_verdict():

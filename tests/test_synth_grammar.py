@@ -88,7 +88,7 @@ def test_beyond_split_is_one_step_past_the_trained_range(train):
     ("Find the product of 12 and 7.", "12*7:", "84"),
     ("Is 83 or 38 the larger number?", "Compare 83 and 38.", "83"),
     ("What is seven plus five?", "7+5:", "12"),
-    ("What is 2.5 + 3.75?", "2.5+3.75: use 250+375, then put the point back.", "6.25"),
+    ("What is 2.5 + 3.75?", "2.5+3.75: decimals 1 and 2, so pad to 2.", "6.25"),
     ("Sam had 14 pencils and lost 6. How many pencils does Sam have?", "Start with 14 pencils.",
      "8"),
     ("sort 95 12 7 40 in descending order", "Largest of 95, 12, 7, 40: 95.", "95, 40, 12, 7"),

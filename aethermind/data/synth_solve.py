@@ -162,18 +162,29 @@ def _places(*values: Decimal) -> int:
 
 def _point_lines(a: Decimal, b: Decimal, op: str, body: Callable[[int, int], list[str]]
                  ) -> list[str]:
-    """a op b with decimals: the same column trace on whole numbers, then the point put back
-    (as `_decimal_mul_lines` does for products)."""
+    """a op b with decimals: both operands padded to the most places, then the same column
+    trace on whole numbers and the point put back (as `_decimal_mul_lines` does for
+    products). The padding gets its own line because the model, asked to pad and drop the
+    point at once, aligned 33.3+5.91 as 333+591 (issue 18). Its words appear in no question,
+    so the line cannot pull another family's question towards this trace."""
     places = _places(a, b)
     ia, ib = int(a * 10**places), int(b * 10**places)
     if not places:
         return body(ia, ib)
     result = a + b if op == "+" else a - b
     whole = int(result * 10**places)
-    return [f"{_fmt(a)}{op}{_fmt(b)}: use {ia}{op}{ib}, then put the point back.",
+    counts = " and ".join(str(len(_fmt(v).partition(".")[2])) for v in (a, b))
+    return [f"{_fmt(a)}{op}{_fmt(b)}: decimals {counts}, so pad to {places}.",
+            f"{_padded(a, places)}{op}{_padded(b, places)}: use {ia}{op}{ib}, then put the "
+            "point back.",
             *body(ia, ib),
             f"{whole} with the point {places} place{'s' if places > 1 else ''} left is "
             f"{_fmt(result)}."]
+
+
+def _padded(value: Decimal, places: int) -> str:
+    """value written with exactly `places` decimals: 33.3 with 2 -> 33.30, 809 -> 809.00."""
+    return format(value.quantize(Decimal(1).scaleb(-places)), "f")
 
 
 def _sub_int_lines(a: int, b: int) -> list[str]:
