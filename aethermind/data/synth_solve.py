@@ -145,7 +145,7 @@ def _mul_lines(a: int, b: int) -> list[str]:
 def _decimal_mul_lines(a: Decimal, b: Decimal) -> list[str]:
     """a * b where either may have one decimal place: multiply the digits, then put the point
     back (one place per decimal operand), so the arithmetic is `_mul_lines` unchanged."""
-    places = sum(_fmt(v).count(".") and len(_fmt(v).split(".")[1]) for v in (a, b))
+    places = sum(_decimals(v) for v in (a, b))
     ia, ib = (int(_fmt(v).replace(".", "")) for v in (a, b))
     if not places:
         return _mul_lines(ia, ib)
@@ -156,8 +156,13 @@ def _decimal_mul_lines(a: Decimal, b: Decimal) -> list[str]:
     return lines
 
 
+def _decimals(value: Decimal) -> int:
+    """Digits after the point as the value is written: 33.3 -> 1, 809 -> 0."""
+    return len(_fmt(value).partition(".")[2])
+
+
 def _places(*values: Decimal) -> int:
-    return max(len(_fmt(v).partition(".")[2]) for v in values)
+    return max(_decimals(v) for v in values)
 
 
 def _point_lines(a: Decimal, b: Decimal, op: str, body: Callable[[int, int], list[str]]
@@ -165,15 +170,16 @@ def _point_lines(a: Decimal, b: Decimal, op: str, body: Callable[[int, int], lis
     """a op b with decimals: both operands padded to the most places, then the same column
     trace on whole numbers and the point put back (as `_decimal_mul_lines` does for
     products). The padding gets its own line because the model, asked to pad and drop the
-    point at once, aligned 33.3+5.91 as 333+591 (issue 18). Its words appear in no question,
-    so the line cannot pull another family's question towards this trace."""
+    point at once, aligned 33.3+5.91 as 333+591 (issue 18). Its words are in no question: a
+    first version ("33.3 has 1 after the point", "With 2 places each") shared "has" and "each"
+    with word and rate questions and scored 80.6% on held-out phrasings against 84.6%."""
     places = _places(a, b)
     ia, ib = int(a * 10**places), int(b * 10**places)
     if not places:
         return body(ia, ib)
     result = a + b if op == "+" else a - b
     whole = int(result * 10**places)
-    counts = " and ".join(str(len(_fmt(v).partition(".")[2])) for v in (a, b))
+    counts = f"{_decimals(a)} and {_decimals(b)}"
     return [f"{_fmt(a)}{op}{_fmt(b)}: decimals {counts}, so pad to {places}.",
             f"{_padded(a, places)}{op}{_padded(b, places)}: use {ia}{op}{ib}, then put the "
             "point back.",
