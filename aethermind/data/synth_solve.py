@@ -161,10 +161,6 @@ def _decimals(value: Decimal) -> int:
     return len(_fmt(value).partition(".")[2])
 
 
-def _places(*values: Decimal) -> int:
-    return max(_decimals(v) for v in values)
-
-
 def _point_lines(a: Decimal, b: Decimal, op: str, body: Callable[[int, int], list[str]]
                  ) -> list[str]:
     """a op b with decimals: both operands padded to the most places, then the same column
@@ -173,14 +169,14 @@ def _point_lines(a: Decimal, b: Decimal, op: str, body: Callable[[int, int], lis
     point at once, aligned 33.3+5.91 as 333+591 (issue 18). Its words are in no question: a
     first version ("33.3 has 1 after the point", "With 2 places each") shared "has" and "each"
     with word and rate questions and scored 80.6% on held-out phrasings against 84.6%."""
-    places = _places(a, b)
+    counts = (_decimals(a), _decimals(b))
+    places = max(counts)
     ia, ib = int(a * 10**places), int(b * 10**places)
     if not places:
         return body(ia, ib)
     result = a + b if op == "+" else a - b
     whole = int(result * 10**places)
-    counts = f"{_decimals(a)} and {_decimals(b)}"
-    return [f"{_fmt(a)}{op}{_fmt(b)}: decimals {counts}, so pad to {places}.",
+    return [f"{_fmt(a)}{op}{_fmt(b)}: decimals {counts[0]} and {counts[1]}, so pad to {places}.",
             f"{_padded(a, places)}{op}{_padded(b, places)}: use {ia}{op}{ib}, then put the "
             "point back.",
             *body(ia, ib),
