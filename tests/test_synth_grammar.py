@@ -38,6 +38,19 @@ def test_every_group_has_trained_and_held_out_phrasings():
         assert 1 <= held <= len(phrasings) - held, group
 
 
+def test_held_out_phrasings_use_only_words_their_group_trains():
+    """A held-out phrasing is a new frame of trained words: a word no trained phrasing of its
+    group has ("together" for a product, "divide" out of scope) is one the model never linked
+    to the group, so missing it says nothing about understanding (those went 0-50%)."""
+    def words(template: str) -> set[str]:
+        return set(re.findall(r"[a-z']+", re.sub(r"\{\w+\}", " ", template.lower())))
+
+    for group, phrasings in grammar.PHRASINGS.items():
+        trained = set().union(*(words(t) for t in phrasings if not grammar.held_out(t)))
+        for t in phrasings:
+            assert not grammar.held_out(t) or words(t) <= trained, (group, t, words(t) - trained)
+
+
 def test_train_never_holds_a_held_out_phrasing(train):
     for ex in train:
         found = _matching(ex.question)

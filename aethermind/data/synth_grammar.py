@@ -5,10 +5,11 @@ One template both writes a question (`str.format` with the slot values) and read
 generator and the solver in `synth.py` can never disagree on a phrasing. Templates marked
 `~` are held out: never trained, asked only by the "phrasing" split, so its accuracy measures
 understanding of the question rather than recall of its template (issue 18). Held-out
-templates recombine words the trained ones use ("plus", "take away", "product") in frames
-the model never saw. Any question may also get a polite prefix or suffix and lose its case
-or final punctuation (`decorate`), in every split alike, so no held-out template may be a
-trained one with a prefix ("Please add ..." is "Add ..." decorated).
+templates recombine words the trained ones of their group use ("plus", "take away",
+"product") in frames the model never saw: every word of a held-out template is in some
+trained one of its group (a test checks it). Any question may also get a polite prefix or
+suffix and lose its case or final punctuation (`decorate`), in every split alike, so no
+held-out template may be a trained one with a prefix ("Please add ..." is "Add ..." decorated).
 Usage: `templates("add", held_out=False)`; `pattern("Add {a} and {b}.").fullmatch(q)`.
 """
 
@@ -77,6 +78,8 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
         "Work out {a} plus {b}.", "What is the total of {a} and {b}?",
         "If you add {a} and {b}, what do you get?", "Tell me {a} + {b}.", "Solve {a} + {b}.",
         "What does {a} + {b} equal?", "How much do {a} and {b} make together?",
+        "Could you work out {a} plus {b} for me?", "What is {a} added to {b}?",
+        "Sum up {a} and {b}.",
         "~Add together {a} and {b}.", "~Could you add {a} and {b} for me?",
         "~What is {a} and {b} added together?", "~Find the total of {a} and {b}.",
         "~Add up {a} and {b}.", "~What does {a} plus {b} equal?",
@@ -90,6 +93,8 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
         "Find the difference between {x} and {y}.", "What is the difference between {x} and {y}?",
         "Compute {a} - {b}.", "Work out {a} minus {b}.", "Solve {a} - {b}.",
         "What does {a} - {b} equal?", "How much is left if you take {b} from {a}?",
+        "Could you work out {a} minus {b}?", "What is the result of {a} minus {b}?",
+        "What is left when {b} is taken from {a}?",
         "~How much is {a} take away {b}?", "~Could you subtract {b} from {a}?",
         "~What is the difference of {x} and {y}?", "~{a} minus {b} is?",
         "~Take away {b} from {a}.", "~What's left when you subtract {b} from {a}?",
@@ -101,7 +106,9 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
         "Multiply {a} and {b}.", "What is {a} multiplied by {b}?",
         "What is the product of {a} and {b}?", "Compute {a} * {b}.", "Work out {a} times {b}.",
         "What do you get when you multiply {a} by {b}?", "Solve {a} x {b}.",
-        "What does {a} times {b} equal?",
+        "What does {a} times {b} equal?", "Find the result of {a} * {b}.",
+        "Could you work out {a} times {b}?",
+        "Multiply {a} and {b} together.", "Tell me {a} * {b}.",
         "~Find the product of {a} and {b}.", "~Could you multiply {a} and {b}?",
         "~{a} multiplied by {b} is?", "~How much is {a} multiplied by {b}?",
         "~Multiply together {a} and {b}.", "~Tell me the product of {a} and {b}."),
@@ -124,7 +131,8 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
         "Put {list} in order.", "Order these numbers {asc}: {list}", "Arrange {list} {desc}.",
         "Arrange these numbers {asc}: {list}", "Can you sort {list}?", "Please sort: {list}",
         "List {list} {asc}.", "Rank these numbers {desc}: {list}", "Sort this list: {list}",
-        "Sort {asc}: {list}",
+        "Sort {asc}: {list}", "Could you sort {list}?", "Rearrange these numbers {desc}: {list}",
+        "I want these numbers sorted {asc}: {list}", "I need {list} put in order.",
         "~Could you put these numbers in order {desc}: {list}", "~Arrange these numbers: {list}",
         "~Order {list} {asc}.", "~Sort the list {list}", "~Rearrange {list} {asc}.",
         "~I need these sorted {desc}: {list}"),
@@ -140,6 +148,9 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
         'How many "{letter}" are in "{word}"?', "How many {letter} are in {word}?",
         "How many times does '{letter}' appear in '{word}'?", "Count the {letter}'s in '{word}'.",
         "How many times is the letter {letter} used in {word}?",
+        "How many times does {word} have the letter {letter}?",
+        "Tell me how often {letter} appears in {word}.",
+        "How many times does {letter} show up in the word {word}?",
         "~How many times is the letter {letter} in the word {word}?",
         "~How many {letter}'s does the word {word} have?",
         "~In {word}, how many times does the letter {letter} occur?",
@@ -151,7 +162,9 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
         "What is {x} {src} in {dst}?", "{x} {src} is how many {dst}?", "{x} {src} in {dst}?",
         "Change {x} {src} to {dst}.", "Express {x} {src} in {dst}.",
         "{x} {src} equals how many {dst}?", "Turn {x} {src} into {dst}.",
-        "What is {x} {src} converted to {dst}?",
+        "What is {x} {src} converted to {dst}?", "What's {x} {src} converted to {dst}?",
+        "There are {x} {src}. How many {dst} is that?", "I need to convert {x} {src} to {dst}.",
+        "Can you change {x} {src} into {dst}?",
         "~How many {dst} are there in {x} {src}?", "~I need {x} {src} in {dst}.",
         "~What's {x} {src} in {dst}?", "~{x} {src} to {dst}?",
         "~Can you convert {x} {src} into {dst}?"),
@@ -169,6 +182,8 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
         "{speed} {mph} for {hours} {hrs}: how many miles?",
         "If a {vehicle} keeps {speed} {mph} for {hours} {hrs}, what distance does it cover?",
         "A {vehicle} runs {hours} {hrs} at {speed} {mph}. What distance is that?",
+        "A {vehicle} moves {hours} {hrs} at {speed} {mph}. How many miles is that?",
+        "How many miles will a {vehicle} go in {hours} {hrs} at {speed} {mph}?",
         "~A {vehicle} moves at {speed} {mph} for {hours} {hrs}. How far does it go?",
         "~How far will a {vehicle} travel in {hours} {hrs} at {speed} {mph}?",
         "~Going {speed} {mph} for {hours} {hrs}, how far does a {vehicle} get?"),
@@ -184,6 +199,7 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
         "At {speed} {mph}, how many hours does a trip of {dist} miles take?",
         "{dist} miles at {speed} {mph}: how many hours?",
         "If a {vehicle} drives {dist} miles at {speed} {mph}, how long is the trip?",
+        "A {vehicle} needs to travel {dist} miles at {speed} {mph}. How long will it take?",
         "~How long will a {vehicle} take to cover {dist} miles at {speed} {mph}?",
         "~A {vehicle} needs to go {dist} miles at {speed} {mph}. How many hours is that?"),
     "cost": (
@@ -200,6 +216,9 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
         "{count} {items} at {price} dollars each: how much in all?",
         "Every {item} sells for {price} dollars. What do {count} {items} cost?",
         "I want {count} {items}, and one costs {price} dollars. What is the total?",
+        "How much do {count} {items} cost at ${price} apiece?",
+        "If I buy {count} {items} at {price} dollars each, what do I pay?",
+        "How much are {count} {items} when each costs {price} dollars?",
         "~What do {count} {items} cost at ${price} apiece?",
         "~If each {item} is {price} dollars, how much are {count} {items}?",
         "~I buy {count} {items} at {price} dollars each. How much do I pay?",
@@ -227,6 +246,10 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
         "I had {a} {items}. I {losep} {b} of them. How many {items} remain?",
         "After {name} {gainp} {b} more {items}, how many does {name} have if {name} had {a}?",
         "{name} kept {a} {items} in a bag and {losep} {b}. How many {items} are in the bag now?",
+        "There were {a} {items} on the table. {name} {gainp} {b} more. How many {items} are on "
+        "the table now?",
+        "{name} had {a} {items} and {losep} {b}. How many {items} does {name} still have?",
+        "{name} had {a} {items}, and {b} of them {gone}. What number of {items} is left?",
         "~{name} had {a} {items} and {losep} {b}. How many {items} does {name} have?",
         "~{a} {items} were on the table and {b} of them {gone}. How many {items} are still there?",
         "~{name} has {a} {items}, then {gainp} {b} more. What is the total number of {items}?",
@@ -237,7 +260,7 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
                 "Capital of {country}?", "What's the capital city of {country}?",
                 "What is {country}'s capital?", "Which city is {country}'s capital?",
                 "Do you know the capital of {country}?", "Tell me {country}'s capital.",
-                "Name {country}'s capital city.",
+                "Name {country}'s capital city.", "Can you name the capital of {country}?",
                 "~What is the capital city of {country}?",
                 "~Can you tell me the capital of {country}?",
                 "~{country}'s capital?", "~What city is {country}'s capital?"),
@@ -245,13 +268,14 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
              "Hi! My name is {name}.", "Hi, I am {name}.", "My name is {name}.", "I'm {name}.",
              "Hey, I'm {name}!", "Call me {name}.", "My name's {name}.", "I am {name}.",
              "Good morning, I'm {name}.", "Nice to meet you, I'm {name}.", "Hi, {name} here.",
-             "{name} here, hello!", "This is {name}.",
+             "{name} here, hello!", "This is {name}.", "Hello there, I am {name}.",
              "~Hello, my name is {name}.", "~Hey! My name is {name}.", "~Hi there, I'm {name}."),
     "repeat": ("Repeat after me: {words}", "Say this: {words}", "Please repeat: {words}",
                "Repeat this: {words}", "Echo: {words}", "Say after me: {words}",
                "Repeat these words: {words}", "Please say: {words}", "Copy this: {words}",
                "Say it back: {words}", "Could you say this: {words}", "Just repeat: {words}",
                "Say these words: {words}", "Repeat exactly: {words}", "Say back to me: {words}",
+               "Can you say this: {words}",
                "~Repeat after me please: {words}", "~Can you repeat this: {words}"),
     "other": (
         "Write a haiku about {topic}.", "Write a poem about {topic}.",
@@ -263,6 +287,10 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
         "What is the capital of {fake}?", "Who is the president of {country}?",
         "Explain {science}.", "What time is it in {city}?", "Write code to {chore}.",
         "Can you help me {chore}?", "What is the population of {country}?",
+        "Sing a song about {topic}.", "Is it sunny today in {city}?",
+        "What's the population of {country}?", "When was {invention} invented?",
+        "Can you divide {a} by {b}?", "How much is {a} divided by {b}?", "What is {a} / {b}?",
+        "Share a fact about {topic}.", "Say something fun about {topic}.",
         "~Write a song about {topic}.", "~What's the weather in {city} today?",
         "~Who invented {invention}?", "~Divide {a} by {b}.", "~Can you explain {science}?",
         "~How do I {chore}?", "~Tell me a fun fact about {topic}."),
