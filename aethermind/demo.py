@@ -144,12 +144,13 @@ def build_data(out: Path, n_train: int, n_test: int, seed: int = 0) -> tuple[Pat
 
 def train_config(out: Path, train: Path, val: Path, tokenizer: Path, steps: int, **overrides):
     """The demo recipe (BENCHMARKS.md, "Demo"): tiny, fp32, whole chats best-fit packed,
-    Muon at a high learning rate (per step: 2.0x AdamW's held-out accuracy at 900 steps; lr
-    2e-3 -> 4e-3 -> 8e-3 gave 32% -> 50% -> 64%, 1.6e-2 diverged early)."""
+    Muon (per step: 2.0x AdamW's held-out accuracy at 900 steps) at lr 5e-3: at 900 steps of
+    the first data 2e-3 -> 4e-3 -> 8e-3 gave 32% -> 50% -> 64% (1.6e-2 diverged early), but at
+    today's 2,025 steps 8e-3 -> 5e-3 gave 82.8% -> 87.6% on held-out phrasings (seeds 0-2)."""
     recipe: dict[str, Any] = dict(
         variant="tiny", device="cpu", precision="fp32", train_data=str(train),
         val_data=str(val), tokenizer=str(tokenizer), layout="bestfit", output_dir=str(out),
-        batch_size=8, context_length=384, optimizer="muon", learning_rate=8e-3,
+        batch_size=8, context_length=384, optimizer="muon", learning_rate=5e-3,
         warmup_ratio=0.03,
         min_lr_ratio=0.05, max_steps=steps,
         checkpoint_every=max(1, steps // 2), eval_every=max(1, steps // 4), eval_batches=4,
