@@ -552,13 +552,41 @@ def test_12_implicit_empty_val_file_is_a_warning_not_an_error(assets, tmp_path, 
     assert "no usable documents" in err and "validation loss skipped" in err
 
 
-def test_12_second_ctrl_c_stops_at_once(capsys):
+def test_12_second_ctrl_c_stops_at_once(capfd):
     with signals.StopFlag() as stop:
         os.kill(os.getpid(), signal.SIGINT)
         assert stop.signum == signal.SIGINT
-        assert "finishing this step" in capsys.readouterr().err
+        assert "finishing this step" in capfd.readouterr().err
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
+
+
+class _BusyStream:
+    """sys.stderr while the main thread is inside it (Rich's live view mid-render, a buffered
+    write): any write from a signal handler re-enters it and fails."""
+
+    def write(self, text: str) -> int:
+        raise RuntimeError("reentrant call inside the stream")
+
+    def flush(self) -> None:
+        raise RuntimeError("reentrant call inside the stream")
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM", "SIGHUP"])
+def test_12_a_signal_mid_write_only_sets_the_flag(signame, capfd, monkeypatch):
+    """The handler runs between any two bytecodes; printing through sys.stderr from it
+    crashed a run whose Rich view was rendering (exit 1 instead of 128 + signal)."""
+    if not hasattr(signal, signame):
+        pytest.skip(f"no {signame} here")
+    signum = getattr(signal, signame)
+    with signals.StopFlag() as stop:
+        monkeypatch.setattr(sys, "stderr", _BusyStream())
+        monkeypatch.setattr(sys, "stdout", _BusyStream())
+        os.kill(os.getpid(), signum)
+        monkeypatch.undo()
+        assert stop.signum == signum
+    assert f"{'Ctrl-C' if signame == 'SIGINT' else signame}: finishing this step" in (
+        capfd.readouterr().err)
 
 
 # --- 13. colab_setup outside Colab ----------------------------------------------------------

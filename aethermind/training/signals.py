@@ -46,6 +46,11 @@ class StopFlag:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
+        # Python runs this between any two bytecodes of the main thread: in the middle of a
+        # Rich render, a half-done import or a buffered write. So it only sets the flag and
+        # writes its note with one raw os.write: a print here went through Rich's stderr
+        # proxy, re-rendered the live view mid-render and crashed the run (an ImportError of
+        # a half-imported module, exit 1 instead of 128 + SIGHUP, one run in ten under load).
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: stop now (the last checkpoint stays)
         if signum == getattr(signal, "SIGHUP", None):
@@ -54,13 +59,13 @@ class StopFlag:
         self.signum = signum
         if not first or not dist.is_main():
             return
+        note = "finishing this step, then saving a checkpoint"
         if signum == signal.SIGINT:
-            print("\nCtrl-C: finishing this step, then saving a checkpoint; press Ctrl-C again "
-                  "to stop at once", file=sys.stderr, flush=True)
+            note = f"Ctrl-C: {note}; press Ctrl-C again to stop at once"
         else:
-            with contextlib.suppress(OSError):
-                print(f"\n{signal.Signals(signum).name}: finishing this step, then saving a "
-                      "checkpoint", file=sys.stderr, flush=True)
+            note = f"{signal.Signals(signum).name}: {note}"
+        with contextlib.suppress(OSError):  # a closed or hung-up stderr: the flag is what counts
+            os.write(2, f"\n{note}\n".encode())
 
     def _detach_terminal(self) -> None:
         null = os.open(os.devnull, os.O_WRONLY)
