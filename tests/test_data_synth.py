@@ -173,6 +173,18 @@ def test_repeat_after_me_is_a_token_exact_copy():
     assert not synth.score(q, "You said: kitten.")
 
 
+def test_copy_drills_answer_as_a_repeat_request_does():
+    """The drill trains the reply users get: "Copy: ..." answered "Copy: ..." leaked into
+    repeat requests ("Copy this: sunny tunnel market" -> "Copy: sunny tunnel market market.")."""
+    drills = [ex for ex in synth.make_split("train", 3000) if ex.question.startswith("Copy: ")]
+    assert len(drills) > 20 and {ex.task for ex in drills} == {synth.DRILL}
+    for ex in drills:
+        words = ex.question.removeprefix("Copy: ")
+        assert ex.answer == f"You said: {words}.", ex
+        if not words[0].isdigit():  # numbers are copied too, but nobody says "Repeat 12 345"
+            assert ex.answer == synth.solve(f"Repeat after me: {words}")[1].answer, ex
+
+
 def test_sort_trace_selects_from_the_numbers_just_copied():
     thinking = synth.solve("Sort these numbers: 29, 7, 31, 3")[1].thinking
     assert thinking.splitlines() == [

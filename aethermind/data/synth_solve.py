@@ -414,8 +414,11 @@ def _solve_drill_facts(m: re.Match) -> Solution:
 
 def _solve_drill_copy(m: re.Match) -> Solution:
     """Copy drill (train only): word-for-word copying, the skill behind "Repeat after me",
-    names in greetings and country names carried from question to trace to answer."""
-    reply = f"Copy: {m.group(1)}."  # the same tokens as the question: " pencil" != "pencil"
+    names in greetings and country names carried from question to trace to answer. It
+    answers as a repeat request does ("You said: ..."), so the practice trains the reply
+    users see; its own "Copy: ..." reply leaked into them ("Copy this: sunny tunnel market"
+    -> "Copy: sunny tunnel market market.")."""
+    reply = f"You said: {m.group(1)}."  # the same tokens as the question: " pencil" != "pencil"
     return Solution(None, reply, "text", norm_text(reply))
 
 
