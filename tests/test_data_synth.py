@@ -238,9 +238,11 @@ def test_decimal_traces_pad_both_operands_to_the_most_places_first():
             assert int(padded.replace(".", "")) == int(used), second
 
 
-def test_duration_trace_writes_both_numbers_before_each_verdict():
-    """Every whole-hour line reads "speed*k=product vs distance: verdict", and the verdict is
-    the true order of the two numbers on that line (equal ends the trip, more halves back)."""
+def test_duration_trace_compares_each_product_with_the_distance_digit_by_digit():
+    """Every whole-hour line reads "speed*k=product vs distance: steps, verdict": the lengths
+    when they differ ("2 digits vs 3"), else the digits from the left up to the first that
+    differs ("1 = 1, 0 < 2"), as comparison's trace goes; the verdict is the true order (equal
+    ends the trip, more halves back)."""
     examples = [e for e in synth.make_split("train", 4000) if e.thinking and
                 "Try whole hours" in e.thinking]
     assert len(examples) > 20
@@ -249,12 +251,24 @@ def test_duration_trace_writes_both_numbers_before_each_verdict():
         steps = [line for line in ex.thinking.splitlines() if " vs " in line]
         assert steps, ex.question
         for i, line in enumerate(steps):
-            m = re.fullmatch(r"([\d.]+)\*(\d+)=([\d.]+) vs ([\d.]+): (less|equal|more)\b.*", line)
+            m = re.fullmatch(r"([\d.]+)\*(\d+)=([\d.]+) vs ([\d.]+): (.*?)(less|equal|more)"
+                             r"(?:, so half an hour less: [\d.]+)?\.", line)
             assert m, line
-            product, dist = float(m.group(3)), float(m.group(4))
-            assert float(m.group(1)) * int(m.group(2)) == product and int(m.group(2)) == i + 1
-            assert m.group(5) == verdict[(product > dist) - (product < dist)], line
-        assert steps[-1].split(": ")[1].split(",")[0] in ("equal.", "more"), ex.question
+            product, dist = Decimal(m.group(3)), Decimal(m.group(4))
+            assert Decimal(m.group(1)) * int(m.group(2)) == product and int(m.group(2)) == i + 1
+            assert m.group(6) == verdict[(product > dist) - (product < dist)], line
+            a, b = str(int(product)), str(int(dist))
+            if len(a) != len(b):
+                want = f"{len(a)} digits vs {len(b)}, "
+            else:
+                pairs = list(zip(a, b, strict=True))
+                upto = next((k for k, (x, y) in enumerate(pairs) if x != y), len(pairs) - 1)
+                want = "".join(f"{x} {'=' if x == y else '>' if x > y else '<'} {y}, "
+                               for x, y in pairs[:upto + 1])
+            assert m.group(5) == want, line
+            # only the last line reaches the distance; "more" there halves back
+            assert (m.group(6) != "less") == (i == len(steps) - 1), ex.question
+            assert ("so half an hour less" in line) == (m.group(6) == "more"), line
 
 
 def test_count_trace_steps_every_letter():
