@@ -222,6 +222,17 @@ def _solve_mul(g: dict) -> Solution:
                     key=f"{_fmt(a)} {_fmt(b)}")
 
 
+def _from_the_left(a: str, b: str) -> list[str]:
+    """Two numbers of one length, digit by digit from the left up to the first that differs:
+    ["1 = 1", "0 < 2"] (comparison's and duration's traces)."""
+    steps = []
+    for x, y in zip(a, b, strict=True):
+        steps.append(f"{x} {'=' if x == y else '>' if x > y else '<'} {y}")
+        if x != y:
+            break
+    return steps
+
+
 def _solve_compare(g: dict) -> Solution | None:
     a, b = _value(g["a"]), _value(g["b"])
     if not (_whole(a) and _whole(b)) or a == b:
@@ -235,11 +246,7 @@ def _solve_compare(g: dict) -> Solution | None:
         lines.append(f"{a} has {len(sa)} digits and {b} has {len(sb)} digits.")
     else:
         lines.append(f"Both have {len(sa)} digits. Compare from the left.")
-        for x, y in zip(sa, sb, strict=True):
-            sign = "=" if x == y else ">" if x > y else "<"
-            lines.append(f"{x} {sign} {y}.")
-            if x != y:
-                break
+        lines += [f"{step}." for step in _from_the_left(sa, sb)]
     pick = max(a, b) if want_max else min(a, b)
     lines.append(f"So {max(a, b)} is larger and {min(a, b)} is smaller.")
     lines.append(f"The {'larger' if want_max else 'smaller'} one is {pick}.")
@@ -327,14 +334,7 @@ def _versus(x: Decimal, y: Decimal) -> str:
     """Whole parts compared as comparison's trace does (lengths, else digits from the left
     up to the first that differs), then the verdict: "1 = 1, 0 < 2, less"."""
     sx, sy = str(int(x)), str(int(y))
-    if len(sx) != len(sy):
-        steps = [f"{len(sx)} digits vs {len(sy)}"]
-    else:
-        steps = []
-        for a, b in zip(sx, sy, strict=True):
-            steps.append(f"{a} {'=' if a == b else '>' if a > b else '<'} {b}")
-            if a != b:
-                break
+    steps = [f"{len(sx)} digits vs {len(sy)}"] if len(sx) != len(sy) else _from_the_left(sx, sy)
     return ", ".join([*steps, "less" if x < y else "equal" if x == y else "more"])
 
 
