@@ -185,13 +185,31 @@ def test_copy_drills_answer_as_a_repeat_request_does():
             assert ex.answer == synth.solve(f"Repeat after me: {words}")[1].answer, ex
 
 
-def test_sort_trace_selects_from_the_numbers_just_copied():
+def test_sort_trace_inserts_each_number_of_the_copied_list_into_the_line_above():
+    """Insertion: the first line copies the list and the order asked; each line after it takes
+    the next number of that list and writes the line above with it put in place."""
     thinking = synth.solve("Sort these numbers: 29, 7, 31, 3")[1].thinking
     assert thinking.splitlines() == [
-        "Smallest of 29, 7, 31, 3: 3.", "Smallest of 29, 7, 31: 7.", "Smallest of 29, 31: 29.",
-        "Last: 31.", "So the sorted list is 3, 7, 29, 31."]
+        "Smallest first: 29, 7, 31, 3.", "Insert 29: 29.", "Insert 7: 7, 29.",
+        "Insert 31: 7, 29, 31.", "Insert 3: 3, 7, 29, 31.", "So the sorted list is 3, 7, 29, 31."]
     down = synth.solve("Arrange 5 and 40 and 7 from largest to smallest.")[1]
-    assert down.thinking.startswith("Largest of 5, 40, 7: 40.") and down.value == (40, 7, 5)
+    assert down.thinking.splitlines()[:4] == [
+        "Largest first: 5, 40, 7.", "Insert 5: 5.", "Insert 40: 40, 5.", "Insert 7: 40, 7, 5."]
+    assert down.value == (40, 7, 5)
+    for ex in (e for e in synth.make_split("train", 2000) if e.task == "sort"):
+        first, *steps, last = ex.thinking.splitlines()
+        order, _, listed = first.partition(": ")
+        nums = [int(x) for x in listed.rstrip(".").split(", ")]
+        above: list[int] = []
+        for x, line in zip(nums, steps, strict=True):
+            head, _, body = line.partition(": ")
+            row = [int(v) for v in body.rstrip(".").split(", ")]
+            assert head == f"Insert {x}" and sorted(row) == sorted([*above, x]), line
+            assert row == sorted(row, reverse=order == "Largest first"), line
+            row.remove(x)
+            assert row == above, line  # the line above, copied in its order
+            above = [int(v) for v in body.rstrip(".").split(", ")]
+        assert last == f"So the sorted list is {', '.join(map(str, above))}."
 
 
 def test_rate_traces_copy_each_number_with_its_unit_before_naming_a_formula():

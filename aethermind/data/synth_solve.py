@@ -3,8 +3,8 @@
 `solve(question)` finds the phrasing (`synth_grammar`) a question was written in and returns
 its task and a `Solution`: a short, regular thinking trace (one mechanical step per line, the
 same wording every time), the answer, and what `synth.score` accepts. Every trace starts by
-copying what was asked into one canonical line ("36+27:", "Compare 83 and 38.", "Smallest of
-95, 12, 7: 7.", "Speed 60 mph and 3 hours."), so whatever the phrasing, the steps after it
+copying what was asked into one canonical line ("36+27:", "Compare 83 and 38.", "Smallest
+first: 95, 12, 7.", "Speed 60 mph and 3 hours."), so whatever the phrasing, the steps after it
 work on the operands, and a number is only ever written right after it was copied or computed
 (issue 18).
 Usage: `task, sol = solve("Please add 36 and 27.")`; `sol.thinking`, `sol.answer`.
@@ -255,22 +255,24 @@ def _solve_compare(g: dict) -> Solution | None:
 
 
 def _solve_sort(g: dict) -> Solution:
-    """Repeated selection: each line copies the numbers still left from the line above and
-    names the smallest (largest), so every number written was copied a moment before, never
-    recalled (the bucket trace this replaces wrote "Tens 9: 97" for a list holding 95)."""
+    """Insertion: the first line copies the list with the order asked, then each line takes
+    the next number of that list and writes the line above with it put in place, so each
+    choice is the new number against the next one copied, never the smallest of eight at a
+    glance (the repeated selection this replaces got 8% of held-out lists of 7-8 right), and
+    every number written was copied a moment before."""
     nums = [int(x) for x in re.findall(r"\d+", g["list"])]
     descending = g.get("desc") is not None
-    word = "Largest" if descending else "Smallest"
-    rest, lines = list(nums), []
-    while len(rest) > 1:
-        pick = max(rest) if descending else min(rest)
-        lines.append(f"{word} of {', '.join(map(str, rest))}: {pick}.")
-        rest.remove(pick)
-    lines.append(f"Last: {rest[0]}.")
-    out = sorted(nums, reverse=descending)
-    joined = ", ".join(map(str, out))
+    order = "Largest first" if descending else "Smallest first"
+    lines = [f"{order}: {', '.join(map(str, nums))}."]
+    done: list[int] = []
+    for x in nums:
+        at = next((i for i, y in enumerate(done) if (x > y if descending else x < y)),
+                  len(done))
+        done.insert(at, x)
+        lines.append(f"Insert {x}: {', '.join(map(str, done))}.")
+    joined = ", ".join(map(str, done))
     lines.append(f"So the sorted list is {joined}.")
-    return Solution("\n".join(lines), f"The answer is {joined}.", "list", tuple(out),
+    return Solution("\n".join(lines), f"The answer is {joined}.", "list", tuple(done),
                     key=" ".join(map(str, nums)))
 
 
