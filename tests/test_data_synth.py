@@ -11,6 +11,7 @@ from decimal import Decimal
 import pytest
 
 from aethermind.data import synth, synth_questions
+from aethermind.data import synth_tables as tables
 from aethermind.text.chat_format import parse
 from aethermind.text.tokenizer import Forge1Tokenizer
 
@@ -183,6 +184,22 @@ def test_copy_drills_answer_as_a_repeat_request_does():
         assert ex.answer == f"You said: {words}.", ex
         if not words[0].isdigit():  # numbers are copied too, but nobody says "Repeat 12 345"
             assert ex.answer == synth.solve(f"Repeat after me: {words}")[1].answer, ex
+
+
+def test_copy_drills_copy_every_kind_of_word_a_chat_or_trace_copies():
+    """Copying practised on three short lists was learned word by word (a seed answered
+    "Repeat after me please: blanket" with "bubble"): the drills copy words, names, countries,
+    cities, objects and vehicles, one to eight of them."""
+    drills = [ex.question.removeprefix("Copy: ").split()
+              for ex in synth.make_split("train", 6000) if ex.question.startswith("Copy: ")]
+    words = {w.lower() for d in drills if not d[0].isdigit() for w in d}
+    kinds = {"names": tables.NAMES, "countries": tables.CAPITALS, "vehicles": tables.VEHICLES,
+             "cities": [c for c, _ in tables.CAPITALS.values()],
+             "objects": [many for _, many in tables.ITEMS]}
+    for kind, pool in kinds.items():
+        assert words & {w.lower() for w in pool}, kind
+    assert len(words) > 200
+    assert {len(d) for d in drills if not d[0].isdigit()} == set(range(1, 9))
 
 
 def test_sort_trace_inserts_each_number_of_the_copied_list_into_the_line_above():

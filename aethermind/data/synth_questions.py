@@ -206,14 +206,20 @@ def _fact(rng: random.Random) -> str:
     return f"{d * e}+{rng.randint(1, min(8, d))}"
 
 
+# Every word a chat or a trace may copy (~370): copying practised over three short lists was
+# learned word by word, and a seed answered "Repeat after me please: blanket" with "bubble".
+_COPY_POOL = tuple(sorted({*tables.WORDS, *tables.NAMES, *tables.CAPITALS, *tables.VEHICLES,
+                           *(w for pair in tables.ITEMS for w in pair),
+                           *(city for city, _ in tables.CAPITALS.values() if " " not in city)}))
+
+
 def q_drill(rng: random.Random, held: bool, beyond: bool) -> str:
     kind = rng.random()
     if kind < 0.25:
         return f"Spell {rng.choice(tables.WORDS)}."
-    if kind < 0.4:  # copying: words, names and countries, as chats and capitals copy them
-        pool = (tables.WORDS, tables.NAMES, sorted(tables.CAPITALS))[rng.randrange(3)]
-        return "Copy: " + " ".join(rng.choice(pool) for _ in range(rng.randint(2, 6)))
-    if kind < 0.5:  # copying numbers of up to 8 digits: every trace starts by copying its
+    if kind < 0.5:  # copying one to eight words, as chats, names and capitals copy them
+        return "Copy: " + " ".join(rng.choice(_COPY_POOL) for _ in range(rng.randint(1, 8)))
+    if kind < 0.6:  # copying numbers of up to 8 digits: every trace starts by copying its
         # operands, and a model that only ever copied 4 digits stops after 4 (issue 18)
         return "Copy: " + " ".join(str(_digits(rng, rng.randint(1, 8)))
                                    for _ in range(rng.randint(2, 4)))
