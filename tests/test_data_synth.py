@@ -223,9 +223,10 @@ def test_sort_trace_inserts_each_number_of_the_copied_list_into_the_line_above()
             row = [int(v) for v in body.rstrip(".").split(", ")]
             assert head == f"Insert {x}" and sorted(row) == sorted([*above, x]), line
             assert row == sorted(row, reverse=order == "Largest first"), line
-            row.remove(x)
-            assert row == above, line  # the line above, copied in its order
-            above = [int(v) for v in body.rstrip(".").split(", ")]
+            rest = list(row)
+            rest.remove(x)
+            assert rest == above, line  # the line above, copied in its order
+            above = row
         assert last == f"So the sorted list is {', '.join(map(str, above))}."
 
 

@@ -217,7 +217,7 @@ def q_drill(rng: random.Random, held: bool, beyond: bool) -> str:
     kind = rng.random()
     if kind < 0.25:
         return f"Spell {rng.choice(tables.WORDS)}."
-    if kind < 0.5:  # copying one to eight words, as chats, names and capitals copy them
+    if kind < 0.5:  # one to eight entries (a country may be two words), as chats copy them
         return "Copy: " + " ".join(rng.choice(_COPY_POOL) for _ in range(rng.randint(1, 8)))
     if kind < 0.6:  # copying numbers of up to 8 digits: every trace starts by copying its
         # operands, and a model that only ever copied 4 digits stops after 4 (issue 18)
