@@ -12,7 +12,9 @@ Usage: `task, sol = solve("Please add 36 and 27.")`; `sol.thinking`, `sol.answer
 
 from __future__ import annotations
 
+import bisect
 import functools
+import operator
 import re
 import unicodedata
 from collections.abc import Callable
@@ -265,10 +267,8 @@ def _solve_sort(g: dict) -> Solution:
     order = "Largest first" if descending else "Smallest first"
     lines = [f"{order}: {', '.join(map(str, nums))}."]
     done: list[int] = []
-    for x in nums:
-        at = next((i for i, y in enumerate(done) if (x > y if descending else x < y)),
-                  len(done))
-        done.insert(at, x)
+    for x in nums:  # after any equal number, as a stable sort keeps them
+        bisect.insort_right(done, x, key=operator.neg if descending else None)
         lines.append(f"Insert {x}: {', '.join(map(str, done))}.")
     joined = ", ".join(map(str, done))
     lines.append(f"So the sorted list is {joined}.")
