@@ -46,6 +46,7 @@ from aethermind.model.config import Forge1Config
 from aethermind.model.transformer import Forge1Model
 from aethermind.rl.config import RLConfig
 from aethermind.rl.loop import rl
+from aethermind.runtime import dist
 from aethermind.runtime.files import atomic_text
 from aethermind.runtime.runlock import LockedError, OutputLock
 from aethermind.serve.server import DEFAULT_HOST, DEFAULT_PORT
@@ -65,11 +66,14 @@ DEFAULT_OUT = Path("outputs/demo")
 # One conversation: each turn is answered with the earlier turns in context, as in `chat`.
 CHAT_SCRIPT = (prompts.GREETING, prompts.ARITHMETIC, "Which is bigger, 345 or 354?",
                "Thank you!")
-# Training throughput of the demo recipe on two quiet CPU cores (~0.2 s a step, BENCHMARKS.md
-# "Demo"), and what set-up, data, evaluation and chat cost besides: --minutes is turned into
-# steps with these, so a run is reproducible (the same steps on any machine) instead of racing
-# the clock; a busy or slower machine takes longer for the same result.
-STEPS_PER_MINUTE = 270
+# Training throughput of the demo recipe on two quiet CPU cores, and what set-up, data,
+# evaluation and chat cost besides: --minutes is turned into steps with these, so a run is
+# reproducible (the same steps on any machine) instead of racing the clock; a busy or slower
+# machine takes longer for the same result. 270 a minute was fp32 at ~0.2 s a step; bf16 and
+# compile: blocks made the step 1.47-1.53x faster on a CPU with bf16 in hardware (BENCHMARKS.md
+# "Demo", 7 Dec: 0.12 s), so 397. A CPU without bf16 trains in fp32 (compiled: 1.14x) and
+# takes longer for the same steps.
+STEPS_PER_MINUTE = 397
 OVERHEAD_MINUTES = 2.5
 # GRPO steps of the demo recipe (8 prompts x 8 answers, up to 2 refills for uncertain groups,
 # 2 updates each) a minute: --rl-minutes becomes steps with it, as --minutes does. Measured on
@@ -143,13 +147,15 @@ def build_data(out: Path, n_train: int, n_test: int, seed: int = 0) -> tuple[Pat
 
 
 def train_config(out: Path, train: Path, val: Path, tokenizer: Path, steps: int, **overrides):
-    """The demo recipe (BENCHMARKS.md, "Demo"): tiny, fp32, whole chats best-fit packed,
-    Muon (per step: 2.0x AdamW's held-out accuracy at 900 steps) at lr 5e-3: at 900 steps of
-    the first data 2e-3 -> 4e-3 -> 8e-3 gave 32% -> 50% -> 64% (1.6e-2 diverged early), but at
-    today's 2,025 steps 8e-3 -> 5e-3 gave 82.8% -> 87.6% on held-out phrasings (seeds 0-2);
-    3.5e-3 (87.3%) and 6.5e-3 (87.6%, against 88.9%) were no better (7 Dec)."""
+    """The demo recipe (BENCHMARKS.md, "Demo"): tiny, bf16 where the CPU has it (else fp32),
+    each block compiled, whole chats best-fit packed, Muon (per step: 2.0x AdamW's held-out
+    accuracy at 900 steps) at lr 5e-3: at 900 steps of the first data 2e-3 -> 4e-3 -> 8e-3
+    gave 32% -> 50% -> 64% (1.6e-2 diverged early), but at 2,025 steps 8e-3 -> 5e-3 gave
+    82.8% -> 87.6% on held-out phrasings (seeds 0-2); 3.5e-3 (87.3%) and 6.5e-3 (87.6%,
+    against 88.9%) were no better (7 Dec)."""
     recipe: dict[str, Any] = dict(
-        variant="tiny", device="cpu", precision="fp32", train_data=str(train),
+        variant="tiny", device="cpu", precision=dist.cpu_precision(), compile="blocks",
+        train_data=str(train),
         val_data=str(val), tokenizer=str(tokenizer), layout="bestfit", output_dir=str(out),
         batch_size=8, context_length=384, optimizer="muon", learning_rate=5e-3,
         warmup_ratio=0.03,
@@ -424,10 +430,11 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, steps: int,
     before = _untrained_accuracy(tok_dir, subset, cap)
     console.print(f"untrained: {before['accuracy']:.0%} of {before['n']} held-out questions")
 
-    console.rule(f"[bold]3/5  train: Forge-1 tiny on the CPU, {steps} steps")
+    recipe = train_config(args.out, train_path, val_path, tok_dir, steps, seed=args.seed)
+    console.rule(f"[bold]3/5  train: Forge-1 tiny on the CPU, {steps} steps in "
+                 f"{recipe.precision}")
     try:
-        result = train(train_config(args.out, train_path, val_path, tok_dir, steps,
-                                    seed=args.seed))
+        result = train(recipe)
     except TrainingError as err:  # e.g. the data folder removed under the run
         parser.exit(1, f"aethermind demo: {err}\n")
     if result["status"] != "completed":
@@ -461,6 +468,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, steps: int,
     _add_to_report(eval_json, {"before_training": before, "fresh_guide_questions": fresh,
                                "demo": {"steps": steps, "minutes": round(minutes, 2),
                                         "seed": args.seed, "n_train": args.n_train,
+                                        "precision": recipe.precision,
                                         "max_new_tokens": cap},
                                **({"after_rl": after_rl} if after_rl else {})})
     console.rule(f"[bold green]done in {minutes:.1f} min")

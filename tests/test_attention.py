@@ -180,3 +180,25 @@ def test_model_attends_through_the_tested_dispatch(tiny_config, monkeypatch):
         model(tokens, doc_ids=random_doc_ids(2, 16, seed=5), targets=tokens)
         model(tokens[:, :1], torch.zeros(2, 1, dtype=torch.long), kv_cache=cache)
     assert masks == ["causal"] * n + [(2, 1, 16, 16)] * n + [(2, 1, 1, 32)] * n
+
+
+@pytest.mark.parametrize("head_dim", [16, attention.CPU_BF16_MIN_HEAD_DIM])
+def test_narrow_heads_attend_in_fp32_under_cpu_autocast(head_dim):
+    """bf16 CPU training (autocast): heads narrower than CPU_BF16_MIN_HEAD_DIM attend in fp32
+    (torch's CPU kernels are slower in bf16 there), giving the fp32 attention of the same
+    inputs cast back to bf16, with gradients in the inputs' dtype; wider heads stay in bf16."""
+    torch.manual_seed(0)
+    doc_ids = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 2], [0, 1, 1, 1, 1, 1, 2, 2]])
+    mask = document_causal_mask(doc_ids)
+    q, k, v = (torch.randn(2, h, 8, head_dim, dtype=torch.bfloat16, requires_grad=True)
+               for h in (4, 2, 2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = attend(q, k, v, mask)
+    in_fp32 = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask,
+                                             enable_gqa=True).to(torch.bfloat16)
+    in_bf16 = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+    assert not torch.equal(in_fp32, in_bf16)  # so the check below tells the two apart
+    assert y.dtype == torch.bfloat16
+    assert torch.equal(y, in_fp32 if head_dim < attention.CPU_BF16_MIN_HEAD_DIM else in_bf16)
+    y.float().sum().backward()
+    assert q.grad.dtype == torch.bfloat16 and k.grad is not None

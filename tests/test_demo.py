@@ -19,6 +19,7 @@ from aethermind import demo
 from aethermind.data import synth
 from aethermind.evaluation.rewordings import rewordings
 from aethermind.model.config import PRESETS
+from aethermind.runtime import dist
 from aethermind.text.prompts import TEST_PROMPTS
 from aethermind.text.tokenizer import Forge1Tokenizer
 from aethermind.training.dashboard import read_metrics
@@ -73,6 +74,7 @@ def test_demo_runs_every_stage_and_writes_its_outputs(tmp_path, capsys, monkeypa
         assert [r["step"] for r in read_metrics(out / "rl" / "metrics.jsonl")] == [1]
     fresh = report["fresh_guide_questions"]
     assert fresh["n"] == 6 and report["demo"]["steps"] == 2
+    assert report["demo"]["precision"] == dist.cpu_precision()  # bf16 where the CPU has it
     transcript = (out / "chat_transcript.md").read_text()
     # the conversation, the fresh questions, one hidden rewording of each family
     assert transcript.count("**you:**") == len(demo.CHAT_SCRIPT) + 6 + len(synth.TASKS)

@@ -38,10 +38,28 @@ def test_cuda_without_a_gpu_falls_back_to_cpu_with_a_warning():
     assert dist.select_device("cpu") == torch.device("cpu")
 
 
-def test_half_precision_on_cpu_falls_back_to_fp32():
-    with pytest.warns(UserWarning, match="precision bf16 needs a GPU: using fp32"):
-        assert dist.resolve_precision("bf16", torch.device("cpu")) == "fp32"
-    assert dist.resolve_precision("fp32", torch.device("cpu")) == "fp32"
+@pytest.mark.parametrize("native", [False, True])
+def test_cpu_trains_bf16_only_where_the_cpu_has_it(monkeypatch, native):
+    """bf16 on a CPU without it in hardware is emulated, slower than fp32: fp32 with a warning
+    there; with AMX or AVX512-BF16 the run takes bf16. fp16 always falls back on a CPU."""
+    monkeypatch.setattr(dist, "cpu_bf16_native", lambda: native)
+    cpu = torch.device("cpu")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert dist.resolve_precision("bf16", cpu) == ("bf16" if native else "fp32")
+        assert dist.cpu_precision() == ("bf16" if native else "fp32")
+    assert any("bf16 needs a GPU or a CPU with bf16 in hardware" in str(w.message)
+               for w in seen) != native
+    with pytest.warns(UserWarning, match="precision fp16 needs a GPU: using fp32"):
+        assert dist.resolve_precision("fp16", cpu) == "fp32"
+    assert dist.resolve_precision("fp32", cpu) == "fp32"
+
+
+def test_cpu_bf16_native_reads_the_cpu_flags(monkeypatch):
+    for amx, avx512_bf16 in ((False, False), (True, False), (False, True)):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        assert dist.cpu_bf16_native() == (amx or avx512_bf16)
 
 
 @pytest.mark.parametrize(("capability", "expected"), [((7, 5), "fp16"), ((8, 0), "bf16")])

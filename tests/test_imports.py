@@ -178,7 +178,8 @@ def test_demo_imports_only_the_train_entry_from_the_training_loop():
 # their errors; tensorboard; jinja2, which transformers brings), modules that take seconds to
 # load for one rare path (datasets/pyarrow for a hub download, torch.distributed under FSDP),
 # and torch in the file helpers that the torch-free packing workers import; peft (LoRA runs
-# only; it loads transformers, ~4 s).
+# only; it loads transformers, ~4 s); torch's inductor, to look for a C++ compiler only when
+# training asks for torch.compile on a CPU (~0.9 s to load).
 LAZY_IMPORTS = {"lm_eval", "lm_eval.models.huggingface", "lm_eval.tasks", "transformers",
                 "IPython", "IPython.display",
                 "fastapi", "fastapi.responses", "starlette.exceptions", "uvicorn",
@@ -186,7 +187,8 @@ LAZY_IMPORTS = {"lm_eval", "lm_eval.models.huggingface", "lm_eval.tasks", "trans
                 "aethermind.serve.guard", "torch.utils.tensorboard", "jinja2.exceptions",
                 "jinja2.sandbox", "datasets", "pyarrow.parquet", "torch.distributed.fsdp",
                 "torch.distributed.checkpoint", "torch.distributed.checkpoint.state_dict",
-                ("aethermind.runtime.files", "torch"), "peft", "peft.tuners.lora"}
+                ("aethermind.runtime.files", "torch"), "peft", "peft.tuners.lora",
+                ("aethermind.runtime.dist", "torch._inductor.cpp_builder")}
 
 
 def test_imports_sit_at_the_top_of_modules():

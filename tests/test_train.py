@@ -20,6 +20,7 @@ from _train_helpers import make_cfg, write_chats, write_yaml
 from aethermind import cli
 from aethermind.artifacts import checkpoint as ckpt
 from aethermind.model.transformer import Forge1Model
+from aethermind.runtime import dist
 from aethermind.training import train
 from aethermind.training.config import TrainConfig
 from aethermind.training.dashboard import Dashboard, read_metrics
@@ -278,6 +279,50 @@ def test_tiny_preset_overfits_one_batch(assets, tmp_path):
                    min_lr_ratio=1.0, weight_decay=0.0)
     losses = train.train(cfg)["losses"]
     assert losses[-1] < 0.2 < 2.0 < losses[0]
+
+
+def test_compile_blocks_gives_the_eager_losses_and_plain_weights(assets, tmp_path):
+    """`compile: blocks` compiles each block in place: the same losses as eager, and a final
+    model whose weight names carry no torch.compile prefix (it loads like any other)."""
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    eager = train.train(make_cfg(assets, tmp_path / "eager", max_steps=3))["losses"]
+    blocks = train.train(make_cfg(assets, tmp_path / "blocks", max_steps=3, compile="blocks"))
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0  # compiled, not eager
+    for a, b in zip(eager, blocks["losses"], strict=True):
+        assert abs(a - b) <= 1e-4
+    def weights(run: str) -> dict[str, torch.Tensor]:
+        return torch.load(tmp_path / run / "final_model" / "forge1_tiny_final.pt",
+                          map_location="cpu", weights_only=True)
+    assert list(weights("blocks")) == list(weights("eager"))
+
+
+def test_compile_without_a_cpu_compiler_trains_eager_with_one_warning(
+        assets, tmp_path, monkeypatch):
+    """torch.compile on a CPU builds C++ kernels at the first step; with no compiler the run
+    would die there, so it trains eager and says why."""
+    monkeypatch.setattr(dist, "cpu_compiler_found", lambda: False)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    with pytest.warns(UserWarning, match="compile needs a C\\+\\+ compiler on the CPU"):
+        result = train.train(make_cfg(assets, tmp_path, max_steps=2, compile="blocks"))
+    assert result["status"] == "completed"
+    assert not torch._dynamo.utils.counters["stats"]["unique_graphs"]
+
+
+def test_bf16_on_a_cpu_with_it_trains_under_autocast_with_fp32_weights(
+        assets, tmp_path, monkeypatch):
+    """Where the CPU has bf16 (`dist.cpu_bf16_native`), `precision: bf16` runs the step under
+    bf16 autocast: losses near fp32's but not equal to them, weights saved in fp32."""
+    monkeypatch.setattr(dist, "cpu_bf16_native", lambda: True)
+    fp32 = train.train(make_cfg(assets, tmp_path / "fp32", max_steps=3))["losses"]
+    bf16 = train.train(make_cfg(assets, tmp_path / "bf16", max_steps=3, precision="bf16"))
+    assert fp32 != bf16["losses"]
+    for a, b in zip(fp32, bf16["losses"], strict=True):
+        assert abs(a - b) <= 0.02 * a
+    saved = torch.load(tmp_path / "bf16" / "final_model" / "forge1_tiny_final.pt",
+                       map_location="cpu", weights_only=True)
+    assert all(t.dtype == torch.float32 for t in saved.values())
 
 
 def test_golden_first_losses(assets, tmp_path):

@@ -90,7 +90,7 @@ def test_unknown_set_key_is_an_error():
     ("device=tpu", r"'device' has value 'tpu': expected auto, cpu, cuda, cuda:N or mps"),
     ("variant=huge", r"'variant' has value 'huge': expected one of tiny, nano, mini"),
     ("layout=diagonal", r"'layout' has value 'diagonal': expected one of " + ", ".join(LAYOUTS)),
-    ("compile=maybe", r"'compile' has value 'maybe': expected true/false"),
+    ("compile=maybe", r"'compile' has value 'maybe': expected true/false or one of blocks"),
     ("optimizer=sgd", r"'optimizer' has value 'sgd': expected one of adamw, muon"),
     ("max_steps", r"expected key=value"),
 ])
@@ -113,6 +113,7 @@ def test_coerce_handles_optional_and_bool():
     assert coerce("checkpoint_dir", "none") is None
     assert coerce("pin_memory", "off") is False
     assert coerce("learning_rate", "1") == 1
+    assert coerce("compile", "true") is True and coerce("compile", "blocks") == "blocks"
 
 
 def test_resolved_config_round_trips_through_yaml():

@@ -14,6 +14,10 @@ computes the rest, so a packed row should cost no more per token than an unpacke
 only where it trains fused: CUDA with Triton on an Ampere or newer GPU (`flex_supported`);
 elsewhere the dense mask, since FlexAttention has no CPU backward (torch 2.13). "flex" forced
 on the CPU runs FlexAttention's eager reference, forward only (what the tests compare with).
+Under CPU autocast (bf16 training on a CPU with bf16 in hardware), heads narrower than
+CPU_BF16_MIN_HEAD_DIM attend in fp32: there torch's CPU attention is slower in bf16 than in
+fp32 (32-wide heads, tiny's: 1.0-1.5x fp32's time up to its 512-token context; 64-wide,
+nano's: 0.7-0.8x; BENCHMARKS.md "Demo", 7 Dec), while the matrix products gain from bf16.
 Knows nothing of weights, RoPE or the KV cache.
 Usage: `y = attend(q, k, v, document_mask(doc_ids))`, q (B, H, T, D) and k/v (B, H_kv, T, D).
 """
@@ -31,6 +35,8 @@ from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 if TYPE_CHECKING:  # a type only: `flex_supported` allows torch builds without the module
     from torch.nn.attention.flex_attention import BlockMask
 
+# Under CPU autocast, narrower heads attend in fp32 (see the module notes; bench_demo_step.py)
+CPU_BF16_MIN_HEAD_DIM = 64
 Backend = Literal["auto", "dense", "flex"]  # the training key `attention` takes these
 BACKENDS: tuple[Backend, ...] = get_args(Backend)
 
@@ -105,7 +111,12 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
            mask: torch.Tensor | BlockMask | None = None) -> torch.Tensor:
     """q (B, H, T, D), k/v (B, H_kv, T_k, D) -> (B, H, T, D), GQA included. `mask`: None for
     plain causal attention, a bool tensor (True = may attend) broadcastable to (B, H, T, T_k),
-    or a `BlockMask` from `document_mask`."""
+    or a `BlockMask` from `document_mask`. Heads narrower than CPU_BF16_MIN_HEAD_DIM attend
+    in fp32 under CPU autocast (module notes)."""
+    if q.device.type == "cpu" and q.shape[-1] < CPU_BF16_MIN_HEAD_DIM and \
+            torch.is_autocast_enabled("cpu"):
+        with torch.autocast("cpu", enabled=False):
+            return attend(q.float(), k.float(), v.float(), mask).to(q.dtype)
     if mask is None or isinstance(mask, torch.Tensor):  # the one SDPA call
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
                                               enable_gqa=True)

@@ -102,9 +102,13 @@ class TrainConfig:
     loss_on_all_tokens: bool = False  # False = loss on assistant tokens only (the chat mask)
     # --- hardware and precision -------------------------------------------------------------
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps; falls back to CPU with a warning
-    precision: Precision = "fp32"  # fp16 uses GradScaler; fp16/bf16 fall back to fp32 on CPU
+    precision: Precision = "fp32"  # fp16 uses GradScaler; CPU: fp16 falls back to fp32, and
+    # bf16 too unless the CPU has bf16 in hardware (dist.cpu_bf16_native: AMX, AVX512-BF16)
     gradient_checkpointing: bool = False  # recompute blocks in backward: less memory, ~25% slower
-    compile: bool = False  # torch.compile the model
+    # torch.compile: true = the whole model (fastest step, ~30 s to compile the tiny preset on
+    # a CPU); blocks = each transformer block alone (every block runs the same code, so it
+    # compiles once in a few seconds: the choice for runs of minutes, as the demo's)
+    compile: bool | Literal["blocks"] = False
     attention: AttentionBackend = "auto"  # packed rows: auto (flex on Ampere+) | dense | flex
     fsdp: bool = False  # under torchrun: shard with FSDP2 instead of replicating with DDP
     num_workers: int = 2  # processes for tokenizing/packing the data on the first run

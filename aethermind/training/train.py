@@ -208,7 +208,11 @@ def _build_model(cfg: TrainConfig, ctx: dist.DistContext, model_cfg: Forge1Confi
         lora.add_adapters(model, cfg.lora)
     model.set_gradient_checkpointing(cfg.gradient_checkpointing)
     model.attention_backend = cfg.attention
-    wrapped = torch.compile(model) if cfg.compile else model
+    compile = dist.resolve_compile(cfg.compile, ctx.device)
+    wrapped = torch.compile(model) if compile is True else model
+    if compile == "blocks":  # in place: the state dict keeps its keys
+        for block in model.layers:
+            block.compile()
     wrapped = dist.wrap_model(wrapped, ctx, fsdp=cfg.fsdp)
     # After wrapping: FSDP2 swaps parameters for sharded DTensors, which the optimizer must hold.
     optimizer = build_optimizer(model, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
