@@ -105,9 +105,9 @@ class TrainConfig:
     precision: Precision = "fp32"  # fp16 uses GradScaler; CPU: fp16 falls back to fp32, and
     # bf16 too unless the CPU has bf16 in hardware (dist.cpu_bf16_native: AMX, AVX512-BF16)
     gradient_checkpointing: bool = False  # recompute blocks in backward: less memory, ~25% slower
-    # torch.compile: true = the whole model (fastest step, ~30 s to compile the tiny preset on
-    # a CPU); blocks = each transformer block alone (every block runs the same code, so it
-    # compiles once in a few seconds: the choice for runs of minutes, as the demo's)
+    # torch.compile: true = the whole model (~35 s to compile the tiny preset on a CPU); blocks
+    # = each transformer block in place (every block runs the same code, so one graph serves
+    # them all: ~20 s cold on a CPU, and the loss keeps skipping prompt rows; the demo's choice)
     compile: bool | Literal["blocks"] = False
     attention: AttentionBackend = "auto"  # packed rows: auto (flex on Ampere+) | dense | flex
     fsdp: bool = False  # under torchrun: shard with FSDP2 instead of replicating with DDP
