@@ -59,11 +59,11 @@ def time_steps(root: Path, steps: int, repeats: int) -> None:
         for name, run in runs.items():
             start = time.perf_counter()
             run_loop(run, stop, stop_after=steps)
-            seconds = (time.perf_counter() - start) / steps
+            elapsed = time.perf_counter() - start
             if turn == 0:
-                first[name] = seconds * steps
+                first[name] = elapsed
             else:
-                times[name].append(seconds)
+                times[name].append(elapsed / steps)
     base = statistics.median(times[next(iter(times))])
     print(f"\n{'variant':40} {'s/step':>7} {'x fp32 eager':>12} {'first turn':>11}")
     for name, ts in times.items():
