@@ -203,25 +203,33 @@ def test_copy_drills_copy_every_kind_of_word_a_chat_or_trace_copies():
 
 
 def test_sort_trace_inserts_each_number_of_the_copied_list_into_the_line_above():
-    """Insertion: the first line copies the list and the order asked; each line after it takes
-    the next number of that list and writes the line above with it put in place."""
+    """Insertion on padded numbers: the first line copies the list, the order asked and the
+    width of the longest number; each line after it takes the next number of that list,
+    padded with zeros to that width, and writes the line above with it put in place; the
+    answer drops the zeros again."""
     thinking = synth.solve("Sort these numbers: 29, 7, 31, 3")[1].thinking
     assert thinking.splitlines() == [
-        "Smallest first: 29, 7, 31, 3.", "Insert 29: 29.", "Insert 7: 7, 29.",
-        "Insert 31: 7, 29, 31.", "Insert 3: 3, 7, 29, 31.", "So the sorted list is 3, 7, 29, 31."]
-    down = synth.solve("Arrange 5 and 40 and 7 from largest to smallest.")[1]
+        "Smallest first, 2 digits each: 29, 7, 31, 3.", "Insert 29: 29.", "Insert 07: 07,29.",
+        "Insert 31: 07,29,31.", "Insert 03: 03,07,29,31.", "So the sorted list is 3, 7, 29, 31."]
+    down = synth.solve("Arrange 5 and 400 and 70 from largest to smallest.")[1]
     assert down.thinking.splitlines()[:4] == [
-        "Largest first: 5, 40, 7.", "Insert 5: 5.", "Insert 40: 40, 5.", "Insert 7: 40, 7, 5."]
-    assert down.value == (40, 7, 5)
+        "Largest first, 3 digits each: 5, 400, 70.", "Insert 005: 005.", "Insert 400: 400,005.",
+        "Insert 070: 400,070,005."]
+    assert down.value == (400, 70, 5)
     for ex in (e for e in synth.make_split("train", 2000) if e.task == "sort"):
         first, *steps, last = ex.thinking.splitlines()
-        order, _, listed = first.partition(": ")
+        head, _, listed = first.partition(": ")
+        order, _, width_text = head.partition(", ")
         nums = [int(x) for x in listed.rstrip(".").split(", ")]
+        width = max(len(str(x)) for x in nums)
+        assert width_text == f"{width} digits each"
         above: list[int] = []
         for x, line in zip(nums, steps, strict=True):
             head, _, body = line.partition(": ")
-            row = [int(v) for v in body.rstrip(".").split(", ")]
-            assert head == f"Insert {x}" and sorted(row) == sorted([*above, x]), line
+            cells = body.rstrip(".").split(",")
+            assert {len(c) for c in cells} == {width}, line
+            row = [int(v) for v in cells]
+            assert head == f"Insert {x:0{width}d}" and sorted(row) == sorted([*above, x]), line
             assert row == sorted(row, reverse=order == "Largest first"), line
             rest = list(row)
             rest.remove(x)

@@ -104,7 +104,8 @@ def test_beyond_split_is_one_step_past_the_trained_range(train):
     ("What is 2.5 + 3.75?", "2.5+3.75: decimals 1 and 2, so pad to 2.", "6.25"),
     ("Sam had 14 pencils and lost 6. How many pencils does Sam have?", "Start with 14 pencils.",
      "8"),
-    ("sort 95 12 7 40 in descending order", "Largest first: 95, 12, 7, 40.", "95, 40, 12, 7"),
+    ("sort 95 12 7 40 in descending order", "Largest first, 2 digits each: 95, 12, 7, 40.",
+     "95, 40, 12, 7"),
     # rate: the speed first, then the other number with the unit the question gave it
     ("How far will a bus travel in 2.5 hours at 40 mph?", "Speed 40 mph and 2.5 hours.",
      "100 miles"),
