@@ -270,15 +270,15 @@ def _solve_sort(g: dict) -> Solution:
     descending = g.get("desc") is not None
     width = max(len(str(x)) for x in nums)
 
-    def padded(xs: list[int]) -> str:
-        return ",".join(str(x).zfill(width) for x in xs)
+    def pad(x: int) -> str:
+        return str(x).zfill(width)
 
     order = "Largest first" if descending else "Smallest first"
     lines = [f"{order}, {width} digits each: {', '.join(map(str, nums))}."]
     done: list[int] = []
     for x in nums:  # after any equal number, as a stable sort keeps them
         bisect.insort_right(done, x, key=operator.neg if descending else None)
-        lines.append(f"Insert {str(x).zfill(width)}: {padded(done)}.")
+        lines.append(f"Insert {pad(x)}: {','.join(map(pad, done))}.")
     joined = ", ".join(map(str, done))
     lines.append(f"So the sorted list is {joined}.")
     return Solution("\n".join(lines), f"The answer is {joined}.", "list", tuple(done),
