@@ -4,7 +4,8 @@ One run is one draw: the seed moves the data order and the initialisation, so a 
 figure says little. This runs `aethermind demo --seed S` for each seed (or reads runs already
 made under --root), then prints one Markdown table per split: the mean accuracy per family, the
 overall mean, and the spread (largest minus smallest overall accuracy across seeds), with the
-machine's load average at the start and end of each run.
+machine's load average at the start and end of each run; for held-out phrasings and past the
+range, how many traces copied the question right and how many were right line for line.
 Usage: `python bench/demo_seeds.py --seeds 0 1 2 --root /tmp/demo_seeds [--minutes 10] [--reuse]`.
 """
 
@@ -52,6 +53,23 @@ def table(reports: list[dict], key: str) -> list[str]:
     return lines
 
 
+def trace_table(reports: list[dict], key: str) -> list[str]:
+    """Per family, mean of seeds: the share of traces whose first line is the reference's copy
+    of what was asked, and of traces that are the reference line for line; with accuracy,
+    they say whether a miss was a wrong copy or a wrong step (`reasoning_accuracy`)."""
+    rows = [r[key] for r in reports if r.get(key)]
+    tasks = [t for t in TASKS if rows and "first_line" in rows[0]["per_task"].get(t, {})]
+    if not tasks:
+        return []
+    lines = [f"| {key}, traces | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
+    for what, label in (("first_line", "first line (the copy) as the reference"),
+                        ("trace", "whole trace as the reference"), ("accuracy", "answer right")):
+        lines.append(f"| {label} | " + " | ".join(
+            f"{sum(r['per_task'][t][what] for r in rows) / len(rows) * 100:.0f}"
+            for t in tasks) + " |")
+    return lines
+
+
 SEEDS: list[int] = []
 
 
@@ -76,6 +94,10 @@ def main() -> int:
         reports.append(report)
     for key in SPLITS:
         lines = table(reports, key)
+        if lines:
+            print("\n".join(lines) + "\n")
+    for key in ("phrasing", "beyond"):
+        lines = trace_table(reports, key)
         if lines:
             print("\n".join(lines) + "\n")
     for seed, t in zip(args.seeds, timing, strict=False):

@@ -17,6 +17,7 @@ import torch
 from _infer_helpers import CONVERSATIONS, make_tokenizer, train_tiny
 
 from aethermind.data import synth
+from aethermind.evaluation import evaluate
 from aethermind.evaluation.evaluate import (
     ValidationSet,
     main,
@@ -120,6 +121,28 @@ def test_reasoning_accuracy_uses_score_on_parsed_answers(trained_ckpt, monkeypat
                                "sort": {"n": 1, "correct": 0, "accuracy": 0.0}}
     assert acc["samples"][0]["answer"] == "The answer is 4."
     assert acc["accuracy"] == 0.5
+
+
+def test_reasoning_accuracy_tells_a_wrong_copy_from_a_wrong_step(trained_ckpt, monkeypatch):
+    """Per task, `first_line` is the share whose thinking starts with the reference's copy
+    line and `trace` the share that is the reference line for line; a task without reference
+    traces gets neither."""
+    model, tok, _ = trained_ckpt
+    questions = ("What is 45 + 67?", "What is 38 + 19?", "What is 71 + 26?")
+    examples = [synth.SynthExample("add", q, synth.solve(q)[1].thinking, synth.solve(q)[1].answer)
+                for q in questions] + [synth.SynthExample("chat", "Hi!", None, "Hello!")]
+    right = examples[0].thinking
+    step_wrong = examples[1].thinking.replace("8+9=17", "8+9=16")
+    copy_wrong = examples[2].thinking.replace("71+26:", "71+62:", 1)
+    assert step_wrong != examples[1].thinking and copy_wrong != examples[2].thinking
+    outputs = iter([(right, "The answer is 112."), (step_wrong, "The answer is 56."),
+                    (copy_wrong, "The answer is 97."), ("", "Hello!")])
+    monkeypatch.setattr(evaluate, "parse_completion", lambda ids, tok: (*next(outputs), True))
+    acc = reasoning_accuracy(Engine(model, max_batch_size=4), tok, max_new_tokens=4,
+                             examples=examples)
+    assert acc["per_task"]["add"] == {"n": 3, "correct": 2, "accuracy": 0.6667,
+                                      "first_line": 0.6667, "trace": 0.3333}
+    assert set(acc["per_task"]["chat"]) == {"n", "correct", "accuracy"}
 
 
 def _run_script(*args):
