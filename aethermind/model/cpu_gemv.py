@@ -35,7 +35,12 @@ import torch.nn.functional as F
 from torch import nn
 
 SOURCE = Path(__file__).with_name("cpu_gemv.c")
-FLAGS = ("-O3", "-march=native", "-std=gnu11", "-shared", "-fPIC", "-fopenmp")
+# -ffp-contract=off: the scalar tails (`s += w * x`) must round alike in every kernel, or a
+# row's output depends on how many rows came with it. gcc 12 for one Xeon (-march=cooperlake)
+# fused the tail of rows_f32 and not of rows_f32_x2, and a row alone differed from the same
+# row in a pair (test_cpu_gemv); the explicit FMA intrinsics of the main loops are unchanged.
+FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-std=gnu11", "-shared", "-fPIC",
+         "-fopenmp")
 KIND = {"fp32": 0, "bf16": 1, "int8": 2}  # the C side's kinds, by decode dtype
 X86_64 = ("x86_64", "amd64")  # platform.machine() where AVX2 may exist
 QBLOCK = 32  # int8 weights and activations share one scale per this many values
