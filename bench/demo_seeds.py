@@ -58,7 +58,8 @@ def trace_table(reports: list[dict], key: str) -> list[str]:
     of what was asked, and of traces that are the reference line for line; with accuracy,
     they say whether a miss was a wrong copy or a wrong step (`reasoning_accuracy`)."""
     rows = [r[key] for r in reports if r.get(key)]
-    tasks = [t for t in TASKS if rows and "first_line" in rows[0]["per_task"].get(t, {})]
+    tasks = [t for t in TASKS  # runs made before these shares were kept have none
+             if rows and all("first_line" in r["per_task"].get(t, {}) for r in rows)]
     if not tasks:
         return []
     lines = [f"| {key}, traces | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]

@@ -182,7 +182,8 @@ def reasoning_accuracy(engine: Engine, tok: Any, n: int = 0, *, max_new_tokens: 
     Where the examples carry a reference trace, each task also gets `first_line` and `trace`:
     the share whose thinking starts with the reference's first line (the copy of what was
     asked) and the share that is the reference line for line. They tell a wrong copy from a
-    wrong step: past the range, 37 of 40 sums were copied right and 9 answered right.
+    wrong step: past the range, 37 of 40 sums and differences were copied right and 9
+    answered right.
     All questions go to the engine at once; it runs `max_batch_size` of them at a time.
     """
     examples = list(examples) if examples is not None else split_examples(split, n, seed)
