@@ -194,6 +194,7 @@ def reasoning_accuracy(engine: Engine, tok: Any, n: int = 0, *, max_new_tokens: 
     thoughts, answers = zip(*[parse_completion(gen.tokens, tok)[:2] for gen in gens],
                             strict=True) if gens else ((), ())
     per_task: dict[str, dict[str, Any]] = {}
+    traced: dict[str, list[tuple[bool, bool]]] = {}  # per task: (first line, whole trace) alike
     samples = []
     for i, ex in enumerate(examples):
         ok = synth.score_example(ex, answers[i])
@@ -202,17 +203,14 @@ def reasoning_accuracy(engine: Engine, tok: Any, n: int = 0, *, max_new_tokens: 
         task["correct"] += int(ok)
         if ex.thinking:
             ref, got = ex.thinking.splitlines(), (thoughts[i] or "").splitlines()
-            task["traced"] = task.get("traced", 0) + 1
-            task["first_line"] = task.get("first_line", 0) + int(got[:1] == ref[:1])
-            task["trace"] = task.get("trace", 0) + int(got == ref)
+            traced.setdefault(ex.task, []).append((got[:1] == ref[:1], got == ref))
         samples.append({"task": ex.task, "question": ex.question, "expected": ex.answer,
                         "answer": answers[i], "thinking": thoughts[i], "correct": ok})
-    for task in per_task.values():
+    for name, task in per_task.items():
         task["accuracy"] = round(task["correct"] / task["n"], 4)
-        if "traced" in task:
-            traced = task.pop("traced")
-            task["first_line"] = round(task["first_line"] / traced, 4)
-            task["trace"] = round(task["trace"] / traced, 4)
+        if marks := traced.get(name):
+            task["first_line"] = round(sum(first for first, _ in marks) / len(marks), 4)
+            task["trace"] = round(sum(whole for _, whole in marks) / len(marks), 4)
     correct = sum(s["correct"] for s in samples)
     return {"n": len(samples), "correct": correct,
             "accuracy": round(correct / max(len(samples), 1), 4),
