@@ -35,6 +35,11 @@ def run(seed: int, out: Path, minutes: float, extra: list[str]) -> dict:
                                                                    round(os.getloadavg()[0], 2)]}
 
 
+def _mean(rows: list[dict], task: str, what: str) -> float:
+    """One family's `what` (a share) over the seeds, in percent."""
+    return sum(r["per_task"][task][what] for r in rows) / len(rows) * 100
+
+
 def table(reports: list[dict], key: str) -> list[str]:
     rows = [r[key] for r in reports if r.get(key)]
     if not rows:
@@ -43,7 +48,7 @@ def table(reports: list[dict], key: str) -> list[str]:
     overall = [r["accuracy"] * 100 for r in rows]
     lines = [f"| {key} | " + " | ".join(tasks) + " | **all** (mean) | spread |",
              "|---|" + "---:|" * (len(tasks) + 2)]
-    means = [sum(r["per_task"][t]["accuracy"] for r in rows) / len(rows) * 100 for t in tasks]
+    means = [_mean(rows, t, "accuracy") for t in tasks]
     lines.append("| mean of seeds | " + " | ".join(f"{m:.0f}" for m in means) +
                  f" | **{sum(overall) / len(overall):.1f}%** | {max(overall) - min(overall):.1f} |")
     for seed, r in zip(SEEDS, rows, strict=False):
@@ -65,9 +70,8 @@ def trace_table(reports: list[dict], key: str) -> list[str]:
     lines = [f"| {key}, traces | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
     for what, label in (("first_line", "first line (the copy) as the reference"),
                         ("trace", "whole trace as the reference"), ("accuracy", "answer right")):
-        lines.append(f"| {label} | " + " | ".join(
-            f"{sum(r['per_task'][t][what] for r in rows) / len(rows) * 100:.0f}"
-            for t in tasks) + " |")
+        lines.append(f"| {label} | " + " | ".join(f"{_mean(rows, t, what):.0f}" for t in tasks)
+                     + " |")
     return lines
 
 
