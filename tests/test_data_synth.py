@@ -186,6 +186,23 @@ def test_copy_drills_answer_as_a_repeat_request_does():
             assert ex.answer == synth.solve(f"Repeat after me: {words}")[1].answer, ex
 
 
+def test_letter_drills_answer_each_match_as_counting_does_half_of_them_yes():
+    """Counting's one fact, "t = r? no", drilled with the letters equal half the time (in the
+    trace most differ, and a seed learned "a = a? no"); the reply is the trace's own words."""
+    drills = [ex for ex in synth.make_split("train", 6000)
+              if ex.task == synth.DRILL and "=" in ex.question and "?" in ex.question]
+    assert len(drills) > 20
+    answers = []
+    for ex in drills:
+        pairs = re.findall(r"([a-z]) = ([a-z])\?", ex.question)
+        assert len(pairs) == 8, ex.question
+        assert ex.answer == ", ".join(f"{a} = {b}? {'yes' if a == b else 'no'}"
+                                      for a, b in pairs) + ".", ex
+        answers += [a == b for a, b in pairs]
+    assert 0.4 < sum(answers) / len(answers) < 0.6
+    assert "s = r? no" in synth.solve("Facts: s = r?, r = r?")[1].answer
+
+
 def test_copy_drills_copy_every_kind_of_word_a_chat_or_trace_copies():
     """Copying practised on three short lists was learned word by word (a seed answered
     "Repeat after me please: blanket" with "bubble"): the drills copy words, names, countries,
@@ -199,7 +216,7 @@ def test_copy_drills_copy_every_kind_of_word_a_chat_or_trace_copies():
     for kind, pool in kinds.items():
         assert words & {w.lower() for w in pool}, kind
     assert len(words) > 200
-    assert {len(d) for d in drills if not d[0].isdigit()} == set(range(1, 9))
+    assert set(range(1, 9)) <= {len(d) for d in drills if not d[0].isdigit()}  # + 2-word names
 
 
 def test_sort_trace_inserts_each_number_of_the_copied_list_into_the_line_above():
@@ -236,6 +253,81 @@ def test_sort_trace_inserts_each_number_of_the_copied_list_into_the_line_above()
             assert rest == above, line  # the line above, copied in its order
             above = row
         assert last == f"So the sorted list is {', '.join(map(str, above))}."
+
+
+def test_column_traces_take_each_digit_from_the_line_above_and_build_the_result_there():
+    """Column addition and subtraction: each line takes the last digits of the line above
+    (the copied operands, else its "Rest"), ends with what is left of them (a used-up operand
+    written 0) and with the result so far, one digit more on its left ("Built"), and the
+    answer is the last "Built": no step looks n digits or n lines back."""
+    assert synth.solve("What is 4567 + 89?")[1].thinking.splitlines() == [
+        "4567+89:", "7+9=16, carry 1. Rest 456+8. Built 6.",
+        "6+8+1=15, carry 1. Rest 45+0. Built 56.", "5+0+1=6. Rest 4+0. Built 656.",
+        "4+0=4. Built 4656.", "So 4567+89=4656."]
+    assert synth.solve("What is 95 + 17?")[1].thinking.splitlines()[2:] == [
+        "9+1+1=11, carry 1. Built 12.", "Write the last carry 1. Built 112.", "So 95+17=112."]
+    assert synth.solve("What is 5003 - 1287?")[1].thinking.splitlines()[1:3] == [
+        "3-7 needs a borrow: 13-7=6. Rest 500-128. Built 6.",
+        "0-1-8 needs a borrow: 10-1-8=1. Rest 50-12. Built 16."]
+    head = re.compile(r"(\d+)([+-])(\d+):")
+    step = re.compile(r"(\d+)([+-])(?:1-)?(\d+)(?:\+1)?(?: needs a borrow: [\d+-]+)?=(\d+)"
+                      r"(?:, carry 1)?\.(?: Rest (\d+)[+-](\d+)\.)? Built (\d+)\.")
+    seen: Counter = Counter()
+    for ex in synth.make_split("train", 3000):
+        state: list[str] | None = None
+        for line in (ex.thinking or "").splitlines():
+            if m := head.fullmatch(line):
+                state, op, built = [m[1], m[3]], m[2], ""
+                continue
+            if state is None:
+                continue
+            if m := step.fullmatch(line):
+                first, line_op, second, value, rest_a, rest_b, now = m.groups()
+                assert line_op == op, (ex.question, line)
+                ends = [x[-1] if x else "0" for x in state]
+                assert [first, second] == ends or (op == "-" and first == "1" + ends[0]), \
+                    (ex.question, line)
+                state = [x[:-1] for x in state]
+                left = [x or "0" for x in state] if any(state) else [None, None]
+                assert [rest_a, rest_b] == left, (ex.question, line)
+                assert now == value[-1] + built, (ex.question, line)
+                built = now
+                seen[op] += 1
+            elif line.startswith("Write the last carry 1."):
+                assert line == f"Write the last carry 1. Built 1{built}.", (ex.question, line)
+                built = "1" + built
+            else:
+                assert not any(state), (ex.question, line)
+                assert line.startswith("So ") and line.endswith(f"={int(built)}."), (ex.question,
+                                                                                     line)
+                state = None
+    assert seen["+"] > 200 and seen["-"] > 200
+
+
+def test_rest_and_build_drills_reply_with_a_column_traces_own_lines_past_four_digits():
+    """The drills practise the two chains of the column traces at up to 8 digits (the
+    families stop at 4): a "Rest" drill's reply is the "Rest" lines of the same sum or
+    difference, a "Build" drill's the "Built" lines of digits written right to left."""
+    drills = [ex for ex in synth.make_split("train", 8000) if ex.task == synth.DRILL]
+    rests = [ex for ex in drills if ex.question.lower().startswith("rest: ")]
+    builds = [ex for ex in drills if ex.question.lower().startswith("build from the right: ")]
+    assert len(rests) > 20 and len(builds) > 20
+    for ex in rests:
+        a, op, b = re.fullmatch(r"rest: (\d+)(?:([+-])(\d+))?", ex.question, re.I).groups()
+        if op is None:  # one number's chain
+            assert ex.answer == " ".join(f"Rest {a[:i]}." for i in range(len(a) - 1, 0, -1))
+            continue
+        trace = synth.solve(f"What is {a} {op} {b}?")[1].thinking
+        assert ex.answer == " ".join(re.findall(r"Rest \d+[+-]\d+\.", trace)), ex
+    assert max(len(re.findall(r"\d", ex.question)) for ex in rests) > 10
+    for ex in builds:
+        digits = ex.question.split(": ")[1].split(", ")
+        chain = ["".join(reversed(digits[:i])) for i in range(1, len(digits) + 1)]
+        assert ex.answer == " ".join(f"Built {c}." for c in chain), ex
+    assert max(len(ex.question.split(", ")) for ex in builds) > 4
+    trace = synth.solve("What is 50133 + 77548?")[1].thinking
+    assert " ".join(re.findall(r"Built \d+\.", trace)) == synth.solve(
+        "Build from the right: 1, 8, 6, 7, 2, 1")[1].answer
 
 
 def test_rate_traces_copy_each_number_with_its_unit_before_naming_a_formula():

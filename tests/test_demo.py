@@ -125,7 +125,7 @@ def test_a_second_demo_in_a_running_demos_folder_is_refused_in_one_line(tmp_path
     assert not lock.exists()
 
 
-def test_training_examples_cover_the_steps_and_match_the_measured_size():
+def test_training_examples_cover_the_steps_and_match_the_measured_size(tmp_path):
     """`examples_for` sizes the data from TOKENS_PER_EXAMPLE; if traces grow or shrink, the
     constant must follow, or the demo repeats examples (or builds data it never reads)."""
     from aethermind.data import synth
@@ -138,7 +138,8 @@ def test_training_examples_cover_the_steps_and_match_the_measured_size():
     assert 0.85 < per_example / demo.TOKENS_PER_EXAMPLE < 1.15, per_example
     steps = demo.steps_for(10)
     n = demo.examples_for(steps)
-    assert n * per_example >= steps * 8 * 384  # one pass never runs out of examples
+    recipe = demo.train_config(tmp_path, tmp_path, tmp_path, tmp_path, steps)
+    assert n * per_example >= steps * recipe.batch_size * recipe.context_length  # one pass
     assert demo.examples_for(2 * steps) > 1.9 * n
 
 

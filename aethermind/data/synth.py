@@ -39,11 +39,12 @@ TASKS = ("add", "sub", "mul", "compare", "sort", "count", "convert", "rate", "wo
 SPLITS = ("train", "test", "phrasing", "beyond")
 BEYOND_TASKS = questions.BEYOND_TASKS
 # Round-robin order of training tasks: the families whose traces take longest to learn come
-# most often; "other" (out of scope) is rare, as it should be in use.
+# most often; "other" (out of scope) is rare, as it should be in use. Comparison, at 98-100%
+# on held-out phrasings, has two slots: the third pays for the column traces' "Rest" and
+# "Built" (with three slots and "Rest", sort fell to 77%; issue 18).
 _MIX = ("add", "mul", "rate", "chat", "sub", "count", "drill", "compare", "capital", "convert",
         "mul", "sort", "rate", "add", "word", "chat", "sub", "mul", "drill", "convert", "sort",
-        "count", "compare", "capital", "add", "sort", "other", "drill", "sub", "word", "compare",
-        "sort")
+        "count", "capital", "add", "sort", "other", "drill", "sub", "word", "compare", "sort")
 MULTI_TURN = 0.25  # share of written conversations that hold 2-3 turns (chat keeps context)
 _MULTI_TURN_CHARS = 420  # only short exchanges are joined, so a conversation fits one row
 GUIDE_PROMPTS = prompts.GUIDE_PROMPTS  # the haiku is out of scope: it gets the honest reply

@@ -11,6 +11,7 @@ Usage: `MAKERS["add"](random.Random(0), False, False)` -> "What is 7 + 45?".
 from __future__ import annotations
 
 import random
+import string
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -121,7 +122,7 @@ def q_sort(rng: random.Random, held: bool, beyond: bool) -> str:
 
 def q_count(rng: random.Random, held: bool, beyond: bool) -> str:
     word = rng.choice(tables.WORDS)
-    letter = rng.choice(word) if rng.random() < 0.75 else rng.choice("abcdefghijklmnopqrstuvwxyz")
+    letter = rng.choice(word) if rng.random() < 0.75 else rng.choice(string.ascii_lowercase)
     return _phrase(rng, "count", held, letter=letter, word=word)
 
 
@@ -206,6 +207,13 @@ def _fact(rng: random.Random) -> str:
     return f"{d * e}+{rng.randint(1, min(8, d))}"
 
 
+def _letter_fact(rng: random.Random) -> str:
+    """"t = r?" as counting's trace asks it, the letters equal half the time: in the trace most
+    letters differ, and one seed in six learned "a = a? no" (issue 18)."""
+    a = rng.choice(string.ascii_lowercase)
+    return f"{a} = {a if rng.random() < 0.5 else rng.choice(string.ascii_lowercase)}?"
+
+
 # Every word a chat or a trace may copy (~370): copying practised over three short lists was
 # learned word by word, and a seed answered "Repeat after me please: blanket" with "bubble".
 _COPY_POOL = tuple(sorted({*tables.WORDS, *tables.NAMES, *tables.CAPITALS, *tables.VEHICLES,
@@ -223,6 +231,17 @@ def q_drill(rng: random.Random, held: bool, beyond: bool) -> str:
         # operands, and a model that only ever copied 4 digits stops after 4 (issue 18)
         return "Copy: " + " ".join(str(_digits(rng, rng.randint(1, 8)))
                                    for _ in range(rng.randint(2, 4)))
+    if kind < 0.67:  # a column loop's "Rest" and "Built" lines at up to 8 digits, without
+        # its arithmetic: the traces show them up to 4 digits (issue 18)
+        a, b = (_digits(rng, rng.randint(2, 8)) for _ in range(2))
+        op = rng.choice(("+", "-", ""))  # "": one number's chain, "Rest 4587."
+        a, b = (max(a, b), min(a, b)) if op == "-" else (a, b)
+        return f"Rest: {a}{op}{b if op else ''}"
+    if kind < 0.75:
+        digits = [str(rng.randint(0, 9)) for _ in range(rng.randint(2, 8))]
+        return "Build from the right: " + ", ".join(digits)
+    if kind < 0.8:  # counting's one fact, half of them a match: is this letter that one?
+        return "Facts: " + ", ".join(_letter_fact(rng) for _ in range(8))
     return "Facts: " + ", ".join(_fact(rng) for _ in range(8))
 
 

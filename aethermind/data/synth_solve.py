@@ -65,41 +65,69 @@ def _whole(value: Decimal) -> bool:
 # ("7*6=42", "7+5+1=13", "13-1-5=7"), so the facts a small model must learn are few (about
 # 300) and shared: a multi-digit result is always assembled from written-down digits, never
 # produced in one step (`57 * 6 = 342` in one step is 2,000 facts, most seen twice an epoch).
+def _rest(sa: str, sb: str, done: int, op: str) -> str:
+    """What a column loop (`op` + or -) has not used yet after `done` columns: " Rest 45+12."
+    (a used-up operand written 0, as the next line adds or subtracts its 0; "" when nothing
+    is left). With `op` "" the chain of `sa` alone, " Rest 45.", which only drills write."""
+    ra, rb = sa[:max(len(sa) - done, 0)], sb[:max(len(sb) - done, 0)]
+    if not op:
+        return f" Rest {ra}." if ra else ""
+    return f" Rest {ra or '0'}{op}{rb or '0'}." if ra or rb else ""
+
+
+def _built(digit: int | str, built: str) -> str:
+    """The result so far with the next digit (or last carry) written on its left."""
+    return f"{digit}{built}"
+
+
+# Column addition and subtraction end each line with what is left of the operands ("Rest")
+# and the result so far ("Built"), so every line takes its digits from the ends of the line
+# above and adds one digit to the left of its result: the same look at any length. Without
+# them a line took the n-th digit from the right of the first line and the answer read the
+# n-th line back, and past the trained length both took the wrong ones: 37 of 40 five-digit
+# sums and differences were copied right and 9 answered right ("1+4" for the tens of
+# 50133+77548). With them (and drills of both at up to 8 digits), 60% and 57% (issue 18).
 def _add_lines(a: int, b: int) -> list[str]:
     """Column addition, right to left: one digit sum per line with its carry."""
-    da, db = str(a)[::-1], str(b)[::-1]
-    lines, carry = [f"{a}+{b}:"], 0
+    sa, sb = str(a), str(b)
+    da, db = sa[::-1], sb[::-1]
+    lines, carry, built = [f"{a}+{b}:"], 0, ""
     for i in range(max(len(da), len(db))):
         terms = [int(da[i]) if i < len(da) else 0, int(db[i]) if i < len(db) else 0]
         terms += [carry] if carry else []
         s = sum(terms)
         carry = s // 10
-        lines.append("+".join(map(str, terms)) + f"={s}" + (f", carry {carry}." if carry else "."))
+        built = _built(s % 10, built)
+        lines.append("+".join(map(str, terms)) + f"={s}" + (f", carry {carry}." if carry else ".")
+                     + _rest(sa, sb, i + 1, "+") + f" Built {built}.")
     if carry:
-        lines.append(f"Write the last carry {carry}.")
+        lines.append(f"Write the last carry {carry}. Built {_built(carry, built)}.")
     lines.append(f"So {a}+{b}={a + b}.")
     return lines
 
 
 def _sub_lines(a: int, b: int) -> list[str]:
     """Column subtraction of b <= a, right to left: one digit difference (and borrow) a line."""
-    da, db = str(a)[::-1], str(b)[::-1]
-    lines, borrow = [f"{a}-{b}:"], 0
+    sa, sb = str(a), str(b)
+    da, db = sa[::-1], sb[::-1]
+    lines, borrow, built = [f"{a}-{b}:"], 0, ""
     for i in range(len(da)):
         x, y = int(da[i]), int(db[i]) if i < len(db) else 0
         left = f"{x}-1-{y}" if borrow else f"{x}-{y}"
-        if x - borrow < y:
-            lines.append(f"{left} needs a borrow: 1{left}={x + 10 - borrow - y}.")
-            borrow = 1
-        else:
-            lines.append(f"{left}={x - borrow - y}.")
-            borrow = 0
+        need = x - borrow < y
+        digit = x - borrow - y + 10 * need
+        line = f"{left} needs a borrow: 1{left}={digit}." if need else f"{left}={digit}."
+        borrow = int(need)
+        built = _built(digit, built)
+        lines.append(line + _rest(sa, sb, i + 1, "-") + f" Built {built}.")
     lines.append(f"So {a}-{b}={a - b}.")
     return lines
 
 
 def _times_digit_lines(x: int, d: int) -> list[str]:
-    """x * d (d one digit), right to left: one single-digit product per line, carry explicit."""
+    """x * d (d one digit), right to left: one single-digit product per line, carry explicit.
+    No "Rest" or "Built" here (see `_rest`): x has at most four digits, past the range too,
+    and with them products past the range stayed at 0% while every mul trace grew ~14%."""
     digits, lines, carry = str(x)[::-1], [f"{x}*{d}:"], 0
     for i, c in enumerate(digits):
         v = int(c) * d
@@ -289,6 +317,11 @@ def spell_line(word: str) -> str:
     return f"Spell {word}: {' '.join(word)}."
 
 
+def _letter_match(ch: str, letter: str) -> str:
+    """Counting's one look: "t = r? no" (the trace adds the tally, the drill does not)."""
+    return f"{ch} = {letter}? {'yes' if ch == letter else 'no'}"
+
+
 def _solve_count(g: dict) -> Solution:
     """Spell the word, then one match step per letter that sets the letter beside the one
     sought ("t = r? no 1"), so the yes/no is a look at two neighbouring tokens and the tally
@@ -296,9 +329,8 @@ def _solve_count(g: dict) -> Solution:
     letter, word = g["letter"].lower(), g["word"].lower()
     running, steps = 0, []
     for ch in word:
-        hit = ch == letter
-        running += hit
-        steps.append(f"{ch} = {letter}? {'yes' if hit else 'no'} {running}")
+        running += ch == letter
+        steps.append(f"{_letter_match(ch, letter)} {running}")
     lines = [spell_line(word), f"Count {letter}: {', '.join(steps)}.",
              f"So {letter} appears {running} times."]
     return Solution("\n".join(lines), f"The answer is {running}.", "num", Decimal(running),
@@ -450,6 +482,32 @@ def _solve_drill_copy(m: re.Match) -> Solution:
     return Solution(None, reply, "text", norm_text(reply))
 
 
+def _solve_drill_letters(m: re.Match) -> Solution:
+    """Letter-match drills (train only): counting's step without its tally, "t = r? no"."""
+    reply = ", ".join(_letter_match(a, b) for a, b in re.findall(r"([a-z]) = ([a-z])\?",
+                                                                  m.group(1))) + "."
+    return Solution(None, reply, "text", norm_text(reply))
+
+
+def _solve_drill_rest(m: re.Match) -> Solution:
+    """Rest drills (train only): the "Rest" lines of a column loop on numbers of any length,
+    without its arithmetic; the traces only ever show them up to four digits."""
+    sa, op, sb = m.group(1), m.group(2) or "", m.group(3) or ""
+    reply = " ".join(_rest(sa, sb, done, op).strip() for done in range(1, max(len(sa), len(sb))))
+    return Solution(None, reply, "text", norm_text(reply))
+
+
+def _solve_drill_build(m: re.Match) -> Solution:
+    """Build drills (train only): the "Built" lines of a column loop, a number grown one
+    digit at a time from the right, at any length."""
+    built, out = "", []
+    for digit in m.group(1).split(", "):
+        built = _built(digit, built)
+        out.append(f"Built {built}.")
+    reply = " ".join(out)
+    return Solution(None, reply, "text", norm_text(reply))
+
+
 def _solve_drill_spell(m: re.Match) -> Solution:
     reply = spell_line(m.group(1).lower())
     return Solution(None, reply, "text", norm_text(reply))
@@ -469,7 +527,10 @@ _SOLVERS: dict[str, Callable[[dict], Solution | None]] = {
     "repeat": _solve_repeat, "other": _solve_other}
 _DRILLS = tuple((re.compile(p, re.IGNORECASE), f) for p, f in (
     (r"facts: (\d+[*+-]\d+(?:[+-]\d+)?(?:, \d+[*+-]\d+(?:[+-]\d+)?)*)", _solve_drill_facts),
+    (r"facts: ([a-z] = [a-z]\?(?:, [a-z] = [a-z]\?)*)", _solve_drill_letters),
     (r"spell ([a-z]+)\.", _solve_drill_spell),
+    (r"rest: (\d+)(?:([+-])(\d+))?", _solve_drill_rest),
+    (r"build from the right: (\d+(?:, \d+)*)", _solve_drill_build),
     (r"copy: ([A-Za-z]+(?: [A-Za-z]+)*|\d+(?: \d+)*)", _solve_drill_copy)))
 # Families whose content is the phrasing itself: keyed by the whole question.
 _TEXT_KEYED = ("capital", "chat", "other", DRILL)
