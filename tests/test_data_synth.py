@@ -255,6 +255,66 @@ def test_sort_trace_inserts_each_number_of_the_copied_list_into_the_line_above()
         assert last == f"So the sorted list is {', '.join(map(str, above))}."
 
 
+def test_comparison_finds_the_longer_number_by_dropping_last_digits_until_one_runs_out():
+    """No digit count is read off (five-digit pairs were counted as four): both numbers lose
+    their last digit a line until one runs out, and the line where it does says which has
+    more digits, or that they have the same number and are compared from the left."""
+    assert synth.solve("Which is larger, 95903 or 523?")[1].thinking.splitlines() == [
+        "Compare 95903 and 523.", "Rest 9590 and 52.", "Rest 959 and 5.",
+        "Rest 95 and nothing: 95903 has more digits.", "So 95903 is larger and 523 is smaller.",
+        "The larger one is 95903."]
+    assert synth.solve("Which is smaller, 7 or 3?")[1].thinking.splitlines()[1:3] == [
+        "Rest nothing and nothing: the same number of digits. Compare from the left.", "7 > 3."]
+    n = 0
+    for ex in (e for e in synth.make_split("train", 3000) if e.task == "compare"):
+        first, *lines = ex.thinking.splitlines()
+        state = re.fullmatch(r"Compare (\d+) and (\d+)\.", first).groups()
+        for line in lines:
+            state = tuple(x[:-1] for x in state)
+            if all(state):
+                assert line == f"Rest {state[0]} and {state[1]}.", (ex.question, line)
+                continue
+            shown = [x or "nothing" for x in state]
+            assert line.startswith(f"Rest {shown[0]} and {shown[1]}: "), (ex.question, line)
+            a, b = re.fullmatch(r"Compare (\d+) and (\d+)\.", first).groups()
+            same = len(a) == len(b)
+            assert line.endswith("Compare from the left.") == same, (ex.question, line)
+            if not same:
+                assert line.endswith(f" {max(a, b, key=len)} has more digits."), line
+            n += 1
+            break
+    assert n > 50
+
+
+def test_products_by_several_digits_list_their_parts_first_and_take_them_in_that_order():
+    """A product by a number with several non-zero digits names its parts first ("46 = 6 +
+    40."), so which part comes next is read off that line, not from the operands' lengths:
+    products of four by two digits (never trained) ended after the first part."""
+    lines = synth.solve("What is 7168 * 46?")[1].thinking.splitlines()
+    assert lines[:3] == ["7168*46:", "46 = 6 + 40.", "7168*6:"]
+    assert "7168*4:" in lines and "7168*40=286720." in lines
+    assert synth.solve("What is 7168 * 4?")[1].thinking.splitlines()[:3] == [
+        "7168*4:", "7168*4:", "8*4=32, carry 3."]  # one part: no list
+    seen = 0
+    for ex in (e for e in synth.make_split("train", 3000) if e.task == "mul"):
+        plan = [line for line in ex.thinking.splitlines() if re.fullmatch(r"\d+ = \d+( \+ \d+)+\.",
+                                                                          line)]
+        if not plan:
+            continue
+        y, parts = plan[0].rstrip(".").split(" = ")
+        parts = parts.split(" + ")
+        assert sum(map(int, parts)) == int(y) and len(plan) == 1, ex.question
+        a, b = re.match(r"(\d+)\*(\d+):", ex.thinking).groups()
+        x = a if b == y else b
+        lines = ex.thinking.splitlines()
+        at = [next(i for i, line in enumerate(lines) if line.startswith((f"{x}*{p[0]}:",
+                                                                          f"{x}*{p[0]}=")))
+              for p in parts]
+        assert at == sorted(at), (ex.question, parts)
+        seen += 1
+    assert seen > 30
+
+
 def test_column_traces_take_each_digit_from_the_line_above_and_build_the_result_there():
     """Column addition and subtraction: each line takes the last digits of the line above
     (the copied operands, else its "Rest"), ends with what is left of them (a used-up operand
@@ -312,13 +372,19 @@ def test_rest_and_build_drills_reply_with_a_column_traces_own_lines_past_four_di
     rests = [ex for ex in drills if ex.question.lower().startswith("rest: ")]
     builds = [ex for ex in drills if ex.question.lower().startswith("build from the right: ")]
     assert len(rests) > 20 and len(builds) > 20
+    ops = Counter()
     for ex in rests:
-        a, op, b = re.fullmatch(r"rest: (\d+)(?:([+-])(\d+))?", ex.question, re.I).groups()
-        if op is None:  # one number's chain
-            assert ex.answer == " ".join(f"Rest {a[:i]}." for i in range(len(a) - 1, 0, -1))
+        a, op, b = re.fullmatch(r"rest: (\d+)([+-]| and )(\d+)", ex.question, re.I).groups()
+        ops[op] += 1
+        if op == " and ":  # comparison's length check
+            trace = synth.solve(f"Which is larger, {a} or {b}?")[1].thinking
+            ends = trace.splitlines()[1:]
+            ends = ends[:next(i for i, line in enumerate(ends) if ":" in line) + 1]
+            assert ex.answer == " ".join(ends) or a == b, ex
             continue
         trace = synth.solve(f"What is {a} {op} {b}?")[1].thinking
         assert ex.answer == " ".join(re.findall(r"Rest \d+[+-]\d+\.", trace)), ex
+    assert set(ops) == {"+", "-", " and "}
     assert max(len(re.findall(r"\d", ex.question)) for ex in rests) > 10
     for ex in builds:
         digits = ex.question.split(": ")[1].split(", ")

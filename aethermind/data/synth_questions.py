@@ -221,6 +221,17 @@ _COPY_POOL = tuple(sorted({*tables.WORDS, *tables.NAMES, *tables.CAPITALS, *tabl
                            *(city for city, _ in tables.CAPITALS.values() if " " not in city)}))
 
 
+def _one_digit_apart(rng: random.Random, number: str) -> str:
+    """`number` with one digit (not the first) changed, or a digit added or dropped."""
+    i = rng.randrange(1, len(number)) if len(number) > 1 else 0
+    kind = rng.random()
+    if kind < 0.6 or len(number) == 1:
+        return number[:i] + str(rng.randint(0, 9)) + number[i + 1:]
+    if kind < 0.8:
+        return number[:i] + number[i + 1:]
+    return number[:i] + str(rng.randint(0, 9)) + number[i:]
+
+
 def q_drill(rng: random.Random, held: bool, beyond: bool) -> str:
     kind = rng.random()
     if kind < 0.25:
@@ -229,14 +240,19 @@ def q_drill(rng: random.Random, held: bool, beyond: bool) -> str:
         return "Copy: " + " ".join(rng.choice(_COPY_POOL) for _ in range(rng.randint(1, 8)))
     if kind < 0.6:  # copying numbers of up to 8 digits: every trace starts by copying its
         # operands, and a model that only ever copied 4 digits stops after 4 (issue 18)
-        return "Copy: " + " ".join(str(_digits(rng, rng.randint(1, 8)))
-                                   for _ in range(rng.randint(2, 4)))
-    if kind < 0.67:  # a column loop's "Rest" and "Built" lines at up to 8 digits, without
-        # its arithmetic: the traces show them up to 4 digits (issue 18)
-        a, b = (_digits(rng, rng.randint(2, 8)) for _ in range(2))
-        op = rng.choice(("+", "-", ""))  # "": one number's chain, "Rest 4587."
+        nums = [str(_digits(rng, rng.randint(1, 8))) for _ in range(rng.randint(2, 4))]
+        if rng.random() < 0.4:  # near twins, one digit apart: sums and differences past the
+            # range mixed up 14341 and 14245 ("14241-14245"; issue 18)
+            nums = [nums[0], *(_one_digit_apart(rng, nums[0]) for _ in nums[1:])]
+        return "Copy: " + " ".join(nums)
+    if kind < 0.67:  # the "Rest" lines of a column loop or of comparison's length check at up
+        # to 8 digits, without their arithmetic: the traces show them up to 4 digits (issue 18)
+        op = rng.choice(("+", "-", " and "))
+        a = _digits(rng, rng.randint(2, 8))
+        b = _digits(rng, len(str(a)) if rng.random() < 0.5 else rng.randint(2, 8))
+        b = int(_one_digit_apart(rng, str(a))) if rng.random() < 0.3 else b
         a, b = (max(a, b), min(a, b)) if op == "-" else (a, b)
-        return f"Rest: {a}{op}{b if op else ''}"
+        return f"Rest: {a}{op}{b}"
     if kind < 0.75:
         digits = [str(rng.randint(0, 9)) for _ in range(rng.randint(2, 8))]
         return "Build from the right: " + ", ".join(digits)

@@ -68,10 +68,8 @@ def _whole(value: Decimal) -> bool:
 def _rest(sa: str, sb: str, done: int, op: str) -> str:
     """What a column loop (`op` + or -) has not used yet after `done` columns: " Rest 45+12."
     (a used-up operand written 0, as the next line adds or subtracts its 0; "" when nothing
-    is left). With `op` "" the chain of `sa` alone, " Rest 45.", which only drills write."""
+    is left)."""
     ra, rb = sa[:max(len(sa) - done, 0)], sb[:max(len(sb) - done, 0)]
-    if not op:
-        return f" Rest {ra}." if ra else ""
     return f" Rest {ra or '0'}{op}{rb or '0'}." if ra or rb else ""
 
 
@@ -151,7 +149,12 @@ def _mul_lines(a: int, b: int) -> list[str]:
         return [f"{x}*{y}={x * y}."]
     if y == 0:
         return [f"Anything times 0 is 0: {a}*{b}=0."]
-    lines, partials = [], []
+    # A multiplier of several non-zero digits names its parts first ("46 = 6 + 40."), so the
+    # next part is read off that line: products of four by two digits (past the range) ended
+    # after the first part, as every trained product of a four-digit number has one part. With
+    # it they take both parts, and still fail (0%) in the digit lines of 4-digit x (issue 18).
+    parts = [f"{c}{'0' * place}" for place, c in enumerate(str(y)[::-1]) if c != "0"]
+    lines, partials = ([f"{y} = {' + '.join(parts)}."] if len(parts) > 1 else []), []
     for place, c in enumerate(str(y)[::-1]):
         if c == "0":
             continue
@@ -263,6 +266,27 @@ def _from_the_left(a: str, b: str) -> list[str]:
     return steps
 
 
+def _length_lines(sa: str, sb: str) -> list[str]:
+    """Comparison's length check: both numbers lose their last digit a line ("Rest 959 and
+    52.", the column loops' look) until one runs out, so no digit count is ever read off.
+    Counted ("Both have 4 digits"), five-digit pairs were counted as four in 29 of 60. With the
+    chain the length is right past the range; most misses left are a copy that loses a digit
+    ("So 9590 is larger"), also when the first digit is dropped instead (issue 18)."""
+    lines = []
+    for done in range(1, max(len(sa), len(sb)) + 1):
+        ra, rb = sa[:max(len(sa) - done, 0)], sb[:max(len(sb) - done, 0)]
+        if ra and rb:
+            lines.append(f"Rest {ra} and {rb}.")
+            continue
+        end = f"Rest {ra or 'nothing'} and {rb or 'nothing'}:"
+        if ra or rb:
+            lines.append(f"{end} {sa if ra else sb} has more digits.")
+        else:
+            lines.append(f"{end} the same number of digits. Compare from the left.")
+        return lines
+    raise AssertionError("unreachable: the longer number runs out last")
+
+
 def _solve_compare(g: dict) -> Solution | None:
     a, b = _value(g["a"]), _value(g["b"])
     if not (_whole(a) and _whole(b)) or a == b:
@@ -271,11 +295,8 @@ def _solve_compare(g: dict) -> Solution | None:
     word = (g.get("cmp") or g.get("sup")).lower()
     want_max = word in grammar.COMPARATIVE_MAX + grammar.SUPERLATIVE_MAX
     sa, sb = str(a), str(b)
-    lines = [f"Compare {a} and {b}."]
-    if len(sa) != len(sb):
-        lines.append(f"{a} has {len(sa)} digits and {b} has {len(sb)} digits.")
-    else:
-        lines.append(f"Both have {len(sa)} digits. Compare from the left.")
+    lines = [f"Compare {a} and {b}.", *_length_lines(sa, sb)]
+    if len(sa) == len(sb):
         lines += [f"{step}." for step in _from_the_left(sa, sb)]
     pick = max(a, b) if want_max else min(a, b)
     lines.append(f"So {max(a, b)} is larger and {min(a, b)} is smaller.")
@@ -490,10 +511,15 @@ def _solve_drill_letters(m: re.Match) -> Solution:
 
 
 def _solve_drill_rest(m: re.Match) -> Solution:
-    """Rest drills (train only): the "Rest" lines of a column loop on numbers of any length,
-    without its arithmetic; the traces only ever show them up to four digits."""
-    sa, op, sb = m.group(1), m.group(2) or "", m.group(3) or ""
-    reply = " ".join(_rest(sa, sb, done, op).strip() for done in range(1, max(len(sa), len(sb))))
+    """Rest drills (train only): the "Rest" lines of a column loop, or comparison's length
+    check, on numbers of any length, without the arithmetic; the traces only ever show them up
+    to four digits."""
+    sa, op, sb = m.groups()
+    if op == " and ":  # comparison's length check
+        reply = " ".join(_length_lines(sa, sb))
+    else:
+        reply = " ".join(_rest(sa, sb, done, op).strip()
+                         for done in range(1, max(len(sa), len(sb))))
     return Solution(None, reply, "text", norm_text(reply))
 
 
@@ -529,7 +555,7 @@ _DRILLS = tuple((re.compile(p, re.IGNORECASE), f) for p, f in (
     (r"facts: (\d+[*+-]\d+(?:[+-]\d+)?(?:, \d+[*+-]\d+(?:[+-]\d+)?)*)", _solve_drill_facts),
     (r"facts: ([a-z] = [a-z]\?(?:, [a-z] = [a-z]\?)*)", _solve_drill_letters),
     (r"spell ([a-z]+)\.", _solve_drill_spell),
-    (r"rest: (\d+)(?:([+-])(\d+))?", _solve_drill_rest),
+    (r"rest: (\d+)([+-]| and )(\d+)", _solve_drill_rest),
     (r"build from the right: (\d+(?:, \d+)*)", _solve_drill_build),
     (r"copy: ([A-Za-z]+(?: [A-Za-z]+)*|\d+(?: \d+)*)", _solve_drill_copy)))
 # Families whose content is the phrasing itself: keyed by the whole question.
