@@ -83,9 +83,10 @@ RL_STEPS_PER_MINUTE = 8
 N_TEST = 240  # 20 questions per family in trained phrasings with operands never trained
 N_PHRASING = 480  # 40 per family in held-out phrasings with operands never trained
 N_BEYOND = 100  # 20 per ranged family one step past the trained range
-# Built-in examples average ~132 tokens once encoded (chats of 1-3) since the column traces
-# carry "Rest" and "Built" (~122 before); the constant stays at the 115 the measured runs used,
-# so they are this recipe's data, with 26% spare examples instead of 10% (a few seconds).
+# Built-in examples average ~134 tokens once encoded (chats of 1-3) since the column traces
+# carry "Rest" and "Built" and comparison its length chain (~122 before); the constant stays at
+# the 115 the measured runs used, so they are this recipe's data, with 28% spare examples
+# instead of 10%.
 TOKENS_PER_EXAMPLE = 115
 N_FRESH = 24  # fresh questions in the guide's phrasing (4 per template)
 N_BEFORE = 44  # held-out questions asked of the untrained model (4 per family)

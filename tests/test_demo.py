@@ -127,7 +127,9 @@ def test_a_second_demo_in_a_running_demos_folder_is_refused_in_one_line(tmp_path
 
 def test_training_examples_cover_the_steps_and_match_the_measured_size(tmp_path):
     """`examples_for` sizes the data from TOKENS_PER_EXAMPLE; if traces grow or shrink, the
-    constant must follow, or the demo repeats examples (or builds data it never reads)."""
+    constant must follow, or the demo repeats examples (or builds data it never reads). The
+    constant may lag a recipe's growth by up to a quarter (a few seconds of generating a fresh
+    clone never reads) so measured runs keep their data; it may never cover less than a pass."""
     from aethermind.data import synth
     from aethermind.text.chat_format import encode
     from aethermind.text.tokenizer import Forge1Tokenizer
@@ -135,7 +137,7 @@ def test_training_examples_cover_the_steps_and_match_the_measured_size(tmp_path)
     tok = Forge1Tokenizer()
     convs = synth.to_conversations(synth.make_split("train", 2000))
     per_example = sum(len(encode(c, tok)[0]) for c in convs) / 2000  # what packing stores
-    assert 0.85 < per_example / demo.TOKENS_PER_EXAMPLE < 1.15, per_example
+    assert 0.85 < per_example / demo.TOKENS_PER_EXAMPLE < 1.25, per_example
     steps = demo.steps_for(10)
     n = demo.examples_for(steps)
     recipe = demo.train_config(tmp_path, tmp_path, tmp_path, tmp_path, steps)
