@@ -222,7 +222,8 @@ _COPY_POOL = tuple(sorted({*tables.WORDS, *tables.NAMES, *tables.CAPITALS, *tabl
 
 
 def _one_digit_apart(rng: random.Random, number: str) -> str:
-    """`number` with one digit (not the first) changed, or a digit added or dropped."""
+    """`number` with one digit (not the first) changed, or a digit added or dropped; a
+    one-digit number gets its digit changed."""
     i = rng.randrange(1, len(number)) if len(number) > 1 else 0
     kind = rng.random()
     if kind < 0.6 or len(number) == 1:

@@ -69,8 +69,13 @@ def _rest(sa: str, sb: str, done: int, op: str) -> str:
     """What a column loop (`op` + or -) has not used yet after `done` columns: " Rest 45+12."
     (a used-up operand written 0, as the next line adds or subtracts its 0; "" when nothing
     is left)."""
-    ra, rb = sa[:max(len(sa) - done, 0)], sb[:max(len(sb) - done, 0)]
+    ra, rb = _unused(sa, done), _unused(sb, done)
     return f" Rest {ra or '0'}{op}{rb or '0'}." if ra or rb else ""
+
+
+def _unused(digits: str, done: int) -> str:
+    """What is left of a number after its last `done` digits were used ("" when none)."""
+    return digits[:max(len(digits) - done, 0)]
 
 
 def _built(digit: int | str, built: str) -> str:
@@ -153,12 +158,10 @@ def _mul_lines(a: int, b: int) -> list[str]:
     # next part is read off that line: products of four by two digits (past the range) ended
     # after the first part, as every trained product of a four-digit number has one part. With
     # it they take both parts, and still fail (0%) in the digit lines of 4-digit x (issue 18).
-    parts = [f"{c}{'0' * place}" for place, c in enumerate(str(y)[::-1]) if c != "0"]
-    lines, partials = ([f"{y} = {' + '.join(parts)}."] if len(parts) > 1 else []), []
-    for place, c in enumerate(str(y)[::-1]):
-        if c == "0":
-            continue
-        d = int(c)
+    places = [(place, int(c)) for place, c in enumerate(str(y)[::-1]) if c != "0"]
+    plan = " + ".join(f"{d}{'0' * place}" for place, d in places)
+    lines, partials = ([f"{y} = {plan}."] if len(places) > 1 else []), []
+    for place, d in places:
         if x < 10 or d == 1:
             lines.append(f"{x}*{d}={x * d}.")
         else:
@@ -272,19 +275,16 @@ def _length_lines(sa: str, sb: str) -> list[str]:
     Counted ("Both have 4 digits"), five-digit pairs were counted as four in 29 of 60. With the
     chain the length is right past the range; most misses left are a copy that loses a digit
     ("So 9590 is larger"), also when the first digit is dropped instead (issue 18)."""
+    done = 1
     lines = []
-    for done in range(1, max(len(sa), len(sb)) + 1):
-        ra, rb = sa[:max(len(sa) - done, 0)], sb[:max(len(sb) - done, 0)]
-        if ra and rb:
-            lines.append(f"Rest {ra} and {rb}.")
-            continue
-        end = f"Rest {ra or 'nothing'} and {rb or 'nothing'}:"
-        if ra or rb:
-            lines.append(f"{end} {sa if ra else sb} has more digits.")
-        else:
-            lines.append(f"{end} the same number of digits. Compare from the left.")
-        return lines
-    raise AssertionError("unreachable: the longer number runs out last")
+    while (ra := _unused(sa, done)) and (rb := _unused(sb, done)):
+        lines.append(f"Rest {ra} and {rb}.")
+        done += 1
+    ra, rb = _unused(sa, done), _unused(sb, done)
+    end = f"Rest {ra or 'nothing'} and {rb or 'nothing'}:"
+    if ra or rb:
+        return [*lines, f"{end} {sa if ra else sb} has more digits."]
+    return [*lines, f"{end} the same number of digits. Compare from the left."]
 
 
 def _solve_compare(g: dict) -> Solution | None:
