@@ -273,8 +273,8 @@ def _length_lines(sa: str, sb: str) -> list[str]:
     """Comparison's length check: both numbers lose their last digit a line ("Rest 959 and
     52.", the column loops' look) until one runs out, so no digit count is ever read off.
     Counted ("Both have 4 digits"), five-digit pairs were counted as four in 29 of 60. With the
-    chain the length is right past the range; most misses left are a copy that loses a digit
-    ("So 9590 is larger"), also when the first digit is dropped instead (issue 18)."""
+    chain the length is right past the range (issue 18); dropping the first digit instead did
+    no better."""
     done = 1
     lines = []
     while (ra := _unused(sa, done)) and (rb := _unused(sb, done)):
@@ -299,7 +299,10 @@ def _solve_compare(g: dict) -> Solution | None:
     if len(sa) == len(sb):
         lines += [f"{step}." for step in _from_the_left(sa, sb)]
     pick = max(a, b) if want_max else min(a, b)
-    lines.append(f"So {max(a, b)} is larger and {min(a, b)} is smaller.")
+    # The larger is named by its place in the first line, not copied, so after the first line
+    # a number is copied again only for the answer. Written out ("So 95903 is larger and 523 is
+    # smaller"), copies of five-digit numbers past the range lost a digit there in 11 of 60.
+    lines.append(f"So the {'first' if a > b else 'second'} is larger.")
     lines.append(f"The {'larger' if want_max else 'smaller'} one is {pick}.")
     return Solution("\n".join(lines), f"The answer is {pick}.", "num", Decimal(pick),
                     key=f"{a} {b}")
